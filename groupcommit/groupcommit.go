@@ -1,0 +1,250 @@
+package groupcommit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+var (
+	// ErrOverloaded is returned by Submit when MaxPending items are already
+	// waiting.
+	ErrOverloaded = errors.New("too many items are waiting to be flushed")
+	// ErrClosed is returned by Submit after Close.
+	ErrClosed = errors.New("batcher is closed")
+)
+
+// Config tunes a Batcher.
+type Config struct {
+	// Window is the least time between the starts of two flushes, and so the
+	// longest an item waits for the next flush to start once the previous
+	// one finished. Default 10ms.
+	Window time.Duration
+	// MaxItems bounds one flush. A submission larger than MaxItems is
+	// flushed alone. Default 10,000.
+	MaxItems int
+	// MaxPending bounds the items waiting for a flush. Default 200,000.
+	MaxPending int
+	// FlushTimeout bounds one flush. Default 10s.
+	FlushTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Window: 10 * time.Millisecond, MaxItems: 10_000, MaxPending: 200_000, FlushTimeout: 10 * time.Second}
+}
+
+// Validate reports a config that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.Window < 0:
+		return fmt.Errorf("groupcommit: Window is negative (%v)", c.Window)
+	case c.MaxItems < 1:
+		return fmt.Errorf("groupcommit: MaxItems is %d, it must be at least 1", c.MaxItems)
+	case c.MaxPending < c.MaxItems:
+		return fmt.Errorf("groupcommit: MaxPending (%d) is below MaxItems (%d)", c.MaxPending, c.MaxItems)
+	case c.FlushTimeout <= 0:
+		return fmt.Errorf("groupcommit: FlushTimeout must be positive, got %v", c.FlushTimeout)
+	}
+	return nil
+}
+
+// FlushFunc handles one batch. It returns one result per item, in order,
+// or an error that fails every item of the batch.
+type FlushFunc[T, R any] func(ctx context.Context, items []T) ([]R, error)
+
+type submission[T, R any] struct {
+	items []T
+	done  chan outcome[R] // buffered: the flusher never blocks on it
+}
+
+type outcome[R any] struct {
+	results []R
+	err     error
+}
+
+// Batcher group-commits items of type T into flushes that yield results of
+// type R.
+type Batcher[T, R any] struct {
+	cfg   Config
+	flush FlushFunc[T, R]
+
+	mu      sync.Mutex
+	pending []submission[T, R]
+	count   int           // items in pending
+	wake    chan struct{} // capacity 1: pending became non-empty or large
+	closed  bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New starts a Batcher. Zero fields of cfg take the defaults.
+func New[T, R any](cfg Config, flush FlushFunc[T, R]) (*Batcher[T, R], error) {
+	def := DefaultConfig()
+	if cfg.Window == 0 {
+		cfg.Window = def.Window
+	}
+	if cfg.MaxItems == 0 {
+		cfg.MaxItems = def.MaxItems
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = max(def.MaxPending, cfg.MaxItems)
+	}
+	if cfg.FlushTimeout == 0 {
+		cfg.FlushTimeout = def.FlushTimeout
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Batcher[T, R]{cfg: cfg, flush: flush, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	b.wg.Add(1)
+	go b.run()
+	return b, nil
+}
+
+// Submit queues items for the next flush and waits for their results. If
+// ctx ends first Submit returns its error, but the items may still be
+// flushed.
+func (b *Batcher[T, R]) Submit(ctx context.Context, items []T) ([]R, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	s := submission[T, R]{items: items, done: make(chan outcome[R], 1)}
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return nil, ErrClosed
+	case b.count > 0 && b.count+len(items) > b.cfg.MaxPending:
+		b.mu.Unlock()
+		return nil, ErrOverloaded
+	}
+	b.pending = append(b.pending, s)
+	b.count += len(items)
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case o := <-s.done:
+		return o.results, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Close fails the waiting submissions with ErrClosed, stops the flusher and
+// waits for it. A flush under way is cancelled.
+func (b *Batcher[T, R]) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	b.closed = true
+	pending := b.pending
+	b.pending, b.count = nil, 0
+	b.mu.Unlock()
+	for _, s := range pending {
+		s.done <- outcome[R]{err: ErrClosed}
+	}
+	b.cancel()
+	b.wg.Wait()
+}
+
+func (b *Batcher[T, R]) run() {
+	defer b.wg.Done()
+	var lastStart time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		// Wait for work.
+		select {
+		case <-b.ctx.Done():
+			return
+		case <-b.wake:
+		}
+		// Let the window fill, unless a full batch is already waiting.
+		if wait := b.cfg.Window - time.Since(lastStart); wait > 0 && !b.full() {
+			timer.Reset(wait)
+			select {
+			case <-b.ctx.Done():
+				return
+			case <-timer.C:
+			}
+		}
+		for batch := b.take(); len(batch) > 0; batch = b.take() {
+			lastStart = time.Now()
+			b.flushBatch(batch)
+			if !b.full() {
+				break
+			}
+		}
+		// Anything left waits for the next window.
+		b.mu.Lock()
+		if b.count > 0 {
+			select {
+			case b.wake <- struct{}{}:
+			default:
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+func (b *Batcher[T, R]) full() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.count >= b.cfg.MaxItems
+}
+
+// take removes whole submissions from the queue, up to MaxItems items (at
+// least one submission).
+func (b *Batcher[T, R]) take() []submission[T, R] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, items := 0, 0
+	for n < len(b.pending) && (n == 0 || items+len(b.pending[n].items) <= b.cfg.MaxItems) {
+		items += len(b.pending[n].items)
+		n++
+	}
+	batch := b.pending[:n:n]
+	b.pending = b.pending[n:]
+	b.count -= items
+	if len(b.pending) == 0 {
+		b.pending = nil // let the backing array go
+	}
+	return batch
+}
+
+func (b *Batcher[T, R]) flushBatch(batch []submission[T, R]) {
+	var items []T
+	if len(batch) == 1 {
+		items = batch[0].items
+	} else {
+		for _, s := range batch {
+			items = append(items, s.items...)
+		}
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.FlushTimeout)
+	results, err := b.flush(ctx, items)
+	cancel()
+	if err == nil && len(results) != len(items) {
+		err = fmt.Errorf("groupcommit: flush returned %d results for %d items", len(results), len(items))
+	}
+	off := 0
+	for _, s := range batch {
+		if err != nil {
+			s.done <- outcome[R]{err: err}
+			continue
+		}
+		s.done <- outcome[R]{results: results[off : off+len(s.items) : off+len(s.items)]}
+		off += len(s.items)
+	}
+}

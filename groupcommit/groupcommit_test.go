@@ -1,0 +1,248 @@
+package groupcommit_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/regcenter/registry/groupcommit"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// double answers each item with twice its value and counts its flushes.
+type double struct {
+	flushes atomic.Int64
+	sizes   chan int
+	delay   time.Duration
+}
+
+func (d *double) flush(ctx context.Context, items []int) ([]int, error) {
+	d.flushes.Add(1)
+	if d.sizes != nil {
+		d.sizes <- len(items)
+	}
+	if d.delay > 0 {
+		select {
+		case <-time.After(d.delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	out := make([]int, len(items))
+	for i, v := range items {
+		out[i] = 2 * v
+	}
+	return out, nil
+}
+
+func newBatcher(t *testing.T, cfg groupcommit.Config, f groupcommit.FlushFunc[int, int]) *groupcommit.Batcher[int, int] {
+	t.Helper()
+	b, err := groupcommit.New(cfg, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func TestEachSubmitterGetsItsOwnResultsInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &double{}
+		b := newBatcher(t, groupcommit.Config{Window: 10 * time.Millisecond}, d.flush)
+		var wg sync.WaitGroup
+		for w := range 50 {
+			wg.Go(func() {
+				items := []int{w * 100, w*100 + 1, w*100 + 2}
+				got, err := b.Submit(t.Context(), items)
+				if err != nil {
+					t.Errorf("Submit: %v", err)
+					return
+				}
+				if diff := cmp.Diff([]int{2 * items[0], 2 * items[1], 2 * items[2]}, got); diff != "" {
+					t.Errorf("worker %d results (-want +got):\n%s", w, diff)
+				}
+			})
+		}
+		wg.Wait()
+		// An idle batcher flushes the first arrival at once; the rest share one flush.
+		if n := d.flushes.Load(); n > 2 {
+			t.Errorf("50 concurrent submissions took %d flushes, want at most 2", n)
+		}
+	})
+}
+
+func TestFlushesStartAtLeastOneWindowApart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &double{}
+		b := newBatcher(t, groupcommit.Config{Window: 10 * time.Millisecond}, d.flush)
+		// 20 sources each submit once a millisecond for one second, without
+		// waiting for answers: 20,000 submissions arriving continuously.
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range 20 {
+			wg.Go(func() {
+				for range 1000 {
+					wg.Go(func() {
+						if _, err := b.Submit(t.Context(), []int{1}); err != nil {
+							t.Errorf("Submit: %v", err)
+						}
+					})
+					time.Sleep(time.Millisecond) // simulated time: the arrival rate
+				}
+			})
+		}
+		wg.Wait()
+		elapsed := time.Since(start)
+		if max := int64(elapsed/(10*time.Millisecond)) + 1; d.flushes.Load() > max {
+			t.Errorf("%d flushes in %v, want at most %d (one per 10ms window)", d.flushes.Load(), elapsed, max)
+		}
+		if d.flushes.Load() < 50 {
+			t.Errorf("%d flushes in %v: the batcher held items far longer than its window", d.flushes.Load(), elapsed)
+		}
+	})
+}
+
+func TestWhileOneFlushRunsTheNextBatchAccumulates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &double{delay: 50 * time.Millisecond, sizes: make(chan int, 100)}
+		b := newBatcher(t, groupcommit.Config{Window: time.Millisecond}, d.flush)
+		var wg sync.WaitGroup
+		wg.Go(func() { b.Submit(t.Context(), []int{1}) })
+		if got := <-d.sizes; got != 1 {
+			t.Fatalf("first flush has %d items, want 1", got)
+		}
+		// The first flush is now running for 50ms; these queue behind it.
+		for i := range 30 {
+			wg.Go(func() { b.Submit(t.Context(), []int{i}) })
+		}
+		synctest.Wait()
+		if got := <-d.sizes; got != 30 {
+			t.Errorf("second flush has %d items, want all 30 that arrived during the first", got)
+		}
+		wg.Wait()
+	})
+}
+
+func TestMaxItemsBoundsAFlushButNeverSplitsASubmission(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &double{sizes: make(chan int, 100), delay: 10 * time.Millisecond}
+		b := newBatcher(t, groupcommit.Config{Window: time.Millisecond, MaxItems: 10}, d.flush)
+		var wg sync.WaitGroup
+		wg.Go(func() { b.Submit(t.Context(), []int{0}) }) // occupies the flusher
+		synctest.Wait()
+		for range 4 {
+			wg.Go(func() { b.Submit(t.Context(), []int{1, 2, 3, 4}) })
+		}
+		wg.Go(func() { b.Submit(t.Context(), make([]int, 25)) }) // larger than MaxItems: alone
+		wg.Wait()
+		close(d.sizes)
+		var sizes []int
+		for s := range d.sizes {
+			sizes = append(sizes, s)
+		}
+		total := 0
+		for _, s := range sizes {
+			total += s
+			if s > 10 && s != 25 {
+				t.Errorf("a flush of %d items, want at most 10 (or the one submission of 25)", s)
+			}
+			if s != 25 && s%4 != 0 && s != 1 {
+				t.Errorf("a flush of %d items splits a submission of 4", s)
+			}
+		}
+		if total != 1+16+25 {
+			t.Errorf("flushed %d items in all (%v), want 42", total, sizes)
+		}
+	})
+}
+
+func TestAFlushErrorFailsEverySubmissionOfTheBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("boom")
+		b := newBatcher(t, groupcommit.Config{}, func(context.Context, []int) ([]int, error) { return nil, boom })
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Go(func() {
+				if _, err := b.Submit(t.Context(), []int{1}); !errors.Is(err, boom) {
+					t.Errorf("Submit: got %v, want boom", err)
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+func TestSubmitBeyondMaxPendingIsOverloaded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		b := newBatcher(t, groupcommit.Config{MaxItems: 2, MaxPending: 4}, func(_ context.Context, items []int) ([]int, error) {
+			<-release
+			return items, nil
+		})
+		var wg sync.WaitGroup
+		wg.Go(func() { b.Submit(t.Context(), []int{1}) }) // being flushed
+		synctest.Wait()
+		for range 2 {
+			wg.Go(func() { b.Submit(t.Context(), []int{1, 2}) }) // 4 pending
+		}
+		synctest.Wait()
+		if _, err := b.Submit(t.Context(), []int{9}); !errors.Is(err, groupcommit.ErrOverloaded) {
+			t.Errorf("Submit over MaxPending: got %v, want ErrOverloaded", err)
+		}
+		close(release)
+		wg.Wait()
+	})
+}
+
+func TestSubmitReturnsWhenItsContextEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &double{delay: time.Hour}
+		b := newBatcher(t, groupcommit.Config{FlushTimeout: 2 * time.Hour}, d.flush)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		if _, err := b.Submit(ctx, []int{1}); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Submit: got %v, want DeadlineExceeded", err)
+		}
+	})
+}
+
+func TestCloseFailsWaitingSubmissionsAndStopsTheFlusher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		d := &double{delay: time.Hour}
+		b, err := groupcommit.New(groupcommit.Config{FlushTimeout: 2 * time.Hour}, d.flush)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 2)
+		go func() { _, err := b.Submit(t.Context(), []int{1}); errs <- err }() // in the flush
+		synctest.Wait()
+		go func() { _, err := b.Submit(t.Context(), []int{2}); errs <- err }() // waiting
+		synctest.Wait()
+		b.Close()
+		for range 2 {
+			if err := <-errs; err == nil {
+				t.Errorf("Submit after Close: got nil error")
+			}
+		}
+		if _, err := b.Submit(t.Context(), []int{3}); !errors.Is(err, groupcommit.ErrClosed) {
+			t.Errorf("Submit after Close: got %v, want ErrClosed", err)
+		}
+	})
+}
+
+func TestConfigValidateNamesTheBadValue(t *testing.T) {
+	_, err := groupcommit.New(groupcommit.Config{MaxItems: 10, MaxPending: 5}, (&double{}).flush)
+	if err == nil || !strings.Contains(err.Error(), "MaxPending (5) is below MaxItems (10)") {
+		t.Errorf("New: got %v, want it to name MaxPending and MaxItems", err)
+	}
+}
+

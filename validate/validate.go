@@ -1,0 +1,275 @@
+package validate
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+)
+
+// The limits. They are part of the API: changing one is a compatibility
+// decision, and README.md documents them.
+const (
+	// MaxNameLen bounds service names and instance ids (characters of
+	// [A-Za-z0-9._:-]; at least one).
+	MaxNameLen = 128
+	// MaxAddressLen bounds an instance address (host:port), in bytes.
+	MaxAddressLen = 255
+	// MaxMetadataPairs bounds the metadata of one instance.
+	MaxMetadataPairs = 64
+	// MaxMetadataKeyLen bounds a metadata key, in bytes (at least one).
+	MaxMetadataKeyLen = 128
+	// MaxMetadataValueLen bounds a metadata value, in bytes.
+	MaxMetadataValueLen = 512
+	// MinBeatInterval is the shortest beat interval.
+	MinBeatInterval = 100 * time.Millisecond
+	// MaxTTL is the longest TTL.
+	MaxTTL = 24 * time.Hour
+	// TTLIntervalFactor: a TTL covers at least this many beat intervals.
+	TTLIntervalFactor = 3
+	// MaxRequestBytes bounds one request message.
+	MaxRequestBytes = 1 << 20
+	// MaxBeatBatch bounds the instances of one beat request.
+	MaxBeatBatch = 10_000
+)
+
+// The defaults of omitted fields. With them an instance beats every 5 s, is
+// SUSPECT after 15 s without a beat and removed after 30 s.
+const (
+	// DefaultBeatInterval is the beat interval of a registration without one.
+	DefaultBeatInterval = 5 * time.Second
+	// DefaultTTLIntervals: a registration without a TTL gets this many
+	// beat intervals.
+	DefaultTTLIntervals = 6
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid argument")
+
+// FieldError names the offending field and the limit it breaks.
+type FieldError struct {
+	// Field is the request field, as named in the API (e.g. "instance.ttl").
+	Field string
+	// Problem says what is wrong and names the limit.
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// Name checks a service name or instance id.
+func Name(field, s string) error {
+	if s == "" {
+		return fieldErr(field, "must not be empty (1-%d characters of [A-Za-z0-9._:-])", MaxNameLen)
+	}
+	if n := utf8.RuneCountInString(s); n > MaxNameLen {
+		return fieldErr(field, "is %d characters long, the limit is %d", n, MaxNameLen)
+	}
+	for i, r := range s {
+		if !nameRune(r) {
+			return fieldErr(field, "has %q at byte %d; only [A-Za-z0-9._:-] is allowed", r, i)
+		}
+	}
+	return nil
+}
+
+func nameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+		r == '.' || r == '_' || r == ':' || r == '-'
+}
+
+// Address checks an instance address: host:port, at most MaxAddressLen bytes.
+func Address(field, addr string) error {
+	if addr == "" {
+		return fieldErr(field, "must not be empty (host:port)")
+	}
+	if len(addr) > MaxAddressLen {
+		return fieldErr(field, "is %d bytes long, the limit is %d", len(addr), MaxAddressLen)
+	}
+	if !utf8.ValidString(addr) {
+		return fieldErr(field, "is not valid UTF-8")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fieldErr(field, "%q is not host:port", addr)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fieldErr(field, "port %q is not a number from 1 to 65535", port)
+	}
+	return nil
+}
+
+// Metadata checks an instance's metadata.
+func Metadata(field string, md map[string]string) error {
+	if len(md) > MaxMetadataPairs {
+		return fieldErr(field, "has %d pairs, the limit is %d", len(md), MaxMetadataPairs)
+	}
+	// Report the smallest offending key so that the error is deterministic.
+	var bad error
+	var badKey string
+	for k, v := range md {
+		var err error
+		switch {
+		case k == "":
+			err = fieldErr(field, "has an empty key")
+		case len(k) > MaxMetadataKeyLen:
+			err = fieldErr(field, "key %.20q... is %d bytes long, the limit is %d", k, len(k), MaxMetadataKeyLen)
+		case len(v) > MaxMetadataValueLen:
+			err = fieldErr(field+"["+k+"]", "value is %d bytes long, the limit is %d", len(v), MaxMetadataValueLen)
+		case !utf8.ValidString(k) || !utf8.ValidString(v):
+			err = fieldErr(field, "key or value of %q is not valid UTF-8", k)
+		}
+		if err != nil && (bad == nil || k < badKey) {
+			bad, badKey = err, k
+		}
+	}
+	return bad
+}
+
+// Timing checks the timing of a registration whose defaults are filled:
+// MinBeatInterval ≤ interval < suspect_after ≤ ttl ≤ MaxTTL and
+// ttl ≥ TTLIntervalFactor × interval.
+func Timing(interval, suspectAfter, ttl time.Duration) error {
+	switch {
+	case interval < MinBeatInterval:
+		return fieldErr("instance.beat_interval", "is %v, the minimum is %v", interval, MinBeatInterval)
+	case ttl > MaxTTL:
+		return fieldErr("instance.ttl", "is %v, the maximum is %v", ttl, MaxTTL)
+	case ttl < TTLIntervalFactor*interval:
+		return fieldErr("instance.ttl", "is %v, it must be at least %d × beat_interval (%v)",
+			ttl, TTLIntervalFactor, TTLIntervalFactor*interval)
+	case suspectAfter <= interval:
+		return fieldErr("instance.suspect_after", "is %v, it must be longer than beat_interval (%v)", suspectAfter, interval)
+	case suspectAfter > ttl:
+		return fieldErr("instance.suspect_after", "is %v, it must not be longer than ttl (%v)", suspectAfter, ttl)
+	}
+	return nil
+}
+
+func duration(field string, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, fieldErr(field, "is not a valid duration: %v", err)
+	}
+	v := d.AsDuration()
+	if v < 0 {
+		return 0, fieldErr(field, "is negative (%v)", v)
+	}
+	return v, nil
+}
+
+// NormalizeRegister validates a RegisterRequest and returns the instance to
+// propose, with the defaults of omitted fields filled: incarnation 0 is 1; a
+// zero beat interval is DefaultBeatInterval; a zero TTL is
+// DefaultTTLIntervals × interval; a zero suspect_after is TTL / 2. Output-only
+// fields are dropped. The request is not modified.
+func NormalizeRegister(req *registryv1.RegisterRequest) (*registryv1.Instance, error) {
+	in := req.GetInstance()
+	if in == nil {
+		return nil, fieldErr("instance", "is required")
+	}
+	if err := Name("instance.service", in.GetService()); err != nil {
+		return nil, err
+	}
+	if err := Name("instance.id", in.GetId()); err != nil {
+		return nil, err
+	}
+	if err := Address("instance.address", in.GetAddress()); err != nil {
+		return nil, err
+	}
+	if err := Metadata("instance.metadata", in.GetMetadata()); err != nil {
+		return nil, err
+	}
+	interval, err := duration("instance.beat_interval", in.GetBeatInterval())
+	if err != nil {
+		return nil, err
+	}
+	suspect, err := duration("instance.suspect_after", in.GetSuspectAfter())
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := duration("instance.ttl", in.GetTtl())
+	if err != nil {
+		return nil, err
+	}
+	if interval == 0 {
+		interval = DefaultBeatInterval
+	}
+	if ttl == 0 {
+		ttl = DefaultTTLIntervals * interval
+	}
+	if suspect == 0 {
+		suspect = ttl / 2
+	}
+	if err := Timing(interval, suspect, ttl); err != nil {
+		return nil, err
+	}
+	return &registryv1.Instance{
+		Service:      in.GetService(),
+		Id:           in.GetId(),
+		Address:      in.GetAddress(),
+		Metadata:     in.GetMetadata(),
+		Incarnation:  max(in.GetIncarnation(), 1),
+		BeatInterval: durationpb.New(interval),
+		SuspectAfter: durationpb.New(suspect),
+		Ttl:          durationpb.New(ttl),
+	}, nil
+}
+
+// Deregister validates a DeregisterRequest.
+func Deregister(req *registryv1.DeregisterRequest) error {
+	if err := Name("service", req.GetService()); err != nil {
+		return err
+	}
+	return Name("id", req.GetId())
+}
+
+// NormalizeBeat validates a BeatRequest and sets incarnation 0 to 1 in
+// place, as NormalizeRegister does.
+func NormalizeBeat(req *registryv1.BeatRequest) error {
+	beats := req.GetBeats()
+	if len(beats) == 0 {
+		return fieldErr("beats", "must name at least one instance")
+	}
+	if len(beats) > MaxBeatBatch {
+		return fieldErr("beats", "names %d instances, the limit is %d", len(beats), MaxBeatBatch)
+	}
+	for i, b := range beats {
+		if b == nil {
+			return fieldErr(fmt.Sprintf("beats[%d]", i), "is empty")
+		}
+		if err := Name(fmt.Sprintf("beats[%d].service", i), b.GetService()); err != nil {
+			return err
+		}
+		if err := Name(fmt.Sprintf("beats[%d].id", i), b.GetId()); err != nil {
+			return err
+		}
+		if b.Incarnation == 0 {
+			b.Incarnation = 1
+		}
+	}
+	return nil
+}
+
+// Service validates the service of a read; empty is allowed where allowEmpty
+// (Watch of every service).
+func Service(field, s string, allowEmpty bool) error {
+	if s == "" && allowEmpty {
+		return nil
+	}
+	return Name(field, s)
+}
