@@ -245,4 +245,3 @@ func TestConfigValidateNamesTheBadValue(t *testing.T) {
 		t.Errorf("New: got %v, want it to name MaxPending and MaxItems", err)
 	}
 }
-
