@@ -65,21 +65,22 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
 // Unwrap makes errors.Is(err, ErrInvalid) hold.
 func (e *FieldError) Unwrap() error { return ErrInvalid }
 
-func fieldErr(field, format string, args ...any) error {
+// FieldErrorf returns a *FieldError for field; the problem is formatted.
+func FieldErrorf(field, format string, args ...any) error {
 	return &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)}
 }
 
 // Name checks a service name or instance id.
 func Name(field, s string) error {
 	if s == "" {
-		return fieldErr(field, "must not be empty (1-%d characters of [A-Za-z0-9._:-])", MaxNameLen)
+		return FieldErrorf(field, "must not be empty (1-%d characters of [A-Za-z0-9._:-])", MaxNameLen)
 	}
 	if n := utf8.RuneCountInString(s); n > MaxNameLen {
-		return fieldErr(field, "is %d characters long, the limit is %d", n, MaxNameLen)
+		return FieldErrorf(field, "is %d characters long, the limit is %d", n, MaxNameLen)
 	}
 	for i, r := range s {
 		if !nameRune(r) {
-			return fieldErr(field, "has %q at byte %d; only [A-Za-z0-9._:-] is allowed", r, i)
+			return FieldErrorf(field, "has %q at byte %d; only [A-Za-z0-9._:-] is allowed", r, i)
 		}
 	}
 	return nil
@@ -93,20 +94,20 @@ func nameRune(r rune) bool {
 // Address checks an instance address: host:port, at most MaxAddressLen bytes.
 func Address(field, addr string) error {
 	if addr == "" {
-		return fieldErr(field, "must not be empty (host:port)")
+		return FieldErrorf(field, "must not be empty (host:port)")
 	}
 	if len(addr) > MaxAddressLen {
-		return fieldErr(field, "is %d bytes long, the limit is %d", len(addr), MaxAddressLen)
+		return FieldErrorf(field, "is %d bytes long, the limit is %d", len(addr), MaxAddressLen)
 	}
 	if !utf8.ValidString(addr) {
-		return fieldErr(field, "is not valid UTF-8")
+		return FieldErrorf(field, "is not valid UTF-8")
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		return fieldErr(field, "%q is not host:port", addr)
+		return FieldErrorf(field, "%q is not host:port", addr)
 	}
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-		return fieldErr(field, "port %q is not a number from 1 to 65535", port)
+		return FieldErrorf(field, "port %q is not a number from 1 to 65535", port)
 	}
 	return nil
 }
@@ -114,7 +115,7 @@ func Address(field, addr string) error {
 // Metadata checks an instance's metadata.
 func Metadata(field string, md map[string]string) error {
 	if len(md) > MaxMetadataPairs {
-		return fieldErr(field, "has %d pairs, the limit is %d", len(md), MaxMetadataPairs)
+		return FieldErrorf(field, "has %d pairs, the limit is %d", len(md), MaxMetadataPairs)
 	}
 	// Report the smallest offending key so that the error is deterministic.
 	var bad error
@@ -123,13 +124,13 @@ func Metadata(field string, md map[string]string) error {
 		var err error
 		switch {
 		case k == "":
-			err = fieldErr(field, "has an empty key")
+			err = FieldErrorf(field, "has an empty key")
 		case len(k) > MaxMetadataKeyLen:
-			err = fieldErr(field, "key %.20q... is %d bytes long, the limit is %d", k, len(k), MaxMetadataKeyLen)
+			err = FieldErrorf(field, "key %.20q... is %d bytes long, the limit is %d", k, len(k), MaxMetadataKeyLen)
 		case len(v) > MaxMetadataValueLen:
-			err = fieldErr(field+"["+k+"]", "value is %d bytes long, the limit is %d", len(v), MaxMetadataValueLen)
+			err = FieldErrorf(field+"["+k+"]", "value is %d bytes long, the limit is %d", len(v), MaxMetadataValueLen)
 		case !utf8.ValidString(k) || !utf8.ValidString(v):
-			err = fieldErr(field, "key or value of %q is not valid UTF-8", k)
+			err = FieldErrorf(field, "key or value of %q is not valid UTF-8", k)
 		}
 		if err != nil && (bad == nil || k < badKey) {
 			bad, badKey = err, k
@@ -144,16 +145,16 @@ func Metadata(field string, md map[string]string) error {
 func Timing(interval, suspectAfter, ttl time.Duration) error {
 	switch {
 	case interval < MinBeatInterval:
-		return fieldErr("instance.beat_interval", "is %v, the minimum is %v", interval, MinBeatInterval)
+		return FieldErrorf("instance.beat_interval", "is %v, the minimum is %v", interval, MinBeatInterval)
 	case ttl > MaxTTL:
-		return fieldErr("instance.ttl", "is %v, the maximum is %v", ttl, MaxTTL)
+		return FieldErrorf("instance.ttl", "is %v, the maximum is %v", ttl, MaxTTL)
 	case ttl < TTLIntervalFactor*interval:
-		return fieldErr("instance.ttl", "is %v, it must be at least %d × beat_interval (%v)",
+		return FieldErrorf("instance.ttl", "is %v, it must be at least %d × beat_interval (%v)",
 			ttl, TTLIntervalFactor, TTLIntervalFactor*interval)
 	case suspectAfter <= interval:
-		return fieldErr("instance.suspect_after", "is %v, it must be longer than beat_interval (%v)", suspectAfter, interval)
+		return FieldErrorf("instance.suspect_after", "is %v, it must be longer than beat_interval (%v)", suspectAfter, interval)
 	case suspectAfter > ttl:
-		return fieldErr("instance.suspect_after", "is %v, it must not be longer than ttl (%v)", suspectAfter, ttl)
+		return FieldErrorf("instance.suspect_after", "is %v, it must not be longer than ttl (%v)", suspectAfter, ttl)
 	}
 	return nil
 }
@@ -163,11 +164,11 @@ func duration(field string, d *durationpb.Duration) (time.Duration, error) {
 		return 0, nil
 	}
 	if err := d.CheckValid(); err != nil {
-		return 0, fieldErr(field, "is not a valid duration: %v", err)
+		return 0, FieldErrorf(field, "is not a valid duration: %v", err)
 	}
 	v := d.AsDuration()
 	if v < 0 {
-		return 0, fieldErr(field, "is negative (%v)", v)
+		return 0, FieldErrorf(field, "is negative (%v)", v)
 	}
 	return v, nil
 }
@@ -180,7 +181,7 @@ func duration(field string, d *durationpb.Duration) (time.Duration, error) {
 func NormalizeRegister(req *registryv1.RegisterRequest) (*registryv1.Instance, error) {
 	in := req.GetInstance()
 	if in == nil {
-		return nil, fieldErr("instance", "is required")
+		return nil, FieldErrorf("instance", "is required")
 	}
 	if err := Name("instance.service", in.GetService()); err != nil {
 		return nil, err
@@ -243,14 +244,14 @@ func Deregister(req *registryv1.DeregisterRequest) error {
 func NormalizeBeat(req *registryv1.BeatRequest) error {
 	beats := req.GetBeats()
 	if len(beats) == 0 {
-		return fieldErr("beats", "must name at least one instance")
+		return FieldErrorf("beats", "must name at least one instance")
 	}
 	if len(beats) > MaxBeatBatch {
-		return fieldErr("beats", "names %d instances, the limit is %d", len(beats), MaxBeatBatch)
+		return FieldErrorf("beats", "names %d instances, the limit is %d", len(beats), MaxBeatBatch)
 	}
 	for i, b := range beats {
 		if b == nil {
-			return fieldErr(fmt.Sprintf("beats[%d]", i), "is empty")
+			return FieldErrorf(fmt.Sprintf("beats[%d]", i), "is empty")
 		}
 		if err := Name(fmt.Sprintf("beats[%d].service", i), b.GetService()); err != nil {
 			return err

@@ -1300,14 +1300,19 @@ func (x *Event) GetAt() *timestamppb.Timestamp {
 
 type WatchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// If set, instances is the whole current set of the watched service(s)
-	// (SUSPECT ones included) as of index, and replaces the receiver's view.
-	Reset_    bool        `protobuf:"varint,1,opt,name=reset,proto3" json:"reset,omitempty"`
+	// If set, this message starts a reset: instances (with those of the
+	// following messages while more is set) is the whole current set of the
+	// watched service(s), SUSPECT ones included, as of index, and replaces the
+	// receiver's view.
+	IsReset   bool        `protobuf:"varint,1,opt,name=is_reset,json=isReset,proto3" json:"is_reset,omitempty"`
 	Instances []*Instance `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
 	// Changes in index order, each with an index above the previous message's.
 	Events []*Event `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
 	// The highest index this message covers: resume after it.
-	Index         uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,4,opt,name=index,proto3" json:"index,omitempty"`
+	// The reset continues in the next message, which carries more instances
+	// at the same index. A reset is complete at its first message without more.
+	More          bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1342,9 +1347,9 @@ func (*WatchResponse) Descriptor() ([]byte, []int) {
 	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
-func (x *WatchResponse) GetReset_() bool {
+func (x *WatchResponse) GetIsReset() bool {
 	if x != nil {
-		return x.Reset_
+		return x.IsReset
 	}
 	return false
 }
@@ -1368,6 +1373,13 @@ func (x *WatchResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *WatchResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // LeaderHint is attached to UNAVAILABLE errors from a node that is not the
@@ -2040,12 +2052,13 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x0fsince_last_beat\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rsinceLastBeat\x12<\n" +
 	"\flast_beat_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"lastBeatAt\x12*\n" +
-	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\x9c\x01\n" +
-	"\rWatchResponse\x12\x14\n" +
-	"\x05reset\x18\x01 \x01(\bR\x05reset\x123\n" +
+	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xb5\x01\n" +
+	"\rWatchResponse\x12\x19\n" +
+	"\bis_reset\x18\x01 \x01(\bR\aisReset\x123\n" +
 	"\tinstances\x18\x02 \x03(\v2\x15.registry.v1.InstanceR\tinstances\x12*\n" +
 	"\x06events\x18\x03 \x03(\v2\x12.registry.v1.EventR\x06events\x12\x14\n" +
-	"\x05index\x18\x04 \x01(\x04R\x05index\"\x89\x01\n" +
+	"\x05index\x18\x04 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"\x89\x01\n" +
 	"\n" +
 	"LeaderHint\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +

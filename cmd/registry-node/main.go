@@ -1,0 +1,177 @@
+// Command registry-node runs one node of the registry. See --help.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/regcenter/registry/node"
+)
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the node failed while running
+	exitUsage   = 2 // a start-up problem: bad flag, port in use, unusable data dir
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// options are the command line, each flag also read from REGISTRY_<NAME>.
+type options struct {
+	nodeID, dataDir              string
+	raftAddr, raftAdvertise      string
+	grpcAddr, httpAddr           string
+	grpcAdvertise, httpAdvertise string
+	bootstrapPeers, join         string
+	logLevel, logFormat          string
+}
+
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("registry-node", flag.ContinueOnError)
+	str := func(p *string, name, def, usage string) {
+		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	str(&o.nodeID, "node-id", "", "this node's id, unique in the cluster: 1-128 characters of [A-Za-z0-9._:-] (required)")
+	str(&o.dataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots (required)")
+	str(&o.raftAddr, "raft-addr", "127.0.0.1:7101", "Raft bind address")
+	str(&o.raftAdvertise, "raft-advertise", "", "Raft address the other nodes dial (default: --raft-addr)")
+	str(&o.grpcAddr, "grpc-addr", "127.0.0.1:7001", "gRPC API address")
+	str(&o.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients reach this node at (default: --grpc-addr)")
+	str(&o.httpAddr, "http-addr", "127.0.0.1:7201", "HTTP address for /metrics and /healthz; empty disables it")
+	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
+	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
+	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
+	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	str(&o.logFormat, "log-format", "text", "log format: text or json")
+	return fs
+}
+
+func envName(flagName string) string {
+	return "REGISTRY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parse reads the environment, then the command line, which wins.
+func parse(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o)
+	fs.SetOutput(io.Discard)
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s: %v", envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fmt.Fprintf(stderr, "Usage: registry-node [flags]\n\nRuns one node of the Raft-replicated service registry.\n\nFlags:\n")
+			fs.PrintDefaults()
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return o, nil
+}
+
+func newLogger(o *options, w io.Writer) (*slog.Logger, slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), level, nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), level, nil
+	default:
+		return nil, 0, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+	}
+}
+
+func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, error) {
+	if o.nodeID == "" {
+		return node.Config{}, errors.New("--node-id is required")
+	}
+	if o.dataDir == "" {
+		return node.Config{}, errors.New("--data-dir is required")
+	}
+	peers, err := node.ParsePeers(o.bootstrapPeers)
+	if err != nil {
+		return node.Config{}, fmt.Errorf("--bootstrap-peers: %v", err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.NodeID = o.nodeID
+	cfg.DataDir = o.dataDir
+	cfg.RaftAddr, cfg.RaftAdvertise = o.raftAddr, o.raftAdvertise
+	cfg.GRPCAddr, cfg.GRPCAdvertise = o.grpcAddr, o.grpcAdvertise
+	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
+	cfg.BootstrapPeers = peers
+	cfg.Join = o.join
+	cfg.Logger = log
+	cfg.RaftLogLevel = max(level, slog.LevelWarn)
+	if level <= slog.LevelDebug {
+		cfg.RaftLogLevel = level
+	}
+	return cfg, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "registry-node: %v (see registry-node --help)\n", err)
+		return exitUsage
+	}
+	log, level, err := newLogger(o, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "registry-node: %v\n", err)
+		return exitUsage
+	}
+	cfg, err := o.nodeConfig(log, level)
+	if err != nil {
+		fmt.Fprintf(stderr, "registry-node: %v (see registry-node --help)\n", err)
+		return exitUsage
+	}
+	n, err := node.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "registry-node: %s\n", oneLine(err))
+		return exitUsage
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	signal.Stop(sig)
+	if err := n.Shutdown(context.Background()); err != nil {
+		log.Error("shutdown", "error", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// oneLine joins a multi-error's lines, so that a start-up problem prints
+// as one line.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestHelpDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"--help"}, &out); code != exitOK {
+		t.Fatalf("--help exited %d, want 0", code)
+	}
+	for _, flag := range []string{"node-id", "data-dir", "raft-addr", "raft-advertise", "grpc-addr", "http-addr",
+		"bootstrap-peers", "join", "log-level", "log-format"} {
+		if !strings.Contains(out.String(), "-"+flag+" ") {
+			t.Errorf("--help does not document --%s", flag)
+		}
+		if !strings.Contains(out.String(), envName(flag)) {
+			t.Errorf("--help does not name %s", envName(flag))
+		}
+	}
+	if !strings.Contains(out.String(), `(default "127.0.0.1:7001")`) {
+		t.Errorf("--help does not show the default gRPC address:\n%s", out.String())
+	}
+}
+
+func TestStartupProblemsPrintOneLineAndExit2(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, "flag provided but not defined: -bogus"},
+		{"no node id", []string{"--data-dir", dir}, "--node-id is required"},
+		{"no data dir", []string{"--node-id", "n1"}, "--data-dir is required"},
+		{"bad peers", []string{"--node-id", "n1", "--data-dir", dir, "--bootstrap-peers", "n1"}, "--bootstrap-peers"},
+		{"bad log level", []string{"--node-id", "n1", "--data-dir", dir, "--log-level", "loud"}, "--log-level"},
+		{"bad log format", []string{"--node-id", "n1", "--data-dir", dir, "--log-format", "xml"}, "--log-format"},
+		{"port in use", []string{"--node-id", "n1", "--data-dir", dir, "--raft-addr", "127.0.0.1:0",
+			"--grpc-addr", busy.Addr().String(), "--http-addr", ""}, "address already in use"},
+		{"stray argument", []string{"--node-id", "n1", "extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if code := run(tt.args, &out); code != exitUsage {
+				t.Errorf("exit %d, want %d", code, exitUsage)
+			}
+			got := out.String()
+			if strings.Count(got, "\n") != 1 || !strings.HasPrefix(got, "registry-node: ") {
+				t.Errorf("output is not one line starting with the program name:\n%s", got)
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("output %q does not say %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvironmentSetsFlagsAndTheCommandLineWins(t *testing.T) {
+	t.Setenv("REGISTRY_NODE_ID", "from-env")
+	t.Setenv("REGISTRY_GRPC_ADDR", "127.0.0.1:9999")
+	o, err := parse([]string{"--grpc-addr", "127.0.0.1:8888"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.nodeID != "from-env" || o.grpcAddr != "127.0.0.1:8888" {
+		t.Errorf("node id %q grpc addr %q; want from-env (environment) and 127.0.0.1:8888 (flag)", o.nodeID, o.grpcAddr)
+	}
+}

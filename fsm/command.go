@@ -1,0 +1,319 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// MessageType is the first byte of every log entry and names the protobuf
+// message that follows. Types are append-only: a number is never reused or
+// renumbered, because the log lives on disk for years.
+type MessageType uint8
+
+// The command types. New commands take the next free number; a new command
+// that older nodes may safely skip is proposed with IgnoreUnknownTypeFlag set.
+const (
+	RegisterType    MessageType = 1
+	DeregisterType  MessageType = 2
+	BeatBatchType   MessageType = 3
+	MarkSuspectType MessageType = 4
+	ExpireType      MessageType = 5
+	NodeMetaType    MessageType = 6
+
+	// IgnoreUnknownTypeFlag: a type byte with this bit set, unknown to this
+	// node, is skipped (Apply returns nil) instead of fail-stop. A node that
+	// knows the type (the byte without the flag) applies it as usual.
+	IgnoreUnknownTypeFlag MessageType = 128
+)
+
+// String returns the command name, e.g. "Register", or "MessageType(n)".
+func (t MessageType) String() string {
+	name := ""
+	switch t &^ IgnoreUnknownTypeFlag {
+	case RegisterType:
+		name = "Register"
+	case DeregisterType:
+		name = "Deregister"
+	case BeatBatchType:
+		name = "BeatBatch"
+	case MarkSuspectType:
+		name = "MarkSuspect"
+	case ExpireType:
+		name = "Expire"
+	case NodeMetaType:
+		name = "NodeMeta"
+	default:
+		return fmt.Sprintf("MessageType(%d)", uint8(t))
+	}
+	if t&IgnoreUnknownTypeFlag != 0 {
+		name += "|IgnoreUnknown"
+	}
+	return name
+}
+
+// newMessage returns an empty message for a known type (flag stripped), or nil.
+func newMessage(t MessageType) proto.Message {
+	switch t {
+	case RegisterType:
+		return &fsmpb.Register{}
+	case DeregisterType:
+		return &fsmpb.Deregister{}
+	case BeatBatchType:
+		return &fsmpb.BeatBatch{}
+	case MarkSuspectType:
+		return &fsmpb.MarkSuspect{}
+	case ExpireType:
+		return &fsmpb.Expire{}
+	case NodeMetaType:
+		return &fsmpb.NodeMeta{}
+	}
+	return nil
+}
+
+// Encode returns the type byte followed by the deterministic protobuf
+// encoding (proto.MarshalOptions{Deterministic: true}) of msg. It fails if t
+// is unknown or msg is not the message for t.
+func Encode(t MessageType, msg proto.Message) ([]byte, error) {
+	want := newMessage(t &^ IgnoreUnknownTypeFlag)
+	if want == nil {
+		return nil, fmt.Errorf("fsm: encode: unknown message type %d", uint8(t))
+	}
+	if msg == nil {
+		return nil, fmt.Errorf("fsm: encode %v: nil message", t)
+	}
+	wantName := want.ProtoReflect().Descriptor().FullName()
+	if got := msg.ProtoReflect().Descriptor().FullName(); got != wantName {
+		return nil, fmt.Errorf("fsm: encode %v: message is %s, want %s", t, got, wantName)
+	}
+	buf := []byte{byte(t)}
+	buf, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf, msg)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encode %v: %w", t, err)
+	}
+	return buf, nil
+}
+
+// Decode parses a log entry's data. For a known type it returns the type
+// without IgnoreUnknownTypeFlag and the decoded message. An unknown type with
+// the flag set returns (t, nil, nil): the caller skips the entry. An empty
+// entry, an unknown type without the flag and an undecodable payload return an
+// error wrapping ErrUndecodable.
+func Decode(data []byte) (MessageType, proto.Message, error) {
+	if len(data) == 0 {
+		return 0, nil, fmt.Errorf("%w: empty log entry", ErrUndecodable)
+	}
+	t := MessageType(data[0])
+	base := t &^ IgnoreUnknownTypeFlag
+	msg := newMessage(base)
+	if msg == nil {
+		if t&IgnoreUnknownTypeFlag != 0 {
+			return t, nil, nil
+		}
+		return t, nil, fmt.Errorf("%w: unknown message type %d", ErrUndecodable, uint8(t))
+	}
+	if err := proto.Unmarshal(data[1:], msg); err != nil {
+		return base, nil, fmt.Errorf("%w: %v payload: %v", ErrUndecodable, base, err)
+	}
+	return base, msg, nil
+}
+
+// InstanceState is the liveness verdict on an instance; the numbers are those
+// of registry.v1.InstanceState.
+type InstanceState uint8
+
+// The instance states.
+const (
+	// StateHealthy: beats arrive in time.
+	StateHealthy InstanceState = 1
+	// StateSuspect: no beat for SuspectAfter; the instance is still registered.
+	StateSuspect InstanceState = 2
+)
+
+// String returns "HEALTHY", "SUSPECT" or "InstanceState(n)".
+func (s InstanceState) String() string {
+	switch s {
+	case StateHealthy:
+		return "HEALTHY"
+	case StateSuspect:
+		return "SUSPECT"
+	}
+	return fmt.Sprintf("InstanceState(%d)", uint8(s))
+}
+
+// Instance is one registered instance as stored in the state. Values handed
+// out by this package are copies, except Metadata, which is shared.
+type Instance struct {
+	Service string
+	ID      string
+	Address string
+	// Metadata is never mutated after it is stored: readers share it and must
+	// treat it as read-only. It is nil when empty.
+	Metadata     map[string]string
+	Incarnation  uint64
+	BeatInterval time.Duration
+	SuspectAfter time.Duration
+	TTL          time.Duration
+	State        InstanceState
+	// CreateIndex is the Raft index that registered this incarnation.
+	CreateIndex uint64
+	// ModifyIndex is the Raft index of the last change (not of plain beats).
+	ModifyIndex uint64
+	// LastBeatIndex is the Raft index of the last beat; registration counts.
+	LastBeatIndex uint64
+	// RegisteredAt and LastBeatAt are Unix nanoseconds by the proposing
+	// leader's clock.
+	RegisteredAt int64
+	LastBeatAt   int64
+}
+
+// EventType says what happened to an instance; the numbers are those of
+// registry.v1.EventType.
+type EventType uint8
+
+// The event types.
+const (
+	EventRegistered   EventType = 1
+	EventUpdated      EventType = 2
+	EventDeregistered EventType = 3
+	EventSuspect      EventType = 4
+	EventReacquired   EventType = 5
+	EventExpired      EventType = 6
+)
+
+// String returns the event name, e.g. "REGISTERED", or "EventType(n)".
+func (t EventType) String() string {
+	switch t {
+	case EventRegistered:
+		return "REGISTERED"
+	case EventUpdated:
+		return "UPDATED"
+	case EventDeregistered:
+		return "DEREGISTERED"
+	case EventSuspect:
+		return "SUSPECT"
+	case EventReacquired:
+		return "REACQUIRED"
+	case EventExpired:
+		return "EXPIRED"
+	}
+	return fmt.Sprintf("EventType(%d)", uint8(t))
+}
+
+// Event is one change to one instance, as kept in the history for watchers.
+type Event struct {
+	Type EventType
+	// Index is the Raft index of the command that made the change. One
+	// command may emit several events at the same index.
+	Index uint64
+	// Instance is the instance after the change; before it for
+	// EventDeregistered and EventExpired.
+	Instance Instance
+	// SinceLastBeat (Suspect, Reacquired, Expired): the command's time minus
+	// the previous LastBeatAt.
+	SinceLastBeat time.Duration
+	// LastBeatAt (Suspect, Reacquired, Expired): the previous beat's time.
+	LastBeatAt int64
+	// At is the command's now_unix_ns.
+	At int64
+}
+
+// NodeMeta is a node's client-facing addresses.
+type NodeMeta struct {
+	NodeID      string
+	GRPCAddress string
+	HTTPAddress string
+}
+
+// ServiceSummary counts the instances of one service by state.
+type ServiceSummary struct {
+	Service string
+	Healthy int
+	Suspect int
+}
+
+// RegisterResult is the Apply response to a Register.
+type RegisterResult struct {
+	Index    uint64
+	Instance Instance
+	// Created is true when the key (service, id) was not registered before.
+	Created bool
+}
+
+// DeregisterResult is the Apply response to a Deregister.
+type DeregisterResult struct {
+	Index uint64
+	// Instance is the instance as it was before removal.
+	Instance Instance
+}
+
+// RejectReason says why a beat was not applied; the numbers are those of
+// registry.v1.BeatRejectReason.
+type RejectReason uint8
+
+// The beat rejection reasons.
+const (
+	// RejectUnknown: the instance is not registered.
+	RejectUnknown RejectReason = 1
+	// RejectFenced: another incarnation is registered.
+	RejectFenced RejectReason = 2
+)
+
+// String returns "UNKNOWN", "FENCED" or "RejectReason(n)".
+func (r RejectReason) String() string {
+	switch r {
+	case RejectUnknown:
+		return "UNKNOWN"
+	case RejectFenced:
+		return "FENCED"
+	}
+	return fmt.Sprintf("RejectReason(%d)", uint8(r))
+}
+
+// BeatRejection is one beat of a batch that was not applied.
+type BeatRejection struct {
+	Service     string
+	ID          string
+	Incarnation uint64
+	Reason      RejectReason
+	// Current is the registered incarnation, for RejectFenced.
+	Current uint64
+}
+
+// BeatResult is the Apply response to a BeatBatch.
+type BeatResult struct {
+	Index uint64
+	// Rejected lists the beats not applied, in command order.
+	Rejected []BeatRejection
+}
+
+// ConditionalResult is the Apply response to MarkSuspect and Expire.
+type ConditionalResult struct {
+	Index   uint64
+	Applied int
+	Skipped int
+}
+
+// NodeMetaResult is the Apply response to NodeMeta.
+type NodeMetaResult struct {
+	Index uint64
+}
+
+// Errors returned by this package. Domain errors are Apply responses, wrapped
+// with detail; compare them with errors.Is.
+var (
+	// ErrNotFound: the instance is not registered (Deregister).
+	ErrNotFound = errors.New("instance not found")
+	// ErrFenced: a Register with a lower incarnation than the stored one, or
+	// a Deregister naming an incarnation other than the stored one.
+	ErrFenced = errors.New("incarnation fenced")
+	// ErrCompacted: EventsAfter was asked for events that are no longer kept;
+	// the watcher must reset from a full read.
+	ErrCompacted = errors.New("event history compacted")
+	// ErrUndecodable: Decode could not parse a log entry.
+	ErrUndecodable = errors.New("undecodable log entry")
+)

@@ -1,0 +1,267 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// logGen builds a random but reproducible log. It tracks the state with its
+// own FSM so that it can name current incarnations and beat indexes (the
+// conditions a checker would see) as well as stale and unknown ones.
+type logGen struct {
+	t     testing.TB
+	rng   *rand.Rand
+	view  *FSM
+	index uint64
+	now   int64
+}
+
+const (
+	genServices = 10
+	genIDs      = 20 // 200 instance keys
+)
+
+func (g *logGen) key() (string, string) {
+	return fmt.Sprint("svc-", g.rng.IntN(genServices)), fmt.Sprint("id-", g.rng.IntN(genIDs))
+}
+
+// incarnation returns the stored incarnation of key most of the time, and
+// otherwise a neighbour (fenced) or a random one.
+func (g *logGen) incarnation(svc, id string) uint64 {
+	in, ok := g.view.Instance(svc, id)
+	switch r := g.rng.IntN(10); {
+	case ok && r < 7:
+		return in.Incarnation
+	case ok && r < 9:
+		return in.Incarnation + uint64(g.rng.IntN(3)) - 1
+	default:
+		return uint64(g.rng.IntN(4))
+	}
+}
+
+// condition names key as a checker would: mostly current, sometimes stale.
+func (g *logGen) condition() *fsmpb.Condition {
+	svc, id := g.key()
+	c := &fsmpb.Condition{Service: svc, Id: id, Incarnation: g.incarnation(svc, id)}
+	if in, ok := g.view.Instance(svc, id); ok {
+		c.LastBeatIndex = in.LastBeatIndex
+		if g.rng.IntN(4) == 0 {
+			c.LastBeatIndex -= uint64(g.rng.IntN(3)) // stale if the instance beat since
+		}
+	} else {
+		c.LastBeatIndex = uint64(g.rng.IntN(int(g.index + 1)))
+	}
+	return c
+}
+
+func (g *logGen) command() (MessageType, proto.Message) {
+	switch r := g.rng.IntN(100); {
+	case r < 25:
+		svc, id := g.key()
+		inc := g.incarnation(svc, id)
+		if _, ok := g.view.Instance(svc, id); !ok && g.rng.IntN(2) == 0 {
+			inc = 1
+		}
+		c := &fsmpb.Register{
+			Service:        svc,
+			Id:             id,
+			Address:        fmt.Sprintf("10.0.%d.%d:80", g.rng.IntN(2), g.rng.IntN(2)),
+			Incarnation:    inc,
+			BeatIntervalNs: int64(g.rng.IntN(3)) * int64(time.Second),
+			SuspectAfterNs: int64(g.rng.IntN(3)-1) * int64(time.Second), // sometimes negative
+			TtlNs:          int64(g.rng.IntN(3)) * int64(10*time.Second),
+			NowUnixNs:      g.now,
+		}
+		if n := g.rng.IntN(4); n > 0 {
+			c.Metadata = make(map[string]string)
+			for i := range n {
+				c.Metadata[fmt.Sprint("k", i)] = fmt.Sprint(g.rng.IntN(2))
+			}
+		}
+		return RegisterType, c
+	case r < 35:
+		svc, id := g.key()
+		inc := g.incarnation(svc, id)
+		if g.rng.IntN(2) == 0 {
+			inc = 0
+		}
+		return DeregisterType, &fsmpb.Deregister{Service: svc, Id: id, Incarnation: inc, NowUnixNs: g.now}
+	case r < 65:
+		c := &fsmpb.BeatBatch{NowUnixNs: g.now}
+		for range 1 + g.rng.IntN(8) {
+			svc, id := g.key()
+			c.Beats = append(c.Beats, &fsmpb.Beat{Service: svc, Id: id, Incarnation: g.incarnation(svc, id)})
+		}
+		return BeatBatchType, c
+	case r < 79:
+		c := &fsmpb.MarkSuspect{NowUnixNs: g.now}
+		for range 1 + g.rng.IntN(6) {
+			c.Entries = append(c.Entries, g.condition())
+		}
+		return MarkSuspectType, c
+	case r < 91:
+		c := &fsmpb.Expire{NowUnixNs: g.now}
+		for range 1 + g.rng.IntN(6) {
+			c.Entries = append(c.Entries, g.condition())
+		}
+		return ExpireType, c
+	case r < 97:
+		c := &fsmpb.NodeMeta{NodeId: fmt.Sprint("node-", g.rng.IntN(5))}
+		if g.rng.IntN(4) > 0 {
+			c.GrpcAddress = fmt.Sprintf("10.1.0.%d:9000", g.rng.IntN(3))
+			c.HttpAddress = fmt.Sprintf("10.1.0.%d:8000", g.rng.IntN(3))
+		}
+		return NodeMetaType, c
+	default:
+		return 0, nil // an unknown command marked ignorable
+	}
+}
+
+// randomLog returns n log entries generated from seed.
+func randomLog(t testing.TB, seed uint64, n int) []*raft.Log {
+	g := &logGen{t: t, rng: rand.New(rand.NewPCG(seed, seed)), view: New(Config{}), now: 1_700_000_000_000_000_000}
+	logs := make([]*raft.Log, 0, n)
+	for range n {
+		g.index++
+		g.now += int64(g.rng.IntN(2000)-100) * int64(time.Millisecond) // the leader's clock may step back
+		typ, msg := g.command()
+		var l *raft.Log
+		if msg == nil {
+			l = &raft.Log{Index: g.index, Term: 1, Type: raft.LogCommand, Data: []byte{byte(IgnoreUnknownTypeFlag) | 99, 1, 2, 3}}
+		} else {
+			l = MakeLog(t, g.index, typ, msg)
+		}
+		g.view.Apply(l)
+		logs = append(logs, l)
+	}
+	return logs
+}
+
+// outcomes counts the kinds of Apply responses, to show that a log exercises
+// every branch.
+func outcomes(resp any) []string {
+	switch r := resp.(type) {
+	case nil:
+		return []string{"ignored"}
+	case error:
+		switch {
+		case errors.Is(r, ErrFenced):
+			return []string{"fenced"}
+		case errors.Is(r, ErrNotFound):
+			return []string{"not found"}
+		}
+		return []string{"error " + r.Error()}
+	case *RegisterResult:
+		return []string{fmt.Sprint("register created=", r.Created)}
+	case *DeregisterResult:
+		return []string{"deregistered"}
+	case *BeatResult:
+		out := []string{"beat batch"}
+		for _, rej := range r.Rejected {
+			out = append(out, "beat rejected "+rej.Reason.String())
+		}
+		return out
+	case *ConditionalResult:
+		var out []string
+		if r.Applied > 0 {
+			out = append(out, "condition applied")
+		}
+		if r.Skipped > 0 {
+			out = append(out, "condition skipped")
+		}
+		return out
+	case *NodeMetaResult:
+		return []string{"node meta"}
+	}
+	return []string{fmt.Sprintf("unexpected %T", resp)}
+}
+
+func TestDeterminism(t *testing.T) {
+	const n, cut = 10_000, 5_000
+	logs := randomLog(t, 42, n)
+	cfg := Config{HistorySize: 2 * n} // keep every event, to compare histories
+	a, b, c := New(cfg), New(cfg), New(cfg)
+
+	seen := make(map[string]int)
+	for _, l := range logs {
+		for _, o := range outcomes(a.Apply(l)) {
+			seen[o]++
+		}
+		b.Apply(l)
+	}
+	for _, l := range logs[:cut] {
+		c.Apply(l)
+	}
+	c = SnapshotRestore(t, c)
+	for _, l := range logs[cut:] {
+		c.Apply(l)
+	}
+
+	for _, o := range []string{
+		"ignored", "fenced", "not found", "register created=true", "register created=false",
+		"deregistered", "beat batch", "beat rejected UNKNOWN", "beat rejected FENCED",
+		"condition applied", "condition skipped", "node meta",
+	} {
+		if seen[o] == 0 {
+			t.Errorf("the log never produced %q; outcomes: %v", o, seen)
+		}
+	}
+	for o := range seen {
+		if o[0] == 'e' || o[0] == 'u' {
+			t.Errorf("unexpected outcome %q", o)
+		}
+	}
+	events := eventsAfter(t, a, 0)
+	types := make(map[EventType]int)
+	for _, e := range events {
+		types[e.Type]++
+	}
+	for typ := EventRegistered; typ <= EventExpired; typ++ {
+		if types[typ] == 0 {
+			t.Errorf("the log never emitted %v; events: %v", typ, types)
+		}
+	}
+	t.Logf("outcomes: %v; events: %v", seen, types)
+	if all, _ := a.Instances(); len(all) < 20 {
+		t.Errorf("only %d instances at the end: the log is too destructive to be a good test", len(all))
+	}
+
+	if a.Hash() != b.Hash() || a.Hash() != c.Hash() {
+		t.Fatalf("Hash() differs: %s, %s, %s (restored)", a.Hash(), b.Hash(), c.Hash())
+	}
+	snapA, snapB, snapC := persist(t, a), persist(t, b), persist(t, c)
+	if !bytes.Equal(snapA, snapB) || !bytes.Equal(snapA, snapC) {
+		t.Fatal("snapshot streams differ")
+	}
+	if !bytes.Equal(snapA, persist(t, a)) {
+		t.Fatal("two snapshots of the same FSM differ")
+	}
+	if diff := cmp.Diff(events, eventsAfter(t, b, 0)); diff != "" {
+		t.Errorf("histories of two replicas differ (-a +b):\n%s", diff)
+	}
+	if diff := cmp.Diff(eventsAfter(t, a, cut), eventsAfter(t, c, cut)); diff != "" {
+		t.Errorf("history after the snapshot differs (-a +restored):\n%s", diff)
+	}
+
+	// The hash is sensitive to the state: one more beat changes it.
+	hash := b.Hash()
+	for _, in := range must(b.Instances()) {
+		b.Apply(MakeLog(t, n+1, BeatBatchType, beats(1, beat(in.Service, in.ID, in.Incarnation))))
+		break
+	}
+	if b.Hash() == hash {
+		t.Error("Hash() did not change after a beat")
+	}
+}
+
+func must[T any](v T, _ uint64) T { return v }

@@ -1,0 +1,56 @@
+// Package fsm is the registry's deterministic Raft state machine.
+//
+// # What it owns
+//
+//   - The log format: a command is one MessageType byte followed by the
+//     deterministic protobuf encoding of a fsmpb message (Encode, Decode).
+//     Types are append-only and never renumbered. A type byte with
+//     IgnoreUnknownTypeFlag set is skipped by nodes that do not know it, so
+//     optional commands can be rolled out before every node is upgraded.
+//   - The state (State): instances indexed by service and id, node metadata,
+//     and the pure mutation and query methods over them.
+//   - Apply (FSM): decode, dispatch, and the bounded history of events that
+//     watchers read with Reset and EventsAfter.
+//   - Snapshot and Restore, in a versioned stream of length-delimited
+//     records; Hash digests the same stream.
+//
+// # Determinism
+//
+// Apply is a pure function of the state and the log entry: no wall clock, no
+// randomness, no decision that depends on map iteration order. The proposer
+// stamps its clock into the command (now_unix_ns); versions are Raft indexes
+// (CreateIndex, ModifyIndex, LastBeatIndex). Replicas that applied the same
+// log have byte-identical snapshots and the same Hash.
+//
+// # Apply rules
+//
+// Register upserts by (service, id, incarnation): a lower incarnation than
+// the stored one is fenced (ErrFenced); the same incarnation is an
+// idempotent update that also counts as a beat; a higher one supersedes the
+// stored instance. Deregister removes an instance (ErrNotFound if absent,
+// ErrFenced if it names another non-zero incarnation). BeatBatch renews
+// instances and rejects beats for absent instances or other incarnations
+// without failing the batch. MarkSuspect and Expire are conditional: each
+// entry names the incarnation and LastBeatIndex the proposer saw and is
+// skipped if the instance has changed since, so a beat or re-registration
+// that raced the checker wins.
+//
+// Domain errors are returned from Apply as error values (read them from the
+// raft future's Response); other responses are pointers to the *Result types.
+// A log entry that cannot be decoded panics (fail-stop): a replica that
+// skipped it would diverge from the others.
+//
+// # Concurrency
+//
+// Apply, Snapshot and Restore are called by raft from one goroutine. Every
+// other method is safe for concurrent use: reads take a read lock and return
+// copies (Instance.Metadata maps are shared and must not be mutated), together
+// with the applied index they reflect. Snapshot copies the instances under
+// the read lock; the returned snapshot encodes them in Persist without the
+// lock, concurrently with Apply. Restore decodes into a new State and swaps
+// it in under the write lock, so readers see the old state or the new one.
+//
+// Watchers take Changed before reading, read with Reset or EventsAfter, then
+// wait on the channel, which Apply and Restore close. State does no locking
+// of its own.
+package fsm

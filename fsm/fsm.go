@@ -1,0 +1,274 @@
+package fsm
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// Config configures an FSM. Zero fields take their defaults.
+type Config struct {
+	// HistorySize is the number of events kept for watchers; default 4096.
+	HistorySize int
+	// Logger receives the FSM's logs; the default discards them.
+	Logger *slog.Logger
+}
+
+// DefaultHistorySize is the default Config.HistorySize.
+const DefaultHistorySize = 4096
+
+// DefaultConfig returns the default configuration.
+func DefaultConfig() Config {
+	return Config{
+		HistorySize: DefaultHistorySize,
+		Logger:      slog.New(slog.DiscardHandler),
+	}
+}
+
+// Validate reports values New cannot honour: a negative HistorySize (New
+// would use the default instead).
+func (c Config) Validate() error {
+	if c.HistorySize < 0 {
+		return fmt.Errorf("fsm: HistorySize is %d, must be >= 0 (0 means %d)", c.HistorySize, DefaultHistorySize)
+	}
+	return nil
+}
+
+// FSM is the registry's Raft state machine: it decodes committed log entries,
+// applies them to its State, keeps a bounded history of the resulting events
+// and serves consistent reads. It implements raft.FSM.
+type FSM struct {
+	logger *slog.Logger
+
+	mu      sync.RWMutex
+	state   *State
+	applied uint64
+	history history
+	changed chan struct{} // closed and replaced at every Apply and Restore
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// New returns an empty FSM. Zero (or negative) fields of cfg take defaults.
+func New(cfg Config) *FSM {
+	def := DefaultConfig()
+	if cfg.HistorySize <= 0 {
+		cfg.HistorySize = def.HistorySize
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = def.Logger
+	}
+	return &FSM{
+		logger:  cfg.Logger,
+		state:   NewState(),
+		history: newHistory(cfg.HistorySize),
+		changed: make(chan struct{}),
+	}
+}
+
+// Apply applies one committed log entry and returns its response: a
+// *RegisterResult, *DeregisterResult, *BeatResult, *ConditionalResult or
+// *NodeMetaResult, an error wrapping ErrNotFound or ErrFenced, or nil for an
+// unknown type marked IgnoreUnknownTypeFlag. It panics on an entry it cannot
+// decode, so that a replica stops rather than diverge.
+func (f *FSM) Apply(l *raft.Log) any {
+	t, msg, err := Decode(l.Data)
+	if err != nil {
+		f.logger.Error("cannot decode log entry", "index", l.Index, "term", l.Term, "error", err)
+		panic(fmt.Sprintf("fsm: cannot apply log entry at index %d (term %d): %v", l.Index, l.Term, err))
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = l.Index
+	defer f.notify()
+
+	index := l.Index
+	var events []Event
+	var resp any
+	switch m := msg.(type) {
+	case nil:
+		f.logger.Warn("skipping log entry of unknown type", "index", index, "type", uint8(t))
+		return nil
+	case *fsmpb.Register:
+		res, ev, err := f.state.Register(index, m)
+		if err != nil {
+			return err
+		}
+		resp, events = &res, ev
+	case *fsmpb.Deregister:
+		res, ev, err := f.state.Deregister(index, m)
+		if err != nil {
+			return err
+		}
+		resp, events = &res, ev
+	case *fsmpb.BeatBatch:
+		res, ev := f.state.BeatBatch(index, m)
+		resp, events = &res, ev
+	case *fsmpb.MarkSuspect:
+		res, ev := f.state.MarkSuspect(index, m)
+		resp, events = &res, ev
+	case *fsmpb.Expire:
+		res, ev := f.state.Expire(index, m)
+		resp, events = &res, ev
+	case *fsmpb.NodeMeta:
+		f.state.SetNode(m)
+		resp = &NodeMetaResult{Index: index}
+	default:
+		// Decode and this switch disagree: a programming error, not data.
+		panic(fmt.Sprintf("fsm: log entry at index %d: no handler for %v (%T)", index, t, msg))
+	}
+	f.history.add(events)
+	return resp
+}
+
+// notify wakes the waiters on Changed. Callers hold the write lock.
+func (f *FSM) notify() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// Snapshot copies the state under the read lock; the returned snapshot
+// encodes it in Persist without holding the FSM's lock.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return f.snapshot(), nil
+}
+
+func (f *FSM) snapshot() *snapshot {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &snapshot{
+		index:     f.applied,
+		instances: f.state.unsorted(),
+		nodes:     f.state.Nodes(),
+	}
+}
+
+// Restore replaces the state with the snapshot read from rc. The snapshot is
+// decoded in full into a new State first, so a failed Restore leaves the FSM
+// untouched. On success the applied index is the snapshot's, the history is
+// empty with its floor at that index, and Changed is closed. The caller closes
+// rc, as raft does.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	st, index, err := readSnapshot(rc)
+	if err != nil {
+		f.logger.Error("restore failed", "error", err)
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.state = st
+	f.applied = index
+	f.history.reset(index)
+	f.notify()
+	f.logger.Info("restored snapshot", "index", index)
+	return nil
+}
+
+// AppliedIndex returns the index of the last applied log entry (or of the
+// restored snapshot).
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
+
+// GetService returns the instances of service sorted by ID, SUSPECT ones only
+// if includeSuspect, and the applied index they reflect.
+func (f *FSM) GetService(service string, includeSuspect bool) ([]Instance, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Service(service, includeSuspect), f.applied
+}
+
+// ListServices summarizes the services that have instances, sorted by name,
+// and returns the applied index it reflects.
+func (f *FSM) ListServices() ([]ServiceSummary, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Services(), f.applied
+}
+
+// Instance returns one instance.
+func (f *FSM) Instance(service, id string) (Instance, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Get(service, id)
+}
+
+// Instances returns every instance sorted by (Service, ID) and the applied
+// index it reflects.
+func (f *FSM) Instances() ([]Instance, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Instances(), f.applied
+}
+
+// Node returns one node's metadata.
+func (f *FSM) Node(id string) (NodeMeta, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Node(id)
+}
+
+// Nodes returns every node's metadata sorted by NodeID.
+func (f *FSM) Nodes() []NodeMeta {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Nodes()
+}
+
+// Hash returns the hex SHA-256 of the canonical encoding of the state: the
+// snapshot stream, applied index included. Replicas that applied the same log
+// have the same hash.
+func (f *FSM) Hash() string {
+	return f.snapshot().hash()
+}
+
+// Changed returns a channel that is closed at the next Apply or Restore. Take
+// it before reading, so that a change between the read and the wait is not
+// missed.
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// Reset returns every instance of service ("" means every service), SUSPECT
+// ones included, sorted by (Service, ID), and the applied index, read under
+// one lock with the history: the events after that index are exactly the
+// changes the instances do not reflect. A watcher starts (or restarts after
+// ErrCompacted) with Reset, then follows EventsAfter from the returned index.
+func (f *FSM) Reset(service string) ([]Instance, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if service == "" {
+		return f.state.Instances(), f.applied
+	}
+	return f.state.Service(service, true), f.applied
+}
+
+// EventsAfter returns the kept events with Index > after, of service only
+// unless service is "", in index order, and next, the index to pass as after
+// in the following call.
+//
+// It returns at most about limit events (limit <= 0 means no limit): it may
+// return more so as never to split the events of one Raft index across two
+// calls. When it stops at the limit, next is the index of the last returned
+// event; otherwise every event up to the applied index has been examined and
+// next is the applied index (or after, if that is higher), even when no event
+// matched. next never skips an event.
+//
+// It fails with ErrCompacted when events after after may have been evicted
+// (after is below the history's floor, which Restore also raises to the
+// snapshot's index); the watcher must Reset.
+func (f *FSM) EventsAfter(service string, after uint64, limit int) (events []Event, next uint64, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.history.eventsAfter(service, after, f.applied, limit)
+}

@@ -1,0 +1,193 @@
+package fsm
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// snapshotVersion is the format of the snapshot stream: a length-delimited
+// fsmpb.SnapshotHeader, then header.instance_count length-delimited
+// fsmpb.Instance records sorted by (service, id), then header.node_count
+// fsmpb.NodeMeta records sorted by node id, then the end of the stream.
+const snapshotVersion = 1
+
+var marshalDelim = protodelim.MarshalOptions{MarshalOptions: proto.MarshalOptions{Deterministic: true}}
+
+// snapshot is a point-in-time copy of the state. Instances share their
+// Metadata maps with the state, which never mutates them.
+type snapshot struct {
+	index     uint64
+	instances []Instance // in map order until write sorts them
+	nodes     []NodeMeta // sorted
+}
+
+var _ raft.FSMSnapshot = (*snapshot)(nil)
+
+// Persist writes the snapshot to sink, then closes it; on error it cancels
+// the sink instead.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		// The write error is the one worth reporting.
+		_ = sink.Cancel()
+		return fmt.Errorf("fsm: persist snapshot: %w", err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("fsm: persist snapshot: %w", err)
+	}
+	return nil
+}
+
+// Release does nothing: the snapshot holds no resources.
+func (s *snapshot) Release() {}
+
+// hash returns the hex SHA-256 of the snapshot stream.
+func (s *snapshot) hash() string {
+	h := sha256.New()
+	if err := s.write(h); err != nil {
+		// A hash never fails to write, and the records are built from valid
+		// values; an error here is a programming error.
+		panic(fmt.Sprintf("fsm: hash snapshot: %v", err))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// write encodes the snapshot stream to w.
+func (s *snapshot) write(w io.Writer) error {
+	slices.SortFunc(s.instances, compareInstances)
+	bw := bufio.NewWriter(w)
+	header := &fsmpb.SnapshotHeader{
+		Version:       snapshotVersion,
+		Index:         s.index,
+		InstanceCount: uint64(len(s.instances)),
+		NodeCount:     uint64(len(s.nodes)),
+	}
+	if _, err := marshalDelim.MarshalTo(bw, header); err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	for _, in := range s.instances {
+		if _, err := marshalDelim.MarshalTo(bw, instanceToProto(in)); err != nil {
+			return fmt.Errorf("instance %s/%s: %w", in.Service, in.ID, err)
+		}
+	}
+	for _, n := range s.nodes {
+		rec := &fsmpb.NodeMeta{NodeId: n.NodeID, GrpcAddress: n.GRPCAddress, HttpAddress: n.HTTPAddress}
+		if _, err := marshalDelim.MarshalTo(bw, rec); err != nil {
+			return fmt.Errorf("node %s: %w", n.NodeID, err)
+		}
+	}
+	return bw.Flush()
+}
+
+// readSnapshot decodes a whole snapshot stream into a new State and returns
+// it with the snapshot's applied index.
+func readSnapshot(r io.Reader) (*State, uint64, error) {
+	br := bufio.NewReader(r)
+	var header fsmpb.SnapshotHeader
+	if err := protodelim.UnmarshalFrom(br, &header); err != nil {
+		return nil, 0, fmt.Errorf("header: %w", noEOF(err))
+	}
+	if v := header.GetVersion(); v != snapshotVersion {
+		return nil, 0, fmt.Errorf("unsupported snapshot version %d, want %d", v, snapshotVersion)
+	}
+
+	st := NewState()
+	// Counts come from the stream: loop on them without preallocating, so
+	// memory is bounded by what the stream actually holds.
+	for i := uint64(0); i < header.GetInstanceCount(); i++ {
+		var rec fsmpb.Instance
+		if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+			return nil, 0, fmt.Errorf("instance record %d of %d: %w", i+1, header.GetInstanceCount(), noEOF(err))
+		}
+		in, err := instanceFromProto(&rec)
+		if err != nil {
+			return nil, 0, fmt.Errorf("instance record %d: %w", i+1, err)
+		}
+		if _, dup := st.Get(in.Service, in.ID); dup {
+			return nil, 0, fmt.Errorf("instance record %d: duplicate %s/%s", i+1, in.Service, in.ID)
+		}
+		st.put(in)
+	}
+	for i := uint64(0); i < header.GetNodeCount(); i++ {
+		var rec fsmpb.NodeMeta
+		if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+			return nil, 0, fmt.Errorf("node record %d of %d: %w", i+1, header.GetNodeCount(), noEOF(err))
+		}
+		if rec.GetGrpcAddress() == "" && rec.GetHttpAddress() == "" {
+			return nil, 0, fmt.Errorf("node record %d: node %q has no address", i+1, rec.GetNodeId())
+		}
+		if _, dup := st.Node(rec.GetNodeId()); dup {
+			return nil, 0, fmt.Errorf("node record %d: duplicate node %q", i+1, rec.GetNodeId())
+		}
+		st.SetNode(&rec)
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, 0, fmt.Errorf("after the last record: %w", err)
+		}
+		return nil, 0, errors.New("data after the last record counted in the header")
+	}
+	return st, header.GetIndex(), nil
+}
+
+// noEOF turns a clean end of stream where a record is due into
+// io.ErrUnexpectedEOF: a truncated snapshot is an error, not an end.
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func instanceToProto(in Instance) *fsmpb.Instance {
+	return &fsmpb.Instance{
+		Service:            in.Service,
+		Id:                 in.ID,
+		Address:            in.Address,
+		Metadata:           in.Metadata,
+		Incarnation:        in.Incarnation,
+		BeatIntervalNs:     int64(in.BeatInterval),
+		SuspectAfterNs:     int64(in.SuspectAfter),
+		TtlNs:              int64(in.TTL),
+		State:              int32(in.State),
+		CreateIndex:        in.CreateIndex,
+		ModifyIndex:        in.ModifyIndex,
+		LastBeatIndex:      in.LastBeatIndex,
+		RegisteredAtUnixNs: in.RegisteredAt,
+		LastBeatAtUnixNs:   in.LastBeatAt,
+	}
+}
+
+func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
+	state := InstanceState(p.GetState())
+	if p.GetState() != int32(state) || (state != StateHealthy && state != StateSuspect) {
+		return Instance{}, fmt.Errorf("%s/%s has invalid state %d", p.GetService(), p.GetId(), p.GetState())
+	}
+	return Instance{
+		Service:       p.GetService(),
+		ID:            p.GetId(),
+		Address:       p.GetAddress(),
+		Metadata:      cloneMetadata(p.GetMetadata()),
+		Incarnation:   p.GetIncarnation(),
+		BeatInterval:  time.Duration(p.GetBeatIntervalNs()),
+		SuspectAfter:  time.Duration(p.GetSuspectAfterNs()),
+		TTL:           time.Duration(p.GetTtlNs()),
+		State:         state,
+		CreateIndex:   p.GetCreateIndex(),
+		ModifyIndex:   p.GetModifyIndex(),
+		LastBeatIndex: p.GetLastBeatIndex(),
+		RegisteredAt:  p.GetRegisteredAtUnixNs(),
+		LastBeatAt:    p.GetLastBeatAtUnixNs(),
+	}, nil
+}

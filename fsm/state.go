@@ -1,0 +1,344 @@
+package fsm
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// State is the registry's data: instances indexed by service then id, and
+// node metadata by node id. Its mutation methods are pure functions of the
+// state and the command (the Raft index and the command's timestamp are the
+// only clock); they return the response and the events of the change. State
+// does no locking: FSM serializes access.
+type State struct {
+	services map[string]map[string]Instance
+	nodes    map[string]NodeMeta
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{
+		services: make(map[string]map[string]Instance),
+		nodes:    make(map[string]NodeMeta),
+	}
+}
+
+func (s *State) put(in Instance) {
+	ids := s.services[in.Service]
+	if ids == nil {
+		ids = make(map[string]Instance)
+		s.services[in.Service] = ids
+	}
+	ids[in.ID] = in
+}
+
+func (s *State) remove(service, id string) {
+	ids := s.services[service]
+	delete(ids, id)
+	if len(ids) == 0 {
+		delete(s.services, service)
+	}
+}
+
+// Register upserts an instance keyed by (service, id); see the package
+// documentation for the incarnation rules. It fails with ErrFenced when the
+// command's incarnation is lower than the stored one.
+func (s *State) Register(index uint64, c *fsmpb.Register) (RegisterResult, []Event, error) {
+	now := c.GetNowUnixNs()
+	next := Instance{
+		Service:       c.GetService(),
+		ID:            c.GetId(),
+		Address:       c.GetAddress(),
+		Metadata:      cloneMetadata(c.GetMetadata()),
+		Incarnation:   c.GetIncarnation(),
+		BeatInterval:  time.Duration(c.GetBeatIntervalNs()),
+		SuspectAfter:  time.Duration(c.GetSuspectAfterNs()),
+		TTL:           time.Duration(c.GetTtlNs()),
+		State:         StateHealthy,
+		CreateIndex:   index,
+		ModifyIndex:   index,
+		LastBeatIndex: index,
+		RegisteredAt:  now,
+		LastBeatAt:    now,
+	}
+	old, ok := s.Get(next.Service, next.ID)
+	switch {
+	case !ok:
+		s.put(next)
+		return RegisterResult{Index: index, Instance: next, Created: true},
+			[]Event{{Type: EventRegistered, Index: index, Instance: next, At: now}}, nil
+	case next.Incarnation < old.Incarnation:
+		return RegisterResult{}, nil, fmt.Errorf("%w: %s/%s is at incarnation %d, got %d",
+			ErrFenced, next.Service, next.ID, old.Incarnation, next.Incarnation)
+	case next.Incarnation > old.Incarnation:
+		// A new incarnation supersedes the old one: a fresh registration.
+		s.put(next)
+		return RegisterResult{Index: index, Instance: next},
+			[]Event{{Type: EventUpdated, Index: index, Instance: next, At: now}}, nil
+	}
+
+	// Same incarnation: an idempotent upsert that also counts as a beat.
+	next.CreateIndex = old.CreateIndex
+	next.RegisteredAt = old.RegisteredAt
+	next.ModifyIndex = old.ModifyIndex
+	var events []Event
+	switch {
+	case !sameSpec(old, next):
+		next.ModifyIndex = index
+		events = []Event{{Type: EventUpdated, Index: index, Instance: next, At: now}}
+	case old.State == StateSuspect:
+		next.ModifyIndex = index
+		events = []Event{reacquired(index, now, old, next)}
+	}
+	s.put(next)
+	return RegisterResult{Index: index, Instance: next}, events, nil
+}
+
+// sameSpec reports whether the registration fields of a and b are equal.
+func sameSpec(a, b Instance) bool {
+	return a.Address == b.Address &&
+		a.BeatInterval == b.BeatInterval &&
+		a.SuspectAfter == b.SuspectAfter &&
+		a.TTL == b.TTL &&
+		maps.Equal(a.Metadata, b.Metadata)
+}
+
+// Deregister removes an instance. It fails with ErrNotFound when the instance
+// is absent and with ErrFenced when the command names an incarnation (non-zero)
+// other than the stored one.
+func (s *State) Deregister(index uint64, c *fsmpb.Deregister) (DeregisterResult, []Event, error) {
+	old, ok := s.Get(c.GetService(), c.GetId())
+	if !ok {
+		return DeregisterResult{}, nil, fmt.Errorf("%w: %s/%s", ErrNotFound, c.GetService(), c.GetId())
+	}
+	if inc := c.GetIncarnation(); inc != 0 && inc != old.Incarnation {
+		return DeregisterResult{}, nil, fmt.Errorf("%w: %s/%s is at incarnation %d, got %d",
+			ErrFenced, old.Service, old.ID, old.Incarnation, inc)
+	}
+	s.remove(old.Service, old.ID)
+	return DeregisterResult{Index: index, Instance: old},
+		[]Event{{Type: EventDeregistered, Index: index, Instance: old, At: c.GetNowUnixNs()}}, nil
+}
+
+// BeatBatch renews the instances named by the batch, in order. A beat for an
+// absent instance or another incarnation is rejected; the batch never fails.
+// A beat on a SUSPECT instance makes it HEALTHY again (EventReacquired).
+func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event) {
+	now := c.GetNowUnixNs()
+	res := BeatResult{Index: index}
+	var events []Event
+	for _, b := range c.GetBeats() {
+		old, ok := s.Get(b.GetService(), b.GetId())
+		switch {
+		case !ok:
+			res.Rejected = append(res.Rejected, BeatRejection{
+				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
+				Reason: RejectUnknown,
+			})
+			continue
+		case b.GetIncarnation() != old.Incarnation:
+			res.Rejected = append(res.Rejected, BeatRejection{
+				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
+				Reason: RejectFenced, Current: old.Incarnation,
+			})
+			continue
+		}
+		next := old
+		next.LastBeatIndex = index
+		next.LastBeatAt = now
+		if old.State == StateSuspect {
+			next.State = StateHealthy
+			next.ModifyIndex = index
+			events = append(events, reacquired(index, now, old, next))
+		}
+		s.put(next)
+	}
+	return res, events
+}
+
+func reacquired(index uint64, now int64, old, next Instance) Event {
+	return Event{
+		Type:          EventReacquired,
+		Index:         index,
+		Instance:      next,
+		SinceLastBeat: time.Duration(now - old.LastBeatAt),
+		LastBeatAt:    old.LastBeatAt,
+		At:            now,
+	}
+}
+
+// current returns the instance named by a condition if it is still the one
+// the proposer saw: same incarnation and no beat since.
+func (s *State) current(cond *fsmpb.Condition) (Instance, bool) {
+	in, ok := s.Get(cond.GetService(), cond.GetId())
+	if !ok || in.Incarnation != cond.GetIncarnation() || in.LastBeatIndex != cond.GetLastBeatIndex() {
+		return Instance{}, false
+	}
+	return in, true
+}
+
+// MarkSuspect marks each named HEALTHY instance SUSPECT if its incarnation and
+// LastBeatIndex still match the condition; other entries are skipped.
+func (s *State) MarkSuspect(index uint64, c *fsmpb.MarkSuspect) (ConditionalResult, []Event) {
+	now := c.GetNowUnixNs()
+	res := ConditionalResult{Index: index}
+	var events []Event
+	for _, cond := range c.GetEntries() {
+		old, ok := s.current(cond)
+		if !ok || old.State != StateHealthy {
+			res.Skipped++
+			continue
+		}
+		next := old
+		next.State = StateSuspect
+		next.ModifyIndex = index
+		s.put(next)
+		res.Applied++
+		events = append(events, Event{
+			Type:          EventSuspect,
+			Index:         index,
+			Instance:      next,
+			SinceLastBeat: time.Duration(now - old.LastBeatAt),
+			LastBeatAt:    old.LastBeatAt,
+			At:            now,
+		})
+	}
+	return res, events
+}
+
+// Expire removes each named instance if its incarnation and LastBeatIndex
+// still match the condition, whatever its state; other entries are skipped,
+// so a beat or re-registration that raced the expiry wins.
+func (s *State) Expire(index uint64, c *fsmpb.Expire) (ConditionalResult, []Event) {
+	now := c.GetNowUnixNs()
+	res := ConditionalResult{Index: index}
+	var events []Event
+	for _, cond := range c.GetEntries() {
+		old, ok := s.current(cond)
+		if !ok {
+			res.Skipped++
+			continue
+		}
+		s.remove(old.Service, old.ID)
+		res.Applied++
+		events = append(events, Event{
+			Type:          EventExpired,
+			Index:         index,
+			Instance:      old,
+			SinceLastBeat: time.Duration(now - old.LastBeatAt),
+			LastBeatAt:    old.LastBeatAt,
+			At:            now,
+		})
+	}
+	return res, events
+}
+
+// SetNode records a node's addresses; both addresses empty removes the node.
+func (s *State) SetNode(c *fsmpb.NodeMeta) {
+	if c.GetGrpcAddress() == "" && c.GetHttpAddress() == "" {
+		delete(s.nodes, c.GetNodeId())
+		return
+	}
+	s.nodes[c.GetNodeId()] = NodeMeta{
+		NodeID:      c.GetNodeId(),
+		GRPCAddress: c.GetGrpcAddress(),
+		HTTPAddress: c.GetHttpAddress(),
+	}
+}
+
+// Get returns one instance.
+func (s *State) Get(service, id string) (Instance, bool) {
+	in, ok := s.services[service][id]
+	return in, ok
+}
+
+// Service returns the instances of service sorted by ID, leaving out SUSPECT
+// ones unless includeSuspect is set.
+func (s *State) Service(service string, includeSuspect bool) []Instance {
+	var out []Instance
+	for _, in := range s.services[service] {
+		if includeSuspect || in.State != StateSuspect {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out, compareInstances)
+	return out
+}
+
+// Services summarizes every service that has instances, sorted by name.
+func (s *State) Services() []ServiceSummary {
+	var out []ServiceSummary
+	for name, ids := range s.services {
+		sum := ServiceSummary{Service: name}
+		for _, in := range ids {
+			if in.State == StateSuspect {
+				sum.Suspect++
+			} else {
+				sum.Healthy++
+			}
+		}
+		out = append(out, sum)
+	}
+	slices.SortFunc(out, func(a, b ServiceSummary) int { return cmp.Compare(a.Service, b.Service) })
+	return out
+}
+
+// Instances returns every instance sorted by (Service, ID).
+func (s *State) Instances() []Instance {
+	out := s.unsorted()
+	slices.SortFunc(out, compareInstances)
+	return out
+}
+
+// unsorted copies every instance in map order; callers sort.
+func (s *State) unsorted() []Instance {
+	n := 0
+	for _, ids := range s.services {
+		n += len(ids)
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]Instance, 0, n)
+	for _, ids := range s.services {
+		for _, in := range ids {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// Node returns one node's metadata.
+func (s *State) Node(id string) (NodeMeta, bool) {
+	n, ok := s.nodes[id]
+	return n, ok
+}
+
+// Nodes returns every node's metadata sorted by NodeID.
+func (s *State) Nodes() []NodeMeta {
+	out := slices.Collect(maps.Values(s.nodes))
+	slices.SortFunc(out, compareNodes)
+	return out
+}
+
+func compareInstances(a, b Instance) int {
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.ID, b.ID))
+}
+
+func compareNodes(a, b NodeMeta) int {
+	return cmp.Compare(a.NodeID, b.NodeID)
+}
+
+// cloneMetadata copies m so that the state never aliases a caller's map; an
+// empty map becomes nil so that equal states compare equal.
+func cloneMetadata(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}

@@ -1,0 +1,16 @@
+// Package integration holds the end-to-end tests of registry-node: each test
+// starts real node processes on loopback addresses (package harness) and
+// talks to them only through the public gRPC API, as a client would.
+//
+// The tests read as the specification of what the registry promises across
+// processes: a write acknowledged by any node is readable on every node, it
+// survives the loss of the leader and a restart of every node from disk,
+// invalid input never reaches the Raft log, and beats are group-committed.
+//
+// Run them with
+//
+//	go test -race -count=1 ./integration/...
+//
+// They build ./cmd/registry-node once per run (or use the binary named by
+// REGCENTER_TEST_NODE_BINARY). -short shrinks the load tests.
+package integration

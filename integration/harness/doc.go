@@ -1,0 +1,48 @@
+// Package harness runs registry-node as real operating-system processes for
+// integration, fault-injection and benchmark tests.
+//
+// # What it owns
+//
+// [Build] compiles ./cmd/registry-node once per test binary. [Start] starts a
+// cluster of nodes on one loopback IP of its own (127.a.b.c, never 127.0.0.1)
+// with fixed ports below the kernel's ephemeral range (gRPC 17001+i, Raft
+// 17101+i, HTTP 17201+i), so the address list is known before any process
+// starts and concurrently running test packages do not collide. Each node has
+// its own data directory and log file under t.TempDir(); when the test fails,
+// the tail of every node's log is printed with t.Log.
+//
+// A [Node] is one node identity (id, addresses, data directory, flags) across
+// any number of processes: [Node.Kill], [Node.Stop], [Node.Pause],
+// [Node.Resume] and [Node.Restart] act on the current process by its pid.
+//
+// # Process lifetime
+//
+// Every process the harness starts is stopped by a t.Cleanup (SIGTERM, then
+// SIGKILL after Options.StopTimeout), also when the test fails or panics. On
+// Linux each process is also started with PR_SET_PDEATHSIG=SIGKILL from a
+// dedicated OS thread that lives as long as the test binary, so a node dies
+// with the test binary even when no cleanup runs (a panic in a non-test
+// goroutine, or the go test -timeout alarm).
+//
+// # Concurrency
+//
+// Node and Cluster methods are safe for concurrent use, so a fault-injection
+// goroutine may kill and restart nodes while others send requests. The
+// exceptions are the helpers that take a testing.TB ([Start], [Build],
+// [Eventually]): like t.Fatal they must be called from the test goroutine.
+//
+// # Waiting
+//
+// Nothing in the harness sleeps for a fixed time to wait for a state: it polls
+// a condition with a deadline ([Poll], [Eventually], [Cluster.WaitLeader],
+// [Cluster.WaitApplied], [Node.WaitReady]).
+//
+// Packages that use the harness should remove the built binary when the test
+// binary ends, for example from TestMain:
+//
+//	func TestMain(m *testing.M) {
+//		code := m.Run()
+//		harness.RemoveBuild()
+//		os.Exit(code)
+//	}
+package harness

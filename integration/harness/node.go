@@ -1,0 +1,287 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+)
+
+// statusTimeout bounds one Status call made by the harness, so that a paused
+// or wedged node cannot stall a poll.
+const statusTimeout = 2 * time.Second
+
+// Node is one node of a Cluster: an id, its addresses, its data directory and
+// its flags, run by at most one process at a time.
+type Node struct {
+	cluster  *Cluster
+	id       string
+	dir      string // holds the data directory and the log
+	dataDir  string
+	logPath  string
+	raftAddr string
+	grpcAddr string
+	httpAddr string
+	args     []string
+	conn     *grpc.ClientConn // cached; survives restarts
+
+	mu     sync.Mutex
+	proc   *process // the current or last process; nil before the first start
+	paused bool
+}
+
+// ID is the node's --node-id.
+func (n *Node) ID() string { return n.id }
+
+// String returns the node id.
+func (n *Node) String() string { return n.id }
+
+// GRPCAddr is the host:port the node serves gRPC on.
+func (n *Node) GRPCAddr() string { return n.grpcAddr }
+
+// RaftAddr is the host:port of the node's Raft transport.
+func (n *Node) RaftAddr() string { return n.raftAddr }
+
+// HTTPAddr is the host:port of the node's metrics and health endpoint.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// DataDir is the node's --data-dir; it survives restarts.
+func (n *Node) DataDir() string { return n.dataDir }
+
+// LogPath is the file that every process of the node appends its stdout and
+// stderr to.
+func (n *Node) LogPath() string { return n.logPath }
+
+// Args returns the command-line arguments every process of the node gets.
+func (n *Node) Args() []string { return slices.Clone(n.args) }
+
+// LogTail returns the last lines of the node's log.
+func (n *Node) LogTail(lines int) string { return tailFile(n.logPath, lines) }
+
+func (n *Node) current() *process {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.proc
+}
+
+// PID is the pid of the node's live process, or 0 if it has none.
+func (n *Node) PID() int {
+	p := n.current()
+	if p == nil || p.exited() {
+		return 0
+	}
+	return p.pid
+}
+
+// Alive reports whether the node has a process that has not exited; a paused
+// process is alive.
+func (n *Node) Alive() bool {
+	p := n.current()
+	return p != nil && !p.exited()
+}
+
+// Paused reports whether the node's process is stopped by Pause.
+func (n *Node) Paused() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.paused && n.proc != nil && !n.proc.exited()
+}
+
+// Running reports whether the node has a live process that is not paused,
+// that is one that can answer.
+func (n *Node) Running() bool { return n.Alive() && !n.Paused() }
+
+// ExitState is the exit status of the node's last process, or nil while it
+// runs or if it never ran.
+func (n *Node) ExitState() *os.ProcessState {
+	p := n.current()
+	if p == nil || !p.exited() {
+		return nil
+	}
+	return p.state
+}
+
+// live returns the live process or ErrNotRunning.
+func (n *Node) live() (*process, error) {
+	p := n.current()
+	if p == nil || p.exited() {
+		return nil, fmt.Errorf("%s: %w", n.id, ErrNotRunning)
+	}
+	return p, nil
+}
+
+// start starts a new process for the node; it does not wait for it to serve.
+func (n *Node) start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.proc != nil && !n.proc.exited() {
+		return fmt.Errorf("%s: %w (pid %d)", n.id, ErrAlreadyRunning, n.proc.pid)
+	}
+	p, err := startProcess(n.id, n.cluster.binary, n.args, n.cluster.env, n.logPath)
+	if err != nil {
+		return fmt.Errorf("%s: start: %w", n.id, err)
+	}
+	n.proc = p
+	n.paused = false
+	n.cluster.track(p)
+	// The connection may be backing off from the previous process.
+	n.conn.ResetConnectBackoff()
+	n.cluster.logf("%s: started pid %d (grpc %s, raft %s)", n.id, p.pid, n.grpcAddr, n.raftAddr)
+	return nil
+}
+
+// Kill sends SIGKILL to the node's process and waits until it is reaped.
+func (n *Node) Kill() error {
+	p, err := n.live()
+	if err != nil {
+		return err
+	}
+	p.expected.Store(true)
+	if err := p.signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("%s: kill pid %d: %w", n.id, p.pid, err)
+	}
+	if !p.waitFor(reapTimeout) {
+		return fmt.Errorf("%s: pid %d not reaped %v after SIGKILL", n.id, p.pid, reapTimeout)
+	}
+	n.cluster.logf("%s: killed pid %d", n.id, p.pid)
+	return nil
+}
+
+// Stop stops the node gracefully: SIGTERM (after SIGCONT if paused), then
+// SIGKILL if it has not exited within Options.StopTimeout. It returns an
+// error wrapping ErrStopTimeout if SIGKILL was needed and ErrUncleanExit if
+// the process exited with a non-zero status.
+func (n *Node) Stop() error {
+	p, err := n.live()
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	grace := n.cluster.opts.StopTimeout
+	if p.stop(grace) {
+		return fmt.Errorf("%s: pid %d: %w: still running %v after SIGTERM, sent SIGKILL",
+			n.id, p.pid, ErrStopTimeout, grace)
+	}
+	if code := p.state.ExitCode(); code != 0 {
+		return fmt.Errorf("%s: pid %d: %w: %v", n.id, p.pid, ErrUncleanExit, p.state)
+	}
+	n.cluster.logf("%s: stopped pid %d in %v", n.id, p.pid, time.Since(begin).Round(time.Millisecond))
+	return nil
+}
+
+// Pause stops the node's process with SIGSTOP: it keeps its sockets but
+// answers nothing, like a node in a long GC pause or a frozen VM.
+func (n *Node) Pause() error {
+	p, err := n.live()
+	if err != nil {
+		return err
+	}
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("%s: SIGSTOP pid %d: %w", n.id, p.pid, err)
+	}
+	n.mu.Lock()
+	n.paused = true
+	n.mu.Unlock()
+	return nil
+}
+
+// Resume continues a paused process with SIGCONT.
+func (n *Node) Resume() error {
+	p, err := n.live()
+	if err != nil {
+		return err
+	}
+	if err := p.signal(syscall.SIGCONT); err != nil {
+		return fmt.Errorf("%s: SIGCONT pid %d: %w", n.id, p.pid, err)
+	}
+	n.mu.Lock()
+	n.paused = false
+	n.mu.Unlock()
+	return nil
+}
+
+// Restart starts a new process with the same flags and data directory and
+// waits until it answers (see WaitReady). The previous process must have
+// exited: Kill or Stop it first.
+func (n *Node) Restart() error {
+	if err := n.start(); err != nil {
+		return err
+	}
+	return n.WaitReady(n.cluster.ctx)
+}
+
+// WaitReady waits until the node's process answers Cluster.Status with its
+// own node id, for at most Options.ReadyTimeout. It fails early, with the
+// tail of the log, if the process exits.
+func (n *Node) WaitReady(ctx context.Context) error {
+	p, err := n.live()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := withDefaultTimeout(ctx, n.cluster.opts.ReadyTimeout)
+	defer cancel()
+	ctx, cancelExit := context.WithCancelCause(ctx)
+	defer cancelExit(nil)
+	go func() {
+		select {
+		case <-p.done:
+			cancelExit(ErrExited)
+		case <-ctx.Done():
+		}
+	}()
+	err = Poll(ctx, func(ctx context.Context) error {
+		s, err := n.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if s.GetNodeId() != n.id {
+			return fmt.Errorf("%s answers as node %q", n.grpcAddr, s.GetNodeId())
+		}
+		return nil
+	})
+	if err == nil {
+		return nil
+	}
+	if errors.Is(context.Cause(ctx), ErrExited) {
+		return fmt.Errorf("%s: pid %d: %w during start-up (%v); log tail:\n%s",
+			n.id, p.pid, ErrExited, p.exitDescription(), n.LogTail(20))
+	}
+	return fmt.Errorf("%s: pid %d not ready: %w", n.id, p.pid, err)
+}
+
+// Conn is the node's cached client connection (insecure, quick reconnect
+// backoff). It survives restarts and is closed by the cluster's cleanup; do
+// not close it.
+func (n *Node) Conn() *grpc.ClientConn { return n.conn }
+
+// RegistryClient is a registry.v1.Registry client on Conn.
+func (n *Node) RegistryClient() registryv1.RegistryClient {
+	return registryv1.NewRegistryClient(n.conn)
+}
+
+// ClusterClient is a registry.v1.Cluster client on Conn.
+func (n *Node) ClusterClient() registryv1.ClusterClient {
+	return registryv1.NewClusterClient(n.conn)
+}
+
+// Dial opens a new client connection to the node, for tests that need
+// several. The cluster's cleanup closes it; closing it earlier is fine.
+func (n *Node) Dial() (*grpc.ClientConn, error) {
+	return n.cluster.dial(n.grpcAddr)
+}
+
+// Status calls Cluster.Status on the node, bounded by 2 s unless ctx ends
+// sooner.
+func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
+	ctx, cancel := withDefaultTimeout(ctx, statusTimeout)
+	defer cancel()
+	return n.ClusterClient().Status(ctx, &registryv1.StatusRequest{})
+}

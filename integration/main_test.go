@@ -1,0 +1,18 @@
+package integration_test
+
+import (
+	"os"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/regcenter/registry/integration/harness"
+)
+
+func TestMain(m *testing.M) {
+	opts := append(harness.LeakOptions(), goleak.Cleanup(func(code int) {
+		harness.RemoveBuild()
+		os.Exit(code)
+	}))
+	goleak.VerifyTestMain(m, opts...)
+}

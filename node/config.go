@@ -1,0 +1,220 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/regcenter/registry/groupcommit"
+	"github.com/regcenter/registry/validate"
+)
+
+// Peer is one member of the initial cluster.
+type Peer struct {
+	ID      string
+	Address string // Raft address, host:port
+}
+
+// ParsePeers parses "id=host:port,id=host:port".
+func ParsePeers(s string) ([]Peer, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var peers []Peer
+	seen := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %q is not id=host:port", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("peer %q: address is not host:port: %v", part, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("peer id %q appears twice", id)
+		}
+		seen[id] = true
+		peers = append(peers, Peer{ID: id, Address: addr})
+	}
+	return peers, nil
+}
+
+// RaftTiming tunes the Raft protocol; see hashicorp/raft's Config.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+}
+
+// Config configures a Node.
+type Config struct {
+	// NodeID is the Raft server id, unique in the cluster: 1-128 characters
+	// of [A-Za-z0-9._:-].
+	NodeID string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// InMemory keeps the log, stable store and snapshots in memory, for
+	// tests; DataDir is then not used.
+	InMemory bool
+	// RaftAddr is the Raft bind address; RaftAdvertise the address peers
+	// dial (default RaftAddr).
+	RaftAddr      string
+	RaftAdvertise string
+	// RaftTransport replaces the TCP transport on RaftAddr, for tests.
+	RaftTransport raft.Transport
+	// GRPCAddr is the client API address; HTTPAddr serves metrics and
+	// health (empty disables it). Port 0 picks a free port.
+	GRPCAddr string
+	HTTPAddr string
+	// GRPCAdvertise and HTTPAdvertise are the addresses other nodes and
+	// clients reach this node at (default: the bound addresses).
+	GRPCAdvertise string
+	HTTPAdvertise string
+	// BootstrapPeers is the initial cluster, the same list on every node.
+	// It is used only when the node has no state yet.
+	BootstrapPeers []Peer
+	// Join is the gRPC address of a running cluster member to join as a
+	// voter, when the node has no state yet.
+	Join string
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// RaftLogLevel is the least level of hashicorp/raft's own log lines.
+	RaftLogLevel slog.Level
+	// Raft tunes the protocol.
+	Raft RaftTiming
+	// Beats tunes the beat group commit (default window 10 ms: at most
+	// 100 beat entries a second).
+	Beats groupcommit.Config
+	// WatchHistory is the number of events kept for watches to resume from.
+	WatchHistory int
+	// MaxWatchers bounds the watches one node serves.
+	MaxWatchers int
+	// ShutdownTimeout bounds a graceful shutdown's leadership transfer and
+	// the drain of in-flight calls.
+	ShutdownTimeout time.Duration
+	// Clock stamps commands this node proposes; default time.Now.
+	Clock func() time.Time
+}
+
+// DefaultConfig returns a Config with every default filled in; the caller
+// sets NodeID, DataDir, addresses and how the cluster forms.
+func DefaultConfig() Config {
+	return Config{
+		RaftAddr: "127.0.0.1:7101",
+		GRPCAddr: "127.0.0.1:7001",
+		HTTPAddr: "127.0.0.1:7201",
+		Logger:   slog.New(slog.DiscardHandler),
+		// hashicorp/raft's defaults, which hold on a loaded two-core machine.
+		RaftLogLevel: slog.LevelWarn,
+		Raft: RaftTiming{
+			HeartbeatTimeout:   time.Second,
+			ElectionTimeout:    time.Second,
+			LeaderLeaseTimeout: 500 * time.Millisecond,
+			CommitTimeout:      50 * time.Millisecond,
+			SnapshotInterval:   2 * time.Minute,
+			SnapshotThreshold:  8192,
+			TrailingLogs:       10240,
+		},
+		Beats:           groupcommit.DefaultConfig(),
+		WatchHistory:    4096,
+		MaxWatchers:     10_000,
+		ShutdownTimeout: 10 * time.Second,
+		Clock:           time.Now,
+	}
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Raft == (RaftTiming{}) {
+		c.Raft = d.Raft
+	}
+	if c.Beats == (groupcommit.Config{}) {
+		c.Beats = d.Beats
+	}
+	if c.WatchHistory == 0 {
+		c.WatchHistory = d.WatchHistory
+	}
+	if c.MaxWatchers == 0 {
+		c.MaxWatchers = d.MaxWatchers
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = d.ShutdownTimeout
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.RaftAdvertise == "" {
+		c.RaftAdvertise = c.RaftAddr
+	}
+	return c
+}
+
+// Validate names the first setting that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := validate.Name("node id", c.NodeID); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DataDir == "" && !c.InMemory {
+		errs = append(errs, errors.New("data dir: is required"))
+	}
+	if c.RaftTransport == nil {
+		if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+			errs = append(errs, fmt.Errorf("raft addr %q: %v", c.RaftAddr, err))
+		}
+		if host, _, err := net.SplitHostPort(c.RaftAdvertise); err == nil {
+			if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+				errs = append(errs, fmt.Errorf("raft advertise %q: peers cannot dial an unspecified address; set --raft-advertise", c.RaftAdvertise))
+			}
+		} else {
+			errs = append(errs, fmt.Errorf("raft advertise %q: %v", c.RaftAdvertise, err))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+		errs = append(errs, fmt.Errorf("grpc addr %q: %v", c.GRPCAddr, err))
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			errs = append(errs, fmt.Errorf("http addr %q: %v", c.HTTPAddr, err))
+		}
+	}
+	if len(c.BootstrapPeers) > 0 {
+		if c.Join != "" {
+			errs = append(errs, errors.New("bootstrap peers and join: set one, not both"))
+		}
+		found := false
+		for _, p := range c.BootstrapPeers {
+			found = found || p.ID == c.NodeID
+		}
+		if !found {
+			errs = append(errs, fmt.Errorf("bootstrap peers: do not name this node (%q)", c.NodeID))
+		}
+	}
+	r := c.Raft
+	if r.HeartbeatTimeout < 5*time.Millisecond || r.ElectionTimeout < 5*time.Millisecond {
+		errs = append(errs, fmt.Errorf("raft timing: heartbeat (%v) and election (%v) timeouts must be at least 5ms", r.HeartbeatTimeout, r.ElectionTimeout))
+	}
+	if r.LeaderLeaseTimeout <= 0 || r.LeaderLeaseTimeout > r.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("raft timing: leader lease (%v) must be positive and not above the heartbeat timeout (%v)", r.LeaderLeaseTimeout, r.HeartbeatTimeout))
+	}
+	if err := c.Beats.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.WatchHistory < 1 || c.MaxWatchers < 1 {
+		errs = append(errs, fmt.Errorf("watch history (%d) and max watchers (%d) must be at least 1", c.WatchHistory, c.MaxWatchers))
+	}
+	return errors.Join(errs...)
+}

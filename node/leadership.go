@@ -1,0 +1,68 @@
+package node
+
+import (
+	"context"
+	"time"
+)
+
+// runLeadership consumes Raft's leadership signal and owns at most one run
+// of the leader duties: it starts them on gaining leadership and, on losing
+// it, cancels them and waits before doing anything else. A true while
+// already leading means leadership was lost and regained in between: the
+// duties restart for the new term.
+func (n *Node) runLeadership() {
+	defer n.wg.Done()
+	var (
+		cancel context.CancelFunc
+		done   chan struct{}
+	)
+	stop := func() {
+		if cancel != nil {
+			cancel()
+			<-done
+			cancel, done = nil, nil
+		}
+	}
+	defer stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			stop()
+			if !isLeader {
+				n.log.Info("lost leadership", "term", n.raft.CurrentTerm())
+				continue
+			}
+			ctx, stopDuties := context.WithCancel(n.ctx)
+			cancel, done = stopDuties, make(chan struct{})
+			go func() {
+				defer close(done)
+				n.leaderDuties(ctx)
+			}()
+		}
+	}
+}
+
+// leaderDuties runs while this node leads. It first commits a barrier, so
+// that everything from earlier terms is applied before it acts as leader.
+func (n *Node) leaderDuties(ctx context.Context) {
+	term := n.raft.CurrentTerm()
+	for {
+		err := waitFuture(ctx, n.raft.Barrier(defaultTimeout))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !n.IsLeader() {
+			return
+		}
+		n.log.Warn("leader barrier failed; retrying", "term", term, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n.log.Info("leading", "term", term, "index", n.raft.AppliedIndex())
+	<-ctx.Done()
+}

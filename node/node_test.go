@@ -1,0 +1,539 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/regcenter/registry/node"
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fastRaft keeps elections quick for in-process clusters.
+var fastRaft = node.RaftTiming{
+	HeartbeatTimeout:   100 * time.Millisecond,
+	ElectionTimeout:    100 * time.Millisecond,
+	LeaderLeaseTimeout: 100 * time.Millisecond,
+	CommitTimeout:      5 * time.Millisecond,
+}
+
+type testLogWriter struct{ t testing.TB }
+
+// cluster is n in-process nodes over in-memory Raft transports, each with
+// real gRPC on 127.0.0.1.
+type cluster struct {
+	t     *testing.T
+	nodes []*node.Node
+	conns []*grpc.ClientConn
+	addrs []raft.ServerAddress
+	trans []*raft.InmemTransport
+}
+
+// shutdown stops node i and cuts it off the in-memory network, as a
+// stopped process would be: Raft calls to it fail at once instead of
+// waiting for a consumer that is gone.
+func (c *cluster) shutdown(i int) error {
+	err := c.nodes[i].Shutdown(context.Background())
+	for j, tr := range c.trans {
+		if j != i {
+			tr.Disconnect(c.addrs[i])
+		}
+	}
+	return err
+}
+
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	addrs := make([]raft.ServerAddress, n)
+	trans := make([]*raft.InmemTransport, n)
+	for i := range n {
+		addrs[i], trans[i] = raft.NewInmemTransport("")
+	}
+	for i := range n {
+		for j := range n {
+			if i != j {
+				trans[i].Connect(addrs[j], trans[j])
+			}
+		}
+	}
+	var peers []node.Peer
+	for i := range n {
+		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), Address: string(addrs[i])})
+	}
+	c := &cluster{t: t, addrs: addrs, trans: trans}
+	for i := range n {
+		cfg := node.DefaultConfig()
+		cfg.NodeID = peers[i].ID
+		cfg.InMemory = true
+		cfg.RaftTransport = trans[i]
+		cfg.GRPCAddr = "127.0.0.1:0"
+		cfg.HTTPAddr = ""
+		cfg.BootstrapPeers = peers
+		cfg.Raft = fastRaft
+		cfg.Logger = testLogger(t, peers[i].ID)
+		nd, err := node.New(cfg)
+		if err != nil {
+			t.Fatalf("starting %s: %v", cfg.NodeID, err)
+		}
+		c.nodes = append(c.nodes, nd)
+		cc, err := grpc.NewClient(nd.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.conns = append(c.conns, cc)
+	}
+	t.Cleanup(func() {
+		for _, cc := range c.conns {
+			cc.Close()
+		}
+		for i, nd := range c.nodes {
+			if err := c.shutdown(i); err != nil {
+				t.Errorf("shutdown %s: %v", nd.ID(), err)
+			}
+		}
+	})
+	return c
+}
+
+// leader waits until one node leads and every node has its address.
+func (c *cluster) leader() int {
+	c.t.Helper()
+	var leader int
+	eventually(c.t, 10*time.Second, func() error {
+		leader = -1
+		for i, nd := range c.nodes {
+			if nd.IsLeader() {
+				leader = i
+			}
+		}
+		if leader < 0 {
+			return errors.New("no leader yet")
+		}
+		for _, nd := range c.nodes {
+			if _, err := nd.LeaderConn(); err != nil {
+				return fmt.Errorf("%s: %v", nd.ID(), err)
+			}
+		}
+		return nil
+	})
+	return leader
+}
+
+func (c *cluster) registry(i int) registryv1.RegistryClient {
+	return registryv1.NewRegistryClient(c.conns[i])
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+func instance(service, id string) *registryv1.Instance {
+	return &registryv1.Instance{
+		Service:      service,
+		Id:           id,
+		Address:      "10.0.0.5:8080",
+		Metadata:     map[string]string{"zone": "a"},
+		Incarnation:  1,
+		BeatInterval: durationpb.New(time.Second),
+		SuspectAfter: durationpb.New(3 * time.Second),
+		Ttl:          durationpb.New(10 * time.Second),
+	}
+}
+
+func TestRegisterThroughAFollowerIsReplicatedToEveryNode(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	ctx := t.Context()
+
+	resp, err := c.registry(follower).Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "orders-1")})
+	if err != nil {
+		t.Fatalf("Register through follower: %v", err)
+	}
+	if resp.Index == 0 || resp.Instance.State != registryv1.InstanceState_INSTANCE_STATE_HEALTHY {
+		t.Fatalf("Register answered %v, want a HEALTHY instance at a Raft index", resp)
+	}
+	want := &registryv1.Instance{Service: "orders", Id: "orders-1", Address: "10.0.0.5:8080", Metadata: map[string]string{"zone": "a"}, Incarnation: 1}
+	onlyIdentity := protocmp.FilterField(&registryv1.Instance{}, "service", cmp.Comparer(func(a, b string) bool { return a == b }))
+	_ = onlyIdentity
+	for i := range c.nodes {
+		eventually(t, 5*time.Second, func() error {
+			got, err := c.registry(i).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_STALE})
+			if err != nil {
+				return err
+			}
+			if len(got.Instances) != 1 {
+				return fmt.Errorf("n%d has %d instances at index %d", i+1, len(got.Instances), got.Index)
+			}
+			in := got.Instances[0]
+			gotIdentity := &registryv1.Instance{Service: in.Service, Id: in.Id, Address: in.Address, Metadata: in.Metadata, Incarnation: in.Incarnation}
+			if diff := cmp.Diff(want, gotIdentity, protocmp.Transform()); diff != "" {
+				t.Errorf("n%d instance (-want +got):\n%s", i+1, diff)
+			}
+			return nil
+		})
+	}
+	// Every replica holds the same state.
+	eventually(t, 5*time.Second, func() error {
+		h := c.nodes[0].FSM().Hash()
+		for _, nd := range c.nodes[1:] {
+			if got := nd.FSM().Hash(); got != h {
+				return fmt.Errorf("%s hash %s, n1 hash %s", nd.ID(), got, h)
+			}
+		}
+		return nil
+	})
+}
+
+func TestReadsAtEachConsistencyFromAFollower(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	ctx := t.Context()
+	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "a")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, cons := range []registryv1.Consistency{registryv1.Consistency_CONSISTENCY_DEFAULT, registryv1.Consistency_CONSISTENCY_LINEARIZABLE} {
+		// DEFAULT and LINEARIZABLE are answered by the leader: the write
+		// acknowledged above is visible at once, through any node.
+		got, err := c.registry(follower).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: cons})
+		if err != nil {
+			t.Fatalf("%v read through follower: %v", cons, err)
+		}
+		if len(got.Instances) != 1 || !got.KnownLeader {
+			t.Errorf("%v read through follower: %d instances, known_leader %v; want 1, true", cons, len(got.Instances), got.KnownLeader)
+		}
+	}
+	list, err := c.registry(follower).ListServices(ctx, &registryv1.ListServicesRequest{Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]*registryv1.ServiceSummary{{Service: "orders", Healthy: 1}}, list.Services, protocmp.Transform()); diff != "" {
+		t.Errorf("ListServices (-want +got):\n%s", diff)
+	}
+}
+
+func TestBeatsThroughFollowersAreCommittedAndUnknownOnesReported(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	ctx := t.Context()
+	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "a")}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := c.nodes[leader].FSM().Instance("orders", "a")
+	for i := range c.nodes {
+		resp, err := c.registry(i).Beat(ctx, &registryv1.BeatRequest{Seq: 7, Beats: []*registryv1.InstanceRef{
+			{Service: "orders", Id: "a", Incarnation: 1},
+			{Service: "orders", Id: "ghost", Incarnation: 1},
+			{Service: "orders", Id: "a", Incarnation: 2},
+		}})
+		if err != nil {
+			t.Fatalf("Beat through n%d: %v", i+1, err)
+		}
+		want := []*registryv1.BeatRejection{
+			{Instance: &registryv1.InstanceRef{Service: "orders", Id: "ghost", Incarnation: 1}, Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_UNKNOWN},
+			{Instance: &registryv1.InstanceRef{Service: "orders", Id: "a", Incarnation: 2}, Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_FENCED, CurrentIncarnation: 1},
+		}
+		if diff := cmp.Diff(want, resp.Rejected, protocmp.Transform()); diff != "" {
+			t.Errorf("Beat through n%d rejections (-want +got):\n%s", i+1, diff)
+		}
+		if resp.Seq != 7 || resp.Index <= before.LastBeatIndex {
+			t.Errorf("Beat through n%d: seq %d index %d; want seq 7 and an index above %d", i+1, resp.Seq, resp.Index, before.LastBeatIndex)
+		}
+		after, _ := c.nodes[leader].FSM().Instance("orders", "a")
+		if after.LastBeatIndex != resp.Index {
+			t.Errorf("after the beat through n%d the leader has last_beat_index %d, want the batch's %d", i+1, after.LastBeatIndex, resp.Index)
+		}
+	}
+}
+
+func TestBeatStreamAnswersEveryFrameInOrder(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	ctx := t.Context()
+	for i := range 20 {
+		if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := c.registry(follower).BeatStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const frames = 100
+	go func() {
+		for seq := range uint64(frames) {
+			stream.Send(&registryv1.BeatRequest{Seq: seq, Beats: []*registryv1.InstanceRef{{Service: "orders", Id: fmt.Sprint(seq % 20), Incarnation: 1}}})
+		}
+		stream.CloseSend()
+	}()
+	for seq := range uint64(frames) {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("frame %d: %v", seq, err)
+		}
+		if resp.Seq != seq || len(resp.Rejected) != 0 || resp.Index == 0 {
+			t.Fatalf("frame %d answered %v; want seq %d, no rejections, an index", seq, resp, seq)
+		}
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Error("stream still open after the client half-closed and every frame was answered")
+	}
+}
+
+func TestWatchStartsWithAResetThenStreamsEventsAndResumes(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 2) % 3
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	reg := c.registry(leader)
+	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "a")}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if _, ok := c.nodes[follower].FSM().Instance("orders", "a"); !ok {
+			return errors.New("not replicated yet")
+		}
+		return nil
+	})
+	w, err := c.registry(follower).Watch(ctx, &registryv1.WatchRequest{Service: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := w.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.IsReset || len(first.Instances) != 1 || first.Instances[0].Id != "a" || first.More {
+		t.Fatalf("first watch message %v, want a complete reset holding orders/a", first)
+	}
+	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "b")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: instance("other", "x")}); err != nil {
+		t.Fatal(err)
+	}
+	dereg, err := reg.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders", Id: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var last uint64
+	for len(got) < 2 {
+		msg, err := w.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msg.Events {
+			if ev.Index <= last {
+				t.Errorf("event index %d after %d: not in order", ev.Index, last)
+			}
+			last = ev.Index
+			got = append(got, fmt.Sprintf("%s %s", ev.Type, ev.Instance.Id))
+		}
+	}
+	want := []string{"EVENT_TYPE_REGISTERED b", "EVENT_TYPE_DEREGISTERED a"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events of orders (-want +got):\n%s", diff)
+	}
+	if last != dereg.Index {
+		t.Errorf("last event at index %d, want the deregistration's %d", last, dereg.Index)
+	}
+
+	// Resuming from the first reset's index replays exactly the same events.
+	w2, err := c.registry(leader).Watch(ctx, &registryv1.WatchRequest{Service: "orders", AfterIndex: first.Index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replay []string
+	for len(replay) < 2 {
+		msg, err := w2.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.IsReset {
+			t.Fatalf("resume from index %d got a reset; the history holds it", first.Index)
+		}
+		for _, ev := range msg.Events {
+			replay = append(replay, fmt.Sprintf("%s %s", ev.Type, ev.Instance.Id))
+		}
+	}
+	if diff := cmp.Diff(want, replay); diff != "" {
+		t.Errorf("resumed events (-want +got):\n%s", diff)
+	}
+}
+
+func TestErrorsMapToStatusCodes(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	ctx := t.Context()
+	reg := c.registry(follower)
+	in := instance("orders", "a")
+	in.Incarnation = 5
+	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+		t.Fatal(err)
+	}
+	stale := instance("orders", "a")
+	stale.Incarnation = 4
+	tests := []struct {
+		name string
+		call func() error
+		want codes.Code
+	}{
+		{"invalid registration", func() error {
+			_, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "")})
+			return err
+		}, codes.InvalidArgument},
+		{"lower incarnation", func() error {
+			_, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: stale})
+			return err
+		}, codes.FailedPrecondition},
+		{"deregister unknown", func() error {
+			_, err := reg.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders", Id: "ghost"})
+			return err
+		}, codes.NotFound},
+		{"deregister other incarnation", func() error {
+			_, err := reg.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders", Id: "a", Incarnation: 4})
+			return err
+		}, codes.FailedPrecondition},
+		{"unknown consistency", func() error {
+			_, err := reg.GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: 9})
+			return err
+		}, codes.InvalidArgument},
+		{"expired deadline", func() error {
+			dctx, cancel := context.WithTimeout(ctx, time.Nanosecond)
+			defer cancel()
+			<-dctx.Done()
+			_, err := reg.Register(dctx, &registryv1.RegisterRequest{Instance: instance("orders", "late")})
+			return err
+		}, codes.DeadlineExceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := status.Code(tt.call()); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGracefulShutdownOfTheLeaderHandsOverLeadership(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	if err := c.shutdown(leader); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		for i, nd := range c.nodes {
+			if i != leader && nd.IsLeader() {
+				return nil
+			}
+		}
+		return errors.New("no new leader")
+	})
+}
+
+func TestStartupProblemsAreClearErrors(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := func() node.Config {
+		cfg := node.DefaultConfig()
+		cfg.NodeID = "n1"
+		cfg.DataDir = t.TempDir()
+		cfg.RaftAddr = "127.0.0.1:0"
+		cfg.GRPCAddr = "127.0.0.1:0"
+		cfg.HTTPAddr = "127.0.0.1:0"
+		cfg.Logger = testLogger(t, "n1")
+		return cfg
+	}
+	tests := []struct {
+		name   string
+		mutate func(*node.Config)
+		want   string
+	}{
+		{"grpc port in use", func(c *node.Config) { c.GRPCAddr = busy.Addr().String() }, "grpc addr"},
+		{"http port in use", func(c *node.Config) { c.HTTPAddr = busy.Addr().String() }, "http addr"},
+		{"raft port in use", func(c *node.Config) { c.RaftAddr = busy.Addr().String() }, "raft addr"},
+		{"data dir is a file", func(c *node.Config) { c.DataDir = filepath.Join(file, "sub") }, "data dir"},
+		{"no node id", func(c *node.Config) { c.NodeID = "" }, "node id"},
+		{"peers without this node", func(c *node.Config) { c.BootstrapPeers = []node.Peer{{ID: "x", Address: "127.0.0.1:1"}} }, "do not name this node"},
+		{"unspecified advertise", func(c *node.Config) { c.RaftAddr = "0.0.0.0:0" }, "--raft-advertise"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := base()
+			tt.mutate(&cfg)
+			n, err := node.New(cfg)
+			if err == nil {
+				n.Shutdown(context.Background())
+				t.Fatal("New succeeded")
+			}
+			if !contains(err.Error(), tt.want) {
+				t.Errorf("New: %q does not name %q", err, tt.want)
+			}
+		})
+	}
+	t.Run("data dir in use", func(t *testing.T) {
+		cfg := base()
+		n, err := node.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Shutdown(context.Background())
+		second := base()
+		second.DataDir = cfg.DataDir
+		if _, err := node.New(second); !errors.Is(err, node.ErrDataDirInUse) {
+			t.Errorf("second node on the same data dir: got %v, want ErrDataDirInUse", err)
+		}
+	})
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,183 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	"github.com/regcenter/registry/validate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// beatOutcome is the result of one beat in a flushed batch.
+type beatOutcome struct {
+	index     uint64                    // the Raft index of the batch
+	rejection *registryv1.BeatRejection // nil when the beat was applied
+}
+
+// Beat implements registry.v1.Registry.
+func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*registryv1.BeatResponse, error) {
+	if err := validate.NormalizeBeat(req); err != nil {
+		return nil, s.toStatus(err)
+	}
+	if forwarded(ctx) && !s.cluster.IsLeader() {
+		return nil, s.toStatus(ErrNotLeader)
+	}
+	resp, err := s.beat(ctx, req)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return resp, nil
+}
+
+// beat submits a validated request to the group commit and waits for it.
+func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*registryv1.BeatResponse, error) {
+	outcomes, err := s.beats.Submit(ctx, req.Beats)
+	if err != nil {
+		return nil, err
+	}
+	resp := &registryv1.BeatResponse{Seq: req.Seq}
+	for _, o := range outcomes {
+		resp.Index = max(resp.Index, o.index)
+		if o.rejection != nil {
+			resp.Rejected = append(resp.Rejected, o.rejection)
+		}
+	}
+	return resp, nil
+}
+
+// flushBeats is the group commit's flush: on the leader it proposes one
+// BeatBatch; on a follower it forwards the batch to the leader in one call.
+func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef) ([]beatOutcome, error) {
+	var (
+		index    uint64
+		rejected []*registryv1.BeatRejection
+	)
+	if s.cluster.IsLeader() {
+		cmd := &fsmpb.BeatBatch{Beats: make([]*fsmpb.Beat, len(refs)), NowUnixNs: s.now()}
+		for i, r := range refs {
+			cmd.Beats[i] = &fsmpb.Beat{Service: r.Service, Id: r.Id, Incarnation: r.Incarnation}
+		}
+		res, err := apply[*fsm.BeatResult](ctx, s, fsm.BeatBatchType, cmd)
+		if err != nil {
+			return nil, err
+		}
+		index = res.Index
+		for _, rj := range res.Rejected {
+			rejected = append(rejected, &registryv1.BeatRejection{
+				Instance:           &registryv1.InstanceRef{Service: rj.Service, Id: rj.ID, Incarnation: rj.Incarnation},
+				Reason:             registryv1.BeatRejectReason(rj.Reason),
+				CurrentIncarnation: rj.Current,
+			})
+		}
+	} else {
+		conn, err := s.cluster.LeaderConn()
+		if err != nil {
+			return nil, err
+		}
+		ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID)
+		resp, err := registryv1.NewRegistryClient(conn).Beat(ctx, &registryv1.BeatRequest{Beats: refs})
+		if err != nil {
+			return nil, err
+		}
+		index, rejected = resp.Index, resp.Rejected
+	}
+	return matchRejections(refs, rejected, index)
+}
+
+// matchRejections gives each beat its outcome. Rejections come in the order
+// of the beats they reject, so one pass pairs them.
+func matchRejections(refs []*registryv1.InstanceRef, rejected []*registryv1.BeatRejection, index uint64) ([]beatOutcome, error) {
+	out := make([]beatOutcome, len(refs))
+	j := 0
+	for i, r := range refs {
+		out[i].index = index
+		if j < len(rejected) {
+			rj := rejected[j].GetInstance()
+			if rj.GetService() == r.Service && rj.GetId() == r.Id && rj.GetIncarnation() == r.Incarnation {
+				out[i].rejection = rejected[j]
+				j++
+			}
+		}
+	}
+	if j != len(rejected) {
+		return nil, fmt.Errorf("beat batch at index %d: %d of %d rejections match no beat", index, len(rejected)-j, len(rejected))
+	}
+	return out, nil
+}
+
+type frameResult struct {
+	resp *registryv1.BeatResponse
+	err  error
+}
+
+// BeatStream implements registry.v1.Registry. Frames are committed
+// concurrently (at most MaxInflightBeatFrames at once) and answered in the
+// order they arrived. A bad frame or a failed commit ends the stream with
+// its status; the client reopens it, on another node if need be.
+func (s *Server) BeatStream(stream grpc.BidiStreamingServer[registryv1.BeatRequest, registryv1.BeatResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	inflight := make(chan chan frameResult, s.cfg.MaxInflightBeatFrames)
+	recvErr := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(inflight)
+		recvErr <- s.receiveBeatFrames(ctx, stream, inflight)
+	}()
+	for ch := range inflight {
+		var r frameResult
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			return s.toStatus(ctx.Err())
+		case <-s.done:
+			return s.toStatus(ErrShuttingDown)
+		}
+		if r.err != nil {
+			return s.toStatus(r.err)
+		}
+		if err := stream.Send(r.resp); err != nil {
+			return err
+		}
+	}
+	if err := <-recvErr; err != nil && !errors.Is(err, io.EOF) {
+		return s.toStatus(err)
+	}
+	return nil
+}
+
+// receiveBeatFrames reads frames until the client half-closes (io.EOF),
+// the stream fails or the server closes, and starts the commit of each.
+func (s *Server) receiveBeatFrames(ctx context.Context, stream grpc.BidiStreamingServer[registryv1.BeatRequest, registryv1.BeatResponse], inflight chan<- chan frameResult) error {
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		ch := make(chan frameResult, 1)
+		select {
+		case inflight <- ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return ErrShuttingDown
+		}
+		if err := validate.NormalizeBeat(req); err != nil {
+			ch <- frameResult{err: err}
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			resp, err := s.beat(ctx, req)
+			ch <- frameResult{resp: resp, err: err}
+		}()
+	}
+}

@@ -1,0 +1,95 @@
+package rpc
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	"github.com/regcenter/registry/validate"
+)
+
+// Status implements registry.v1.Cluster. It answers from this node.
+func (s *Server) Status(ctx context.Context, _ *registryv1.StatusRequest) (*registryv1.StatusResponse, error) {
+	st, err := s.cluster.Status(ctx)
+	return st, s.toStatus(err)
+}
+
+// Join implements registry.v1.Cluster: it adds the node as a voter (unless
+// it is one already at that address) and records its client addresses. A
+// node calls it at start-up, on itself, to publish its addresses.
+func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*registryv1.JoinResponse, error) {
+	if err := validate.Name("node_id", req.NodeId); err != nil {
+		return nil, s.toStatus(err)
+	}
+	if req.RaftAddress == "" {
+		return nil, s.toStatus(validate.FieldErrorf("raft_address", "must not be empty (host:port)"))
+	}
+	if !s.cluster.IsLeader() {
+		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.JoinResponse, error) {
+			return registryv1.NewClusterClient(cc).Join(ctx, req)
+		})
+	}
+	index, err := s.cluster.AddVoter(ctx, req.NodeId, req.RaftAddress)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if req.GrpcAddress != "" || req.HttpAddress != "" {
+		if meta, ok := s.state.Node(req.NodeId); !ok || meta.GRPCAddress != req.GrpcAddress || meta.HTTPAddress != req.HttpAddress {
+			res, err := apply[*fsm.NodeMetaResult](ctx, s, fsm.NodeMetaType, &fsmpb.NodeMeta{
+				NodeId: req.NodeId, GrpcAddress: req.GrpcAddress, HttpAddress: req.HttpAddress,
+			})
+			if err != nil {
+				return nil, s.toStatus(err)
+			}
+			index = res.Index
+		}
+	}
+	return &registryv1.JoinResponse{Index: index}, nil
+}
+
+// Remove implements registry.v1.Cluster.
+func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*registryv1.RemoveResponse, error) {
+	if err := validate.Name("node_id", req.NodeId); err != nil {
+		return nil, s.toStatus(err)
+	}
+	if !s.cluster.IsLeader() {
+		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RemoveResponse, error) {
+			return registryv1.NewClusterClient(cc).Remove(ctx, req)
+		})
+	}
+	index, err := s.cluster.RemoveServer(ctx, req.NodeId)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if _, ok := s.state.Node(req.NodeId); ok {
+		// A removed leader may have lost leadership by now; its
+		// address record is then left for the next Remove or Join.
+		res, err := apply[*fsm.NodeMetaResult](ctx, s, fsm.NodeMetaType, &fsmpb.NodeMeta{NodeId: req.NodeId})
+		if err == nil {
+			index = res.Index
+		}
+	}
+	return &registryv1.RemoveResponse{Index: index}, nil
+}
+
+// TransferLeadership implements registry.v1.Cluster.
+func (s *Server) TransferLeadership(ctx context.Context, req *registryv1.TransferLeadershipRequest) (*registryv1.TransferLeadershipResponse, error) {
+	if req.NodeId != "" {
+		if err := validate.Name("node_id", req.NodeId); err != nil {
+			return nil, s.toStatus(err)
+		}
+	}
+	if !s.cluster.IsLeader() {
+		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.TransferLeadershipResponse, error) {
+			return registryv1.NewClusterClient(cc).TransferLeadership(ctx, req)
+		})
+	}
+	id, err := s.cluster.TransferLeadership(ctx, req.NodeId)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &registryv1.TransferLeadershipResponse{LeaderId: id}, nil
+}

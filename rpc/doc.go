@@ -1,0 +1,20 @@
+// Package rpc implements the registry's gRPC services, registry.v1.Registry
+// and registry.v1.Cluster, on top of small interfaces that the node package
+// implements: an Applier that proposes commands through the local Raft, a
+// Cluster that knows the leader and changes membership, and a StateReader
+// over the local replica (the fsm).
+//
+// Any node accepts any call. A follower forwards writes, DEFAULT and
+// LINEARIZABLE reads and membership changes to the leader, once: a request
+// that was already forwarded is never forwarded again. Beats are
+// group-committed (package groupcommit): concurrent beats share one Raft
+// entry on the leader, and a follower gathers them into one forwarded call.
+// Watches are served by every node from its own replica.
+//
+// Requests are validated (package validate) before anything is proposed;
+// every error leaves through one mapping, toStatus.
+//
+// A Server owns the goroutines of its streams and its beat batcher; Close
+// ends the streams and stops them, and must be called before the gRPC
+// server's GracefulStop, which otherwise waits for watches forever.
+package rpc

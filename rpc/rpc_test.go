@@ -1,0 +1,289 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/groupcommit"
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	"github.com/regcenter/registry/validate"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeCluster is a follower that knows leader "n1" at a fixed address.
+type fakeCluster struct {
+	leader    bool
+	conn      *grpc.ClientConn
+	connCalls int
+}
+
+func (c *fakeCluster) IsLeader() bool { return c.leader }
+func (c *fakeCluster) Leader() (string, bool) {
+	return "n1", true
+}
+func (c *fakeCluster) LeaderConn() (*grpc.ClientConn, error) {
+	c.connCalls++
+	if c.conn == nil {
+		return nil, ErrNoLeader
+	}
+	return c.conn, nil
+}
+func (c *fakeCluster) ReadBarrier(context.Context) error { return nil }
+func (c *fakeCluster) Status(context.Context) (*registryv1.StatusResponse, error) {
+	return &registryv1.StatusResponse{}, nil
+}
+func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error)   { return 0, nil }
+func (c *fakeCluster) RemoveServer(context.Context, string) (uint64, error)       { return 0, nil }
+func (c *fakeCluster) TransferLeadership(context.Context, string) (string, error) { return "", nil }
+
+// fakeApplier records proposals and fails the test if one arrives when
+// none may.
+type fakeApplier struct {
+	mu    sync.Mutex
+	calls []fsm.MessageType
+}
+
+func (a *fakeApplier) Apply(_ context.Context, t fsm.MessageType, _ proto.Message) (any, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, t)
+	return nil, errors.New("fakeApplier: not implemented")
+}
+
+// fakeState serves a fixed set of instances, and ErrCompacted for the first
+// compactedCalls calls of EventsAfter.
+type fakeState struct {
+	mu             sync.Mutex
+	instances      []fsm.Instance
+	index          uint64
+	compactedCalls int
+	resets         int
+	changed        chan struct{}
+}
+
+func (s *fakeState) AppliedIndex() uint64 { return s.index }
+func (s *fakeState) GetService(string, bool) ([]fsm.Instance, uint64) {
+	return s.instances, s.index
+}
+func (s *fakeState) ListServices() ([]fsm.ServiceSummary, uint64) { return nil, s.index }
+func (s *fakeState) Node(id string) (fsm.NodeMeta, bool) {
+	return fsm.NodeMeta{NodeID: id, GRPCAddress: "10.1.1.1:7001", HTTPAddress: "10.1.1.1:7201"}, id == "n1"
+}
+func (s *fakeState) Changed() <-chan struct{} { return s.changed }
+func (s *fakeState) Reset(string) ([]fsm.Instance, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.resets++
+	return s.instances, s.index
+}
+func (s *fakeState) EventsAfter(_ string, after uint64, _ int) ([]fsm.Event, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.compactedCalls > 0 {
+		s.compactedCalls--
+		return nil, after, fsm.ErrCompacted
+	}
+	return nil, max(after, s.index), nil
+}
+
+func newTestServer(t *testing.T, cl *fakeCluster, ap *fakeApplier, st *fakeState) (*Server, registryv1.RegistryClient) {
+	t.Helper()
+	if st.changed == nil {
+		st.changed = make(chan struct{})
+	}
+	s, err := New(Config{NodeID: "n2", Applier: ap, Cluster: cl, State: st, WatchBatch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer()
+	s.RegisterOn(gs)
+	go gs.Serve(lis)
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		s.Close()
+		gs.Stop()
+	})
+	return s, registryv1.NewRegistryClient(cc)
+}
+
+func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
+	s := &Server{cluster: &fakeCluster{}, state: &fakeState{}}
+	tests := []struct {
+		err  error
+		want codes.Code
+	}{
+		{validate.FieldErrorf("instance.id", "must not be empty"), codes.InvalidArgument},
+		{fmt.Errorf("%w: orders/a", fsm.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("%w: orders/a at 7", fsm.ErrFenced), codes.FailedPrecondition},
+		{raft.ErrNotLeader, codes.Unavailable},
+		{raft.ErrLeadershipLost, codes.Unavailable},
+		{ErrNoLeader, codes.Unavailable},
+		{ErrShuttingDown, codes.Unavailable},
+		{groupcommit.ErrOverloaded, codes.ResourceExhausted},
+		{ErrTooManyWatchers, codes.ResourceExhausted},
+		{context.DeadlineExceeded, codes.DeadlineExceeded},
+		{status.Error(codes.Aborted, "from the leader"), codes.Aborted},
+		{errors.New("surprise"), codes.Internal},
+	}
+	for _, tt := range tests {
+		if got := status.Code(s.toStatus(tt.err)); got != tt.want {
+			t.Errorf("toStatus(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestUnavailableCarriesTheLeaderHint(t *testing.T) {
+	s := &Server{cluster: &fakeCluster{}, state: &fakeState{}}
+	st := status.Convert(s.toStatus(raft.ErrNotLeader))
+	want := []any{&registryv1.LeaderHint{LeaderId: "n1", LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201"}}
+	if diff := cmp.Diff(want, st.Details(), protocmp.Transform()); diff != "" {
+		t.Errorf("details (-want +got):\n%s", diff)
+	}
+}
+
+func TestAForwardedCallIsNeverForwardedAgain(t *testing.T) {
+	cl, ap := &fakeCluster{}, &fakeApplier{}
+	_, client := newTestServer(t, cl, ap, &fakeState{})
+	ctx := metadata.AppendToOutgoingContext(t.Context(), forwardedKey, "n3")
+	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "h:1"}
+	_, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: in})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("forwarded Register on a follower: got %v, want UNAVAILABLE", err)
+	}
+	_, err = client.Beat(ctx, &registryv1.BeatRequest{Beats: []*registryv1.InstanceRef{{Service: "orders", Id: "a"}}})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("forwarded Beat on a follower: got %v, want UNAVAILABLE", err)
+	}
+	if cl.connCalls != 0 || len(ap.calls) != 0 {
+		t.Errorf("the follower dialled the leader %d times and proposed %d commands; want neither", cl.connCalls, len(ap.calls))
+	}
+}
+
+func TestInvalidInputIsRefusedBeforeAnythingIsProposed(t *testing.T) {
+	ap := &fakeApplier{}
+	_, client := newTestServer(t, &fakeCluster{leader: true}, ap, &fakeState{})
+	ctx := t.Context()
+	_, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{Service: "orders", Address: "h:1"}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Register without id: got %v, want INVALID_ARGUMENT", err)
+	}
+	_, err = client.Beat(ctx, &registryv1.BeatRequest{})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("empty Beat: got %v, want INVALID_ARGUMENT", err)
+	}
+	_, err = client.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("Deregister without id: got %v, want INVALID_ARGUMENT", err)
+	}
+	if len(ap.calls) != 0 {
+		t.Errorf("%d commands proposed for invalid input", len(ap.calls))
+	}
+}
+
+func TestAWatcherThatFallsBehindTheHistoryGetsAResetNotAGap(t *testing.T) {
+	st := &fakeState{
+		index:          40,
+		compactedCalls: 1, // the resumed watcher's events were evicted
+		instances: []fsm.Instance{
+			{Service: "orders", ID: "a", State: fsm.StateHealthy},
+			{Service: "orders", ID: "b", State: fsm.StateSuspect},
+			{Service: "orders", ID: "c", State: fsm.StateHealthy},
+		},
+	}
+	_, client := newTestServer(t, &fakeCluster{}, &fakeApplier{}, st)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w, err := client.Watch(ctx, &registryv1.WatchRequest{Service: "orders", AfterIndex: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// WatchBatch is 2: the reset of three instances spans two messages.
+	var ids []string
+	for i := range 2 {
+		msg, err := w.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.IsReset != (i == 0) || msg.More != (i == 0) || msg.Index != 40 {
+			t.Fatalf("message %d: is_reset %v more %v index %d; want %v, %v, 40", i, msg.IsReset, msg.More, msg.Index, i == 0, i == 0)
+		}
+		for _, in := range msg.Instances {
+			ids = append(ids, in.Id+":"+in.State.String())
+		}
+	}
+	want := []string{"a:INSTANCE_STATE_HEALTHY", "b:INSTANCE_STATE_SUSPECT", "c:INSTANCE_STATE_HEALTHY"}
+	if diff := cmp.Diff(want, ids); diff != "" {
+		t.Errorf("reset instances (-want +got):\n%s", diff)
+	}
+}
+
+func TestWatchSlotsAreBounded(t *testing.T) {
+	st := &fakeState{}
+	s, client := newTestServer(t, &fakeCluster{}, &fakeApplier{}, st)
+	s.watchers = make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w1, err := client.Watch(ctx, &registryv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w1.Recv(); err != nil { // the reset: the watch holds its slot
+		t.Fatal(err)
+	}
+	w2, err := client.Watch(ctx, &registryv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("second watch with one slot: got %v, want RESOURCE_EXHAUSTED", err)
+	}
+}
+
+func TestMatchRejectionsPairsEachRejectionWithItsBeat(t *testing.T) {
+	ref := func(id string, inc uint64) *registryv1.InstanceRef {
+		return &registryv1.InstanceRef{Service: "s", Id: id, Incarnation: inc}
+	}
+	refs := []*registryv1.InstanceRef{ref("a", 1), ref("b", 1), ref("a", 1), ref("c", 2)}
+	rej := []*registryv1.BeatRejection{
+		{Instance: ref("b", 1), Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_UNKNOWN},
+		{Instance: ref("c", 2), Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_FENCED},
+	}
+	out, err := matchRejections(refs, rej, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range out {
+		wantRejected := i == 1 || i == 3
+		if (o.rejection != nil) != wantRejected || o.index != 9 {
+			t.Errorf("beat %d: rejection %v index %d; want rejected=%v at 9", i, o.rejection, o.index, wantRejected)
+		}
+	}
+	if _, err := matchRejections(refs, []*registryv1.BeatRejection{{Instance: ref("z", 1)}}, 9); err == nil {
+		t.Error("a rejection that matches no beat was accepted")
+	}
+}

@@ -1,0 +1,226 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/groupcommit"
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+)
+
+// Applier proposes a command through the local Raft and returns the fsm's
+// response, or the fsm's domain error as a Go error.
+type Applier interface {
+	Apply(ctx context.Context, t fsm.MessageType, msg proto.Message) (any, error)
+}
+
+// Cluster is what the services need to know of, and do to, the Raft cluster.
+type Cluster interface {
+	// IsLeader reports whether this node is the leader now.
+	IsLeader() bool
+	// Leader returns the leader's id, and false when none is known.
+	Leader() (id string, ok bool)
+	// LeaderConn returns a connection to the leader's gRPC address, or an
+	// error wrapping ErrNoLeader.
+	LeaderConn() (*grpc.ClientConn, error)
+	// ReadBarrier returns once a read of the local state is linearizable:
+	// this node is the leader, has confirmed it with a quorum, and has
+	// applied everything committed before the call.
+	ReadBarrier(ctx context.Context) error
+	// Status describes the node and the cluster.
+	Status(ctx context.Context) (*registryv1.StatusResponse, error)
+	// AddVoter adds a voter, or does nothing if it is one already at that
+	// address; it returns the configuration's index.
+	AddVoter(ctx context.Context, id, raftAddr string) (uint64, error)
+	// RemoveServer removes a server from the configuration.
+	RemoveServer(ctx context.Context, id string) (uint64, error)
+	// TransferLeadership hands leadership to id, or to any voter if id is
+	// empty, and returns the new leader's id.
+	TransferLeadership(ctx context.Context, id string) (string, error)
+}
+
+// StateReader reads the local replica. *fsm.FSM implements it.
+type StateReader interface {
+	AppliedIndex() uint64
+	GetService(service string, includeSuspect bool) ([]fsm.Instance, uint64)
+	ListServices() ([]fsm.ServiceSummary, uint64)
+	Node(id string) (fsm.NodeMeta, bool)
+	Changed() <-chan struct{}
+	Reset(service string) ([]fsm.Instance, uint64)
+	EventsAfter(service string, after uint64, max int) ([]fsm.Event, uint64, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	// NodeID names this node in forwarded calls and logs.
+	NodeID  string
+	Applier Applier
+	Cluster Cluster
+	State   StateReader
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// Clock stamps commands proposed by this node. Default time.Now.
+	Clock func() time.Time
+	// Beats tunes the beat group commit; zero fields take its defaults
+	// (a 10 ms window: at most 100 beat entries a second).
+	Beats groupcommit.Config
+	// MaxWatchers bounds concurrent watches on this node. Default 10,000.
+	MaxWatchers int
+	// WatchBatch bounds the events (and reset instances) of one watch
+	// message. Default 256.
+	WatchBatch int
+	// MaxInflightBeatFrames bounds the frames of one BeatStream being
+	// committed at once. Default 64.
+	MaxInflightBeatFrames int
+}
+
+// Validate reports a config that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == "":
+		return errors.New("rpc: NodeID is required")
+	case c.Applier == nil || c.Cluster == nil || c.State == nil:
+		return errors.New("rpc: Applier, Cluster and State are required")
+	case c.MaxWatchers < 0 || c.WatchBatch < 0 || c.MaxInflightBeatFrames < 0:
+		return fmt.Errorf("rpc: MaxWatchers (%d), WatchBatch (%d) and MaxInflightBeatFrames (%d) must not be negative",
+			c.MaxWatchers, c.WatchBatch, c.MaxInflightBeatFrames)
+	}
+	return c.Beats.Validate()
+}
+
+// Server implements registry.v1.Registry and registry.v1.Cluster.
+type Server struct {
+	registryv1.UnimplementedRegistryServer
+	registryv1.UnimplementedClusterServer
+
+	cfg     Config
+	log     *slog.Logger
+	applier Applier
+	cluster Cluster
+	state   StateReader
+	beats   *groupcommit.Batcher[*registryv1.InstanceRef, beatOutcome]
+
+	watchers chan struct{} // a slot per watch
+	done     chan struct{} // closed by Close
+	wg       sync.WaitGroup
+	closeMu  sync.Once
+}
+
+// New returns a Server; zero fields of cfg take their defaults.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	def := groupcommit.DefaultConfig()
+	if cfg.Beats.Window == 0 {
+		cfg.Beats.Window = def.Window
+	}
+	if cfg.Beats.MaxItems == 0 {
+		cfg.Beats.MaxItems = def.MaxItems
+	}
+	if cfg.Beats.MaxPending == 0 {
+		cfg.Beats.MaxPending = max(def.MaxPending, cfg.Beats.MaxItems)
+	}
+	if cfg.Beats.FlushTimeout == 0 {
+		cfg.Beats.FlushTimeout = def.FlushTimeout
+	}
+	if cfg.MaxWatchers == 0 {
+		cfg.MaxWatchers = 10_000
+	}
+	if cfg.WatchBatch == 0 {
+		cfg.WatchBatch = 256
+	}
+	if cfg.MaxInflightBeatFrames == 0 {
+		cfg.MaxInflightBeatFrames = 64
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		applier:  cfg.Applier,
+		cluster:  cfg.Cluster,
+		state:    cfg.State,
+		watchers: make(chan struct{}, cfg.MaxWatchers),
+		done:     make(chan struct{}),
+	}
+	b, err := groupcommit.New(cfg.Beats, s.flushBeats)
+	if err != nil {
+		return nil, err
+	}
+	s.beats = b
+	return s, nil
+}
+
+// RegisterOn registers both services on a gRPC server.
+func (s *Server) RegisterOn(gs *grpc.Server) {
+	registryv1.RegisterRegistryServer(gs, s)
+	registryv1.RegisterClusterServer(gs, s)
+}
+
+// Close ends every watch and beat stream, fails waiting beats, and waits
+// for the goroutines of the Server.
+func (s *Server) Close() {
+	s.closeMu.Do(func() {
+		close(s.done)
+		s.beats.Close()
+		s.wg.Wait()
+	})
+}
+
+func (s *Server) now() int64 { return s.cfg.Clock().UnixNano() }
+
+// forwardedKey marks a call forwarded by another node, with that node's id.
+const forwardedKey = "x-registry-forwarded-by"
+
+func forwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(forwardedKey)) > 0
+}
+
+// forward runs call against the leader. A call that was forwarded to this
+// node already is refused with ErrNotLeader rather than forwarded again, so
+// requests never loop between nodes that disagree on the leader.
+func forward[Resp any](ctx context.Context, s *Server, call func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	var zero Resp
+	if forwarded(ctx) {
+		return zero, s.toStatus(ErrNotLeader)
+	}
+	conn, err := s.cluster.LeaderConn()
+	if err != nil {
+		return zero, s.toStatus(err)
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID)
+	resp, err := call(ctx, conn)
+	if err != nil {
+		return zero, s.toStatus(err)
+	}
+	return resp, nil
+}
+
+// apply proposes through the local Raft and checks the response's type.
+func apply[R any](ctx context.Context, s *Server, t fsm.MessageType, msg proto.Message) (R, error) {
+	var zero R
+	resp, err := s.applier.Apply(ctx, t, msg)
+	if err != nil {
+		return zero, err
+	}
+	r, ok := resp.(R)
+	if !ok {
+		return zero, fmt.Errorf("fsm answered command type %d with %T, want %T", t, resp, zero)
+	}
+	return r, nil
+}
