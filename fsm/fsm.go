@@ -17,6 +17,11 @@ type Config struct {
 	HistorySize int
 	// Logger receives the FSM's logs; the default discards them.
 	Logger *slog.Logger
+	// ObserveStamp, if set, is called after every applied command that
+	// carries the proposer's timestamp, with that timestamp (Unix ns). The
+	// node uses it to estimate its clock skew against the leader; it has no
+	// effect on the state. It must be fast and must not call the FSM.
+	ObserveStamp func(unixNs int64)
 }
 
 // DefaultHistorySize is the default Config.HistorySize.
@@ -43,7 +48,8 @@ func (c Config) Validate() error {
 // applies them to its State, keeps a bounded history of the resulting events
 // and serves consistent reads. It implements raft.FSM.
 type FSM struct {
-	logger *slog.Logger
+	logger       *slog.Logger
+	observeStamp func(int64)
 
 	mu      sync.RWMutex
 	state   *State
@@ -64,7 +70,8 @@ func New(cfg Config) *FSM {
 		cfg.Logger = def.Logger
 	}
 	return &FSM{
-		logger:  cfg.Logger,
+		logger:       cfg.Logger,
+		observeStamp: cfg.ObserveStamp,
 		state:   NewState(),
 		history: newHistory(cfg.HistorySize),
 		changed: make(chan struct{}),
@@ -124,6 +131,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		panic(fmt.Sprintf("fsm: log entry at index %d: no handler for %v (%T)", index, t, msg))
 	}
 	f.history.add(events)
+	if st, ok := msg.(interface{ GetNowUnixNs() int64 }); ok && f.observeStamp != nil {
+		f.observeStamp(st.GetNowUnixNs())
+	}
 	return resp
 }
 
@@ -192,6 +202,15 @@ func (f *FSM) ListServices() ([]ServiceSummary, uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.state.Services(), f.applied
+}
+
+// ScanInstances calls fn for every instance, in no particular order, under
+// the read lock, without copying the state: fn must be quick, must not call
+// the FSM and must not keep the pointer. The expiry checker scans this way.
+func (f *FSM) ScanInstances(fn func(*Instance)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.state.scan(fn)
 }
 
 // Instance returns one instance.

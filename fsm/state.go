@@ -45,6 +45,16 @@ func (s *State) remove(service, id string) {
 	}
 }
 
+// scan calls fn for every instance in map order: callers must not let the
+// order decide anything that reaches the state.
+func (s *State) scan(fn func(*Instance)) {
+	for _, ids := range s.services {
+		for _, in := range ids {
+			fn(&in)
+		}
+	}
+}
+
 // Register upserts an instance keyed by (service, id); see the package
 // documentation for the incarnation rules. It fails with ErrFenced when the
 // command's incarnation is lower than the stored one.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/rpc"
@@ -100,6 +101,22 @@ func (n *Node) flushBarrier(ctx context.Context, items []struct{}) ([]uint64, er
 	return make([]uint64, len(items)), nil
 }
 
+// VerifyLeader implements beatcheck.Proposer: it confirms with a quorum
+// that this node still leads.
+func (n *Node) VerifyLeader(ctx context.Context) error {
+	return waitFuture(ctx, n.raft.VerifyLeader())
+}
+
+// ReleaseExpiryGuard implements rpc.Cluster.
+func (n *Node) ReleaseExpiryGuard(context.Context) (bool, int, error) {
+	st := n.checker.Status()
+	if !st.Running {
+		return false, 0, rpc.ErrNotLeader
+	}
+	n.checker.Release()
+	return st.GuardEngaged, st.Held, nil
+}
+
 // Status implements rpc.Cluster.
 func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
 	_, leaderID := n.raft.LeaderWithID()
@@ -114,6 +131,15 @@ func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
 	}
 	if meta, ok := n.fsm.Node(string(leaderID)); ok {
 		st.LeaderGrpcAddress, st.LeaderHttpAddress = meta.GRPCAddress, meta.HTTPAddress
+	}
+	cs := n.checker.Status()
+	st.CheckerRunning = cs.Running
+	st.ExpiryGuardEngaged = cs.GuardEngaged
+	st.ExpiriesHeld = uint32(cs.Held)
+	st.ExpiryGuardReleased = cs.Released
+	st.FailoverFenceRemaining = durationpb.New(cs.FenceRemaining)
+	if skew, ok := n.skew.estimate(); ok && !n.IsLeader() {
+		st.ClockSkew = durationpb.New(skew)
 	}
 	cf := n.raft.GetConfiguration()
 	if err := waitFuture(ctx, cf); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/validate"
 )
@@ -94,6 +95,9 @@ type Config struct {
 	// Beats tunes the beat group commit (default window 10 ms: at most
 	// 100 beat entries a second).
 	Beats groupcommit.Config
+	// Checker tunes the leader's expiry checker; zero fields take its
+	// defaults (Clock and Logger come from this Config).
+	Checker beatcheck.Config
 	// WatchHistory is the number of events kept for watches to resume from.
 	WatchHistory int
 	// MaxWatchers bounds the watches one node serves.

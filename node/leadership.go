@@ -45,7 +45,8 @@ func (n *Node) runLeadership() {
 }
 
 // leaderDuties runs while this node leads. It first commits a barrier, so
-// that everything from earlier terms is applied before it acts as leader.
+// that everything from earlier terms is applied before it acts as leader,
+// then runs the expiry checker until leadership ends.
 func (n *Node) leaderDuties(ctx context.Context) {
 	term := n.raft.CurrentTerm()
 	for {
@@ -64,5 +65,7 @@ func (n *Node) leaderDuties(ctx context.Context) {
 		}
 	}
 	n.log.Info("leading", "term", term, "index", n.raft.AppliedIndex())
-	<-ctx.Done()
+	// Promoted now: the checker's failover fence starts here, after the
+	// barrier, so it also covers the time the barrier took.
+	n.checker.Run(ctx, n.cfg.Clock())
 }

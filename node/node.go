@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/rpc"
@@ -48,6 +49,8 @@ type Node struct {
 	grpcLis  net.Listener
 	httpLis  net.Listener
 	barriers *groupcommit.Batcher[struct{}, uint64]
+	checker  *beatcheck.Checker
+	skew     *skewTracker
 
 	conns connCache
 
@@ -67,7 +70,15 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node_id", cfg.NodeID), ctx: ctx, cancel: cancel}
-	n.fsm = fsm.New(fsm.Config{HistorySize: cfg.WatchHistory, Logger: n.log})
+	n.skew = &skewTracker{clock: cfg.Clock}
+	n.fsm = fsm.New(fsm.Config{HistorySize: cfg.WatchHistory, Logger: n.log, ObserveStamp: n.skew.observe})
+	checkerCfg := cfg.Checker
+	checkerCfg.Clock = cfg.Clock
+	checkerCfg.Logger = n.log.With("component", "beatcheck")
+	if n.checker, err = beatcheck.New(checkerCfg, n.fsm, n); err != nil {
+		cancel()
+		return nil, err
+	}
 
 	// Undo whatever was opened if a later step fails.
 	var closers []func()

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/node"
 	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
@@ -87,6 +88,7 @@ func newCluster(t *testing.T, n int) *cluster {
 		cfg.HTTPAddr = ""
 		cfg.BootstrapPeers = peers
 		cfg.Raft = fastRaft
+		cfg.Checker = beatcheck.Config{SweepInterval: 20 * time.Millisecond, FailoverGrace: 200 * time.Millisecond}
 		cfg.Logger = testLogger(t, peers[i].ID)
 		nd, err := node.New(cfg)
 		if err != nil {
@@ -536,4 +538,78 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+func TestAnInstanceThatStopsBeatingIsSuspectedThenExpiredOnEveryNode(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	w, err := c.registry(follower).Watch(ctx, &registryv1.WatchRequest{Service: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil { // the initial reset
+		t.Fatal(err)
+	}
+	in := instance("orders", "a")
+	in.BeatInterval, in.SuspectAfter, in.Ttl = durationpb.New(100*time.Millisecond), durationpb.New(300*time.Millisecond), durationpb.New(600*time.Millisecond)
+	reg, err := c.registry(follower).Register(ctx, &registryv1.RegisterRequest{Instance: in})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 3 {
+		msg, err := w.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msg.Events {
+			got = append(got, ev.Type.String())
+			switch ev.Type {
+			case registryv1.EventType_EVENT_TYPE_SUSPECT, registryv1.EventType_EVENT_TYPE_EXPIRED:
+				since := ev.SinceLastBeat.AsDuration()
+				min := 300 * time.Millisecond
+				if ev.Type == registryv1.EventType_EVENT_TYPE_EXPIRED {
+					min = 600 * time.Millisecond
+				}
+				if since < min {
+					t.Errorf("%v %v after the last beat, before its deadline of %v", ev.Type, since, min)
+				}
+				if !ev.LastBeatAt.AsTime().Equal(reg.Instance.LastBeatAt.AsTime()) {
+					t.Errorf("%v names last beat %v, want the registration's %v", ev.Type, ev.LastBeatAt.AsTime(), reg.Instance.LastBeatAt.AsTime())
+				}
+			}
+		}
+	}
+	want := []string{"EVENT_TYPE_REGISTERED", "EVENT_TYPE_SUSPECT", "EVENT_TYPE_EXPIRED"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	for i, nd := range c.nodes {
+		eventually(t, 5*time.Second, func() error {
+			if _, ok := nd.FSM().Instance("orders", "a"); ok {
+				return fmt.Errorf("n%d still holds the expired instance", i+1)
+			}
+			return nil
+		})
+	}
+}
+
+func TestOnlyTheLeaderRunsTheChecker(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	eventually(t, 5*time.Second, func() error {
+		for i := range c.nodes {
+			st, err := registryv1.NewClusterClient(c.conns[i]).Status(t.Context(), &registryv1.StatusRequest{})
+			if err != nil {
+				return err
+			}
+			if st.CheckerRunning != (i == leader) {
+				return fmt.Errorf("n%d (leader: %v) reports checker_running %v", i+1, i == leader, st.CheckerRunning)
+			}
+		}
+		return nil
+	})
 }

@@ -93,3 +93,17 @@ func (s *Server) TransferLeadership(ctx context.Context, req *registryv1.Transfe
 	}
 	return &registryv1.TransferLeadershipResponse{LeaderId: id}, nil
 }
+
+// ReleaseExpiryGuard implements registry.v1.Cluster.
+func (s *Server) ReleaseExpiryGuard(ctx context.Context, req *registryv1.ReleaseExpiryGuardRequest) (*registryv1.ReleaseExpiryGuardResponse, error) {
+	if !s.cluster.IsLeader() {
+		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ReleaseExpiryGuardResponse, error) {
+			return registryv1.NewClusterClient(cc).ReleaseExpiryGuard(ctx, req)
+		})
+	}
+	engaged, held, err := s.cluster.ReleaseExpiryGuard(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	return &registryv1.ReleaseExpiryGuardResponse{WasEngaged: engaged, Held: uint32(held)}, nil
+}

@@ -53,6 +53,7 @@ func (c *fakeCluster) Status(context.Context) (*registryv1.StatusResponse, error
 func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error)   { return 0, nil }
 func (c *fakeCluster) RemoveServer(context.Context, string) (uint64, error)       { return 0, nil }
 func (c *fakeCluster) TransferLeadership(context.Context, string) (string, error) { return "", nil }
+func (c *fakeCluster) ReleaseExpiryGuard(context.Context) (bool, int, error)      { return false, 0, nil }
 
 // fakeApplier records proposals and fails the test if one arrives when
 // none may.

@@ -46,6 +46,9 @@ type Cluster interface {
 	// TransferLeadership hands leadership to id, or to any voter if id is
 	// empty, and returns the new leader's id.
 	TransferLeadership(ctx context.Context, id string) (string, error)
+	// ReleaseExpiryGuard releases the mass-expiry guard of the leader's
+	// checker; it reports whether the guard was engaged and what it held.
+	ReleaseExpiryGuard(ctx context.Context) (wasEngaged bool, held int, err error)
 }
 
 // StateReader reads the local replica. *fsm.FSM implements it.

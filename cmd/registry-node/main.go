@@ -12,7 +12,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/node"
 )
 
@@ -35,6 +37,9 @@ type options struct {
 	grpcAdvertise, httpAdvertise string
 	bootstrapPeers, join         string
 	logLevel, logFormat          string
+	failoverGrace, sweepInterval time.Duration
+	guardShare                   float64
+	guardMin                     int
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -52,6 +57,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
 	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
+	def := beatcheck.DefaultConfig()
+	fs.DurationVar(&o.sweepInterval, "sweep-interval", def.SweepInterval, "how often the leader's expiry checker looks for missed beats (env "+envName("sweep-interval")+")")
+	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
+	fs.Float64Var(&o.guardShare, "expiry-guard-share", def.GuardShare, "the mass-expiry guard holds expiries when more than this share of the live instances would expire (env "+envName("expiry-guard-share")+")")
+	fs.IntVar(&o.guardMin, "expiry-guard-min", def.GuardMinCount, "the guard also needs more than this many instances to expire (env "+envName("expiry-guard-min")+")")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -126,6 +136,10 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
+	cfg.Checker.SweepInterval = o.sweepInterval
+	cfg.Checker.FailoverGrace = o.failoverGrace
+	cfg.Checker.GuardShare = o.guardShare
+	cfg.Checker.GuardMinCount = o.guardMin
 	cfg.Logger = log
 	cfg.RaftLogLevel = max(level, slog.LevelWarn)
 	if level <= slog.LevelDebug {

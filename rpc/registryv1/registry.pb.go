@@ -1578,8 +1578,24 @@ type StatusResponse struct {
 	LastLogIndex      uint64    `protobuf:"varint,8,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	Members           []*Member `protobuf:"bytes,9,rep,name=members,proto3" json:"members,omitempty"`
 	LeaderHttpAddress string    `protobuf:"bytes,10,opt,name=leader_http_address,json=leaderHttpAddress,proto3" json:"leader_http_address,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Liveness. The expiry checker runs on the leader only: ask the leader
+	// for the checker's and the guard's state.
+	CheckerRunning bool `protobuf:"varint,11,opt,name=checker_running,json=checkerRunning,proto3" json:"checker_running,omitempty"`
+	// The mass-expiry guard holds expiries back (see README, Liveness).
+	ExpiryGuardEngaged bool `protobuf:"varint,12,opt,name=expiry_guard_engaged,json=expiryGuardEngaged,proto3" json:"expiry_guard_engaged,omitempty"`
+	// The expiries the guard held at the last sweep.
+	ExpiriesHeld uint32 `protobuf:"varint,13,opt,name=expiries_held,json=expiriesHeld,proto3" json:"expiries_held,omitempty"`
+	// An operator released the guard; it stays released until it clears.
+	ExpiryGuardReleased bool `protobuf:"varint,14,opt,name=expiry_guard_released,json=expiryGuardReleased,proto3" json:"expiry_guard_released,omitempty"`
+	// How long the failover or stall fence still protects instances from
+	// being suspected or removed (plus each instance's own beat interval).
+	FailoverFenceRemaining *durationpb.Duration `protobuf:"bytes,15,opt,name=failover_fence_remaining,json=failoverFenceRemaining,proto3" json:"failover_fence_remaining,omitempty"`
+	// This node's clock minus the leader's, estimated from the leader's
+	// timestamps in the commands this node applied over the last 10 s (the
+	// smallest difference, so it includes the least replication delay).
+	ClockSkew     *durationpb.Duration `protobuf:"bytes,16,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1680,6 +1696,48 @@ func (x *StatusResponse) GetLeaderHttpAddress() string {
 		return x.LeaderHttpAddress
 	}
 	return ""
+}
+
+func (x *StatusResponse) GetCheckerRunning() bool {
+	if x != nil {
+		return x.CheckerRunning
+	}
+	return false
+}
+
+func (x *StatusResponse) GetExpiryGuardEngaged() bool {
+	if x != nil {
+		return x.ExpiryGuardEngaged
+	}
+	return false
+}
+
+func (x *StatusResponse) GetExpiriesHeld() uint32 {
+	if x != nil {
+		return x.ExpiriesHeld
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetExpiryGuardReleased() bool {
+	if x != nil {
+		return x.ExpiryGuardReleased
+	}
+	return false
+}
+
+func (x *StatusResponse) GetFailoverFenceRemaining() *durationpb.Duration {
+	if x != nil {
+		return x.FailoverFenceRemaining
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetClockSkew() *durationpb.Duration {
+	if x != nil {
+		return x.ClockSkew
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -1971,6 +2029,96 @@ func (x *TransferLeadershipResponse) GetLeaderId() string {
 	return ""
 }
 
+type ReleaseExpiryGuardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseExpiryGuardRequest) Reset() {
+	*x = ReleaseExpiryGuardRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseExpiryGuardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
+
+func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+}
+
+type ReleaseExpiryGuardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the guard was engaged (and so released).
+	WasEngaged bool `protobuf:"varint,1,opt,name=was_engaged,json=wasEngaged,proto3" json:"was_engaged,omitempty"`
+	// The expiries it held.
+	Held          uint32 `protobuf:"varint,2,opt,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseExpiryGuardResponse) Reset() {
+	*x = ReleaseExpiryGuardResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseExpiryGuardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
+
+func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
+	if x != nil {
+		return x.WasEngaged
+	}
+	return false
+}
+
+func (x *ReleaseExpiryGuardResponse) GetHeld() uint32 {
+	if x != nil {
+		return x.Held
+	}
+	return 0
+}
+
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
@@ -2071,7 +2219,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xeb\x02\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xae\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -2083,7 +2231,14 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x0elast_log_index\x18\b \x01(\x04R\flastLogIndex\x12-\n" +
 	"\amembers\x18\t \x03(\v2\x13.registry.v1.MemberR\amembers\x12.\n" +
 	"\x13leader_http_address\x18\n" +
-	" \x01(\tR\x11leaderHttpAddress\"\x8f\x01\n" +
+	" \x01(\tR\x11leaderHttpAddress\x12'\n" +
+	"\x0fchecker_running\x18\v \x01(\bR\x0echeckerRunning\x120\n" +
+	"\x14expiry_guard_engaged\x18\f \x01(\bR\x12expiryGuardEngaged\x12#\n" +
+	"\rexpiries_held\x18\r \x01(\rR\fexpiriesHeld\x122\n" +
+	"\x15expiry_guard_released\x18\x0e \x01(\bR\x13expiryGuardReleased\x12S\n" +
+	"\x18failover_fence_remaining\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x16failoverFenceRemaining\x128\n" +
+	"\n" +
+	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\"\x8f\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -2098,7 +2253,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x19TransferLeadershipRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
 	"\x1aTransferLeadershipResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId*g\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x1b\n" +
+	"\x19ReleaseExpiryGuardRequest\"Q\n" +
+	"\x1aReleaseExpiryGuardResponse\x12\x1f\n" +
+	"\vwas_engaged\x18\x01 \x01(\bR\n" +
+	"wasEngaged\x12\x12\n" +
+	"\x04held\x18\x02 \x01(\rR\x04held*g\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16INSTANCE_STATE_HEALTHY\x10\x01\x12\x1a\n" +
@@ -2129,12 +2289,13 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1e.registry.v1.GetServiceRequest\x1a\x1f.registry.v1.GetServiceResponse\x12S\n" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\xb3\x02\n" +
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\x9a\x03\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
 	"\x04Join\x12\x18.registry.v1.JoinRequest\x1a\x19.registry.v1.JoinResponse\x12A\n" +
 	"\x06Remove\x12\x1a.registry.v1.RemoveRequest\x1a\x1b.registry.v1.RemoveResponse\x12e\n" +
-	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponseB9Z7github.com/regcenter/registry/rpc/registryv1;registryv1b\x06proto3"
+	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12e\n" +
+	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponseB9Z7github.com/regcenter/registry/rpc/registryv1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -2149,7 +2310,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -2182,64 +2343,70 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*RemoveResponse)(nil),             // 28: registry.v1.RemoveResponse
 	(*TransferLeadershipRequest)(nil),  // 29: registry.v1.TransferLeadershipRequest
 	(*TransferLeadershipResponse)(nil), // 30: registry.v1.TransferLeadershipResponse
-	nil,                                // 31: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*ReleaseExpiryGuardRequest)(nil),  // 31: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 32: registry.v1.ReleaseExpiryGuardResponse
+	nil,                                // 33: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	31, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	32, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	32, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	32, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	33, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	34, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	34, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	34, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	33, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	33, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	35, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	35, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
 	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	32, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	34, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
 	1,  // 14: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
 	4,  // 15: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
 	1,  // 16: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
 	16, // 17: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 18: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 19: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	32, // 20: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	33, // 21: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	33, // 22: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	34, // 20: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	35, // 21: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	35, // 22: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 23: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
 	19, // 24: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
 	23, // 25: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	5,  // 26: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 27: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 28: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 29: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	13, // 30: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	15, // 31: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	18, // 32: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	22, // 33: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	25, // 34: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	27, // 35: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	29, // 36: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	6,  // 37: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 38: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 39: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 40: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	14, // 41: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	17, // 42: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	20, // 43: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	24, // 44: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	26, // 45: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	28, // 46: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	30, // 47: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	37, // [37:48] is the sub-list for method output_type
-	26, // [26:37] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	34, // 26: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	34, // 27: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	5,  // 28: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 29: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	10, // 30: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	10, // 31: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	13, // 32: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	15, // 33: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	18, // 34: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	22, // 35: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	25, // 36: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	27, // 37: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	29, // 38: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	31, // 39: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	6,  // 40: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 41: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 42: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 43: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	14, // 44: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	17, // 45: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	20, // 46: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	24, // 47: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	26, // 48: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	28, // 49: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	30, // 50: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	32, // 51: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	40, // [40:52] is the sub-list for method output_type
+	28, // [28:40] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -2253,7 +2420,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

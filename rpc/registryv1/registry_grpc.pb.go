@@ -386,6 +386,7 @@ const (
 	Cluster_Join_FullMethodName               = "/registry.v1.Cluster/Join"
 	Cluster_Remove_FullMethodName             = "/registry.v1.Cluster/Remove"
 	Cluster_TransferLeadership_FullMethodName = "/registry.v1.Cluster/TransferLeadership"
+	Cluster_ReleaseExpiryGuard_FullMethodName = "/registry.v1.Cluster/ReleaseExpiryGuard"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -402,6 +403,9 @@ type ClusterClient interface {
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
+	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
+	// go (on the leader), until the guard clears by itself.
+	ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error)
 }
 
 type clusterClient struct {
@@ -452,6 +456,16 @@ func (c *clusterClient) TransferLeadership(ctx context.Context, in *TransferLead
 	return out, nil
 }
 
+func (c *clusterClient) ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseExpiryGuardResponse)
+	err := c.cc.Invoke(ctx, Cluster_ReleaseExpiryGuard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -466,6 +480,9 @@ type ClusterServer interface {
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
+	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
+	// go (on the leader), until the guard clears by itself.
+	ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -487,6 +504,9 @@ func (UnimplementedClusterServer) Remove(context.Context, *RemoveRequest) (*Remo
 }
 func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedClusterServer) ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseExpiryGuard not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -581,6 +601,24 @@ func _Cluster_TransferLeadership_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_ReleaseExpiryGuard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseExpiryGuardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).ReleaseExpiryGuard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_ReleaseExpiryGuard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).ReleaseExpiryGuard(ctx, req.(*ReleaseExpiryGuardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -603,6 +641,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _Cluster_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "ReleaseExpiryGuard",
+			Handler:    _Cluster_ReleaseExpiryGuard_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,363 @@
+package beatcheck
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// rig is a leader without Raft: a real fsm that proposals are applied to
+// in order, the way Raft would apply them.
+type rig struct {
+	t         *testing.T
+	mu        sync.Mutex
+	f         *fsm.FSM
+	index     uint64
+	notLeader atomic.Bool
+	verifies  atomic.Int64
+	// stallOnce, when set, makes the next scan sleep that long: the checker
+	// is paused as by a GC pause or SIGSTOP.
+	stallOnce atomic.Int64
+}
+
+func newRig(t *testing.T) *rig { return &rig{t: t, f: fsm.New(fsm.Config{})} }
+
+func (r *rig) apply(typ fsm.MessageType, msg proto.Message) any {
+	data, err := fsm.Encode(typ, msg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.index++
+	return r.f.Apply(&raft.Log{Index: r.index, Type: raft.LogCommand, Data: data})
+}
+
+func (r *rig) Apply(_ context.Context, typ fsm.MessageType, msg proto.Message) (any, error) {
+	if r.notLeader.Load() {
+		return nil, raft.ErrNotLeader
+	}
+	resp := r.apply(typ, msg)
+	if err, ok := resp.(error); ok {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (r *rig) VerifyLeader(context.Context) error {
+	r.verifies.Add(1)
+	if r.notLeader.Load() {
+		return raft.ErrNotLeader
+	}
+	return nil
+}
+
+func (r *rig) ScanInstances(fn func(*fsm.Instance)) {
+	if d := r.stallOnce.Swap(0); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	ins, _ := r.f.Instances()
+	for i := range ins {
+		fn(&ins[i])
+	}
+}
+
+// register registers ids with interval 1s, suspect after 3s, TTL 5s, at
+// the (simulated) current time.
+func (r *rig) register(ids ...string) {
+	for _, id := range ids {
+		r.apply(fsm.RegisterType, &fsmpb.Register{
+			Service: "s", Id: id, Address: "h:1", Incarnation: 1,
+			BeatIntervalNs: int64(time.Second), SuspectAfterNs: int64(3 * time.Second), TtlNs: int64(5 * time.Second),
+			NowUnixNs: time.Now().UnixNano(),
+		})
+	}
+}
+
+func (r *rig) beat(ids ...string) {
+	b := &fsmpb.BeatBatch{NowUnixNs: time.Now().UnixNano()}
+	for _, id := range ids {
+		b.Beats = append(b.Beats, &fsmpb.Beat{Service: "s", Id: id, Incarnation: 1})
+	}
+	r.apply(fsm.BeatBatchType, b)
+}
+
+// events returns "TYPE id" for every event of the given types, in order.
+func (r *rig) events(types ...fsm.EventType) []string {
+	evs, _, err := r.f.EventsAfter("", 0, 0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var out []string
+	for _, ev := range evs {
+		for _, ty := range types {
+			if ev.Type == ty {
+				out = append(out, fmt.Sprintf("%v %s", ev.Type, ev.Instance.ID))
+			}
+		}
+	}
+	return out
+}
+
+func (r *rig) has(id string) bool {
+	_, ok := r.f.Instance("s", id)
+	return ok
+}
+
+// start runs a checker promoted now; the returned stop cancels and waits.
+func (r *rig) start(cfg Config) (*Checker, func()) {
+	c, err := New(cfg, r, r)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	promoted := time.Now()
+	go func() { defer close(done); c.Run(ctx, promoted) }()
+	return c, func() { cancel(); <-done }
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return out
+}
+
+func TestUnderAStableLeaderADeadInstanceIsSuspectedThenRemovedOnTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		// The leader has led for a while: the failover fence is long past.
+		_, stop := r.start(Config{})
+		defer stop()
+		time.Sleep(10 * time.Second)
+		r.register("dead")
+		registered := time.Now()
+
+		time.Sleep(3*time.Second - time.Millisecond)
+		synctest.Wait()
+		if got := r.events(fsm.EventSuspect); len(got) != 0 {
+			t.Fatalf("suspected before suspect_after: %v", got)
+		}
+		time.Sleep(100*time.Millisecond + time.Millisecond) // one sweep past the deadline
+		synctest.Wait()
+		if got := r.events(fsm.EventSuspect); len(got) != 1 {
+			t.Fatalf("not SUSPECT one sweep after suspect_after: %v", got)
+		}
+		time.Sleep(2*time.Second - 100*time.Millisecond - 2*time.Millisecond)
+		synctest.Wait()
+		if !r.has("dead") {
+			t.Fatalf("removed %v after its last beat, before its TTL of 5s", time.Since(registered))
+		}
+		time.Sleep(100*time.Millisecond + 2*time.Millisecond)
+		synctest.Wait()
+		if r.has("dead") {
+			t.Fatalf("still registered %v after its last beat: the bound is TTL + one sweep", time.Since(registered))
+		}
+	})
+}
+
+func TestABeatingInstanceIsNeverSuspected(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		_, stop := r.start(Config{})
+		defer stop()
+		r.register("live")
+		for range 30 {
+			time.Sleep(time.Second)
+			r.beat("live")
+		}
+		synctest.Wait()
+		if got := r.events(fsm.EventSuspect, fsm.EventExpired); len(got) != 0 {
+			t.Errorf("events for a beating instance: %v", got)
+		}
+	})
+}
+
+func TestANewLeaderGrantsTheFailoverGraceInsteadOfAFullTTL(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		// Beats stamped by the old leader; then 4s with no leader.
+		r.register("a")
+		time.Sleep(4 * time.Second)
+		_, stop := r.start(Config{FailoverGrace: 2 * time.Second})
+		defer stop()
+		promoted := time.Now()
+		// TTL (due 1s after promotion) is fenced to promotion + 2s grace + 1s interval.
+		time.Sleep(3*time.Second - time.Millisecond)
+		synctest.Wait()
+		if got := r.events(fsm.EventSuspect, fsm.EventExpired); len(got) != 0 {
+			t.Fatalf("%v after promotion, inside the fence: %v", time.Since(promoted), got)
+		}
+		// Not a full TTL again: removed one sweep after the fence.
+		time.Sleep(100*time.Millisecond + time.Millisecond)
+		synctest.Wait()
+		if r.has("a") {
+			t.Fatalf("still registered %v after promotion; want removal at the fence (3s) plus one sweep", time.Since(promoted))
+		}
+	})
+}
+
+func TestAStallExtendsDeadlinesAndConfirmsLeadershipFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		_, stop := r.start(Config{})
+		defer stop()
+		time.Sleep(10 * time.Second)
+		r.register("a")
+		// The client beats every second, but the leader is paused for 7s:
+		// the beats wait behind the pause and land right after it.
+		time.Sleep(time.Second)
+		r.beat("a")
+		r.stallOnce.Store(int64(7 * time.Second))
+		// The pause starts at the next sweep (within 100ms) and lasts 7s;
+		// the checker sweeps as soon as it resumes, and the beat that waited
+		// behind the pause lands 150ms after that: past the TTL of the beat
+		// before the pause.
+		time.Sleep(7*time.Second + 150*time.Millisecond)
+		synctest.Wait()
+		if !r.has("a") {
+			t.Fatal("expired right after the stall, before the beats that waited behind it could land")
+		}
+		r.beat("a")
+		for range 10 {
+			time.Sleep(time.Second)
+			r.beat("a")
+		}
+		synctest.Wait()
+		if got := r.events(fsm.EventExpired); len(got) != 0 {
+			t.Errorf("expired after a stall although its beats resumed: %v", got)
+		}
+		if r.verifies.Load() == 0 {
+			t.Error("the checker did not confirm its leadership after the stall")
+		}
+	})
+}
+
+func TestTheCheckerStopsQuietlyWhenLeadershipIsLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, err := New(Config{}, r, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.register("dead")
+		r.notLeader.Store(true)
+		done := make(chan struct{})
+		go func() { defer close(done); c.Run(context.Background(), time.Now().Add(-time.Hour)) }()
+		time.Sleep(10 * time.Second) // past every deadline: the checker proposes and learns it lost
+		synctest.Wait()
+		select {
+		case <-done:
+		default:
+			t.Fatal("Run still running after a proposal failed with ErrNotLeader")
+		}
+		if !r.has("dead") || c.Status().Running {
+			t.Errorf("after losing leadership: registered %v, running %v; want true, false", r.has("dead"), c.Status().Running)
+		}
+	})
+}
+
+func TestTheMassExpiryGuardEngagesHoldsAndClearsByItself(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, stop := r.start(Config{})
+		defer stop()
+		time.Sleep(10 * time.Second)
+		all := ids("i", 100)
+		live := all[:20]
+		r.register(all...)
+		// 80 % of the beaters are cut off for 20s.
+		for range 20 {
+			time.Sleep(time.Second)
+			r.beat(live...)
+		}
+		synctest.Wait()
+		st := c.Status()
+		if !st.GuardEngaged || st.Held != 80 {
+			t.Fatalf("status %+v: want the guard engaged holding 80 expiries", st)
+		}
+		if got := r.events(fsm.EventExpired); len(got) != 0 {
+			t.Fatalf("expired while the guard was engaged: %d", len(got))
+		}
+		if got := r.events(fsm.EventSuspect); len(got) != 80 {
+			t.Fatalf("%d SUSPECT events, want the 80 cut instances", len(got))
+		}
+		// They come back.
+		for range 3 {
+			time.Sleep(time.Second)
+			r.beat(all...)
+		}
+		synctest.Wait()
+		if st := c.Status(); st.GuardEngaged {
+			t.Fatalf("status %+v: the guard did not clear when beats recovered", st)
+		}
+		if got := r.events(fsm.EventReacquired); len(got) != 80 {
+			t.Errorf("%d REACQUIRED events, want 80", len(got))
+		}
+	})
+}
+
+func TestAnOperatorCanReleaseTheGuard(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, stop := r.start(Config{MaxExpiriesPerSweep: 1000})
+		defer stop()
+		time.Sleep(10 * time.Second)
+		all := ids("i", 50)
+		r.register(all...)
+		for range 10 {
+			time.Sleep(time.Second)
+			r.beat(all[:10]...)
+		}
+		synctest.Wait()
+		if !c.Status().GuardEngaged {
+			t.Fatal("guard not engaged with 80 % of instances dead")
+		}
+		c.Release()
+		time.Sleep(time.Second)
+		r.beat(all[:10]...)
+		synctest.Wait()
+		if got := r.events(fsm.EventExpired); len(got) != 40 {
+			t.Errorf("%d expired after the release, want the 40 dead ones", len(got))
+		}
+		if st := c.Status(); st.GuardEngaged || st.Released {
+			t.Errorf("status %+v: the guard should have cleared and the release ended", st)
+		}
+	})
+}
+
+func TestExpiriesPerSweepAreCapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, stop := r.start(Config{MaxExpiriesPerSweep: 7, GuardShare: 1})
+		defer stop()
+		time.Sleep(10 * time.Second)
+		r.register(ids("d", 30)...)
+		time.Sleep(5*time.Second + time.Millisecond) // all due at once
+		time.Sleep(50 * time.Millisecond)            // at most one sweep since
+		synctest.Wait()
+		if got := len(r.events(fsm.EventExpired)); got != 7 {
+			t.Errorf("%d expired in the first sweep, want the cap of 7", got)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got := c.Status().Expired; got != 30 {
+			t.Errorf("%d expired after 10 more sweeps, want all 30", got)
+		}
+	})
+}

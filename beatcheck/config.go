@@ -1,0 +1,122 @@
+package beatcheck
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config tunes the checker. DefaultConfig documents the defaults.
+type Config struct {
+	// SweepInterval is how often the checker looks for missed beats. It is
+	// the slack in every detection bound. Default 100ms.
+	SweepInterval time.Duration
+	// FailoverGrace is what a new leader (or a leader whose wall clock
+	// jumped) adds, besides one beat interval of the instance's own, before
+	// an instance may be suspected or removed: the time its client needs to
+	// find the new leader and the clock skew the cluster tolerates. Default
+	// 2s: a client's failover (≤ 1s of backoff) plus 1s of skew.
+	FailoverGrace time.Duration
+	// StallFactor: a gap between sweeps longer than StallFactor ×
+	// SweepInterval is a stall. Default 3.
+	StallFactor int
+	// ClockJumpThreshold: a difference this large between the wall clock's
+	// and the monotonic clock's progress over one sweep is a clock jump.
+	// Default 1s.
+	ClockJumpThreshold time.Duration
+	// MaxExpiriesPerSweep caps the expiries of one sweep. Default 1,000.
+	MaxExpiriesPerSweep int
+	// MaxSuspectsPerSweep caps the SUSPECT marks of one sweep. Default 10,000.
+	MaxSuspectsPerSweep int
+	// GuardShare and GuardMinCount: the mass-expiry guard engages when the
+	// instances due to expire plus those expired in the last GuardWindow
+	// exceed both GuardShare of (live + expired in the window) and
+	// GuardMinCount. Defaults 0.3, 10 and 30s.
+	GuardShare    float64
+	GuardMinCount int
+	GuardWindow   time.Duration
+	// Clock is the wall clock used for deadlines and command timestamps.
+	// Default time.Now. Stalls are measured on the monotonic clock.
+	Clock func() time.Time
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		SweepInterval:       100 * time.Millisecond,
+		FailoverGrace:       2 * time.Second,
+		StallFactor:         3,
+		ClockJumpThreshold:  time.Second,
+		MaxExpiriesPerSweep: 1000,
+		MaxSuspectsPerSweep: 10_000,
+		GuardShare:          0.3,
+		GuardMinCount:       10,
+		GuardWindow:         30 * time.Second,
+		Clock:               time.Now,
+		Logger:              slog.New(slog.DiscardHandler),
+	}
+}
+
+// withDefaults fills the zero fields.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.SweepInterval == 0 {
+		c.SweepInterval = d.SweepInterval
+	}
+	if c.FailoverGrace == 0 {
+		c.FailoverGrace = d.FailoverGrace
+	}
+	if c.StallFactor == 0 {
+		c.StallFactor = d.StallFactor
+	}
+	if c.ClockJumpThreshold == 0 {
+		c.ClockJumpThreshold = d.ClockJumpThreshold
+	}
+	if c.MaxExpiriesPerSweep == 0 {
+		c.MaxExpiriesPerSweep = d.MaxExpiriesPerSweep
+	}
+	if c.MaxSuspectsPerSweep == 0 {
+		c.MaxSuspectsPerSweep = d.MaxSuspectsPerSweep
+	}
+	if c.GuardShare == 0 {
+		c.GuardShare = d.GuardShare
+	}
+	if c.GuardMinCount == 0 {
+		c.GuardMinCount = d.GuardMinCount
+	}
+	if c.GuardWindow == 0 {
+		c.GuardWindow = d.GuardWindow
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// Validate names the first setting that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.SweepInterval < time.Millisecond:
+		return fmt.Errorf("beatcheck: SweepInterval is %v, the minimum is 1ms", c.SweepInterval)
+	case c.FailoverGrace < 0:
+		return fmt.Errorf("beatcheck: FailoverGrace is negative (%v)", c.FailoverGrace)
+	case c.StallFactor < 2:
+		return fmt.Errorf("beatcheck: StallFactor is %d, the minimum is 2", c.StallFactor)
+	case c.ClockJumpThreshold < c.SweepInterval:
+		return fmt.Errorf("beatcheck: ClockJumpThreshold (%v) is below SweepInterval (%v)", c.ClockJumpThreshold, c.SweepInterval)
+	case c.MaxExpiriesPerSweep < 1 || c.MaxSuspectsPerSweep < 1:
+		return fmt.Errorf("beatcheck: MaxExpiriesPerSweep (%d) and MaxSuspectsPerSweep (%d) must be at least 1", c.MaxExpiriesPerSweep, c.MaxSuspectsPerSweep)
+	case c.GuardShare <= 0 || c.GuardShare > 1:
+		return fmt.Errorf("beatcheck: GuardShare is %v, it must be in (0, 1]", c.GuardShare)
+	case c.GuardMinCount < 0:
+		return fmt.Errorf("beatcheck: GuardMinCount is negative (%d)", c.GuardMinCount)
+	case c.GuardWindow < c.SweepInterval:
+		return fmt.Errorf("beatcheck: GuardWindow (%v) is below SweepInterval (%v)", c.GuardWindow, c.SweepInterval)
+	}
+	return nil
+}

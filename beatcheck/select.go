@@ -1,0 +1,111 @@
+package beatcheck
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// fences are the times before which no deadline may fall.
+type fences struct {
+	// graceFrom is the latest promotion or wall clock jump: an instance is
+	// not due before graceFrom + FailoverGrace + its own beat interval.
+	graceFrom time.Time
+	// stallUntil is the end of the latest stall plus its length.
+	stallUntil time.Time
+}
+
+// fence returns the earliest time in may be suspected or removed.
+func (f fences) fence(in *fsm.Instance, grace time.Duration) time.Time {
+	g := f.graceFrom.Add(grace + in.BeatInterval)
+	if f.stallUntil.After(g) {
+		return f.stallUntil
+	}
+	return g
+}
+
+// verdict is what a sweep does to one instance.
+type verdict uint8
+
+const (
+	keep verdict = iota
+	suspect
+	expire
+)
+
+// classify decides the verdict on one instance at now: expire once
+// max(lastBeat + TTL, fence) has passed, suspect (if HEALTHY) once
+// max(lastBeat + SuspectAfter, fence) has.
+func classify(in *fsm.Instance, now, fence time.Time) verdict {
+	last := time.Unix(0, in.LastBeatAt)
+	if !now.Before(later(last.Add(in.TTL), fence)) {
+		return expire
+	}
+	if in.State == fsm.StateHealthy && !now.Before(later(last.Add(in.SuspectAfter), fence)) {
+		return suspect
+	}
+	return keep
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// due is an instance a sweep acts on, with the state the checker saw.
+type due struct {
+	cond    *fsmpb.Condition
+	healthy bool
+}
+
+// plan is what one sweep proposes.
+type plan struct {
+	suspect []*fsmpb.Condition
+	expire  []*fsmpb.Condition
+	// held is the number of expiries the guard holds back.
+	held int
+	// guard reports that the mass-expiry guard is engaged.
+	guard bool
+}
+
+// guardEngaged reports whether expiring the due instances would remove too
+// many: more than share of the live set at the window's start (the
+// current live set plus those expired in the window) and more than
+// minCount.
+func guardEngaged(dueToExpire, expiredInWindow, live int, share float64, minCount int) bool {
+	removed := dueToExpire + expiredInWindow
+	return removed > minCount && float64(removed) > share*float64(live+expiredInWindow)
+}
+
+// makePlan turns the sweep's findings into proposals. toSuspect are the
+// HEALTHY instances past their suspect deadline, toExpire those past their
+// TTL deadline. Both are shuffled, so that caps take instances at random
+// across services. With the guard engaged and not released, expiries are
+// held and their HEALTHY instances are marked SUSPECT instead.
+func makePlan(toSuspect, toExpire []due, live, expiredInWindow int, released bool, cfg *Config, rng *rand.Rand) plan {
+	var p plan
+	// With nothing due there is nothing to hold: the guard is off.
+	p.guard = len(toExpire) > 0 && guardEngaged(len(toExpire), expiredInWindow, live, cfg.GuardShare, cfg.GuardMinCount)
+	if p.guard && !released {
+		p.held = len(toExpire)
+		for _, d := range toExpire {
+			if d.healthy {
+				toSuspect = append(toSuspect, d)
+			}
+		}
+		toExpire = nil
+	}
+	rng.Shuffle(len(toSuspect), func(i, j int) { toSuspect[i], toSuspect[j] = toSuspect[j], toSuspect[i] })
+	rng.Shuffle(len(toExpire), func(i, j int) { toExpire[i], toExpire[j] = toExpire[j], toExpire[i] })
+	for _, d := range toSuspect[:min(len(toSuspect), cfg.MaxSuspectsPerSweep)] {
+		p.suspect = append(p.suspect, d.cond)
+	}
+	for _, d := range toExpire[:min(len(toExpire), cfg.MaxExpiriesPerSweep)] {
+		p.expire = append(p.expire, d.cond)
+	}
+	return p
+}
