@@ -98,6 +98,9 @@ type Config struct {
 	// Checker tunes the leader's expiry checker; zero fields take its
 	// defaults (Clock and Logger come from this Config).
 	Checker beatcheck.Config
+	// MaxBeatRate is the beats per second the leader takes before its beat
+	// replies recommend longer intervals (0: rpc's default, 200,000).
+	MaxBeatRate int
 	// WatchHistory is the number of events kept for watches to resume from.
 	WatchHistory int
 	// MaxWatchers bounds the watches one node serves.

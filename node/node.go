@@ -123,6 +123,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Clock:       cfg.Clock,
 		Beats:       cfg.Beats,
 		MaxWatchers: cfg.MaxWatchers,
+		MaxBeatRate: cfg.MaxBeatRate,
 	}); err != nil {
 		return nil, err
 	}

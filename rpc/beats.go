@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
@@ -16,8 +20,9 @@ import (
 
 // beatOutcome is the result of one beat in a flushed batch.
 type beatOutcome struct {
-	index     uint64                    // the Raft index of the batch
-	rejection *registryv1.BeatRejection // nil when the beat was applied
+	index       uint64                    // the Raft index of the batch
+	rejection   *registryv1.BeatRejection // nil when the beat was applied
+	recommended time.Duration             // the batch's recommended interval, or 0
 }
 
 // Beat implements registry.v1.Registry.
@@ -42,11 +47,16 @@ func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 		return nil, err
 	}
 	resp := &registryv1.BeatResponse{Seq: req.Seq}
+	var recommended time.Duration
 	for _, o := range outcomes {
 		resp.Index = max(resp.Index, o.index)
+		recommended = max(recommended, o.recommended)
 		if o.rejection != nil {
 			resp.Rejected = append(resp.Rejected, o.rejection)
 		}
+	}
+	if recommended > 0 {
+		resp.RecommendedInterval = durationpb.New(recommended)
 	}
 	return resp, nil
 }
@@ -55,8 +65,9 @@ func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 // BeatBatch; on a follower it forwards the batch to the leader in one call.
 func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef) ([]beatOutcome, error) {
 	var (
-		index    uint64
-		rejected []*registryv1.BeatRejection
+		index       uint64
+		rejected    []*registryv1.BeatRejection
+		recommended time.Duration
 	)
 	if s.cluster.IsLeader() {
 		cmd := &fsmpb.BeatBatch{Beats: make([]*fsmpb.Beat, len(refs)), NowUnixNs: s.now()}
@@ -75,6 +86,7 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 				CurrentIncarnation: rj.Current,
 			})
 		}
+		recommended = s.recommendInterval(refs)
 	} else {
 		conn, err := s.cluster.LeaderConn()
 		if err != nil {
@@ -85,9 +97,57 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 		if err != nil {
 			return nil, err
 		}
-		index, rejected = resp.Index, resp.Rejected
+		index, rejected, recommended = resp.Index, resp.Rejected, resp.GetRecommendedInterval().AsDuration()
 	}
-	return matchRejections(refs, rejected, index)
+	out, err := matchRejections(refs, rejected, index)
+	for i := range out {
+		out[i].recommended = recommended
+	}
+	return out, err
+}
+
+// recommendInterval counts an applied batch and, while the leader takes
+// more than MaxBeatRate beats a second, returns the interval that brings the
+// rate back under it: (rate / MaxBeatRate) × the shortest interval among
+// the batch's instances. Zero means keep your own.
+func (s *Server) recommendInterval(refs []*registryv1.InstanceRef) time.Duration {
+	rate := s.rate.add(len(refs))
+	if rate <= s.cfg.MaxBeatRate {
+		return 0
+	}
+	var shortest time.Duration
+	for _, r := range refs {
+		if in, ok := s.state.Instance(r.Service, r.Id); ok && (shortest == 0 || in.BeatInterval < shortest) {
+			shortest = in.BeatInterval
+		}
+	}
+	return time.Duration(float64(shortest) * float64(rate) / float64(s.cfg.MaxBeatRate))
+}
+
+// rateMeter counts events per second: the rate is the count of the last
+// whole second.
+type rateMeter struct {
+	clock func() time.Time
+	mu    sync.Mutex
+	sec   int64
+	cur   int
+	last  int
+}
+
+// add counts n events and returns the current rate.
+func (m *rateMeter) add(n int) int {
+	sec := m.clock().Unix()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case sec == m.sec:
+	case sec == m.sec+1:
+		m.sec, m.last, m.cur = sec, m.cur, 0
+	default:
+		m.sec, m.last, m.cur = sec, 0, 0
+	}
+	m.cur += n
+	return max(m.last, m.cur)
 }
 
 // matchRejections gives each beat its outcome. Rejections come in the order

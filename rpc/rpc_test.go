@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/raft"
@@ -85,6 +86,14 @@ func (s *fakeState) GetService(string, bool) ([]fsm.Instance, uint64) {
 	return s.instances, s.index
 }
 func (s *fakeState) ListServices() ([]fsm.ServiceSummary, uint64) { return nil, s.index }
+func (s *fakeState) Instance(service, id string) (fsm.Instance, bool) {
+	for _, in := range s.instances {
+		if in.Service == service && in.ID == id {
+			return in, true
+		}
+	}
+	return fsm.Instance{}, false
+}
 func (s *fakeState) Node(id string) (fsm.NodeMeta, bool) {
 	return fsm.NodeMeta{NodeID: id, GRPCAddress: "10.1.1.1:7001", HTTPAddress: "10.1.1.1:7201"}, id == "n1"
 }
@@ -286,5 +295,34 @@ func TestMatchRejectionsPairsEachRejectionWithItsBeat(t *testing.T) {
 	}
 	if _, err := matchRejections(refs, []*registryv1.BeatRejection{{Instance: ref("z", 1)}}, 9); err == nil {
 		t.Error("a rejection that matches no beat was accepted")
+	}
+}
+
+func TestAboveMaxBeatRateBeatRepliesRecommendALongerInterval(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	st := &fakeState{instances: []fsm.Instance{
+		{Service: "s", ID: "fast", BeatInterval: time.Second},
+		{Service: "s", ID: "slow", BeatInterval: 4 * time.Second},
+	}}
+	s := &Server{cfg: Config{MaxBeatRate: 100}, state: st, rate: rateMeter{clock: func() time.Time { return now }}}
+	refs := func(n int) []*registryv1.InstanceRef {
+		out := make([]*registryv1.InstanceRef, n)
+		for i := range out {
+			out[i] = &registryv1.InstanceRef{Service: "s", Id: []string{"fast", "slow"}[i%2], Incarnation: 1}
+		}
+		return out
+	}
+	if got := s.recommendInterval(refs(100)); got != 0 {
+		t.Errorf("at 100 beats/s (the maximum): recommended %v, want 0", got)
+	}
+	// 150 beats this second: ask for 1.5 × the shortest interval.
+	if got := s.recommendInterval(refs(50)); got != 1500*time.Millisecond {
+		t.Errorf("at 150 beats/s: recommended %v, want 1.5s", got)
+	}
+	// The next second starts from the last whole second's rate; two seconds
+	// later the overload is forgotten.
+	now = now.Add(3 * time.Second)
+	if got := s.recommendInterval(refs(10)); got != 0 {
+		t.Errorf("after the load went away: recommended %v, want 0", got)
 	}
 }

@@ -55,6 +55,7 @@ type Cluster interface {
 type StateReader interface {
 	AppliedIndex() uint64
 	GetService(service string, includeSuspect bool) ([]fsm.Instance, uint64)
+	Instance(service, id string) (fsm.Instance, bool)
 	ListServices() ([]fsm.ServiceSummary, uint64)
 	Node(id string) (fsm.NodeMeta, bool)
 	Changed() <-chan struct{}
@@ -84,6 +85,11 @@ type Config struct {
 	// MaxInflightBeatFrames bounds the frames of one BeatStream being
 	// committed at once. Default 64.
 	MaxInflightBeatFrames int
+	// MaxBeatRate is the beats per second the leader accepts before it asks
+	// clients to beat less often: above it, beat replies recommend
+	// (rate / MaxBeatRate) × the shortest interval of the batch's
+	// instances. Default 200,000.
+	MaxBeatRate int
 }
 
 // Validate reports a config that cannot work.
@@ -93,7 +99,7 @@ func (c *Config) Validate() error {
 		return errors.New("rpc: NodeID is required")
 	case c.Applier == nil || c.Cluster == nil || c.State == nil:
 		return errors.New("rpc: Applier, Cluster and State are required")
-	case c.MaxWatchers < 0 || c.WatchBatch < 0 || c.MaxInflightBeatFrames < 0:
+	case c.MaxWatchers < 0 || c.WatchBatch < 0 || c.MaxInflightBeatFrames < 0 || c.MaxBeatRate < 0:
 		return fmt.Errorf("rpc: MaxWatchers (%d), WatchBatch (%d) and MaxInflightBeatFrames (%d) must not be negative",
 			c.MaxWatchers, c.WatchBatch, c.MaxInflightBeatFrames)
 	}
@@ -111,6 +117,7 @@ type Server struct {
 	cluster Cluster
 	state   StateReader
 	beats   *groupcommit.Batcher[*registryv1.InstanceRef, beatOutcome]
+	rate    rateMeter // beats applied per second, on the leader
 
 	watchers chan struct{} // a slot per watch
 	done     chan struct{} // closed by Close
@@ -148,6 +155,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxInflightBeatFrames == 0 {
 		cfg.MaxInflightBeatFrames = 64
 	}
+	if cfg.MaxBeatRate == 0 {
+		cfg.MaxBeatRate = 200_000
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -159,6 +169,7 @@ func New(cfg Config) (*Server, error) {
 		state:    cfg.State,
 		watchers: make(chan struct{}, cfg.MaxWatchers),
 		done:     make(chan struct{}),
+		rate:     rateMeter{clock: cfg.Clock},
 	}
 	b, err := groupcommit.New(cfg.Beats, s.flushBeats)
 	if err != nil {
