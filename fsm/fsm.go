@@ -72,9 +72,9 @@ func New(cfg Config) *FSM {
 	return &FSM{
 		logger:       cfg.Logger,
 		observeStamp: cfg.ObserveStamp,
-		state:   NewState(),
-		history: newHistory(cfg.HistorySize),
-		changed: make(chan struct{}),
+		state:        NewState(),
+		history:      newHistory(cfg.HistorySize),
+		changed:      make(chan struct{}),
 	}
 }
 
