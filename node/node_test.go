@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,154 +12,31 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/node"
+	"github.com/regcenter/registry/node/nodetest"
 	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fastRaft keeps elections quick for in-process clusters.
-var fastRaft = node.RaftTiming{
-	HeartbeatTimeout:   100 * time.Millisecond,
-	ElectionTimeout:    100 * time.Millisecond,
-	LeaderLeaseTimeout: 100 * time.Millisecond,
-	CommitTimeout:      5 * time.Millisecond,
-}
+// newCluster starts an in-process cluster of n nodes.
+func newCluster(t *testing.T, n int) *cluster { return &cluster{nodetest.New(t, n, nil)} }
 
-type testLogWriter struct{ t testing.TB }
+type cluster struct{ *nodetest.Cluster }
 
-// cluster is n in-process nodes over in-memory Raft transports, each with
-// real gRPC on 127.0.0.1.
-type cluster struct {
-	t     *testing.T
-	nodes []*node.Node
-	conns []*grpc.ClientConn
-	addrs []raft.ServerAddress
-	trans []*raft.InmemTransport
-}
+func (c *cluster) leader() int                              { return c.Leader() }
+func (c *cluster) registry(i int) registryv1.RegistryClient { return c.Registry(i) }
+func (c *cluster) shutdown(i int) error                     { return c.Shutdown(i) }
 
-// shutdown stops node i and cuts it off the in-memory network, as a
-// stopped process would be: Raft calls to it fail at once instead of
-// waiting for a consumer that is gone.
-func (c *cluster) shutdown(i int) error {
-	err := c.nodes[i].Shutdown(context.Background())
-	for j, tr := range c.trans {
-		if j != i {
-			tr.Disconnect(c.addrs[i])
-		}
-	}
-	return err
-}
+var eventually = nodetest.Eventually
 
-func newCluster(t *testing.T, n int) *cluster {
-	t.Helper()
-	addrs := make([]raft.ServerAddress, n)
-	trans := make([]*raft.InmemTransport, n)
-	for i := range n {
-		addrs[i], trans[i] = raft.NewInmemTransport("")
-	}
-	for i := range n {
-		for j := range n {
-			if i != j {
-				trans[i].Connect(addrs[j], trans[j])
-			}
-		}
-	}
-	var peers []node.Peer
-	for i := range n {
-		peers = append(peers, node.Peer{ID: fmt.Sprintf("n%d", i+1), Address: string(addrs[i])})
-	}
-	c := &cluster{t: t, addrs: addrs, trans: trans}
-	for i := range n {
-		cfg := node.DefaultConfig()
-		cfg.NodeID = peers[i].ID
-		cfg.InMemory = true
-		cfg.RaftTransport = trans[i]
-		cfg.GRPCAddr = "127.0.0.1:0"
-		cfg.HTTPAddr = ""
-		cfg.BootstrapPeers = peers
-		cfg.Raft = fastRaft
-		cfg.Checker = beatcheck.Config{SweepInterval: 20 * time.Millisecond, FailoverGrace: 200 * time.Millisecond}
-		cfg.Logger = testLogger(t, peers[i].ID)
-		nd, err := node.New(cfg)
-		if err != nil {
-			t.Fatalf("starting %s: %v", cfg.NodeID, err)
-		}
-		c.nodes = append(c.nodes, nd)
-		cc, err := grpc.NewClient(nd.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.conns = append(c.conns, cc)
-	}
-	t.Cleanup(func() {
-		for _, cc := range c.conns {
-			cc.Close()
-		}
-		for i, nd := range c.nodes {
-			if err := c.shutdown(i); err != nil {
-				t.Errorf("shutdown %s: %v", nd.ID(), err)
-			}
-		}
-	})
-	return c
-}
-
-// leader waits until one node leads and every node has its address.
-func (c *cluster) leader() int {
-	c.t.Helper()
-	var leader int
-	eventually(c.t, 10*time.Second, func() error {
-		leader = -1
-		for i, nd := range c.nodes {
-			if nd.IsLeader() {
-				leader = i
-			}
-		}
-		if leader < 0 {
-			return errors.New("no leader yet")
-		}
-		for _, nd := range c.nodes {
-			if _, err := nd.LeaderConn(); err != nil {
-				return fmt.Errorf("%s: %v", nd.ID(), err)
-			}
-		}
-		return nil
-	})
-	return leader
-}
-
-func (c *cluster) registry(i int) registryv1.RegistryClient {
-	return registryv1.NewRegistryClient(c.conns[i])
-}
-
-// eventually polls cond until it returns nil or the timeout passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 50*time.Millisecond)
-	}
-}
+func testLogger(t testing.TB, id string) *slog.Logger { return nodetest.Logger(t, id) }
 
 func instance(service, id string) *registryv1.Instance {
 	return &registryv1.Instance{
@@ -189,7 +67,7 @@ func TestRegisterThroughAFollowerIsReplicatedToEveryNode(t *testing.T) {
 	want := &registryv1.Instance{Service: "orders", Id: "orders-1", Address: "10.0.0.5:8080", Metadata: map[string]string{"zone": "a"}, Incarnation: 1}
 	onlyIdentity := protocmp.FilterField(&registryv1.Instance{}, "service", cmp.Comparer(func(a, b string) bool { return a == b }))
 	_ = onlyIdentity
-	for i := range c.nodes {
+	for i := range c.Nodes {
 		eventually(t, 5*time.Second, func() error {
 			got, err := c.registry(i).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_STALE})
 			if err != nil {
@@ -208,8 +86,8 @@ func TestRegisterThroughAFollowerIsReplicatedToEveryNode(t *testing.T) {
 	}
 	// Every replica holds the same state.
 	eventually(t, 5*time.Second, func() error {
-		h := c.nodes[0].FSM().Hash()
-		for _, nd := range c.nodes[1:] {
+		h := c.Nodes[0].FSM().Hash()
+		for _, nd := range c.Nodes[1:] {
 			if got := nd.FSM().Hash(); got != h {
 				return fmt.Errorf("%s hash %s, n1 hash %s", nd.ID(), got, h)
 			}
@@ -253,8 +131,8 @@ func TestBeatsThroughFollowersAreCommittedAndUnknownOnesReported(t *testing.T) {
 	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "a")}); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := c.nodes[leader].FSM().Instance("orders", "a")
-	for i := range c.nodes {
+	before, _ := c.Nodes[leader].FSM().Instance("orders", "a")
+	for i := range c.Nodes {
 		resp, err := c.registry(i).Beat(ctx, &registryv1.BeatRequest{Seq: 7, Beats: []*registryv1.InstanceRef{
 			{Service: "orders", Id: "a", Incarnation: 1},
 			{Service: "orders", Id: "ghost", Incarnation: 1},
@@ -273,7 +151,7 @@ func TestBeatsThroughFollowersAreCommittedAndUnknownOnesReported(t *testing.T) {
 		if resp.Seq != 7 || resp.Index <= before.LastBeatIndex {
 			t.Errorf("Beat through n%d: seq %d index %d; want seq 7 and an index above %d", i+1, resp.Seq, resp.Index, before.LastBeatIndex)
 		}
-		after, _ := c.nodes[leader].FSM().Instance("orders", "a")
+		after, _ := c.Nodes[leader].FSM().Instance("orders", "a")
 		if after.LastBeatIndex != resp.Index {
 			t.Errorf("after the beat through n%d the leader has last_beat_index %d, want the batch's %d", i+1, after.LastBeatIndex, resp.Index)
 		}
@@ -326,7 +204,7 @@ func TestWatchStartsWithAResetThenStreamsEventsAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, func() error {
-		if _, ok := c.nodes[follower].FSM().Instance("orders", "a"); !ok {
+		if _, ok := c.Nodes[follower].FSM().Instance("orders", "a"); !ok {
 			return errors.New("not replicated yet")
 		}
 		return nil
@@ -460,7 +338,7 @@ func TestGracefulShutdownOfTheLeaderHandsOverLeadership(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	eventually(t, 5*time.Second, func() error {
-		for i, nd := range c.nodes {
+		for i, nd := range c.Nodes {
 			if i != leader && nd.IsLeader() {
 				return nil
 			}
@@ -587,7 +465,7 @@ func TestAnInstanceThatStopsBeatingIsSuspectedThenExpiredOnEveryNode(t *testing.
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
-	for i, nd := range c.nodes {
+	for i, nd := range c.Nodes {
 		eventually(t, 5*time.Second, func() error {
 			if _, ok := nd.FSM().Instance("orders", "a"); ok {
 				return fmt.Errorf("n%d still holds the expired instance", i+1)
@@ -601,8 +479,8 @@ func TestOnlyTheLeaderRunsTheChecker(t *testing.T) {
 	c := newCluster(t, 3)
 	leader := c.leader()
 	eventually(t, 5*time.Second, func() error {
-		for i := range c.nodes {
-			st, err := registryv1.NewClusterClient(c.conns[i]).Status(t.Context(), &registryv1.StatusRequest{})
+		for i := range c.Nodes {
+			st, err := registryv1.NewClusterClient(c.Conns[i]).Status(t.Context(), &registryv1.StatusRequest{})
 			if err != nil {
 				return err
 			}

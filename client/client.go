@@ -1,0 +1,246 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+)
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("client: closed")
+
+// Client registers instances and keeps them alive, and discovers and
+// watches services. It is safe for concurrent use. Close it when done.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn
+	current string // the endpoint calls and the beat stream use now
+	rng     *rand.Rand
+	caches  map[string]*cache
+	writes  map[string]uint64 // service → Raft index of this client's last write to it
+	closed  bool
+
+	beats *beater
+}
+
+// New returns a Client. It does not dial: connections are made on first
+// use, to an endpoint chosen at random.
+func New(cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		ctx:    ctx,
+		cancel: cancel,
+		conns:  make(map[string]*grpc.ClientConn),
+		rng:    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		caches: make(map[string]*cache),
+		writes: make(map[string]uint64),
+	}
+	c.current = cfg.Endpoints[c.rng.IntN(len(cfg.Endpoints))]
+	c.beats = newBeater(c)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.beats.run(ctx)
+	}()
+	return c, nil
+}
+
+// Close deregisters the instances this Client registered (unless
+// Config.KeepRegistrationsOnClose), stops every goroutine of the Client and
+// closes its connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+
+	var errs []error
+	if !c.cfg.KeepRegistrationsOnClose {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.CallTimeout)
+		for _, r := range c.beats.registrations() {
+			if err := r.Deregister(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("deregistering %s/%s: %w", r.spec.Service, r.spec.Id, err))
+			}
+		}
+		cancel()
+	}
+	c.cancel()
+	c.wg.Wait()
+	c.mu.Lock()
+	for addr, cc := range c.conns {
+		cc.Close()
+		delete(c.conns, addr)
+	}
+	c.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// conn returns the connection to addr, dialling it lazily.
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed && c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if cc, ok := c.conns[addr]; ok {
+		return cc, nil
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                c.cfg.KeepaliveTime,
+			Timeout:             c.cfg.KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: c.cfg.DialTimeout}),
+	}, c.cfg.DialOptions...)
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: endpoint %q: %w", addr, err)
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// endpoint is the endpoint to use now.
+func (c *Client) endpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+// failover moves away from failed to another endpoint chosen at random, so
+// that clients that lose the same node spread over the others.
+func (c *Client) failover(failed string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.current != failed {
+		return c.current // someone else already moved on
+	}
+	others := slices.DeleteFunc(slices.Clone(c.cfg.Endpoints), func(e string) bool { return e == failed })
+	if len(others) > 0 {
+		c.current = others[c.rng.IntN(len(others))]
+	}
+	return c.current
+}
+
+// backoff returns the full-jitter exponential backoff for attempt (0 is the
+// first retry).
+func (c *Client) backoff(attempt int) time.Duration {
+	ceiling := c.cfg.BackoffMax
+	if attempt < 30 {
+		ceiling = min(c.cfg.BackoffMax, c.cfg.BackoffBase<<attempt)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Duration(c.rng.Int64N(int64(ceiling) + 1))
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// retryable reports errors another attempt, maybe on another node, can fix.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
+		return true
+	}
+	return false
+}
+
+// leaderHint returns the leader's gRPC address from an UNAVAILABLE status.
+func leaderHint(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if h, ok := d.(*registryv1.LeaderHint); ok {
+			return h.GetLeaderGrpcAddress()
+		}
+	}
+	return ""
+}
+
+// call runs fn against a node: each attempt is bounded by CallTimeout;
+// retryable failures move to another node after a full-jitter backoff,
+// until ctx ends. A write goes straight to the leader a failure names.
+func (c *Client) call(ctx context.Context, write bool, fn func(context.Context, *grpc.ClientConn) error) error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	addr := c.endpoint()
+	followedHint := false
+	for attempt := 0; ; attempt++ {
+		cc, err := c.conn(addr)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+			err = fn(actx, cc)
+			cancel()
+			if err == nil {
+				return nil
+			}
+		}
+		if !retryable(err) || ctx.Err() != nil || c.ctx.Err() != nil {
+			return err
+		}
+		if hint := leaderHint(err); write && !followedHint && hint != "" && hint != addr {
+			addr, followedHint = hint, true
+			continue
+		}
+		followedHint = false
+		c.log.Debug("registry call failed; trying another node", "endpoint", addr, "error", err)
+		if err := sleep(ctx, c.backoff(attempt)); err != nil {
+			return err
+		}
+		addr = c.failover(addr)
+	}
+}
+
+// wrote records the index of a write this client made to service, so that
+// Discover answers from a cache that reflects it (read your writes).
+func (c *Client) wrote(service string, index uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.writes[service] = max(c.writes[service], index)
+}
+
+func (c *Client) writeIndex(service string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes[service]
+}

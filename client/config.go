@@ -1,0 +1,171 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Config configures a Client. Zero fields take the defaults in
+// DefaultConfig; only Endpoints is required.
+type Config struct {
+	// Endpoints are the gRPC addresses (host:port) of some or all of the
+	// registry's nodes. Any node serves any call.
+	Endpoints []string
+	// CallTimeout bounds each attempt of a call (the deadline of one
+	// request). Default 5s.
+	CallTimeout time.Duration
+	// DialTimeout bounds establishing a connection to one node. Default 5s.
+	DialTimeout time.Duration
+	// KeepaliveTime and KeepaliveTimeout: on an idle connection the client
+	// pings every KeepaliveTime and declares the link dead when a ping is
+	// not answered within KeepaliveTimeout. Defaults 10s and 5s (the server
+	// accepts pings every 5s at most).
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// BackoffBase and BackoffMax bound the full-jitter exponential backoff
+	// between attempts on different nodes. Defaults 50ms and 1s: a client
+	// finds a new leader within the registry's default failover grace (2s).
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+	// KeepRegistrationsOnClose leaves registrations in place on Close; by
+	// default Close deregisters what the Client registered.
+	KeepRegistrationsOnClose bool
+	// DialOptions are added to every connection (e.g. TLS credentials; the
+	// default is plaintext).
+	DialOptions []grpc.DialOption
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		CallTimeout:      5 * time.Second,
+		DialTimeout:      5 * time.Second,
+		KeepaliveTime:    10 * time.Second,
+		KeepaliveTimeout: 5 * time.Second,
+		BackoffBase:      50 * time.Millisecond,
+		BackoffMax:       time.Second,
+		Logger:           slog.New(slog.DiscardHandler),
+	}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(p *time.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	set(&c.CallTimeout, d.CallTimeout)
+	set(&c.DialTimeout, d.DialTimeout)
+	set(&c.KeepaliveTime, d.KeepaliveTime)
+	set(&c.KeepaliveTimeout, d.KeepaliveTimeout)
+	set(&c.BackoffBase, d.BackoffBase)
+	set(&c.BackoffMax, d.BackoffMax)
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// ErrNoEndpoints is returned by New without endpoints.
+var ErrNoEndpoints = errors.New("client: Config.Endpoints is empty: name at least one registry node (host:port)")
+
+// Validate names the first setting that cannot work.
+func (c *Config) Validate() error {
+	if len(c.Endpoints) == 0 {
+		return ErrNoEndpoints
+	}
+	for i, e := range c.Endpoints {
+		if e == "" {
+			return fmt.Errorf("client: Config.Endpoints[%d] is empty", i)
+		}
+	}
+	switch {
+	case c.CallTimeout <= 0 || c.DialTimeout <= 0:
+		return fmt.Errorf("client: CallTimeout (%v) and DialTimeout (%v) must be positive", c.CallTimeout, c.DialTimeout)
+	case c.KeepaliveTime < 5*time.Second:
+		return fmt.Errorf("client: KeepaliveTime is %v; the server refuses pings more often than every 5s", c.KeepaliveTime)
+	case c.BackoffBase <= 0 || c.BackoffMax < c.BackoffBase:
+		return fmt.Errorf("client: BackoffBase (%v) must be positive and not above BackoffMax (%v)", c.BackoffBase, c.BackoffMax)
+	}
+	return nil
+}
+
+// registerOptions are the options of one registration.
+type registerOptions struct {
+	interval, suspectAfter, ttl time.Duration
+	incarnation                 uint64
+	events                      int
+}
+
+// RegisterOption tunes a registration.
+type RegisterOption func(*registerOptions)
+
+// WithBeatInterval sets how often the instance beats (default 5s).
+func WithBeatInterval(d time.Duration) RegisterOption {
+	return func(o *registerOptions) { o.interval = d }
+}
+
+// WithSuspectAfter sets how long without an acknowledged beat makes the
+// instance SUSPECT (default TTL/2).
+func WithSuspectAfter(d time.Duration) RegisterOption {
+	return func(o *registerOptions) { o.suspectAfter = d }
+}
+
+// WithTTL sets how long without an acknowledged beat removes the instance
+// (default 6 × the beat interval). It must be at least 3 × the interval.
+func WithTTL(d time.Duration) RegisterOption {
+	return func(o *registerOptions) { o.ttl = d }
+}
+
+// WithIncarnation sets the first incarnation (default: the current time in
+// milliseconds, so that a restarted process supersedes its previous run).
+func WithIncarnation(n uint64) RegisterOption {
+	return func(o *registerOptions) { o.incarnation = n }
+}
+
+// WithEventBuffer sets the capacity of the registration's event channel
+// (default 16). When the application does not read and the channel is
+// full, new events are dropped.
+func WithEventBuffer(n int) RegisterOption {
+	return func(o *registerOptions) { o.events = n }
+}
+
+// discoverOptions are the options of Discover.
+type discoverOptions struct {
+	consistency    Consistency
+	includeSuspect bool
+}
+
+// DiscoverOption tunes Discover.
+type DiscoverOption func(*discoverOptions)
+
+// Consistency chooses how fresh a Discover answer must be.
+type Consistency int
+
+const (
+	// Cached answers from the client's watched cache (the default): fresh
+	// to within the replication delay, no call per Discover.
+	Cached Consistency = iota
+	// Leader reads through the leader.
+	Leader
+	// Linearizable reads through the leader after it confirms its
+	// leadership: it reflects every write acknowledged before the call.
+	Linearizable
+)
+
+// WithConsistency chooses how fresh the answer must be.
+func WithConsistency(c Consistency) DiscoverOption {
+	return func(o *discoverOptions) { o.consistency = c }
+}
+
+// WithSuspect includes SUSPECT instances.
+func WithSuspect() DiscoverOption {
+	return func(o *discoverOptions) { o.includeSuspect = true }
+}
