@@ -131,6 +131,10 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
+// Endpoint returns the endpoint the client talks to now: its beat stream
+// and its next call go there.
+func (c *Client) Endpoint() string { return c.endpoint() }
+
 // endpoint is the endpoint to use now.
 func (c *Client) endpoint() string {
 	c.mu.Lock()

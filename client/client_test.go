@@ -180,7 +180,7 @@ func TestTheClientFailsOverWhenItsNodeDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	connected := slices.Index(cl.Endpoints(), c.CurrentEndpoint())
+	connected := slices.Index(cl.Endpoints(), c.Endpoint())
 	if err := cl.Shutdown(connected); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestTheClientFailsOverWhenItsNodeDies(t *testing.T) {
 		if last := time.Unix(0, now.LastBeatAt); !last.After(died) {
 			return fmt.Errorf("last beat at %v, before the node died at %v", last, died)
 		}
-		if c.CurrentEndpoint() == cl.Endpoints()[connected] {
+		if c.Endpoint() == cl.Endpoints()[connected] {
 			return errors.New("the client still uses the dead node")
 		}
 		return nil

@@ -1,7 +1,5 @@
 package client
 
-// CurrentEndpoint exposes the endpoint the client uses now, for tests.
-func (c *Client) CurrentEndpoint() string { return c.endpoint() }
 
 // UseEndpoint makes the client use addr now, for tests.
 func (c *Client) UseEndpoint(addr string) {
