@@ -34,6 +34,10 @@ test: ## run every test with the race detector
 test-short: ## run the fast tests only (-short)
 	$(GO) test -race -count=1 -short ./...
 
+.PHONY: bench-go
+bench-go: ## run the Go benchmarks of the hot paths (fsm apply, encode/decode, snapshot, expiry selection)
+	$(GO) test -run '^$$' -bench . -benchmem $${BENCH_PKGS:-./fsm/ ./beatcheck/}
+
 .PHONY: fuzz
 fuzz: ## fuzz command decoding and Apply for FUZZTIME (default 60s)
 	$(GO) test ./fsm -run '^$$' -fuzz FuzzApply -fuzztime $${FUZZTIME:-60s}

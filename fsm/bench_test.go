@@ -1,0 +1,109 @@
+package fsm
+
+import (
+	"fmt"
+	"io"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/regcenter/registry/fsm/fsmpb"
+)
+
+// benchFSM returns an FSM holding n instances over 100 services, at index n.
+func benchFSM(b *testing.B, n int) *FSM {
+	b.Helper()
+	f := New(Config{})
+	for i := range n {
+		data, err := Encode(RegisterType, &fsmpb.Register{
+			Service: fmt.Sprintf("svc-%d", i%100), Id: fmt.Sprintf("inst-%d", i), Address: "10.0.0.1:8080",
+			Metadata: map[string]string{"zone": "a", "version": "1"}, Incarnation: 1,
+			BeatIntervalNs: 1e9, SuspectAfterNs: 2.5e9, TtlNs: 5e9, NowUnixNs: 1,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data})
+	}
+	return f
+}
+
+func beatBatch(n int) *fsmpb.BeatBatch {
+	bb := &fsmpb.BeatBatch{NowUnixNs: 2}
+	for i := range n {
+		bb.Beats = append(bb.Beats, &fsmpb.Beat{Service: fmt.Sprintf("svc-%d", i%100), Id: fmt.Sprintf("inst-%d", i), Incarnation: 1})
+	}
+	return bb
+}
+
+// BenchmarkApplyBeatBatch applies one BeatBatch of 10,000 beats (the
+// largest a batch holds) to an FSM of 100,000 instances.
+func BenchmarkApplyBeatBatch(b *testing.B) {
+	f := benchFSM(b, 100_000)
+	data, err := Encode(BeatBatchType, beatBatch(10_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	index := uint64(100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		index++
+		if res, ok := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*BeatResult); !ok || len(res.Rejected) != 0 {
+			b.Fatalf("apply: %v", res)
+		}
+	}
+	b.ReportMetric(float64(b.N*10_000)/b.Elapsed().Seconds(), "beats/s")
+}
+
+// BenchmarkEncodeBeatBatch and BenchmarkDecodeBeatBatch: 10,000 beats.
+func BenchmarkEncodeBeatBatch(b *testing.B) {
+	bb := beatBatch(10_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Encode(BeatBatchType, bb); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeBeatBatch(b *testing.B) {
+	data, err := Encode(BeatBatchType, beatBatch(10_000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Decode(data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSnapshot100k takes and persists a snapshot of 100,000 instances.
+func BenchmarkSnapshot100k(b *testing.B) {
+	f := benchFSM(b, 100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		snap, err := f.Snapshot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink := &discardSink{}
+		if err := snap.Persist(sink); err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(sink.n)
+	}
+}
+
+type discardSink struct{ n int64 }
+
+func (s *discardSink) Write(p []byte) (int, error) { s.n += int64(len(p)); return len(p), nil }
+func (s *discardSink) Close() error                { return nil }
+func (s *discardSink) ID() string                  { return "discard" }
+func (s *discardSink) Cancel() error               { return nil }
+
+var _ io.Writer = (*discardSink)(nil)
