@@ -153,11 +153,15 @@ func (c *Checker) update(fn func(*Status)) {
 // plan says.
 func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *expiryWindow) error {
 	var toSuspect, toExpire []due
-	live := 0
+	live, silent := 0, 0
 	c.state.ScanInstances(func(in *fsm.Instance) {
 		live++
 		v := classify(in, now, f.fence(in, c.cfg.FailoverGrace))
 		if v == keep {
+			return
+		}
+		silent++
+		if v == quiet {
 			return
 		}
 		d := due{
@@ -172,13 +176,13 @@ func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *ex
 	})
 	window.trim(now, c.cfg.GuardWindow)
 	released := c.Status().Released
-	p := makePlan(toSuspect, toExpire, live, window.total, released, &c.cfg, c.rng)
+	p := makePlan(toSuspect, toExpire, silent, live, window.total, released, &c.cfg, c.rng)
 
 	c.update(func(s *Status) {
 		if p.guard != s.GuardEngaged {
 			if p.guard {
 				c.cfg.Logger.Warn("expiry guard engaged: holding expiries, marking instances SUSPECT",
-					"due", len(toExpire), "expired_in_window", window.total, "live", live)
+					"silent", silent, "due", len(toExpire), "expired_in_window", window.total, "live", live)
 			} else {
 				c.cfg.Logger.Info("expiry guard cleared", "live", live)
 			}

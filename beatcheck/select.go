@@ -30,23 +30,32 @@ func (f fences) fence(in *fsm.Instance, grace time.Duration) time.Time {
 type verdict uint8
 
 const (
+	// keep: the instance beat within its suspect_after (or is fenced).
 	keep verdict = iota
+	// quiet: already SUSPECT, not yet due to expire.
+	quiet
+	// suspect: HEALTHY, past max(lastBeat + suspect_after, fence).
 	suspect
+	// expire: past max(lastBeat + TTL, fence).
 	expire
 )
 
 // classify decides the verdict on one instance at now: expire once
 // max(lastBeat + TTL, fence) has passed, suspect (if HEALTHY) once
-// max(lastBeat + SuspectAfter, fence) has.
+// max(lastBeat + SuspectAfter, fence) has. Every verdict but keep means
+// the instance is silent: no beat for its suspect_after.
 func classify(in *fsm.Instance, now, fence time.Time) verdict {
 	last := time.Unix(0, in.LastBeatAt)
-	if !now.Before(later(last.Add(in.TTL), fence)) {
+	switch {
+	case !now.Before(later(last.Add(in.TTL), fence)):
 		return expire
-	}
-	if in.State == fsm.StateHealthy && !now.Before(later(last.Add(in.SuspectAfter), fence)) {
+	case now.Before(later(last.Add(in.SuspectAfter), fence)):
+		return keep
+	case in.State == fsm.StateHealthy:
 		return suspect
+	default:
+		return quiet
 	}
-	return keep
 }
 
 func later(a, b time.Time) time.Time {
@@ -72,24 +81,30 @@ type plan struct {
 	guard bool
 }
 
-// guardEngaged reports whether expiring the due instances would remove too
-// many: more than share of the live set at the window's start (the
+// guardEngaged reports whether too many instances have gone silent: the
+// silent ones (no beat for their suspect_after) and those expired in the
+// window are more than share of the live set at the window's start (the
 // current live set plus those expired in the window) and more than
-// minCount.
-func guardEngaged(dueToExpire, expiredInWindow, live int, share float64, minCount int) bool {
-	removed := dueToExpire + expiredInWindow
-	return removed > minCount && float64(removed) > share*float64(live+expiredInWindow)
+// minCount. Counting the silent, not only the due, matters: instances cut
+// off together go silent within one beat interval of each other, which is
+// before the first of them is due to expire (suspect_after + beat_interval
+// ≤ TTL), so the guard engages before anything is removed.
+func guardEngaged(silent, expiredInWindow, live int, share float64, minCount int) bool {
+	lost := silent + expiredInWindow
+	return lost > minCount && float64(lost) > share*float64(live+expiredInWindow)
 }
 
 // makePlan turns the sweep's findings into proposals. toSuspect are the
 // HEALTHY instances past their suspect deadline, toExpire those past their
-// TTL deadline. Both are shuffled, so that caps take instances at random
-// across services. With the guard engaged and not released, expiries are
-// held and their HEALTHY instances are marked SUSPECT instead.
-func makePlan(toSuspect, toExpire []due, live, expiredInWindow int, released bool, cfg *Config, rng *rand.Rand) plan {
+// TTL deadline, silent the count of every instance past its suspect
+// deadline (those two and the SUSPECT ones not yet due). Both lists are
+// shuffled, so that caps take instances at random across services. With
+// the guard engaged and not released, expiries are held and their HEALTHY
+// instances are marked SUSPECT instead.
+func makePlan(toSuspect, toExpire []due, silent, live, expiredInWindow int, released bool, cfg *Config, rng *rand.Rand) plan {
 	var p plan
-	// With nothing due there is nothing to hold: the guard is off.
-	p.guard = len(toExpire) > 0 && guardEngaged(len(toExpire), expiredInWindow, live, cfg.GuardShare, cfg.GuardMinCount)
+	// With no silent instance there is nothing to hold: the guard is off.
+	p.guard = silent > 0 && guardEngaged(silent, expiredInWindow, live, cfg.GuardShare, cfg.GuardMinCount)
 	if p.guard && !released {
 		p.held = len(toExpire)
 		for _, d := range toExpire {

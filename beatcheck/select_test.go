@@ -37,8 +37,8 @@ func TestClassifyHonoursTheDeadlinesAndTheFence(t *testing.T) {
 		{"fresh beat", inst(t0, fsm.StateHealthy), t0.Add(time.Second), longAgo, keep},
 		{"just before suspect_after", inst(t0, fsm.StateHealthy), t0.Add(3*time.Second - 1), longAgo, keep},
 		{"at suspect_after", inst(t0, fsm.StateHealthy), t0.Add(3 * time.Second), longAgo, suspect},
-		{"already suspect, before TTL", inst(t0, fsm.StateSuspect), t0.Add(4 * time.Second), longAgo, keep},
-		{"just before TTL", inst(t0, fsm.StateSuspect), t0.Add(5*time.Second - 1), longAgo, keep},
+		{"already suspect, before TTL", inst(t0, fsm.StateSuspect), t0.Add(4 * time.Second), longAgo, quiet},
+		{"just before TTL", inst(t0, fsm.StateSuspect), t0.Add(5*time.Second - 1), longAgo, quiet},
 		{"at TTL", inst(t0, fsm.StateSuspect), t0.Add(5 * time.Second), longAgo, expire},
 		{"past TTL while healthy", inst(t0, fsm.StateHealthy), t0.Add(6 * time.Second), longAgo, expire},
 		// A new leader promoted at t0+4s: the instance (TTL due at t0+5s)
@@ -63,8 +63,8 @@ func TestClassifyHonoursTheDeadlinesAndTheFence(t *testing.T) {
 
 func TestGuardEngagesOnAShareOfTheLiveSetAboveTheMinimum(t *testing.T) {
 	tests := []struct {
-		due, inWindow, live int
-		want                bool
+		silent, inWindow, live int
+		want                   bool
 	}{
 		{0, 0, 100, false},
 		{30, 0, 100, false}, // exactly 30 %: not more than the share
@@ -76,8 +76,8 @@ func TestGuardEngagesOnAShareOfTheLiveSetAboveTheMinimum(t *testing.T) {
 		{80, 0, 100, true},  // 80 % of beaters cut at once
 	}
 	for _, tt := range tests {
-		if got := guardEngaged(tt.due, tt.inWindow, tt.live, 0.3, 10); got != tt.want {
-			t.Errorf("guardEngaged(due %d, in window %d, live %d) = %v, want %v", tt.due, tt.inWindow, tt.live, got, tt.want)
+		if got := guardEngaged(tt.silent, tt.inWindow, tt.live, 0.3, 10); got != tt.want {
+			t.Errorf("guardEngaged(silent %d, in window %d, live %d) = %v, want %v", tt.silent, tt.inWindow, tt.live, got, tt.want)
 		}
 	}
 }
@@ -105,18 +105,18 @@ func TestMakePlan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 
 	t.Run("below the guard everything due is proposed, capped", func(t *testing.T) {
-		p := makePlan(dues("a", 2, true), dues("b", 2, false), 1000, 0, false, &cfg, rng)
+		p := makePlan(dues("a", 2, true), dues("b", 2, false), 4, 1000, 0, false, &cfg, rng)
 		if p.guard || p.held != 0 || len(p.suspect) != 2 || len(p.expire) != 2 {
 			t.Fatalf("plan %+v: want 2 suspects, 2 expiries, no guard", p)
 		}
-		p = makePlan(dues("a", 9, true), dues("b", 9, false), 1000, 0, false, &cfg, rng)
+		p = makePlan(dues("a", 9, true), dues("b", 9, false), 18, 1000, 0, false, &cfg, rng)
 		if len(p.suspect) != 4 || len(p.expire) != 3 {
 			t.Errorf("plan: %d suspects, %d expiries; want the caps 4 and 3", len(p.suspect), len(p.expire))
 		}
 	})
 	t.Run("the guard holds expiries and marks their healthy instances suspect", func(t *testing.T) {
 		toExpire := append(dues("a", 10, false), dues("b", 2, true)...)
-		p := makePlan(nil, toExpire, 20, 0, false, &cfg, rng)
+		p := makePlan(nil, toExpire, 12, 20, 0, false, &cfg, rng)
 		if !p.guard || p.held != 12 || len(p.expire) != 0 {
 			t.Fatalf("plan %+v: want the guard holding 12 expiries", p)
 		}
@@ -124,8 +124,16 @@ func TestMakePlan(t *testing.T) {
 			t.Errorf("suspects (-want +got):\n%s", diff)
 		}
 	})
+	t.Run("silent instances engage the guard before any is due", func(t *testing.T) {
+		// 27 of 100 are due; 53 more went silent a sweep later: 80 % are
+		// silent, so the 27 are held, not removed.
+		p := makePlan(nil, dues("a", 27, false), 80, 100, 0, false, &cfg, rng)
+		if !p.guard || p.held != 27 || len(p.expire) != 0 {
+			t.Errorf("plan %+v: want the guard holding the 27 due", p)
+		}
+	})
 	t.Run("a released guard lets the expiries go", func(t *testing.T) {
-		p := makePlan(nil, dues("a", 12, false), 20, 0, true, &cfg, rng)
+		p := makePlan(nil, dues("a", 12, false), 12, 20, 0, true, &cfg, rng)
 		if !p.guard || len(p.expire) != 3 {
 			t.Errorf("plan %+v: want the guard reported and 3 (capped) expiries", p)
 		}
@@ -136,7 +144,7 @@ func TestMakePlan(t *testing.T) {
 		seen := map[string]int{}
 		for range 200 {
 			toExpire := append(dues("a", 50, false), dues("b", 50, false)...)
-			for _, c := range makePlan(nil, toExpire, 1000, 0, false, &cfg, rng).expire {
+			for _, c := range makePlan(nil, toExpire, 100, 1000, 0, false, &cfg, rng).expire {
 				seen[c.Service]++
 			}
 		}

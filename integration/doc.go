@@ -6,6 +6,12 @@
 // processes: a write acknowledged by any node is readable on every node, it
 // survives the loss of the leader and a restart of every node from disk,
 // invalid input never reaches the Raft log, and beats are group-committed.
+// The liveness tests hold the leader's expiry checker to the bounds of
+// package beatcheck, measured as a client sees them: a dead instance is
+// suspected, then removed, no sooner than its TTL after its last
+// acknowledged beat and no later than the documented bound, also across a
+// leader change; no beating instance is removed while the leader is killed
+// or paused; and the mass-expiry guard holds expiries and clears by itself.
 //
 // Run them with
 //

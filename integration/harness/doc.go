@@ -15,6 +15,18 @@
 // any number of processes: [Node.Kill], [Node.Stop], [Node.Pause],
 // [Node.Resume] and [Node.Restart] act on the current process by its pid.
 //
+// # Clients
+//
+// [Beater] keeps instances alive the way a client library does (a Beat call
+// per lane per tick with the instances that are due, failing over to the
+// next node on error) and records, per instance, the local time of its last
+// acknowledged beat; [Beater.Halt] makes instances "die". [EventRecorder]
+// watches every service, fails over to the next node resuming after the last
+// index it received, and records every event with its local receive time
+// and every reset with the instances it shows were removed unseen. Both own
+// their goroutines and connections; a t.Cleanup stops them before the
+// cluster's.
+//
 // # Process lifetime
 //
 // Every process the harness starts is stopped by a t.Cleanup (SIGTERM, then
