@@ -40,11 +40,14 @@
 //
 // A sweep proposes at most MaxExpiriesPerSweep expiries, chosen in random
 // order across services so that no service is drained first. If the
-// instances due to expire, together with those this leader expired in the
-// last GuardWindow, exceed GuardShare of the live set (and GuardMinCount),
-// the mass-expiry guard engages: the checker marks them SUSPECT and holds
-// the expiries. It clears by itself when beats recover and the due count
-// falls back under the threshold; an operator can release it (Release).
+// silent instances (no beat for their suspect_after), together with those
+// this leader expired in the last GuardWindow, exceed GuardShare of the
+// live set (and GuardMinCount), the mass-expiry guard engages: the checker
+// marks them SUSPECT and holds the expiries. Instances cut off together go
+// silent within one beat interval, before the first is due to expire
+// (suspect_after + beat_interval ≤ ttl with the defaults), so none is
+// removed. It clears by itself when beats recover and the silent count falls
+// back under the threshold; an operator can release it (Release).
 // Both commands are conditional on the incarnation and last-beat index the
 // checker saw, so a beat that races a sweep wins.
 //
