@@ -1,6 +1,5 @@
 package client
 
-
 // UseEndpoint makes the client use addr now, for tests.
 func (c *Client) UseEndpoint(addr string) {
 	c.mu.Lock()
