@@ -236,7 +236,7 @@ func (b *beater) collect(now time.Time) ([]*registryv1.BeatRequest, time.Time, b
 	)
 	for len(b.due) > 0 && !b.due[0].next.After(now.Add(coalesce)) {
 		s := heap.Pop(&b.due).(*beatState)
-		if req == nil || len(req.Beats) == validate.MaxBeatBatch {
+		if req == nil || len(req.Beats) == b.c.cfg.MaxBeatsPerFrame {
 			b.seq++
 			req = &registryv1.BeatRequest{Seq: b.seq}
 			f = &frame{sent: now}
@@ -314,6 +314,9 @@ func (b *beater) handle(resp *registryv1.BeatResponse) {
 		}
 	}
 	b.mu.Unlock()
+	if fn := b.c.cfg.OnBeatAck; fn != nil {
+		fn(len(f.states)-len(resp.Rejected), time.Since(f.sent))
+	}
 	for _, r := range superseded {
 		r.end(r.spec.Incarnation, "superseded by a higher incarnation")
 	}

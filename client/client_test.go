@@ -455,3 +455,48 @@ func TestCloseDeregistersWhatItRegistered(t *testing.T) {
 	}
 	// TestMain's goleak check proves that Close stopped every goroutine.
 }
+
+func TestOneFramePerBeatAndTheAckObserver(t *testing.T) {
+	cl := nodetest.New(t, 3, nil)
+	cl.Leader()
+	var (
+		mu           sync.Mutex
+		frames, acks int
+	)
+	c, err := client.New(client.Config{
+		Endpoints:        cl.Endpoints(),
+		MaxBeatsPerFrame: 1,
+		OnBeatAck: func(beats int, latency time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			frames++
+			acks += beats
+			if latency <= 0 {
+				t.Errorf("frame latency %v", latency)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, id := range []string{"a", "b", "c"} {
+		if _, err := c.Register(t.Context(), instance(id), fast...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodetest.Eventually(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if acks < 30 {
+			return fmt.Errorf("%d beats acknowledged so far", acks)
+		}
+		if frames != acks {
+			return fmt.Errorf("%d beats in %d frames, want one frame per beat", acks, frames)
+		}
+		return nil
+	})
+	if _, err := client.New(client.Config{Endpoints: []string{"x:1"}, MaxBeatsPerFrame: 10_001}); err == nil {
+		t.Error("MaxBeatsPerFrame above the server's batch limit was accepted")
+	}
+}

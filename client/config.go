@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	"github.com/regcenter/registry/validate"
 )
 
 // Config configures a Client. Zero fields take the defaults in
@@ -39,6 +41,13 @@ type Config struct {
 	// DialOptions are added to every connection (e.g. TLS credentials; the
 	// default is plaintext).
 	DialOptions []grpc.DialOption
+	// MaxBeatsPerFrame bounds the beats of one BeatStream frame (default and
+	// maximum 10,000). 1 sends every beat in a frame of its own.
+	MaxBeatsPerFrame int
+	// OnBeatAck, if set, is called from the beat stream's goroutine for
+	// every answered frame with the number of beats it acknowledged and the
+	// time from sending the frame to its answer. It must be quick.
+	OnBeatAck func(beats int, latency time.Duration)
 }
 
 // DefaultConfig returns the defaults.
@@ -70,6 +79,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	if c.MaxBeatsPerFrame == 0 {
+		c.MaxBeatsPerFrame = validate.MaxBeatBatch
+	}
 	return c
 }
 
@@ -93,6 +105,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("client: KeepaliveTime is %v; the server refuses pings more often than every 5s", c.KeepaliveTime)
 	case c.BackoffBase <= 0 || c.BackoffMax < c.BackoffBase:
 		return fmt.Errorf("client: BackoffBase (%v) must be positive and not above BackoffMax (%v)", c.BackoffBase, c.BackoffMax)
+	case c.MaxBeatsPerFrame < 1 || c.MaxBeatsPerFrame > validate.MaxBeatBatch:
+		return fmt.Errorf("client: MaxBeatsPerFrame is %d, it must be 1 to %d", c.MaxBeatsPerFrame, validate.MaxBeatBatch)
 	}
 	return nil
 }
