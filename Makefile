@@ -19,8 +19,9 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/registry-node
+build: ## build bin/registry-node and bin/registryctl
 	$(GO) build -o $(BIN)/registry-node ./cmd/registry-node
+	$(GO) build -o $(BIN)/registryctl ./cmd/registryctl
 
 .PHONY: run
 run: build ## start a three-node cluster on 127.0.0.1 (data in ./data); Ctrl-C stops it
@@ -66,6 +67,46 @@ verify: ## gofmt, vet, staticcheck, buf lint, protos in sync, go mod tidy, fsm d
 		if [ -d client ]; then bad=$$($(GO) list -deps ./client/... | grep -E 'hashicorp/raft|/registry/(fsm|beatcheck|node|rpc)$$' || true); \
 		if [ -n "$$bad" ]; then echo "client/ depends on: $$bad"; exit 1; fi; fi
 	@echo "verify: ok"
+
+.PHONY: deploy-check
+deploy-check: ## check deploy/: promtool check and test the alert rules and the example config
+	@command -v promtool >/dev/null || { echo "promtool is not installed (Debian: apt-get install prometheus)"; exit 1; }
+	cd deploy/prometheus && promtool check rules registry-alerts.yml && promtool test rules registry-alerts_test.yml && promtool check config prometheus.yml
+
+# Docker: a FROM-scratch image holding a static binary built here (nothing
+# is pulled), and the three-node cluster of deploy/docker-compose.yml.
+IMAGE           ?= regcenter/registry:dev
+COMPOSE         ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_PROJECT ?= registry
+DEPLOY_COMPOSE  := deploy/docker-compose.yml
+
+.PHONY: image
+image: ## build the FROM-scratch image regcenter/registry:dev (IMAGE=...) from a static binary
+	rm -rf $(BIN)/image && mkdir -p $(BIN)/image/data
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/image/registry-node ./cmd/registry-node
+	docker build --network none -f deploy/Dockerfile -t $(IMAGE) \
+		--build-arg VERSION="$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" \
+		--build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+		--build-arg CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		$(BIN)/image
+	@docker image ls $(IMAGE) --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}'
+
+.PHONY: compose-up
+compose-up: image ## start the three-node cluster in Docker, wait for a leader, print the endpoints
+	REGISTRY_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) up -d
+	@deploy/compose-wait.sh $(COMPOSE_PROJECT)
+	@echo "Stop with: make compose-down (the data volumes stay; VOLUMES=1 removes them too)"
+
+.PHONY: compose-down
+compose-down: ## stop and remove the Docker cluster (keeps its data volumes; VOLUMES=1 removes them)
+	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) -f deploy/docker-compose.five.yml --profile monitoring down --remove-orphans $(if $(VOLUMES),-v)
+
+.PHONY: compose-test
+compose-test: image ## test the image and the compose cluster with real containers: kill, partition, restart, pause
+	@project=regtest-$$$$-$$RANDOM; \
+	trap '$(COMPOSE) -p '"$$project"' -f $(DEPLOY_COMPOSE) down -v --remove-orphans >/dev/null 2>&1 || true' EXIT; \
+	REGISTRY_COMPOSE_TEST=1 REGISTRY_IMAGE=$(IMAGE) REGISTRY_COMPOSE_CMD="$(COMPOSE)" REGISTRY_COMPOSE_PROJECT=$$project \
+		$(GO) test -race -count=1 -v -timeout 15m $(TEST_FLAGS) ./deploy/composetest/
 
 .PHONY: clean
 clean: ## remove build output and ./data

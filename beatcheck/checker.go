@@ -58,6 +58,8 @@ type Checker struct {
 
 	mu     sync.Mutex
 	status Status
+	// graceAt is when GrantGrace was last called and not yet taken by Run.
+	graceAt time.Time
 }
 
 // New returns a Checker; zero fields of cfg take the defaults.
@@ -92,12 +94,38 @@ func (c *Checker) Release() {
 	}
 }
 
+// GrantGrace makes a running checker grant the failover grace again, from
+// now, as on a promotion: no instance is suspected or removed before now +
+// FailoverGrace + its own beat interval. The node calls it when the fsm
+// restores a snapshot, whose instances carry the last-beat timestamps of the
+// time it was taken: without the grace, a restored backup would expire at
+// once. A checker that is not running ignores it (a promotion grants the
+// grace anyway).
+func (c *Checker) GrantGrace() {
+	now := c.cfg.Clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status.Running {
+		c.graceAt = now
+	}
+}
+
+// takeGrace returns the time of the pending GrantGrace, or the zero time.
+func (c *Checker) takeGrace() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	at := c.graceAt
+	c.graceAt = time.Time{}
+	return at
+}
+
 // Run sweeps every SweepInterval until ctx ends or leadership is lost.
 // promotedAt is when this node became leader (after its barrier), by
 // Config.Clock.
 func (c *Checker) Run(ctx context.Context, promotedAt time.Time) {
 	log := c.cfg.Logger
 	c.update(func(s *Status) { s.Running, s.GuardEngaged, s.Held, s.Released = true, false, 0, false })
+	c.takeGrace() // promotedAt grants it
 	defer c.update(func(s *Status) { s.Running, s.FenceRemaining = false, 0 })
 
 	f := fences{graceFrom: promotedAt}
@@ -127,6 +155,10 @@ func (c *Checker) Run(ctx context.Context, promotedAt time.Time) {
 		if d := wallGap - monoGap; d > c.cfg.ClockJumpThreshold || d < -c.cfg.ClockJumpThreshold {
 			f.graceFrom = now
 			log.Warn("wall clock jumped; granting the failover grace again", "jump", d.String())
+		}
+		if at := c.takeGrace(); !at.IsZero() {
+			f.graceFrom = later(f.graceFrom, at)
+			log.Info("state restored from a snapshot; granting the failover grace again")
 		}
 		if err := c.sweep(ctx, now, f, &window); err != nil {
 			if stopQuietly(err) || ctx.Err() != nil {

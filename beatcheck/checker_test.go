@@ -1,8 +1,10 @@
 package beatcheck
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -358,6 +360,56 @@ func TestExpiriesPerSweepAreCapped(t *testing.T) {
 		synctest.Wait()
 		if got := c.Status().Expired; got != 30 {
 			t.Errorf("%d expired after 10 more sweeps, want all 30", got)
+		}
+	})
+}
+
+func TestARestoreGrantsTheFailoverGraceAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, stop := r.start(Config{FailoverGrace: 2 * time.Second})
+		defer stop()
+		time.Sleep(10 * time.Second)
+		r.register("a")
+		var backup bytes.Buffer
+		if _, err := r.f.WriteSnapshot(&backup); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Second) // long expired
+		synctest.Wait()
+		if r.has("a") {
+			t.Fatal("not expired 10s after its last beat with a TTL of 5s")
+		}
+
+		// The backup comes back with its 10s old last beat.
+		if err := r.f.Restore(io.NopCloser(&backup)); err != nil {
+			t.Fatal(err)
+		}
+		c.GrantGrace()
+		restored, restoredAt := time.Now(), r.f.AppliedIndex()
+		time.Sleep(3*time.Second - time.Millisecond) // grace 2s + interval 1s
+		synctest.Wait()
+		if evs, _, _ := r.f.EventsAfter("", restoredAt, 0); len(evs) != 0 || !r.has("a") {
+			t.Fatalf("%v after the restore, inside the grace: events %v, registered %v", time.Since(restored), evs, r.has("a"))
+		}
+		time.Sleep(100*time.Millisecond + time.Millisecond)
+		synctest.Wait()
+		if r.has("a") {
+			t.Fatalf("still registered %v after the restore; want removal once the grace ends", time.Since(restored))
+		}
+	})
+}
+
+func TestGrantGraceIsIgnoredWhenNotRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		c, err := New(Config{}, r, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.GrantGrace()
+		if at := c.takeGrace(); !at.IsZero() {
+			t.Errorf("a checker that is not running kept a grace request from %v", at)
 		}
 	})
 }

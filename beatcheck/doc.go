@@ -12,7 +12,9 @@
 //	fence     = max(promotedAt + FailoverGrace + beat_interval,
 //	                resumedAt + stallGap, jumpedAt + FailoverGrace + beat_interval)
 //
-// promotedAt is when this node became leader and committed its barrier;
+// promotedAt is when this node became leader and committed its barrier, or
+// when the fsm last restored a snapshot on it (GrantGrace: an operator's
+// restore of a backup brings instances with old last-beat timestamps);
 // stallGap is a pause of the checker longer than StallFactor × SweepInterval
 // (GC, SIGSTOP, a slow disk), measured on the monotonic clock, and resumedAt
 // when it ended; jumpedAt is when the wall clock was seen to jump against

@@ -316,4 +316,6 @@ var (
 	ErrCompacted = errors.New("event history compacted")
 	// ErrUndecodable: Decode could not parse a log entry.
 	ErrUndecodable = errors.New("undecodable log entry")
+	// ErrBadSnapshot: PrepareRestore could not decode a backup.
+	ErrBadSnapshot = errors.New("invalid snapshot")
 )

@@ -12,7 +12,14 @@
 //   - Apply (FSM): decode, dispatch, and the bounded history of events that
 //     watchers read with Reset and EventsAfter.
 //   - Snapshot and Restore, in a versioned stream of length-delimited
-//     records; Hash digests the same stream.
+//     records; Hash digests the same stream. The same stream is the
+//     registry's backup format: WriteSnapshot writes it on demand, and
+//     PrepareRestore checks a backup and re-encodes it for raft's user
+//     restore (with the index it will be installed at and this cluster's
+//     node records). Restore never moves the applied index back: restoring
+//     over applied state sets it past the FSM's own, so every watcher resets.
+//   - Hooks for the node, outside the state: ObserveStamp (clock skew),
+//     ObserveEvents (metrics) and OnRestore (the checker's grace).
 //
 // # Determinism
 //

@@ -22,6 +22,16 @@ type Config struct {
 	// node uses it to estimate its clock skew against the leader; it has no
 	// effect on the state. It must be fast and must not call the FSM.
 	ObserveStamp func(unixNs int64)
+	// ObserveEvents, if set, is called after every applied command that
+	// produced events, with those events, under the FSM's write lock. The
+	// node counts them for its metrics. It must be fast, must not call the
+	// FSM and must not keep the slice.
+	ObserveEvents func(events []Event)
+	// OnRestore, if set, is called after Restore has swapped a snapshot in,
+	// with the applied index it restored, outside the FSM's lock. The node
+	// uses it to make the leader's expiry checker grant its failover grace
+	// again: restored instances carry their old last-beat timestamps.
+	OnRestore func(index uint64)
 }
 
 // DefaultHistorySize is the default Config.HistorySize.
@@ -48,8 +58,10 @@ func (c Config) Validate() error {
 // applies them to its State, keeps a bounded history of the resulting events
 // and serves consistent reads. It implements raft.FSM.
 type FSM struct {
-	logger       *slog.Logger
-	observeStamp func(int64)
+	logger        *slog.Logger
+	observeStamp  func(int64)
+	observeEvents func([]Event)
+	onRestore     func(uint64)
 
 	mu      sync.RWMutex
 	state   *State
@@ -70,11 +82,13 @@ func New(cfg Config) *FSM {
 		cfg.Logger = def.Logger
 	}
 	return &FSM{
-		logger:       cfg.Logger,
-		observeStamp: cfg.ObserveStamp,
-		state:        NewState(),
-		history:      newHistory(cfg.HistorySize),
-		changed:      make(chan struct{}),
+		logger:        cfg.Logger,
+		observeStamp:  cfg.ObserveStamp,
+		observeEvents: cfg.ObserveEvents,
+		onRestore:     cfg.OnRestore,
+		state:         NewState(),
+		history:       newHistory(cfg.HistorySize),
+		changed:       make(chan struct{}),
 	}
 }
 
@@ -131,6 +145,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 		panic(fmt.Sprintf("fsm: log entry at index %d: no handler for %v (%T)", index, t, msg))
 	}
 	f.history.add(events)
+	if len(events) > 0 && f.observeEvents != nil {
+		f.observeEvents(events)
+	}
 	if st, ok := msg.(interface{ GetNowUnixNs() int64 }); ok && f.observeStamp != nil {
 		f.observeStamp(st.GetNowUnixNs())
 	}
@@ -164,6 +181,11 @@ func (f *FSM) snapshot() *snapshot {
 // untouched. On success the applied index is the snapshot's, the history is
 // empty with its floor at that index, and Changed is closed. The caller closes
 // rc, as raft does.
+//
+// The applied index never goes back and always moves: restoring over an FSM
+// that has applied the snapshot's index or beyond (an operator's restore of a
+// backup, see PrepareRestore) sets it to one past the FSM's own, so that
+// every watcher, whatever it has seen, gets a reset.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	st, index, err := readSnapshot(rc)
 	if err != nil {
@@ -171,12 +193,18 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	if f.applied > 0 && index <= f.applied {
+		index = f.applied + 1
+	}
 	f.state = st
 	f.applied = index
 	f.history.reset(index)
 	f.notify()
+	f.mu.Unlock()
 	f.logger.Info("restored snapshot", "index", index)
+	if f.onRestore != nil {
+		f.onRestore(index)
+	}
 	return nil
 }
 

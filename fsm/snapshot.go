@@ -49,6 +49,49 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return nil
 }
 
+// SnapshotInfo describes a snapshot stream.
+type SnapshotInfo struct {
+	// Index is the applied index the stream reflects.
+	Index uint64
+	// Instances and Nodes count its records.
+	Instances, Nodes int
+}
+
+func (s *snapshot) info() SnapshotInfo {
+	return SnapshotInfo{Index: s.index, Instances: len(s.instances), Nodes: len(s.nodes)}
+}
+
+// WriteSnapshot writes the current state to w in the snapshot format, the
+// stream Snapshot().Persist writes: a backup. The state is copied under the
+// read lock; the encoding runs without it.
+func (f *FSM) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
+	s := f.snapshot()
+	if err := s.write(w); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("fsm: write snapshot: %w", err)
+	}
+	return s.info(), nil
+}
+
+// PrepareRestore reads a backup (a stream WriteSnapshot or Persist wrote)
+// from r, decodes and checks all of it as Restore does, and writes it to w
+// re-encoded for raft's user restore: with index as its applied index (the
+// Raft index it is about to be installed at) and with this FSM's node
+// records in place of the backup's, since a backup restores the registry's
+// contents, not the cluster's membership. It changes nothing in the FSM.
+// A backup that does not decode fails with an error wrapping
+// ErrBadSnapshot (and r's own error, if r failed).
+func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotInfo, error) {
+	st, _, err := readSnapshot(r)
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
+	}
+	s := &snapshot{index: index, instances: st.unsorted(), nodes: f.Nodes()}
+	if err := s.write(w); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("fsm: prepare restore: %w", err)
+	}
+	return s.info(), nil
+}
+
 // Release does nothing: the snapshot holds no resources.
 func (s *snapshot) Release() {}
 

@@ -8,6 +8,18 @@
 // only code that calls raft.Apply) and rpc.Cluster (leadership, forwarding
 // connections, linearizable read barriers, membership).
 //
+// The HTTP endpoint (--http-addr) serves /metrics (the node's own Prometheus
+// registry: Go and process collectors, gRPC server metrics, the rpc
+// package's and the node's metrics, a collector that reads Raft, the fsm and
+// the checker at scrape time, and hashicorp/raft's go-metrics through their
+// Prometheus sink), /healthz, /readyz, Prometheus HTTP service discovery
+// (/v1/sd/prometheus) and the HTTP/JSON API: the grpc-gateway, which calls
+// this node's own gRPC server so that HTTP calls are validated, forwarded
+// and fail exactly as gRPC ones.
+//
+// RestoreSnapshot installs a backup with raft's user restore; the fsm's
+// OnRestore hook makes the expiry checker grant its failover grace again.
+//
 // Goroutines: New starts the gRPC and HTTP servers, the leadership loop
 // (which owns at most one set of leader duties at a time) and the address
 // publisher. Shutdown stops all of them and waits; after it returns no

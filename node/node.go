@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -52,6 +53,11 @@ type Node struct {
 	checker  *beatcheck.Checker
 	skew     *skewTracker
 
+	metrics   *Metrics
+	snapshots *snapshotStore
+	gateway   *grpc.ClientConn // the HTTP API's connection to this node's gRPC server
+	ready     readiness
+
 	conns connCache
 
 	ctx      context.Context // ends at Shutdown
@@ -71,7 +77,20 @@ func New(cfg Config) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node_id", cfg.NodeID), ctx: ctx, cancel: cancel}
 	n.skew = &skewTracker{clock: cfg.Clock}
-	n.fsm = fsm.New(fsm.Config{HistorySize: cfg.WatchHistory, Logger: n.log, ObserveStamp: n.skew.observe})
+	reg, grpcMetrics, rpcMetrics := n.newRegistry()
+	raftGatherer, err := raftMetrics()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	n.fsm = fsm.New(fsm.Config{
+		HistorySize:   cfg.WatchHistory,
+		Logger:        n.log,
+		ObserveStamp:  n.skew.observe,
+		ObserveEvents: n.metrics.observeEvents,
+		// Restored instances carry the backup's last-beat timestamps.
+		OnRestore: func(uint64) { n.checker.GrantGrace() },
+	})
 	checkerCfg := cfg.Checker
 	checkerCfg.Clock = cfg.Clock
 	checkerCfg.Logger = n.log.With("component", "beatcheck")
@@ -124,6 +143,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Beats:       cfg.Beats,
 		MaxWatchers: cfg.MaxWatchers,
 		MaxBeatRate: cfg.MaxBeatRate,
+		Metrics:     rpcMetrics,
 	}); err != nil {
 		return nil, err
 	}
@@ -133,11 +153,14 @@ func New(cfg Config) (_ *Node, err error) {
 		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
 	)
 	n.rpc.RegisterOn(n.grpc)
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)
 	reflection.Register(n.grpc)
+	grpcMetrics.InitializeMetrics(n.grpc)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -146,7 +169,15 @@ func New(cfg Config) (_ *Node, err error) {
 		}
 	}()
 	if n.httpLis != nil {
-		n.http = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		if n.gateway, err = dialSelf(n.GRPCAddr()); err != nil {
+			return nil, fmt.Errorf("http api: %w", err)
+		}
+		closers = append(closers, func() { n.gateway.Close() })
+		handler, err := n.httpHandler(n.gateway, prometheus.Gatherers{reg, raftGatherer})
+		if err != nil {
+			return nil, fmt.Errorf("http api: %w", err)
+		}
+		n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -215,6 +246,12 @@ func (n *Node) startRaft(closers *[]func()) error {
 			return fmt.Errorf("data dir: snapshots: %w", err)
 		}
 	}
+	snapDir := cfg.DataDir
+	if cfg.InMemory {
+		snapDir = ""
+	}
+	n.snapshots = newSnapshotStore(snaps, snapDir)
+	snaps = n.snapshots
 
 	if cfg.RaftTransport != nil {
 		n.transport = cfg.RaftTransport
@@ -234,6 +271,8 @@ func (n *Node) startRaft(closers *[]func()) error {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hl
+	// Per-peer metrics with the peer id as a label only, not in the name.
+	rc.NoLegacyTelemetry = true
 	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
@@ -354,6 +393,7 @@ func (n *Node) stop(ctx context.Context) error {
 		if err := n.http.Shutdown(ctx); err != nil {
 			n.http.Close()
 		}
+		n.gateway.Close()
 	}
 	n.cancel()
 	n.barriers.Close()

@@ -41,6 +41,7 @@ func (n *Node) publishAddresses() {
 				n.log.Debug("publishing addresses", "error", err)
 			}
 		}
+		n.readyNow() // latches the start-up commit index as soon as a leader is known
 		select {
 		case <-n.ctx.Done():
 			return

@@ -15,7 +15,6 @@ import (
 	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 	"github.com/regcenter/registry/validate"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 )
 
 // beatOutcome is the result of one beat in a flushed batch.
@@ -30,8 +29,12 @@ func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 	if err := validate.NormalizeBeat(req); err != nil {
 		return nil, s.toStatus(err)
 	}
-	if forwarded(ctx) && !s.cluster.IsLeader() {
-		return nil, s.toStatus(ErrNotLeader)
+	if forwarded(ctx) {
+		if !s.cluster.IsLeader() {
+			return nil, s.toStatus(ErrNotLeader)
+		}
+	} else {
+		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
 	}
 	resp, err := s.beat(ctx, req)
 	if err != nil {
@@ -42,10 +45,12 @@ func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 
 // beat submits a validated request to the group commit and waits for it.
 func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*registryv1.BeatResponse, error) {
+	start := time.Now()
 	outcomes, err := s.beats.Submit(ctx, req.Beats)
 	if err != nil {
 		return nil, err
 	}
+	s.metrics.beatCommitLatency.Observe(time.Since(start).Seconds())
 	resp := &registryv1.BeatResponse{Seq: req.Seq}
 	var recommended time.Duration
 	for _, o := range outcomes {
@@ -79,7 +84,10 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 			return nil, err
 		}
 		index = res.Index
+		s.metrics.beatBatchSize.Observe(float64(len(refs)))
+		s.metrics.beatsApplied.Add(float64(len(refs) - len(res.Rejected)))
 		for _, rj := range res.Rejected {
+			s.metrics.beatsRejected.WithLabelValues(rejectLabel(rj.Reason)).Inc()
 			rejected = append(rejected, &registryv1.BeatRejection{
 				Instance:           &registryv1.InstanceRef{Service: rj.Service, Id: rj.ID, Incarnation: rj.Incarnation},
 				Reason:             registryv1.BeatRejectReason(rj.Reason),
@@ -88,11 +96,12 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 		}
 		recommended = s.recommendInterval(refs)
 	} else {
-		conn, err := s.cluster.LeaderConn()
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
+		defer cancel()
+		ctx, conn, err := s.toLeader(ctx, registryv1.Registry_Beat_FullMethodName)
 		if err != nil {
 			return nil, err
 		}
-		ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID)
 		resp, err := registryv1.NewRegistryClient(conn).Beat(ctx, &registryv1.BeatRequest{Beats: refs})
 		if err != nil {
 			return nil, err
@@ -185,12 +194,12 @@ func (s *Server) BeatStream(stream grpc.BidiStreamingServer[registryv1.BeatReque
 	defer cancel()
 	inflight := make(chan chan frameResult, s.cfg.MaxInflightBeatFrames)
 	recvErr := make(chan error, 1)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	if !s.goTracked(func() {
 		defer close(inflight)
 		recvErr <- s.receiveBeatFrames(ctx, stream, inflight)
-	}()
+	}) {
+		return s.toStatus(ErrShuttingDown)
+	}
 	for ch := range inflight {
 		var r frameResult
 		select {
@@ -233,11 +242,13 @@ func (s *Server) receiveBeatFrames(ctx context.Context, stream grpc.BidiStreamin
 			ch <- frameResult{err: err}
 			return err
 		}
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
+		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
+		if !s.goTracked(func() {
 			resp, err := s.beat(ctx, req)
 			ch <- frameResult{resp: resp, err: err}
-		}()
+		}) {
+			ch <- frameResult{err: ErrShuttingDown}
+			return ErrShuttingDown
+		}
 	}
 }

@@ -28,7 +28,7 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 		return nil, s.toStatus(validate.FieldErrorf("raft_address", "must not be empty (host:port)"))
 	}
 	if !s.cluster.IsLeader() {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.JoinResponse, error) {
+		return forward(ctx, s, registryv1.Cluster_Join_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.JoinResponse, error) {
 			return registryv1.NewClusterClient(cc).Join(ctx, req)
 		})
 	}
@@ -56,7 +56,7 @@ func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*re
 		return nil, s.toStatus(err)
 	}
 	if !s.cluster.IsLeader() {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RemoveResponse, error) {
+		return forward(ctx, s, registryv1.Cluster_Remove_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RemoveResponse, error) {
 			return registryv1.NewClusterClient(cc).Remove(ctx, req)
 		})
 	}
@@ -83,7 +83,7 @@ func (s *Server) TransferLeadership(ctx context.Context, req *registryv1.Transfe
 		}
 	}
 	if !s.cluster.IsLeader() {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.TransferLeadershipResponse, error) {
+		return forward(ctx, s, registryv1.Cluster_TransferLeadership_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.TransferLeadershipResponse, error) {
 			return registryv1.NewClusterClient(cc).TransferLeadership(ctx, req)
 		})
 	}
@@ -97,7 +97,7 @@ func (s *Server) TransferLeadership(ctx context.Context, req *registryv1.Transfe
 // ReleaseExpiryGuard implements registry.v1.Cluster.
 func (s *Server) ReleaseExpiryGuard(ctx context.Context, req *registryv1.ReleaseExpiryGuardRequest) (*registryv1.ReleaseExpiryGuardResponse, error) {
 	if !s.cluster.IsLeader() {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ReleaseExpiryGuardResponse, error) {
+		return forward(ctx, s, registryv1.Cluster_ReleaseExpiryGuard_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ReleaseExpiryGuardResponse, error) {
 			return registryv1.NewClusterClient(cc).ReleaseExpiryGuard(ctx, req)
 		})
 	}

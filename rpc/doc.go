@@ -14,6 +14,13 @@
 // Requests are validated (package validate) before anything is proposed;
 // every error leaves through one mapping, toStatus.
 //
+// Cluster.SnapshotSave streams the leader's state (after a read barrier) in
+// the fsm's snapshot format; Cluster.SnapshotRestore reads a backup of at
+// most validate.MaxSnapshotBytes and hands it to Cluster.RestoreSnapshot on
+// the leader. Followers relay both streams to the leader.
+//
+// Metrics (NewMetrics) count beats, watches and forwarded calls.
+//
 // A Server owns the goroutines of its streams and its beat batcher; Close
 // ends the streams and stops them, and must be called before the gRPC
 // server's GracefulStop, which otherwise waits for watches forever.

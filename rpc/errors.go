@@ -39,7 +39,7 @@ func (s *Server) toStatus(err error) error {
 		return err
 	}
 	switch {
-	case errors.Is(err, validate.ErrInvalid):
+	case errors.Is(err, validate.ErrInvalid), errors.Is(err, fsm.ErrBadSnapshot):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
@@ -49,6 +49,7 @@ func (s *Server) toStatus(err error) error {
 		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrNotVoter),
 		errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout),
+		errors.Is(err, raft.ErrAbortedByRestore),
 		errors.Is(err, ErrShuttingDown), errors.Is(err, groupcommit.ErrClosed):
 		return s.unavailable(err)
 	case errors.Is(err, groupcommit.ErrOverloaded), errors.Is(err, ErrTooManyWatchers):

@@ -18,7 +18,7 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 		return nil, s.toStatus(err)
 	}
 	if !s.cluster.IsLeader() {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RegisterResponse, error) {
+		return forward(ctx, s, registryv1.Registry_Register_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RegisterResponse, error) {
 			return registryv1.NewRegistryClient(cc).Register(ctx, req)
 		})
 	}
@@ -45,7 +45,7 @@ func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterReque
 		return nil, s.toStatus(err)
 	}
 	if !s.cluster.IsLeader() {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.DeregisterResponse, error) {
+		return forward(ctx, s, registryv1.Registry_Deregister_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.DeregisterResponse, error) {
 			return registryv1.NewRegistryClient(cc).Deregister(ctx, req)
 		})
 	}
@@ -95,7 +95,7 @@ func (s *Server) GetService(ctx context.Context, req *registryv1.GetServiceReque
 		return nil, s.toStatus(err)
 	}
 	if !local {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.GetServiceResponse, error) {
+		return forward(ctx, s, registryv1.Registry_GetService_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.GetServiceResponse, error) {
 			return registryv1.NewRegistryClient(cc).GetService(ctx, req)
 		})
 	}
@@ -114,7 +114,7 @@ func (s *Server) ListServices(ctx context.Context, req *registryv1.ListServicesR
 		return nil, s.toStatus(err)
 	}
 	if !local {
-		return forward(ctx, s, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ListServicesResponse, error) {
+		return forward(ctx, s, registryv1.Registry_ListServices_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ListServicesResponse, error) {
 			return registryv1.NewRegistryClient(cc).ListServices(ctx, req)
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -34,6 +35,7 @@ type fakeCluster struct {
 	leader    bool
 	conn      *grpc.ClientConn
 	connCalls int
+	restore   func(io.Reader) (fsm.SnapshotInfo, error)
 }
 
 func (c *fakeCluster) IsLeader() bool { return c.leader }
@@ -55,6 +57,12 @@ func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error) 
 func (c *fakeCluster) RemoveServer(context.Context, string) (uint64, error)       { return 0, nil }
 func (c *fakeCluster) TransferLeadership(context.Context, string) (string, error) { return "", nil }
 func (c *fakeCluster) ReleaseExpiryGuard(context.Context) (bool, int, error)      { return false, 0, nil }
+func (c *fakeCluster) RestoreSnapshot(_ context.Context, r io.Reader) (fsm.SnapshotInfo, error) {
+	if c.restore == nil {
+		return fsm.SnapshotInfo{}, errors.New("fakeCluster: no restore")
+	}
+	return c.restore(r)
+}
 
 // fakeApplier records proposals and fails the test if one arrives when
 // none may.
@@ -79,6 +87,7 @@ type fakeState struct {
 	compactedCalls int
 	resets         int
 	changed        chan struct{}
+	backup         []byte // what WriteSnapshot writes
 }
 
 func (s *fakeState) AppliedIndex() uint64 { return s.index }
@@ -104,6 +113,10 @@ func (s *fakeState) Reset(string) ([]fsm.Instance, uint64) {
 	s.resets++
 	return s.instances, s.index
 }
+func (s *fakeState) WriteSnapshot(w io.Writer) (fsm.SnapshotInfo, error) {
+	_, err := w.Write(s.backup)
+	return fsm.SnapshotInfo{Index: s.index, Instances: len(s.instances)}, err
+}
 func (s *fakeState) EventsAfter(_ string, after uint64, _ int) ([]fsm.Event, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -116,10 +129,18 @@ func (s *fakeState) EventsAfter(_ string, after uint64, _ int) ([]fsm.Event, uin
 
 func newTestServer(t *testing.T, cl *fakeCluster, ap *fakeApplier, st *fakeState) (*Server, registryv1.RegistryClient) {
 	t.Helper()
-	if st.changed == nil {
+	s, cc := newTestConn(t, Config{NodeID: "n2", Applier: ap, Cluster: cl, State: st, WatchBatch: 2})
+	return s, registryv1.NewRegistryClient(cc)
+}
+
+// newTestConn serves a Server made from cfg on an in-memory listener and
+// returns a connection to it.
+func newTestConn(t *testing.T, cfg Config) (*Server, *grpc.ClientConn) {
+	t.Helper()
+	if st, ok := cfg.State.(*fakeState); ok && st.changed == nil {
 		st.changed = make(chan struct{})
 	}
-	s, err := New(Config{NodeID: "n2", Applier: ap, Cluster: cl, State: st, WatchBatch: 2})
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +159,7 @@ func newTestServer(t *testing.T, cl *fakeCluster, ap *fakeApplier, st *fakeState
 		s.Close()
 		gs.Stop()
 	})
-	return s, registryv1.NewRegistryClient(cc)
+	return s, cc
 }
 
 func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
@@ -148,6 +169,8 @@ func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
 		want codes.Code
 	}{
 		{validate.FieldErrorf("instance.id", "must not be empty"), codes.InvalidArgument},
+		{fmt.Errorf("%w: header: unexpected EOF", fsm.ErrBadSnapshot), codes.InvalidArgument},
+		{raft.ErrAbortedByRestore, codes.Unavailable},
 		{fmt.Errorf("%w: orders/a", fsm.ErrNotFound), codes.NotFound},
 		{fmt.Errorf("%w: orders/a at 7", fsm.ErrFenced), codes.FailedPrecondition},
 		{raft.ErrNotLeader, codes.Unavailable},

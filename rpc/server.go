@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -49,6 +50,11 @@ type Cluster interface {
 	// ReleaseExpiryGuard releases the mass-expiry guard of the leader's
 	// checker; it reports whether the guard was engaged and what it held.
 	ReleaseExpiryGuard(ctx context.Context) (wasEngaged bool, held int, err error)
+	// RestoreSnapshot replaces the registry's contents with the backup read
+	// from r (until io.EOF), through Raft, on the leader. It returns the
+	// leader's applied index once the backup is installed and what it holds;
+	// a backup that does not decode fails with fsm.ErrBadSnapshot.
+	RestoreSnapshot(ctx context.Context, r io.Reader) (fsm.SnapshotInfo, error)
 }
 
 // StateReader reads the local replica. *fsm.FSM implements it.
@@ -61,6 +67,7 @@ type StateReader interface {
 	Changed() <-chan struct{}
 	Reset(service string) ([]fsm.Instance, uint64)
 	EventsAfter(service string, after uint64, max int) ([]fsm.Event, uint64, error)
+	WriteSnapshot(w io.Writer) (fsm.SnapshotInfo, error)
 }
 
 // Config configures a Server.
@@ -90,6 +97,14 @@ type Config struct {
 	// (rate / MaxBeatRate) × the shortest interval of the batch's
 	// instances. Default 200,000.
 	MaxBeatRate int
+	// Metrics receives the services' metrics; default unregistered ones.
+	Metrics *Metrics
+	// ForwardTimeout bounds a follower's forwarded beat batch. The beat
+	// group commit runs one flush at a time, so a forward stuck on a leader
+	// that vanished (a killed container's address swallows packets rather
+	// than refusing them) must not hold every beat of this node for long.
+	// Default 1s: a commit takes milliseconds.
+	ForwardTimeout time.Duration
 }
 
 // Validate reports a config that cannot work.
@@ -118,11 +133,14 @@ type Server struct {
 	state   StateReader
 	beats   *groupcommit.Batcher[*registryv1.InstanceRef, beatOutcome]
 	rate    rateMeter // beats applied per second, on the leader
+	metrics *Metrics
 
 	watchers chan struct{} // a slot per watch
 	done     chan struct{} // closed by Close
 	wg       sync.WaitGroup
 	closeMu  sync.Once
+	goMu     sync.Mutex // guards closed and wg.Add
+	closed   bool
 }
 
 // New returns a Server; zero fields of cfg take their defaults.
@@ -158,6 +176,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBeatRate == 0 {
 		cfg.MaxBeatRate = 200_000
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.ForwardTimeout == 0 {
+		cfg.ForwardTimeout = time.Second
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -170,6 +194,7 @@ func New(cfg Config) (*Server, error) {
 		watchers: make(chan struct{}, cfg.MaxWatchers),
 		done:     make(chan struct{}),
 		rate:     rateMeter{clock: cfg.Clock},
+		metrics:  cfg.Metrics,
 	}
 	b, err := groupcommit.New(cfg.Beats, s.flushBeats)
 	if err != nil {
@@ -189,10 +214,30 @@ func (s *Server) RegisterOn(gs *grpc.Server) {
 // for the goroutines of the Server.
 func (s *Server) Close() {
 	s.closeMu.Do(func() {
+		s.goMu.Lock()
+		s.closed = true // no goroutine starts after this
+		s.goMu.Unlock()
 		close(s.done)
 		s.beats.Close()
 		s.wg.Wait()
 	})
+}
+
+// goTracked runs fn in a goroutine that Close waits for, or, once Close has
+// begun, does not run it and returns false: a stream that arrives while the
+// node stops must not add to the WaitGroup Close is waiting on.
+func (s *Server) goTracked(fn func()) bool {
+	s.goMu.Lock()
+	defer s.goMu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 func (s *Server) now() int64 { return s.cfg.Clock().UnixNano() }
@@ -205,19 +250,35 @@ func forwarded(ctx context.Context) bool {
 	return ok && len(md.Get(forwardedKey)) > 0
 }
 
-// forward runs call against the leader. A call that was forwarded to this
-// node already is refused with ErrNotLeader rather than forwarded again, so
-// requests never loop between nodes that disagree on the leader.
-func forward[Resp any](ctx context.Context, s *Server, call func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
-	var zero Resp
-	if forwarded(ctx) {
-		return zero, s.toStatus(ErrNotLeader)
-	}
+// toLeader prepares a call of method to the leader: it returns the leader's
+// connection and ctx marked as forwarded by this node, and counts the call.
+func (s *Server) toLeader(ctx context.Context, method string) (context.Context, *grpc.ClientConn, error) {
 	conn, err := s.cluster.LeaderConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.metrics.forwarded.WithLabelValues(method).Inc()
+	return metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID), conn, nil
+}
+
+// forwardOnce returns the context and connection for forwarding the call
+// of method in ctx to the leader. A call that was forwarded to this node
+// already is refused with ErrNotLeader rather than forwarded again, so
+// requests never loop between nodes that disagree on the leader.
+func (s *Server) forwardOnce(ctx context.Context, method string) (context.Context, *grpc.ClientConn, error) {
+	if forwarded(ctx) {
+		return nil, nil, ErrNotLeader
+	}
+	return s.toLeader(ctx, method)
+}
+
+// forward runs call, a call of method, against the leader (see forwardOnce).
+func forward[Resp any](ctx context.Context, s *Server, method string, call func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	var zero Resp
+	ctx, conn, err := s.forwardOnce(ctx, method)
 	if err != nil {
 		return zero, s.toStatus(err)
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID)
 	resp, err := call(ctx, conn)
 	if err != nil {
 		return zero, s.toStatus(err)

@@ -21,7 +21,8 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 	}
 	select {
 	case s.watchers <- struct{}{}:
-		defer func() { <-s.watchers }()
+		s.metrics.watchers.Inc()
+		defer func() { <-s.watchers; s.metrics.watchers.Dec() }()
 	default:
 		return s.toStatus(ErrTooManyWatchers)
 	}
@@ -53,6 +54,7 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 			if err := stream.Send(msg); err != nil {
 				return err
 			}
+			s.metrics.watchEvents.Add(float64(len(msg.Events)))
 			after = next
 			continue
 		}
@@ -71,6 +73,7 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 // at most WatchBatch instances, and returns the index it reflects.
 func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchResponse], service string) (uint64, error) {
 	ins, index := s.state.Reset(service)
+	s.metrics.watchResets.Inc()
 	api := toAPIInstances(ins, true)
 	for first := true; first || len(api) > 0; first = false {
 		n := min(len(api), s.cfg.WatchBatch)

@@ -37,6 +37,8 @@ const (
 	MaxRequestBytes = 1 << 20
 	// MaxBeatBatch bounds the instances of one beat request.
 	MaxBeatBatch = 10_000
+	// MaxSnapshotBytes bounds a backup given to Cluster.SnapshotRestore.
+	MaxSnapshotBytes = 1 << 30
 )
 
 // The defaults of omitted fields. With them an instance beats every 5 s, is

@@ -53,7 +53,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.raftAdvertise, "raft-advertise", "", "Raft address the other nodes dial (default: --raft-addr)")
 	str(&o.grpcAddr, "grpc-addr", "127.0.0.1:7001", "gRPC API address")
 	str(&o.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients reach this node at (default: --grpc-addr)")
-	str(&o.httpAddr, "http-addr", "127.0.0.1:7201", "HTTP address for /metrics and /healthz; empty disables it")
+	str(&o.httpAddr, "http-addr", "127.0.0.1:7201", "HTTP address for the JSON API, /metrics, /healthz, /readyz and Prometheus service discovery; empty disables it")
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
 	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
@@ -90,7 +90,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
-			fmt.Fprintf(stderr, "Usage: registry-node [flags]\n\nRuns one node of the Raft-replicated service registry.\n\nFlags:\n")
+			fmt.Fprintf(stderr, "Usage: registry-node [flags]\n       registry-node health [--http-addr ADDR | --url URL]\n\nRuns one node of the Raft-replicated service registry; \"health\" checks one (see registry-node health --help).\n\nFlags:\n")
 			fs.PrintDefaults()
 		}
 		return nil, err
@@ -149,6 +149,9 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "health" {
+		return health(args[1:], stderr)
+	}
 	o, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK

@@ -2119,6 +2119,160 @@ func (x *ReleaseExpiryGuardResponse) GetHeld() uint32 {
 	return 0
 }
 
+type SnapshotSaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSaveRequest) Reset() {
+	*x = SnapshotSaveRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSaveRequest) ProtoMessage() {}
+
+func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+}
+
+// SnapshotChunk is one piece of a backup stream.
+type SnapshotChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// On the last message of SnapshotSave only: the Raft index the backup
+	// reflects and the instances it holds.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Instances     uint64 `protobuf:"varint,3,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetInstances() uint64 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+type SnapshotRestoreResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leader's applied index once the restore was installed: reads that
+	// reflect this index or a later one see the restored contents.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The instances the registry holds now.
+	Instances     uint64 `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRestoreResponse) Reset() {
+	*x = SnapshotRestoreResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRestoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRestoreResponse) ProtoMessage() {}
+
+func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SnapshotRestoreResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotRestoreResponse) GetInstances() uint64 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
@@ -2258,7 +2412,15 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x1aReleaseExpiryGuardResponse\x12\x1f\n" +
 	"\vwas_engaged\x18\x01 \x01(\bR\n" +
 	"wasEngaged\x12\x12\n" +
-	"\x04held\x18\x02 \x01(\rR\x04held*g\n" +
+	"\x04held\x18\x02 \x01(\rR\x04held\"\x15\n" +
+	"\x13SnapshotSaveRequest\"W\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1c\n" +
+	"\tinstances\x18\x03 \x01(\x04R\tinstances\"M\n" +
+	"\x17SnapshotRestoreResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
+	"\tinstances\x18\x02 \x01(\x04R\tinstances*g\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16INSTANCE_STATE_HEALTHY\x10\x01\x12\x1a\n" +
@@ -2289,13 +2451,15 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1e.registry.v1.GetServiceRequest\x1a\x1f.registry.v1.GetServiceResponse\x12S\n" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\x9a\x03\n" +
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\xc1\x04\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
 	"\x04Join\x12\x18.registry.v1.JoinRequest\x1a\x19.registry.v1.JoinResponse\x12A\n" +
 	"\x06Remove\x12\x1a.registry.v1.RemoveRequest\x1a\x1b.registry.v1.RemoveResponse\x12e\n" +
 	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12e\n" +
-	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponseB9Z7github.com/regcenter/registry/rpc/registryv1;registryv1b\x06proto3"
+	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponse\x12N\n" +
+	"\fSnapshotSave\x12 .registry.v1.SnapshotSaveRequest\x1a\x1a.registry.v1.SnapshotChunk0\x01\x12U\n" +
+	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x01B9Z7github.com/regcenter/registry/rpc/registryv1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -2310,7 +2474,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -2345,39 +2509,42 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 30: registry.v1.TransferLeadershipResponse
 	(*ReleaseExpiryGuardRequest)(nil),  // 31: registry.v1.ReleaseExpiryGuardRequest
 	(*ReleaseExpiryGuardResponse)(nil), // 32: registry.v1.ReleaseExpiryGuardResponse
-	nil,                                // 33: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
+	(*SnapshotSaveRequest)(nil),        // 33: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 34: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 35: registry.v1.SnapshotRestoreResponse
+	nil,                                // 36: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	33, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	34, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	34, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	34, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	36, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	37, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	37, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	37, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	35, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	35, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	38, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	38, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
 	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	34, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	37, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
 	1,  // 14: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
 	4,  // 15: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
 	1,  // 16: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
 	16, // 17: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 18: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 19: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	34, // 20: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	35, // 21: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	35, // 22: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	37, // 20: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	38, // 21: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	38, // 22: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 23: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
 	19, // 24: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
 	23, // 25: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	34, // 26: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	34, // 27: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	37, // 26: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	37, // 27: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
 	5,  // 28: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
 	7,  // 29: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
 	10, // 30: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
@@ -2390,20 +2557,24 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	27, // 37: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
 	29, // 38: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
 	31, // 39: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	6,  // 40: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 41: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 42: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 43: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	14, // 44: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	17, // 45: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	20, // 46: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	24, // 47: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	26, // 48: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	28, // 49: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	30, // 50: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	32, // 51: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	40, // [40:52] is the sub-list for method output_type
-	28, // [28:40] is the sub-list for method input_type
+	33, // 40: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	34, // 41: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	6,  // 42: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 43: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 44: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 45: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	14, // 46: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	17, // 47: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	20, // 48: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	24, // 49: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	26, // 50: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	28, // 51: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	30, // 52: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	32, // 53: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	34, // 54: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	35, // 55: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	42, // [42:56] is the sub-list for method output_type
+	28, // [28:42] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -2420,7 +2591,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

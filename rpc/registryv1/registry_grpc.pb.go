@@ -387,6 +387,8 @@ const (
 	Cluster_Remove_FullMethodName             = "/registry.v1.Cluster/Remove"
 	Cluster_TransferLeadership_FullMethodName = "/registry.v1.Cluster/TransferLeadership"
 	Cluster_ReleaseExpiryGuard_FullMethodName = "/registry.v1.Cluster/ReleaseExpiryGuard"
+	Cluster_SnapshotSave_FullMethodName       = "/registry.v1.Cluster/SnapshotSave"
+	Cluster_SnapshotRestore_FullMethodName    = "/registry.v1.Cluster/SnapshotRestore"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -406,6 +408,15 @@ type ClusterClient interface {
 	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
 	// go (on the leader), until the guard clears by itself.
 	ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error)
+	// SnapshotSave streams a backup of the registry's contents: the leader,
+	// after a Raft barrier, writes its state in the snapshot format. The last
+	// message carries the index and the instance count.
+	SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
+	// SnapshotRestore replaces the registry's contents with a backup made by
+	// SnapshotSave (at most 1 GiB). The leader decodes and checks the whole
+	// stream first (INVALID_ARGUMENT if it is not a valid backup), then
+	// installs it through Raft on every node. Cluster membership is kept.
+	SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error)
 }
 
 type clusterClient struct {
@@ -466,6 +477,38 @@ func (c *clusterClient) ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpir
 	return out, nil
 }
 
+func (c *clusterClient) SnapshotSave(ctx context.Context, in *SnapshotSaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_SnapshotSave_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotSaveRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotSaveClient = grpc.ServerStreamingClient[SnapshotChunk]
+
+func (c *clusterClient) SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[1], Cluster_SnapshotRestore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotChunk, SnapshotRestoreResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotRestoreClient = grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -483,6 +526,15 @@ type ClusterServer interface {
 	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
 	// go (on the leader), until the guard clears by itself.
 	ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error)
+	// SnapshotSave streams a backup of the registry's contents: the leader,
+	// after a Raft barrier, writes its state in the snapshot format. The last
+	// message carries the index and the instance count.
+	SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
+	// SnapshotRestore replaces the registry's contents with a backup made by
+	// SnapshotSave (at most 1 GiB). The leader decodes and checks the whole
+	// stream first (INVALID_ARGUMENT if it is not a valid backup), then
+	// installs it through Raft on every node. Cluster membership is kept.
+	SnapshotRestore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -507,6 +559,12 @@ func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferL
 }
 func (UnimplementedClusterServer) ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseExpiryGuard not implemented")
+}
+func (UnimplementedClusterServer) SnapshotSave(*SnapshotSaveRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotSave not implemented")
+}
+func (UnimplementedClusterServer) SnapshotRestore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error {
+	return status.Error(codes.Unimplemented, "method SnapshotRestore not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -619,6 +677,24 @@ func _Cluster_ReleaseExpiryGuard_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_SnapshotSave_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotSaveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).SnapshotSave(m, &grpc.GenericServerStream[SnapshotSaveRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotSaveServer = grpc.ServerStreamingServer[SnapshotChunk]
+
+func _Cluster_SnapshotRestore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ClusterServer).SnapshotRestore(&grpc.GenericServerStream[SnapshotChunk, SnapshotRestoreResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_SnapshotRestoreServer = grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -647,6 +723,17 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_ReleaseExpiryGuard_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SnapshotSave",
+			Handler:       _Cluster_SnapshotSave_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SnapshotRestore",
+			Handler:       _Cluster_SnapshotRestore_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "registry/v1/registry.proto",
 }

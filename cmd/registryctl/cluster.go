@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+)
+
+// group is a command that only holds subcommands: alone, it shows its help.
+func group(use, short, long string, subcommands ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Long:  long,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(subcommands...)
+	return cmd
+}
+
+// fields prints name: value lines, aligned.
+func fields(w io.Writer, kvs ...[2]any) {
+	tw := newTable(w)
+	for _, kv := range kvs {
+		fmt.Fprintf(tw, "%s:\t%v\n", kv[0], kv[1])
+	}
+	tw.Flush()
+}
+
+func (c *cli) clusterCmd() *cobra.Command {
+	return group("cluster", "Inspect and change the Raft cluster", "", &cobra.Command{
+		Use:   "status",
+		Short: "Describe the node answering and the cluster as it sees it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := c.status(cmd)
+			if err != nil {
+				return err
+			}
+			return c.print(st, func(w io.Writer) {
+				fields(w,
+					[2]any{"node", st.NodeId},
+					[2]any{"role", st.Role},
+					[2]any{"term", st.Term},
+					[2]any{"leader", orNone(st.LeaderId)},
+					[2]any{"leader grpc", orNone(st.LeaderGrpcAddress)},
+					[2]any{"leader http", orNone(st.LeaderHttpAddress)},
+					[2]any{"applied index", st.AppliedIndex},
+					[2]any{"commit index", st.CommitIndex},
+					[2]any{"last log index", st.LastLogIndex},
+					[2]any{"members", len(st.Members)},
+					[2]any{"clock skew", st.ClockSkew.AsDuration()})
+			})
+		},
+	}, &cobra.Command{
+		Use:   "members",
+		Short: "List the members of the Raft configuration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := c.status(cmd)
+			if err != nil {
+				return err
+			}
+			return c.print(st, func(w io.Writer) {
+				tw := newTable(w)
+				fmt.Fprintln(tw, "ID\tRAFT\tGRPC\tHTTP\tVOTER\tLEADER")
+				for _, m := range st.Members {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\n", m.Id, m.RaftAddress, orNone(m.GrpcAddress), orNone(m.HttpAddress), m.Voter, m.Leader)
+				}
+				tw.Flush()
+			})
+		},
+	}, &cobra.Command{
+		Use:   "transfer-leader [NODE]",
+		Short: "Hand leadership to NODE, or to any other voter",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &registryv1.TransferLeadershipRequest{}
+			if len(args) == 1 {
+				req.NodeId = args[0]
+			}
+			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.TransferLeadershipResponse, error) {
+				return cluster(cc).TransferLeadership(ctx, req)
+			})
+			if err != nil {
+				return err
+			}
+			return c.print(resp, func(w io.Writer) { fmt.Fprintf(w, "leader is now %s\n", resp.LeaderId) })
+		},
+	}, &cobra.Command{
+		Use:   "remove NODE",
+		Short: "Remove NODE from the Raft configuration",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RemoveResponse, error) {
+				return cluster(cc).Remove(ctx, &registryv1.RemoveRequest{NodeId: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return c.print(resp, func(w io.Writer) { fmt.Fprintf(w, "removed %s at index %d\n", args[0], resp.Index) })
+		},
+	})
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// status asks the first endpoint that answers.
+func (c *cli) status(cmd *cobra.Command) (*registryv1.StatusResponse, error) {
+	return unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.StatusResponse, error) {
+		return cluster(cc).Status(ctx, &registryv1.StatusRequest{})
+	})
+}
+
+// errNoLeader: the answering node knows no leader.
+var errNoLeader = errors.New("no leader is known: the cluster has no quorum, or is electing one")
+
+// leaderStatus asks a node for the leader, then the leader for its Status:
+// the expiry checker and its guard run there only.
+func (c *cli) leaderStatus(cmd *cobra.Command) (*registryv1.StatusResponse, error) {
+	st, err := c.status(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if st.LeaderId == st.NodeId {
+		return st, nil
+	}
+	if st.LeaderGrpcAddress == "" {
+		return nil, fail(errNoLeader)
+	}
+	cc, err := c.conn(st.LeaderGrpcAddress)
+	if err != nil {
+		return nil, fail(err)
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
+	defer cancel()
+	st, err = cluster(cc).Status(ctx, &registryv1.StatusRequest{})
+	return st, fail(err)
+}
+
+// guardHelp is the long help of the guard command.
+const guardHelp = `The mass-expiry guard holds expiries back when too many instances would
+expire at once (a network fault cuts many beats): they are marked SUSPECT
+instead. It clears by itself when beats recover; if the instances really are
+gone, "guard override" lets the held expiries go.`
+
+func (c *cli) guardCmd() *cobra.Command {
+	return group("guard", "Inspect or release the mass-expiry guard", guardHelp, &cobra.Command{
+		Use:   "status",
+		Short: "Show the guard's state, from the leader",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := c.leaderStatus(cmd)
+			if err != nil {
+				return err
+			}
+			return c.print(st, func(w io.Writer) {
+				fields(w,
+					[2]any{"leader", st.NodeId},
+					[2]any{"checker running", st.CheckerRunning},
+					[2]any{"guard engaged", st.ExpiryGuardEngaged},
+					[2]any{"expiries held", st.ExpiriesHeld},
+					[2]any{"released by an operator", st.ExpiryGuardReleased},
+					[2]any{"failover fence remaining", st.FailoverFenceRemaining.AsDuration()})
+			})
+		},
+	}, &cobra.Command{
+		Use:   "override",
+		Short: "Release the guard: let the held expiries go (Cluster.ReleaseExpiryGuard)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ReleaseExpiryGuardResponse, error) {
+				return cluster(cc).ReleaseExpiryGuard(ctx, &registryv1.ReleaseExpiryGuardRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			return c.print(resp, func(w io.Writer) {
+				if resp.WasEngaged {
+					fmt.Fprintf(w, "released the guard: %d held expiries may go\n", resp.Held)
+				} else {
+					fmt.Fprintln(w, "the guard was not engaged: nothing to release")
+				}
+			})
+		},
+	})
+}

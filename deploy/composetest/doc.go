@@ -1,0 +1,26 @@
+// Package composetest tests the Docker deployment: the image built by
+// `make image` and the three-node cluster of deploy/docker-compose.yml,
+// driven from the host as an operator and a client would.
+//
+// The test starts the compose file as its own project (a unique -p name, its
+// own ports on 127.0.0.1), registers 200 instances with the Go client, and
+// injects faults with the docker CLI: it kills the leader's container and
+// starts it again, disconnects a follower from the cluster's network for
+// longer than the TTL, stops and starts the whole project, and pauses the
+// leader. After each fault it checks, through the client's Watch and
+// linearizable reads, that no instance was lost or falsely expired, and
+// that every node converges to the same state. Every container, network
+// and volume it creates is removed when it ends (`down -v`), also when it
+// fails.
+//
+// It needs a Docker daemon and docker compose (v2) or docker-compose (v1 >=
+// 1.28), so `go test ./...` skips it; run it with
+//
+//	make compose-test
+//
+// which builds the image and sets REGISTRY_COMPOSE_TEST=1. Other variables:
+// REGISTRY_IMAGE (the image to test, default regcenter/registry:dev),
+// REGISTRY_COMPOSE_CMD ("docker compose" or "docker-compose"; default the
+// first that works) and REGISTRY_COMPOSE_PROJECT (the project name; default
+// a random one).
+package composetest
