@@ -35,6 +35,10 @@ test: ## run every test with the race detector
 test-short: ## run the fast tests only (-short)
 	$(GO) test -race -count=1 -short ./...
 
+.PHONY: bench
+bench: ## run the cluster benchmarks (W1-W4, docs/benchmarks.md) on three local nodes; BENCH_FLAGS= adds flags
+	$(GO) run ./cmd/registry-bench $(BENCH_FLAGS)
+
 .PHONY: bench-go
 bench-go: ## run the Go benchmarks of the hot paths (fsm apply, encode/decode, snapshot, expiry selection)
 	$(GO) test -run '^$$' -bench . -benchmem $${BENCH_PKGS:-./fsm/ ./beatcheck/}

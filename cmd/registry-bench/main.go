@@ -1,0 +1,228 @@
+// Command registry-bench measures a registry: it starts a local cluster of
+// three registry-node processes (or uses --endpoints), drives it with the
+// Go client and prints one JSON line per result and a table at the end.
+// The workloads are defined in docs/benchmarks.md. Every run is bounded in
+// time; every process it starts is killed when it ends, also on SIGINT,
+// SIGTERM or an error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	endpoints  string
+	nodeBinary string
+	ip         string
+	portBase   int
+	workloads  string
+	guardShare float64
+
+	w2Workers  int
+	w2Duration time.Duration
+	w2TTL      time.Duration
+
+	w3Instances, w3Stopped int
+	w3TTL, w3Interval      time.Duration
+	w3Settle, w3Wait       time.Duration
+
+	w4Instances, w4Clients int
+	w4TTL, w4Interval      time.Duration
+	w4WriteEvery           time.Duration
+	w4Observe              time.Duration
+
+	w1Steps     string
+	w1Clients   int
+	w1Hold      time.Duration
+	w1TTL       time.Duration
+	w1Interval  time.Duration
+	w1MaxP99    time.Duration
+	w1Modes     string
+	regWorkers  int
+	stepTimeout time.Duration
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var o options
+	fs := flag.NewFlagSet("registry-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.endpoints, "endpoints", "", "gRPC addresses of a running cluster (comma-separated); default: start three nodes locally. W4 and the node CPU/RSS figures need local nodes")
+	fs.StringVar(&o.nodeBinary, "node-binary", "", "registry-node binary to start (default: go build ./cmd/registry-node into a temporary directory)")
+	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
+	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203")
+	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order")
+	fs.Float64Var(&o.guardShare, "expiry-guard-share", 0.6, "--expiry-guard-share of the local nodes (W3 stops half of its instances; the default guard, 0.3, would hold their expiry)")
+
+	fs.IntVar(&o.w2Workers, "w2-workers", 64, "W2: concurrent workers")
+	fs.DurationVar(&o.w2Duration, "w2-duration", 20*time.Second, "W2: how long the workers register")
+	fs.DurationVar(&o.w2TTL, "w2-ttl", 30*time.Second, "W2: TTL of the registered instances")
+
+	fs.IntVar(&o.w3Instances, "w3-instances", 200, "W3: instances")
+	fs.IntVar(&o.w3Stopped, "w3-stopped", 100, "W3: instances that stop beating at t0")
+	fs.DurationVar(&o.w3TTL, "w3-ttl", 3*time.Second, "W3: TTL")
+	fs.DurationVar(&o.w3Interval, "w3-interval", time.Second, "W3: beat interval")
+	fs.DurationVar(&o.w3Settle, "w3-settle", 3*time.Second, "W3: beating before t0")
+	fs.DurationVar(&o.w3Wait, "w3-wait", 15*time.Second, "W3: how long after t0+TTL to wait for the removals (and watch for false ones)")
+
+	fs.IntVar(&o.w4Instances, "w4-instances", 2000, "W4: instances")
+	fs.IntVar(&o.w4Clients, "w4-clients", 8, "W4: clients the instances are spread over")
+	fs.DurationVar(&o.w4TTL, "w4-ttl", 5*time.Second, "W4: TTL")
+	fs.DurationVar(&o.w4Interval, "w4-interval", time.Second, "W4: beat interval")
+	fs.DurationVar(&o.w4WriteEvery, "w4-write-every", 10*time.Millisecond, "W4: period of the write loop")
+	fs.DurationVar(&o.w4Observe, "w4-observe", 15*time.Second, "W4: how long after the kill to watch for false expirations")
+
+	fs.StringVar(&o.w1Steps, "w1-steps", "1000,5000,10000,20000,50000,75000,100000", "W1: instance counts to step through")
+	fs.IntVar(&o.w1Clients, "w1-clients", 8, "W1: clients (connections) the instances are spread over")
+	fs.DurationVar(&o.w1Hold, "w1-hold", 15*time.Second, "W1: how long each step is measured")
+	fs.DurationVar(&o.w1TTL, "w1-ttl", 5*time.Second, "W1: TTL")
+	fs.DurationVar(&o.w1Interval, "w1-interval", time.Second, "W1: beat interval")
+	fs.DurationVar(&o.w1MaxP99, "w1-max-p99", 100*time.Millisecond, "W1: a step fails when the beat latency p99 exceeds this")
+	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (default MaxBeatsPerFrame) and/or single (one beat per frame)")
+	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
+	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "registry-bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	b := &bench{o: o, rep: &reporter{out: stdout}, log: stderr}
+	err := b.run(ctx)
+	b.rep.table()
+	if err != nil {
+		fmt.Fprintf(stderr, "registry-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// bench runs the workloads.
+type bench struct {
+	o   options
+	rep *reporter
+	log io.Writer
+	bin string
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.log, "%s %s\n", time.Now().UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+func (b *bench) run(ctx context.Context) error {
+	if b.o.endpoints == "" {
+		bin := b.o.nodeBinary
+		if bin == "" {
+			dir, err := os.MkdirTemp("", "registry-bench-bin-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			bin = filepath.Join(dir, "registry-node")
+			b.logf("building registry-node")
+			cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/regcenter/registry/cmd/registry-node")
+			cmd.Stdout, cmd.Stderr = b.log, b.log
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("building registry-node: %w", err)
+			}
+		}
+		b.bin = bin
+	}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4}
+	for _, w := range splitList(b.o.workloads) {
+		fn, ok := workloads[strings.ToLower(w)]
+		if !ok {
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4)", w)
+		}
+		if err := fn(ctx); err != nil {
+			return fmt.Errorf("%s: %w", w, err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// cluster returns a fresh local cluster, or the --endpoints one. The
+// caller closes it.
+func (b *bench) cluster(ctx context.Context) (*cluster, error) {
+	if b.o.endpoints != "" {
+		return externalCluster(splitList(b.o.endpoints)), nil
+	}
+	b.logf("starting three nodes on %s", b.o.ip)
+	return startCluster(ctx, b.bin, b.o.ip, b.o.portBase,
+		[]string{"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64)})
+}
+
+// clientLog counts what the client logs at Info and above: the client logs
+// only trouble there (a beat stream broke, an instance was re-registered,
+// a registration event was dropped).
+type clientLog struct {
+	n     atomic.Int64
+	mu    sync.Mutex
+	first []string
+	byMsg map[string]int
+}
+
+func (l *clientLog) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelInfo }
+func (l *clientLog) Handle(_ context.Context, r slog.Record) error {
+	l.n.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byMsg == nil {
+		l.byMsg = map[string]int{}
+	}
+	l.byMsg[r.Message]++
+	if len(l.first) < 5 {
+		var sb strings.Builder
+		sb.WriteString(r.Message)
+		r.Attrs(func(a slog.Attr) bool {
+			fmt.Fprintf(&sb, " %s=%v", a.Key, a.Value)
+			return true
+		})
+		l.first = append(l.first, sb.String())
+	}
+	return nil
+}
+func (l *clientLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *clientLog) WithGroup(string) slog.Handler      { return l }
+
+func (l *clientLog) messages() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.first)
+}
+
+// count returns how many records had msg as their message.
+func (l *clientLog) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byMsg[msg]
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// result is one measured case of a workload: a JSON line as soon as it is
+// known, and rows of the final table.
+type result struct {
+	Workload string
+	Case     string
+	Params   map[string]any
+	metrics  []metric
+}
+
+type metric struct {
+	name  string // with its unit: latency_p99_ms
+	value any    // float64, int, string
+}
+
+func (r *result) add(name string, value any) { r.metrics = append(r.metrics, metric{name, value}) }
+
+func (r *result) addMs(name string, d time.Duration) { r.add(name+"_ms", ms(d)) }
+
+// ms is d in milliseconds, rounded to 0.1.
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e5) / 10 }
+
+func round1(f float64) float64 { return math.Round(f*10) / 10 }
+
+func round2(f float64) float64 { return math.Round(f*100) / 100 }
+
+// reporter prints JSON lines as results come and the table at the end.
+type reporter struct {
+	out     io.Writer
+	results []*result
+}
+
+func (rp *reporter) emit(r *result) {
+	rp.results = append(rp.results, r)
+	// The machine is shared: record how busy it was.
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if l, err := strconv.ParseFloat(f[0], 64); err == nil {
+				r.add("loadavg_1m", l)
+			}
+		}
+	}
+	m := make(map[string]any, len(r.metrics))
+	for _, x := range r.metrics {
+		m[x.name] = x.value
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "p99 187ms > 100ms" stays readable
+	err := enc.Encode(struct {
+		Workload string         `json:"workload"`
+		Case     string         `json:"case"`
+		Params   map[string]any `json:"params"`
+		Metrics  map[string]any `json:"metrics"`
+	}{r.Workload, r.Case, r.Params, m})
+	if err != nil {
+		buf.Reset()
+		fmt.Fprintf(&buf, "{\"error\": %q}\n", err.Error())
+	}
+	rp.out.Write(buf.Bytes())
+}
+
+func (rp *reporter) table() {
+	tw := tabwriter.NewWriter(rp.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tCASE\tMETRIC\tVALUE")
+	for _, r := range rp.results {
+		for i, x := range r.metrics {
+			w, c := r.Workload, r.Case
+			if i > 0 {
+				w, c = "", ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", w, c, x.name, x.value)
+		}
+	}
+	tw.Flush()
+}
+
+// percentile returns the p-quantile (0 < p ≤ 1, nearest rank) of sorted.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// addDist adds p50, p99 and max of samples (sorted in place) as name_*.
+func (r *result) addDist(name string, samples []time.Duration) {
+	slices.Sort(samples)
+	r.addMs(name+"_p50", percentile(samples, 0.50))
+	r.addMs(name+"_p99", percentile(samples, 0.99))
+	if len(samples) > 0 {
+		r.addMs(name+"_max", samples[len(samples)-1])
+	}
+}
+
+// weighted is a latency sample standing for n beats.
+type weighted struct {
+	lat time.Duration
+	n   int
+}
+
+// weightedPercentile is the p-quantile over the beats of samples, sorted
+// in place by latency.
+func weightedPercentile(samples []weighted, p float64) time.Duration {
+	slices.SortFunc(samples, func(a, b weighted) int { return int(a.lat - b.lat) })
+	total := 0
+	for _, s := range samples {
+		total += s.n
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p * float64(total)))
+	seen := 0
+	for _, s := range samples {
+		seen += s.n
+		if seen >= rank {
+			return s.lat
+		}
+	}
+	return samples[len(samples)-1].lat
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// sleepCtx sleeps for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
