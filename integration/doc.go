@@ -13,6 +13,13 @@
 // leader change; no beating instance is removed while the leader is killed
 // or paused; and the mass-expiry guard holds expiries and clears by itself.
 //
+// The fault tests (faults_test.go, clockskew_test.go) record every client
+// operation and check the history with package check: linearizability with
+// porcupine, acknowledged writes lost, stale reads, false expirations; each
+// logs a "REPORT scenario=..." line. Set REGCENTER_SOAK to a duration to
+// lengthen their load phases, and REGCENTER_TEST_LOG_DIR to keep the
+// histories, porcupine's visualisations and the node logs.
+//
 // Run them with
 //
 //	go test -race -count=1 ./integration/...

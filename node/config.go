@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -110,6 +111,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Clock stamps commands this node proposes; default time.Now.
 	Clock func() time.Time
+
+	// WrapRaftTransport, when set, wraps the TCP transport built on RaftAddr
+	// (not RaftTransport). Test-only: registry-node --test-fault-injection
+	// uses it to drop Raft traffic between chosen peers.
+	WrapRaftTransport func(raft.Transport) raft.Transport
+	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
+	// registry-node --test-fault-injection serves its control endpoint here.
+	DebugHandlers map[string]http.Handler
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller

@@ -45,6 +45,9 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 		writeText(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /v1/sd/prometheus", n.serveSD)
+	for pattern, h := range n.cfg.DebugHandlers {
+		mux.Handle(pattern, h)
+	}
 
 	api := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 		// Proto field names (snake_case) in and out, every field in the

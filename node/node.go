@@ -266,6 +266,9 @@ func (n *Node) startRaft(closers *[]func()) error {
 		}
 		n.transport = tr
 		*closers = append(*closers, func() { tr.Close() })
+		if cfg.WrapRaftTransport != nil {
+			n.transport = cfg.WrapRaftTransport(tr)
+		}
 	}
 
 	rc := raft.DefaultConfig()

@@ -8,14 +8,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/node"
+	"github.com/regcenter/registry/node/faultinject"
 )
 
 // Exit statuses.
@@ -40,6 +44,8 @@ type options struct {
 	failoverGrace, sweepInterval time.Duration
 	guardShare                   float64
 	guardMin                     int
+	testFaults                   bool
+	testClockOffset              time.Duration
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -62,6 +68,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", def.GuardShare, "the mass-expiry guard holds expiries when more than this share of the live instances would expire (env "+envName("expiry-guard-share")+")")
 	fs.IntVar(&o.guardMin, "expiry-guard-min", def.GuardMinCount, "the guard also needs more than this many instances to expire (env "+envName("expiry-guard-min")+")")
+	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
+	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -140,6 +148,30 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Checker.FailoverGrace = o.failoverGrace
 	cfg.Checker.GuardShare = o.guardShare
 	cfg.Checker.GuardMinCount = o.guardMin
+	if o.testFaults {
+		if o.httpAddr == "" {
+			return node.Config{}, errors.New("--test-fault-injection needs --http-addr for its control endpoint")
+		}
+		var ft *faultinject.Transport
+		cfg.WrapRaftTransport = func(tr raft.Transport) raft.Transport {
+			ft = faultinject.Wrap(tr)
+			return ft
+		}
+		cfg.DebugHandlers = map[string]http.Handler{
+			"/debug/faults": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if ft == nil {
+					http.Error(w, "no raft transport yet", http.StatusServiceUnavailable)
+					return
+				}
+				ft.Handler().ServeHTTP(w, r)
+			}),
+		}
+		log.Warn("TEST-ONLY fault injection is on: POST /debug/faults drops Raft traffic")
+	}
+	if off := o.testClockOffset; off != 0 {
+		cfg.Clock = func() time.Time { return time.Now().Add(off) }
+		log.Warn("TEST-ONLY clock offset is on", "offset", off)
+	}
 	cfg.Logger = log
 	cfg.RaftLogLevel = max(level, slog.LevelWarn)
 	if level <= slog.LevelDebug {

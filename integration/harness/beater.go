@@ -81,6 +81,11 @@ type BeatRecord struct {
 	// have been committed, so the registry's last beat is no later than
 	// max(LastAck, LastSent).
 	LastSent time.Time
+	// LastAckSent is when the call that LastAck acknowledges was sent (for
+	// an instance not beaten yet: LastAck). The registry stamps a beat no
+	// earlier than its sending, so a correct registry expires the instance
+	// no sooner than LastAckSent plus its TTL, by this process's clock.
+	LastAckSent time.Time
 	// Acks counts the acknowledged (not rejected) beats.
 	Acks int
 	// Rejections counts the beats rejected as UNKNOWN or FENCED.
@@ -204,7 +209,7 @@ func (b *Beater) Add(instances ...*registryv1.Instance) {
 			ref:      &registryv1.InstanceRef{Service: in.GetService(), Id: in.GetId(), Incarnation: in.GetIncarnation()},
 			interval: interval,
 			nextDue:  now.Add(interval),
-			rec:      BeatRecord{LastAck: now},
+			rec:      BeatRecord{LastAck: now, LastAckSent: now},
 		}
 		l := b.lanes[b.next%len(b.lanes)]
 		b.next++
@@ -432,6 +437,7 @@ func (b *Beater) send(ctx context.Context, l *lane, cur int, refs []*registryv1.
 		}
 		s.rec.MaxGap = max(s.rec.MaxGap, now.Sub(s.rec.LastAck))
 		s.rec.LastAck = now
+		s.rec.LastAckSent = sent
 		s.rec.Acks++
 		b.stats.Acked++
 	}

@@ -61,6 +61,13 @@ type Options struct {
 	// SkipReady makes Start return as soon as the processes are started,
 	// without waiting for them to answer (for start-up failure tests).
 	SkipReady bool
+	// FaultInjection starts every node with --test-fault-injection, for
+	// Cluster.Partition, Isolate, Heal and Node.SetFaults.
+	FaultInjection bool
+	// ClockOffsets starts the named nodes with --test-clock-offset: their
+	// clock (which stamps their commands and drives their expiry checker
+	// when they lead) is ahead (positive) or behind by the offset.
+	ClockOffsets map[string]time.Duration
 	// AllowUnexpectedExit stops the cleanup from failing the test when a
 	// process exited without being killed or stopped by the harness.
 	AllowUnexpectedExit bool
@@ -106,6 +113,9 @@ type Cluster struct {
 	conns  []*grpc.ClientConn // every connection ever opened, for the cleanup
 	leader *Node              // as of the last successful WaitLeader
 	done   bool               // the cleanup has run
+
+	faultMu sync.Mutex                // serialises fault changes
+	blocked map[*Node]map[string]bool // node → peer ids it drops (Partition, Isolate)
 }
 
 // Start starts a cluster of opts.Nodes nodes on a loopback IP of its own and
@@ -167,6 +177,12 @@ func Start(t *testing.T, opts Options) *Cluster {
 			"--log-level=" + opts.LogLevel,
 			"--log-format=" + opts.LogFormat,
 		}, opts.ExtraArgs...)
+		if opts.FaultInjection {
+			n.args = append(n.args, "--test-fault-injection")
+		}
+		if off := opts.ClockOffsets[n.id]; off != 0 {
+			n.args = append(n.args, "--test-clock-offset="+off.String())
+		}
 		if n.conn, err = c.dial(n.grpcAddr); err != nil {
 			t.Fatalf("harness: %v", err)
 		}

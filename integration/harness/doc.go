@@ -15,6 +15,19 @@
 // any number of processes: [Node.Kill], [Node.Stop], [Node.Pause],
 // [Node.Resume] and [Node.Restart] act on the current process by its pid.
 //
+// # Faults
+//
+// With Options.FaultInjection every node runs with the test-only
+// --test-fault-injection flag: its Raft transport is wrapped (package
+// node/faultinject) and its HTTP address serves POST /debug/faults.
+// [Cluster.Partition], [Cluster.Isolate] and [Cluster.Heal] cut and restore
+// Raft links in both directions; [Node.SetFaults] sets one node's blocked
+// peers per direction. Only Raft traffic is cut: clients still reach every
+// node, and nodes still forward to each other over gRPC. A restarted node
+// starts healed ([Cluster.ReapplyFaults]). Options.ClockOffsets runs nodes
+// with --test-clock-offset, a clock ahead or behind for the time they stamp
+// and expire by; [Cluster.TransferLeadership] makes such a node lead.
+//
 // # Clients
 //
 // [Beater] keeps instances alive the way a client library does (a Beat call
