@@ -84,6 +84,12 @@ func (c *Client) applyToCache(ch *cache, u update) error {
 		}
 	}
 	ch.index = max(ch.index, u.index)
+	// ready and changed move together under the lock: a Discover that
+	// reads one must see the other, or it could wait on a changed channel
+	// that no later update closes.
+	if !isClosed(ch.ready) {
+		close(ch.ready)
+	}
 	close(ch.changed)
 	ch.changed = make(chan struct{})
 	healthy := ch.snapshot(false)
@@ -92,11 +98,6 @@ func (c *Client) applyToCache(ch *cache, u update) error {
 		subs = append(subs, fn)
 	}
 	ch.mu.Unlock()
-	select {
-	case <-ch.ready:
-	default:
-		close(ch.ready)
-	}
 	for _, fn := range subs {
 		fn(healthy)
 	}
