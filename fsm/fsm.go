@@ -274,7 +274,14 @@ func (f *FSM) Nodes() []NodeMeta {
 // snapshot stream, applied index included. Replicas that applied the same log
 // have the same hash.
 func (f *FSM) Hash() string {
-	return f.snapshot().hash()
+	h, _ := f.HashIndex()
+	return h
+}
+
+// HashIndex returns Hash and the applied index it was taken at.
+func (f *FSM) HashIndex() (string, uint64) {
+	s := f.snapshot()
+	return s.hash(), s.index
 }
 
 // Changed returns a channel that is closed at the next Apply or Restore. Take

@@ -12,9 +12,15 @@ import (
 )
 
 // Status implements registry.v1.Cluster. It answers from this node.
-func (s *Server) Status(ctx context.Context, _ *registryv1.StatusRequest) (*registryv1.StatusResponse, error) {
+func (s *Server) Status(ctx context.Context, req *registryv1.StatusRequest) (*registryv1.StatusResponse, error) {
 	st, err := s.cluster.Status(ctx)
-	return st, s.toStatus(err)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
+	if req.GetIncludeStateHash() {
+		st.StateHash, st.StateHashIndex = s.state.HashIndex()
+	}
+	return st, nil
 }
 
 // Join implements registry.v1.Cluster: it adds the node as a voter (unless

@@ -113,6 +113,8 @@ func (s *fakeState) Reset(string) ([]fsm.Instance, uint64) {
 	s.resets++
 	return s.instances, s.index
 }
+func (s *fakeState) HashIndex() (string, uint64) { return "fake", s.index }
+
 func (s *fakeState) WriteSnapshot(w io.Writer) (fsm.SnapshotInfo, error) {
 	_, err := w.Write(s.backup)
 	return fsm.SnapshotInfo{Index: s.index, Instances: len(s.instances)}, err

@@ -68,6 +68,7 @@ type StateReader interface {
 	Reset(service string) ([]fsm.Instance, uint64)
 	EventsAfter(service string, after uint64, max int) ([]fsm.Event, uint64, error)
 	WriteSnapshot(w io.Writer) (fsm.SnapshotInfo, error)
+	HashIndex() (string, uint64)
 }
 
 // Config configures a Server.

@@ -46,6 +46,7 @@ type options struct {
 	guardMin                     int
 	testFaults                   bool
 	testClockOffset              time.Duration
+	raft                         node.RaftTiming
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -68,6 +69,17 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", def.GuardShare, "the mass-expiry guard holds expiries when more than this share of the live instances would expire (env "+envName("expiry-guard-share")+")")
 	fs.IntVar(&o.guardMin, "expiry-guard-min", def.GuardMinCount, "the guard also needs more than this many instances to expire (env "+envName("expiry-guard-min")+")")
+	rt := node.DefaultConfig().Raft
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
+	}
+	dur(&o.raft.HeartbeatTimeout, "raft-heartbeat-timeout", rt.HeartbeatTimeout, "how long a follower goes without hearing from the leader before it starts an election (hashicorp/raft HeartbeatTimeout; a random extra of up to the same again is added)")
+	dur(&o.raft.ElectionTimeout, "raft-election-timeout", rt.ElectionTimeout, "how long a candidate waits for votes before it starts another election")
+	dur(&o.raft.LeaderLeaseTimeout, "raft-leader-lease-timeout", rt.LeaderLeaseTimeout, "how long a leader keeps leading without hearing from a quorum; at most --raft-heartbeat-timeout")
+	dur(&o.raft.CommitTimeout, "raft-commit-timeout", rt.CommitTimeout, "how long the leader waits before it sends an idle heartbeat carrying the commit index")
+	dur(&o.raft.SnapshotInterval, "snapshot-interval", rt.SnapshotInterval, "how often the node checks whether it should snapshot its state and compact the log")
+	fs.Uint64Var(&o.raft.SnapshotThreshold, "snapshot-threshold", rt.SnapshotThreshold, "log entries since the last snapshot above which the node snapshots (env "+envName("snapshot-threshold")+")")
+	fs.Uint64Var(&o.raft.TrailingLogs, "trailing-logs", rt.TrailingLogs, "log entries kept after a snapshot, so that a briefly lagging follower catches up from the log rather than a snapshot (env "+envName("trailing-logs")+")")
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -144,6 +156,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
+	cfg.Raft = o.raft
 	cfg.Checker.SweepInterval = o.sweepInterval
 	cfg.Checker.FailoverGrace = o.failoverGrace
 	cfg.Checker.GuardShare = o.guardShare

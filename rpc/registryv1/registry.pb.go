@@ -1445,9 +1445,14 @@ func (x *LeaderHint) GetLeaderHttpAddress() string {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also compute state_hash: the SHA-256 of this node's registry in its
+	// canonical snapshot encoding, at state_hash_index. Replicas that applied
+	// the same index hold byte-identical state and the same hash. It costs a
+	// pass over every instance, so it is off by default.
+	IncludeStateHash bool `protobuf:"varint,1,opt,name=include_state_hash,json=includeStateHash,proto3" json:"include_state_hash,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StatusRequest) Reset() {
@@ -1478,6 +1483,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StatusRequest) GetIncludeStateHash() bool {
+	if x != nil {
+		return x.IncludeStateHash
+	}
+	return false
 }
 
 // Member is one server of the Raft configuration.
@@ -1593,9 +1605,12 @@ type StatusResponse struct {
 	// This node's clock minus the leader's, estimated from the leader's
 	// timestamps in the commands this node applied over the last 10 s (the
 	// smallest difference, so it includes the least replication delay).
-	ClockSkew     *durationpb.Duration `protobuf:"bytes,16,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClockSkew *durationpb.Duration `protobuf:"bytes,16,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	// Set when the request asked for include_state_hash.
+	StateHash      string `protobuf:"bytes,17,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	StateHashIndex uint64 `protobuf:"varint,18,opt,name=state_hash_index,json=stateHashIndex,proto3" json:"state_hash_index,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1738,6 +1753,20 @@ func (x *StatusResponse) GetClockSkew() *durationpb.Duration {
 		return x.ClockSkew
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetStateHash() string {
+	if x != nil {
+		return x.StateHash
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetStateHashIndex() uint64 {
+	if x != nil {
+		return x.StateHashIndex
+	}
+	return 0
 }
 
 type JoinRequest struct {
@@ -2365,15 +2394,16 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"LeaderHint\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x13leader_grpc_address\x18\x02 \x01(\tR\x11leaderGrpcAddress\x12.\n" +
-	"\x13leader_http_address\x18\x03 \x01(\tR\x11leaderHttpAddress\"\x0f\n" +
-	"\rStatusRequest\"\xaf\x01\n" +
+	"\x13leader_http_address\x18\x03 \x01(\tR\x11leaderHttpAddress\"=\n" +
+	"\rStatusRequest\x12,\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xaf\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xae\x05\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xf7\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -2392,7 +2422,10 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x15expiry_guard_released\x18\x0e \x01(\bR\x13expiryGuardReleased\x12S\n" +
 	"\x18failover_fence_remaining\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x16failoverFenceRemaining\x128\n" +
 	"\n" +
-	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\"\x8f\x01\n" +
+	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x11 \x01(\tR\tstateHash\x12(\n" +
+	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\"\x8f\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
