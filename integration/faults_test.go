@@ -20,6 +20,7 @@ import (
 // the history is linearizable and no acknowledged write is lost.
 func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 	t.Parallel()
+	report := startScenario(t)
 	c := harness.Start(t, harness.Options{FaultInjection: true})
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
@@ -86,7 +87,9 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 			t.Errorf("write acknowledged by the isolated old leader %s: %+v", old, o)
 		}
 	}
-	w.verdict(t, "isolated-old-leader", 1, final)
+	row := w.verdict(t, "isolated old leader", final)
+	row.Faults = 1
+	row.Failover = check.Percentiles(w.hist.Recovery([]time.Duration{isolatedAt}))
 
 	mixed := check.Merge(w.hist, control)
 	controlStale := len(mixed.StaleReads())
@@ -95,8 +98,9 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 		t.Errorf("negative control: STALE reads of the isolated node: %d stale found, porcupine linearizable = %v; want stale reads caught",
 			controlStale, controlLinearizable)
 	}
-	t.Logf("REPORT scenario=isolated-old-leader writes_acked_by_isolated_node=%d control_stale_reads_caught=%d/%d",
+	t.Logf("writes acknowledged by the isolated node: %d; the control's stale reads caught: %d of %d",
 		ackedByIsolated, controlStale, len(control.Ops()))
+	report(row)
 }
 
 // Mixed faults under load: every ~2 s a random node is killed, paused,
@@ -105,6 +109,7 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 // history is linearizable and no acknowledged write is lost.
 func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	t.Parallel()
+	report := startScenario(t)
 	c := harness.Start(t, harness.Options{FaultInjection: true})
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
@@ -120,9 +125,10 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	var order []int
 
 	var (
-		faults int
-		heal   func() error
-		kinds  = map[string]int{}
+		faults       int
+		leaderFaults []time.Duration // when a fault took the leader away
+		heal         func() error
+		kinds        = map[string]int{}
 	)
 	healNow := func() {
 		t.Helper()
@@ -145,6 +151,9 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 		}
 		kind := kindNames[order[0]]
 		order = order[1:]
+		if kind != "restart" && isLeader(t, n) {
+			leaderFaults = append(leaderFaults, w.hist.Now())
+		}
 		var err error
 		switch kind {
 		case "kill":
@@ -175,6 +184,18 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	if n := w.hist.Count(); float64(n.Ops+n.Dropped)/total.Seconds() < 50 {
 		t.Errorf("load was %.0f ops/s, want at least 50", float64(n.Ops+n.Dropped)/total.Seconds())
 	}
-	w.verdict(t, "mixed-faults", faults, final)
-	t.Logf("REPORT scenario=mixed-faults fault_kinds=%v", kinds)
+	row := w.verdict(t, "mixed faults", final)
+	row.Faults = faults
+	row.Failover = check.Percentiles(w.hist.Recovery(leaderFaults))
+	t.Logf("fault kinds: %v; %d took the leader away", kinds, len(leaderFaults))
+	report(row)
+}
+
+// isLeader reports whether n says it leads (false if it does not answer
+// within a second).
+func isLeader(t *testing.T, n *harness.Node) bool {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	st, err := n.Status(ctx)
+	return err == nil && st.GetRole() == "leader"
 }

@@ -11,6 +11,7 @@ import (
 
 func TestMain(m *testing.M) {
 	opts := append(harness.LeakOptions(), goleak.Cleanup(func(code int) {
+		flushReport()
 		harness.RemoveBuild()
 		os.Exit(code)
 	}))

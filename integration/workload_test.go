@@ -289,8 +289,10 @@ func sameStateEverywhereWithin(t *testing.T, c *harness.Cluster, services []stri
 	})
 }
 
-// verdict checks the history and logs the scenario's report line.
-func (w *workload) verdict(t *testing.T, scenario string, faults int, final map[string][]string) {
+// verdict checks the history (linearizable, no stale read, no
+// acknowledged write lost) and returns the scenario's row, without its
+// faults and failover times.
+func (w *workload) verdict(t *testing.T, scenario string, final map[string][]string) reportRow {
 	t.Helper()
 	res := check.Linearizable(t, w.hist, time.Minute)
 	stale := w.hist.StaleReads()
@@ -308,6 +310,20 @@ func (w *workload) verdict(t *testing.T, scenario string, faults int, final map[
 		t.Errorf("acknowledged write lost: %+v (final %v)", l.Op, l.Final)
 	}
 	n := w.hist.Count()
-	t.Logf("REPORT scenario=%s ops_checked=%d (writes %d acked %d unknown %d, reads %d; %d refused or failed reads not checked) porcupine=%s faults=%d acked_writes_lost=%d false_expirations=0 stale_reads=%d",
-		scenario, n.Ops, n.Writes, n.AckedWrites, n.UnknownWrites, n.Reads, n.Dropped, res, faults, len(lost), len(stale))
+	t.Logf("%s: ops_checked=%d (writes %d acked %d unknown %d, reads %d; %d refused or failed reads not checked) porcupine=%s",
+		scenario, n.Ops, n.Writes, n.AckedWrites, n.UnknownWrites, n.Reads, n.Dropped, res)
+	return reportRow{Scenario: scenario, Ops: n.Ops, Lost: len(lost), FalseExpirations: notApplicable, StaleReads: len(stale)}
+}
+
+// sameHashEverywhere waits until every running node holds byte-identical
+// state at one applied index (the cluster must be quiescent) and logs it.
+func sameHashEverywhere(t *testing.T, c *harness.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), convergeTimeout)
+	defer cancel()
+	hash, index, err := c.WaitSameState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("every running node holds state %.16s at index %d", hash, index)
 }

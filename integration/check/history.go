@@ -261,3 +261,27 @@ func cmpDuration(a, b time.Duration) int {
 	}
 	return 0
 }
+
+// Recovery returns, for each fault time (on the history's clock), how long
+// after it the first write called at or after the fault was acknowledged:
+// the failover time as clients see it. A fault after which no write was
+// acknowledged is left out.
+func (h *History) Recovery(faults []time.Duration) []time.Duration {
+	ops := h.Ops()
+	var out []time.Duration
+	for _, f := range faults {
+		first := time.Duration(-1)
+		for _, o := range ops {
+			if o.Call < f || o.Input.Kind == Get || o.Output.Outcome != OK {
+				continue
+			}
+			if first < 0 || o.Return < first {
+				first = o.Return
+			}
+		}
+		if first >= 0 {
+			out = append(out, first-f)
+		}
+	}
+	return out
+}

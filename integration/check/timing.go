@@ -86,10 +86,11 @@ func DetectionLatencies(events []harness.RecordedEvent, beats map[harness.Instan
 			ds = append(ds, e.ReceivedAt.Sub(rec.LastAckSent))
 		}
 	}
-	return percentiles(ds)
+	return Percentiles(ds)
 }
 
-func percentiles(ds []time.Duration) Latencies {
+// Percentiles summarises ds (nearest rank); ds is sorted in place.
+func Percentiles(ds []time.Duration) Latencies {
 	if len(ds) == 0 {
 		return Latencies{}
 	}

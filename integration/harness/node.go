@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -284,4 +285,45 @@ func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
 	ctx, cancel := withDefaultTimeout(ctx, statusTimeout)
 	defer cancel()
 	return n.ClusterClient().Status(ctx, &registryv1.StatusRequest{})
+}
+
+// StateHash asks the node for the hash of its replica and the applied index
+// it was taken at (Cluster.Status with include_state_hash).
+func (n *Node) StateHash(ctx context.Context) (hash string, index uint64, err error) {
+	ctx, cancel := withDefaultTimeout(ctx, statusTimeout)
+	defer cancel()
+	st, err := n.ClusterClient().Status(ctx, &registryv1.StatusRequest{IncludeStateHash: true})
+	if err != nil {
+		return "", 0, fmt.Errorf("%s: state hash: %w", n.id, err)
+	}
+	return st.GetStateHash(), st.GetStateHashIndex(), nil
+}
+
+// WaitSameState waits until every running node reports the same state hash
+// at the same applied index, and returns them. The cluster must be
+// quiescent (no client writes) for the nodes to meet at one index; it
+// waits at most Options.ApplyTimeout unless ctx ends sooner.
+func (c *Cluster) WaitSameState(ctx context.Context) (hash string, index uint64, err error) {
+	ctx, cancel := withDefaultTimeout(ctx, c.opts.ApplyTimeout)
+	defer cancel()
+	err = Poll(ctx, func(ctx context.Context) error {
+		hash, index = "", 0
+		var seen []string
+		for _, n := range c.Running() {
+			h, i, err := n.StateHash(ctx)
+			if err != nil {
+				return err
+			}
+			seen = append(seen, fmt.Sprintf("%s %.12s@%d", n.id, h, i))
+			if hash == "" {
+				hash, index = h, i
+				continue
+			}
+			if i != index || h != hash {
+				return fmt.Errorf("replicas differ: %s", strings.Join(seen, ", "))
+			}
+		}
+		return nil
+	})
+	return hash, index, err
 }
