@@ -116,6 +116,11 @@ type Config struct {
 	// (not RaftTransport). Test-only: registry-node --test-fault-injection
 	// uses it to drop Raft traffic between chosen peers.
 	WrapRaftTransport func(raft.Transport) raft.Transport
+	// EnablePprof serves net/http/pprof under /debug/pprof/ on HTTPAddr
+	// (off by default: profiles reveal the process's memory and cost CPU
+	// while they run; whoever reaches HTTPAddr may take them).
+	EnablePprof bool
+
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
 	DebugHandlers map[string]http.Handler

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 //	GET /readyz             200 once a leader is known and this node has applied
 //	                        what was committed when it started; 503 otherwise
 //	GET /v1/sd/prometheus   Prometheus HTTP service discovery, from this replica
+//	/debug/pprof/...        net/http/pprof, with Config.EnablePprof only
 //	/v1/...                 the HTTP/JSON API: the gRPC gateway, calling this
 //	                        node's own gRPC server through gw
 func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) (http.Handler, error) {
@@ -45,6 +47,16 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 		writeText(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /v1/sd/prometheus", n.serveSD)
+	if n.cfg.EnablePprof {
+		// Explicit routes on our own mux: net/http/pprof's init also
+		// registers on http.DefaultServeMux, which nothing here serves.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	for pattern, h := range n.cfg.DebugHandlers {
 		mux.Handle(pattern, h)
 	}

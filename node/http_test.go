@@ -409,3 +409,25 @@ func grepLines(body, s string) string {
 	}
 	return strings.Join(out, "")
 }
+
+func TestPprofIsServedOnlyWhenEnabled(t *testing.T) {
+	off := nodetest.New(t, 1, func(cfg *node.Config) { cfg.HTTPAddr = "127.0.0.1:0" })
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/heap", "/debug/pprof/profile?seconds=1"} {
+		if code, body := call(t, "GET", "http://"+off.Nodes[0].HTTPAddr()+path, ""); code != http.StatusNotFound {
+			t.Errorf("pprof off: GET %s answered %d %.80q; want 404", path, code, body)
+		}
+	}
+
+	on := nodetest.New(t, 1, func(cfg *node.Config) { cfg.HTTPAddr = "127.0.0.1:0"; cfg.EnablePprof = true })
+	base := "http://" + on.Nodes[0].HTTPAddr()
+	if code, body := call(t, "GET", base+"/debug/pprof/", ""); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof on: GET /debug/pprof/ answered %d %.200q; want 200 with the profile index", code, body)
+	}
+	if code, body := call(t, "GET", base+"/debug/pprof/heap?debug=1", ""); code != http.StatusOK || !strings.Contains(body, "heap profile") {
+		t.Errorf("pprof on: GET /debug/pprof/heap?debug=1 answered %d %.200q; want 200 with a heap profile", code, body)
+	}
+	// A CPU profile is gzipped protobuf: it starts with the gzip magic.
+	if code, body := call(t, "GET", base+"/debug/pprof/profile?seconds=1", ""); code != http.StatusOK || !strings.HasPrefix(body, "\x1f\x8b") {
+		t.Errorf("pprof on: GET /debug/pprof/profile?seconds=1 answered %d %.80q; want 200 with a gzipped profile", code, body)
+	}
+}

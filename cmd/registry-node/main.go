@@ -44,6 +44,7 @@ type options struct {
 	failoverGrace, sweepInterval time.Duration
 	guardShare                   float64
 	guardMin                     int
+	enablePprof                  bool
 	testFaults                   bool
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
@@ -80,6 +81,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	dur(&o.raft.SnapshotInterval, "snapshot-interval", rt.SnapshotInterval, "how often the node checks whether it should snapshot its state and compact the log")
 	fs.Uint64Var(&o.raft.SnapshotThreshold, "snapshot-threshold", rt.SnapshotThreshold, "log entries since the last snapshot above which the node snapshots (env "+envName("snapshot-threshold")+")")
 	fs.Uint64Var(&o.raft.TrailingLogs, "trailing-logs", rt.TrailingLogs, "log entries kept after a snapshot, so that a briefly lagging follower catches up from the log rather than a snapshot (env "+envName("trailing-logs")+")")
+	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on --http-addr; anyone who reaches that address can take them (env "+envName("enable-pprof")+")")
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -161,6 +163,12 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Checker.FailoverGrace = o.failoverGrace
 	cfg.Checker.GuardShare = o.guardShare
 	cfg.Checker.GuardMinCount = o.guardMin
+	if o.enablePprof {
+		if o.httpAddr == "" {
+			return node.Config{}, errors.New("--enable-pprof needs --http-addr")
+		}
+		cfg.EnablePprof = true
+	}
 	if o.testFaults {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--test-fault-injection needs --http-addr for its control endpoint")

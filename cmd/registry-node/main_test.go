@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -13,8 +14,8 @@ func TestHelpDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
 		t.Fatalf("--help exited %d, want 0", code)
 	}
 	for _, flag := range []string{"node-id", "data-dir", "raft-addr", "raft-advertise", "grpc-addr", "http-addr",
-		"bootstrap-peers", "join", "log-level", "log-format"} {
-		if !strings.Contains(out.String(), "-"+flag+" ") {
+		"bootstrap-peers", "join", "log-level", "log-format", "enable-pprof"} {
+		if !strings.Contains(out.String(), "-"+flag+" ") && !strings.Contains(out.String(), "-"+flag+"\n") { // a bool flag has no value
 			t.Errorf("--help does not document --%s", flag)
 		}
 		if !strings.Contains(out.String(), envName(flag)) {
@@ -46,6 +47,7 @@ func TestStartupProblemsPrintOneLineAndExit2(t *testing.T) {
 		{"bad log format", []string{"--node-id", "n1", "--data-dir", dir, "--log-format", "xml"}, "--log-format"},
 		{"port in use", []string{"--node-id", "n1", "--data-dir", dir, "--raft-addr", "127.0.0.1:0",
 			"--grpc-addr", busy.Addr().String(), "--http-addr", ""}, "address already in use"},
+		{"pprof without http", []string{"--node-id", "n1", "--data-dir", dir, "--http-addr", "", "--enable-pprof"}, "--enable-pprof needs --http-addr"},
 		{"stray argument", []string{"--node-id", "n1", "extra"}, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
@@ -74,5 +76,34 @@ func TestEnvironmentSetsFlagsAndTheCommandLineWins(t *testing.T) {
 	}
 	if o.nodeID != "from-env" || o.grpcAddr != "127.0.0.1:8888" {
 		t.Errorf("node id %q grpc addr %q; want from-env (environment) and 127.0.0.1:8888 (flag)", o.nodeID, o.grpcAddr)
+	}
+}
+
+func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
+	o, err := parse([]string{"--node-id", "n1", "--data-dir", t.TempDir()}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.EnablePprof {
+		t.Error("pprof is on without --enable-pprof")
+	}
+	o, err = parse([]string{"--node-id", "n1", "--data-dir", t.TempDir(), "--enable-pprof"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo); err != nil || !cfg.EnablePprof {
+		t.Errorf("--enable-pprof: EnablePprof %v, error %v; want on", cfg.EnablePprof, err)
+	}
+	t.Setenv("REGISTRY_ENABLE_PPROF", "true")
+	o, err = parse([]string{"--node-id", "n1", "--data-dir", t.TempDir()}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo); err != nil || !cfg.EnablePprof {
+		t.Errorf("REGISTRY_ENABLE_PPROF=true: EnablePprof %v, error %v; want on", cfg.EnablePprof, err)
 	}
 }
