@@ -11,6 +11,12 @@ BUF         := $(GO) run github.com/bufbuild/buf/cmd/buf@v1.70.0
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_FLAGS  ?=
 TEST_TIMEOUT ?= 15m
+# make soak: how long the fault suite's long form runs, and where its table
+# and log go (docs/reliability.md records one).
+DURATION     ?= 30m
+SOAK_TIMEOUT ?= 3h
+SOAK_REPORT  ?= soak-report.md
+SOAK_LOG     ?= soak.log
 
 .DEFAULT_GOAL := help
 
@@ -34,6 +40,14 @@ test: ## run every test with the race detector
 .PHONY: test-short
 test-short: ## run the fast tests only (-short)
 	$(GO) test -race -count=1 -short ./...
+
+.PHONY: soak
+soak: ## the fault suite's long form for DURATION (default 30m), one scenario at a time; the table goes to SOAK_REPORT
+	@echo "soak: $(DURATION); the table will be in $(SOAK_REPORT), the full log in $(SOAK_LOG)"
+	REGCENTER_SOAK=$(DURATION) REGCENTER_REPORT=$(abspath $(SOAK_REPORT)) \
+		$(GO) test -count=1 -parallel 1 -timeout $(SOAK_TIMEOUT) -v ./integration/ 2>&1 | tee $(SOAK_LOG) | \
+		grep -E -- '^(--- |ok |FAIL|panic:)|REPORT'
+	@echo; cat $(SOAK_REPORT)
 
 .PHONY: bench
 bench: ## run the cluster benchmarks (W1-W4, docs/benchmarks.md) on three local nodes; BENCH_FLAGS= adds flags

@@ -2,6 +2,7 @@ package integration_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -25,10 +26,23 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	old := waitLeader(t, c)
-	phase := soakDuration(t, 3*time.Second)
+	const phase = 3 * time.Second
+	total := reportRow{Scenario: "isolated old leader", FalseExpirations: notApplicable}
+	var failovers []time.Duration
+	rounds(t, 1, 0.05, func(i int) {
+		row, failover := isolateOldLeader(t, c, i, phase)
+		total.add(row)
+		failovers = append(failovers, failover...)
+	})
+	total.Failover = check.Percentiles(failovers)
+	report(total)
+}
 
-	w := startWorkload(t, c.Nodes(), workloadOptions{})
+// isolateOldLeader is one round of TestIsolatedOldLeaderServesNoStaleReads
+// with a fresh workload.
+func isolateOldLeader(t *testing.T, c *harness.Cluster, round int, phase time.Duration) (reportRow, []time.Duration) {
+	old := waitLeader(t, c)
+	w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("iso%d", round)})
 	passTime(t, phase/2)
 
 	isolatedAt := w.hist.Now()
@@ -89,7 +103,6 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 	}
 	row := w.verdict(t, "isolated old leader", final)
 	row.Faults = 1
-	row.Failover = check.Percentiles(w.hist.Recovery([]time.Duration{isolatedAt}))
 
 	mixed := check.Merge(w.hist, control)
 	controlStale := len(mixed.StaleReads())
@@ -100,7 +113,7 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 	}
 	t.Logf("writes acknowledged by the isolated node: %d; the control's stale reads caught: %d of %d",
 		ackedByIsolated, controlStale, len(control.Ops()))
-	report(row)
+	return row, w.hist.Recovery([]time.Duration{isolatedAt})
 }
 
 // Mixed faults under load: every ~2 s a random node is killed, paused,
@@ -114,12 +127,29 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	total := soakDuration(t, 12*time.Second)
-	const every = 2 * time.Second
-	w := startWorkload(t, c.Nodes(), workloadOptions{})
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 7))
-	t.Logf("fault seed %d: every %v for %v", seed, every, total)
+	t.Logf("fault seed %d", seed)
+	sum := reportRow{Scenario: "mixed faults", FalseExpirations: notApplicable}
+	var failovers []time.Duration
+	// A soak runs rounds of 12 s, each with a fresh workload on fresh
+	// services, so that porcupine checks histories of bounded size.
+	rounds(t, 1, 0.2, func(i int) {
+		row, failover := mixedFaults(t, c, rng, i)
+		sum.add(row)
+		failovers = append(failovers, failover...)
+	})
+	sum.Failover = check.Percentiles(failovers)
+	report(sum)
+}
+
+// mixedFaults is one round of TestMixedFaultsUnderLoadStayLinearizable.
+func mixedFaults(t *testing.T, c *harness.Cluster, rng *rand.Rand, round int) (reportRow, []time.Duration) {
+	const (
+		total = 12 * time.Second
+		every = 2 * time.Second
+	)
+	w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("mixed%d", round)})
 	// Every kind comes up once before any repeats.
 	kindNames := []string{"kill", "pause", "isolate", "restart"}
 	var order []int
@@ -186,9 +216,8 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	}
 	row := w.verdict(t, "mixed faults", final)
 	row.Faults = faults
-	row.Failover = check.Percentiles(w.hist.Recovery(leaderFaults))
-	t.Logf("fault kinds: %v; %d took the leader away", kinds, len(leaderFaults))
-	report(row)
+	t.Logf("round %d: fault kinds %v; %d took the leader away", round, kinds, len(leaderFaults))
+	return row, w.hist.Recovery(leaderFaults)
 }
 
 // isLeader reports whether n says it leads (false if it does not answer

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
 	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
@@ -26,6 +27,7 @@ func TestDeadInstanceIsSuspectedThenExpiredWithinTheBound(t *testing.T) {
 		total = 100
 		dead  = 20 // below the mass-expiry guard's 30 %
 	)
+	report := startScenario(t)
 	c := harness.Start(t, harness.Options{})
 	leader := waitLeader(t, c)
 	// The leader applies first and is left alone: watch it.
@@ -107,6 +109,8 @@ func TestDeadInstanceIsSuspectedThenExpiredWithinTheBound(t *testing.T) {
 		t.Errorf("beats rejected: %d UNKNOWN, %d FENCED", st.Unknown, st.Fenced)
 	}
 	checkTerm(t, leader, term)
+	report(reportRow{Scenario: "dead instances, stable leader", Ops: total, Faults: dead, Lost: notApplicable,
+		FalseExpirations: checkFalseExpirations(t, rec, b), StaleReads: notApplicable, Detection: check.Percentiles(toExpire)})
 }
 
 func TestNoFalseExpiryWhileTheLeaderIsKilledThreeTimes(t *testing.T) {
@@ -192,6 +196,7 @@ func TestInstancesThatDieBeforeALeaderChangeAreStillRemoved(t *testing.T) {
 		// The instances die this long before the leader.
 		shortly = 300 * time.Millisecond
 	)
+	report := startScenario(t)
 	c := harness.Start(t, harness.Options{})
 	leader := waitLeader(t, c)
 	// The followers survive: watch them.
@@ -272,6 +277,9 @@ func TestInstancesThatDieBeforeALeaderChangeAreStillRemoved(t *testing.T) {
 	if st := b.Stats(); st.Unknown+st.Fenced > 0 {
 		t.Errorf("beats rejected: %d UNKNOWN, %d FENCED", st.Unknown, st.Fenced)
 	}
+	report(reportRow{Scenario: "dead instances, leader killed 300 ms later", Ops: total, Faults: dead + 1, Lost: notApplicable,
+		FalseExpirations: checkFalseExpirations(t, rec, b), StaleReads: notApplicable, Detection: check.Percentiles(detection),
+		Failover: check.Percentiles([]time.Duration{checkerAt.Sub(killedAt)})})
 }
 
 func TestMassExpiryGuardEngagesAndClears(t *testing.T) {

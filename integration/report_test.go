@@ -66,6 +66,20 @@ func startScenario(t *testing.T) func(reportRow) {
 	}
 }
 
+// add sums o's counts into r (a scenario of several rounds).
+func (r *reportRow) add(o reportRow) {
+	r.Ops += o.Ops
+	r.Faults += o.Faults
+	sum := func(a *int, b int) {
+		if *a != notApplicable && b != notApplicable {
+			*a += b
+		}
+	}
+	sum(&r.Lost, o.Lost)
+	sum(&r.FalseExpirations, o.FalseExpirations)
+	sum(&r.StaleReads, o.StaleReads)
+}
+
 func count(n int) string {
 	if n == notApplicable {
 		return "n/a"

@@ -20,22 +20,49 @@ import (
 	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
-// SoakEnv, when set to a duration, lengthens the fault scenarios' load
-// phases to it (for a future make soak); by default they take seconds.
+// soakEnv, when set to a duration, runs the long (soak) form of the fault
+// scenarios: `make soak DURATION=30m` sets it to the whole run's length and
+// runs the scenarios one at a time, each for its share of it.
 const soakEnv = "REGCENTER_SOAK"
 
-// soakDuration returns $REGCENTER_SOAK if set, else def.
-func soakDuration(t *testing.T, def time.Duration) time.Duration {
+// soaking reports whether this is a soak run, and its length.
+func soaking(t *testing.T) (time.Duration, bool) {
 	t.Helper()
 	v := os.Getenv(soakEnv)
 	if v == "" {
-		return def
+		return 0, false
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
 		t.Fatalf("%s=%q: want a positive duration", soakEnv, v)
 	}
-	return d
+	return d, true
+}
+
+// soakDuration returns def, or in a soak run the scenario's share of it
+// (at least def).
+func soakDuration(t *testing.T, def time.Duration, share float64) time.Duration {
+	t.Helper()
+	total, ok := soaking(t)
+	if !ok {
+		return def
+	}
+	return max(def, time.Duration(float64(total)*share))
+}
+
+// rounds runs round(i) for i = 0, 1, ... : n times, or in a soak run for
+// the scenario's share of it (at least n times).
+func rounds(t *testing.T, n int, share float64, round func(i int)) int {
+	t.Helper()
+	end := time.Now().Add(soakDuration(t, 0, share))
+	i := 0
+	for ; i < n || time.Now().Before(end); i++ {
+		if t.Failed() {
+			break
+		}
+		round(i)
+	}
+	return i
 }
 
 // Timing of the workload's instances: nobody beats them, and they outlive
@@ -69,6 +96,7 @@ const failoverPause = time.Second
 
 // workloadOptions shape a workload.
 type workloadOptions struct {
+	Prefix   string        // of the service names; default "lin"
 	Clients  int           // goroutines; default 4
 	Services int           // default 3
 	IDs      int           // per service; default 4
@@ -80,6 +108,7 @@ type workloadOptions struct {
 // nodes[(client+i) % len(nodes)]. Stop ends them.
 func startWorkload(t *testing.T, nodes []*harness.Node, o workloadOptions) *workload {
 	t.Helper()
+	o.Prefix = cmpOr(o.Prefix, "lin")
 	o.Clients = cmpOr(o.Clients, 4)
 	o.Services = cmpOr(o.Services, 3)
 	o.IDs = cmpOr(o.IDs, 4)
@@ -87,7 +116,7 @@ func startWorkload(t *testing.T, nodes []*harness.Node, o workloadOptions) *work
 	o.Timeout = cmpOr(o.Timeout, time.Second)
 	w := &workload{nodes: nodes, hist: check.NewHistory(), incarnations: map[string]uint64{}}
 	for i := range o.Services {
-		w.services = append(w.services, "lin-"+strconv.Itoa(i))
+		w.services = append(w.services, o.Prefix+"-"+strconv.Itoa(i))
 	}
 	for i := range o.IDs {
 		w.ids = append(w.ids, "i"+strconv.Itoa(i))
