@@ -46,6 +46,7 @@ type cluster struct {
 // flags and data.
 type nodeProc struct {
 	id, grpcAddr, logPath string
+	httpAddr              string
 	binary                string
 	args                  []string
 
@@ -92,6 +93,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 		p := &nodeProc{
 			id:       id,
 			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
+			httpAddr: hostPort(ip, portBase+httpOffset+i),
 			logPath:  filepath.Join(dir, id+".log"),
 			binary:   binary,
 			args: append([]string{

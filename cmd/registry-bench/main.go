@@ -33,6 +33,7 @@ type options struct {
 	portBase   int
 	workloads  string
 	guardShare float64
+	profileDir string
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -54,6 +55,7 @@ type options struct {
 	w1Interval  time.Duration
 	w1MaxP99    time.Duration
 	w1Modes     string
+	w1Profile   string
 	regWorkers  int
 	stepTimeout time.Duration
 }
@@ -98,6 +100,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.w1Interval, "w1-interval", time.Second, "W1: beat interval")
 	fs.DurationVar(&o.w1MaxP99, "w1-max-p99", 100*time.Millisecond, "W1: a step fails when the beat latency p99 exceeds this")
 	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (default MaxBeatsPerFrame) and/or single (one beat per frame)")
+	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
+	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
 	if err := fs.Parse(args); err != nil {
@@ -109,6 +113,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "registry-bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+
+	if o.profileDir != "" {
+		if o.endpoints != "" {
+			fmt.Fprintln(stderr, "registry-bench: --profile needs the local nodes (no --endpoints): it starts them with --enable-pprof")
+			return 2
+		}
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "registry-bench: --profile: %v\n", err)
+			return 2
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -177,8 +192,11 @@ func (b *bench) cluster(ctx context.Context) (*cluster, error) {
 		return externalCluster(splitList(b.o.endpoints)), nil
 	}
 	b.logf("starting three nodes on %s", b.o.ip)
-	return startCluster(ctx, b.bin, b.o.ip, b.o.portBase,
-		[]string{"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64)})
+	extra := []string{"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64)}
+	if b.o.profileDir != "" {
+		extra = append(extra, "--enable-pprof")
+	}
+	return startCluster(ctx, b.bin, b.o.ip, b.o.portBase, extra)
 }
 
 // clientLog counts what the client logs at Info and above: the client logs

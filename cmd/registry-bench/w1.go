@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -99,6 +101,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		"ttl_s": b.o.w1TTL.Seconds(), "interval_s": b.o.w1Interval.Seconds(),
 	}}
 	b.logf("W1 %s: registering %d instances", mode, n)
+	term0 := c.term(ctx)
 	rstart := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, b.o.stepTimeout)
 	defer cancel()
@@ -129,12 +132,15 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	errs0 := fl.logs.n.Load()
 	fl.record()
 	t0 := time.Now()
+	prof := b.w1Profile(ctx, c, leader, mode, n)
 	sleepCtx(ctx, b.o.w1Hold)
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
 	acks, _ := fl.stop()
 	elapsed := time.Since(t0)
+	termEnd := c.term(ctx)
+	prof(r)
 	cpu1 := c.sample()
 	self1, _ := readProcStat(os.Getpid())
 	st1, err := c.status(ctx, leader)
@@ -163,6 +169,11 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	r.add("client_errors", errs)
 	r.add("client_errors_during_hold", errs-errs0)
 	r.add("false_expirations", expired)
+	// Leader changes: Raft terms started since the first leader was
+	// elected, over the step and over the hold (a node's term also grows
+	// with an election that no one wins).
+	r.add("leader_changes", termEnd-term0)
+	r.add("leader_changes_during_hold", termEnd-st0.Term)
 	r.add("raft_entries_per_s", round1(float64(st1.LastLogIndex-st0.LastLogIndex)/elapsed.Seconds()))
 	if len(cpu1) > 0 {
 		var cpu time.Duration
@@ -192,6 +203,8 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		why = fmt.Sprintf("%d client errors (first: %v)", errs, fl.logs.messages())
 	case expired > 0:
 		why = fmt.Sprintf("%d instances expired", expired)
+	case termEnd > st0.Term:
+		why = fmt.Sprintf("%d leader changes during the hold", termEnd-st0.Term)
 	}
 	if why != "" {
 		r.add("verdict", "fail: "+why)
@@ -200,4 +213,67 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	}
 	b.rep.emit(r)
 	return why == "", nil
+}
+
+// term is the highest Raft term any reachable node reports (0 if none
+// answers).
+func (c *cluster) term(ctx context.Context) uint64 {
+	var t uint64
+	for _, e := range c.endpoints {
+		if st, err := c.status(ctx, e); err == nil {
+			t = max(t, st.Term)
+		}
+	}
+	return t
+}
+
+// w1Profile starts, with --profile and a step chosen by
+// --w1-profile-steps, the leader's CPU profile over most of the hold; the
+// function it returns waits for it, takes a heap profile, adds both paths
+// to r and prints how to read them. Without profiling it does nothing.
+func (b *bench) w1Profile(ctx context.Context, c *cluster, leader, mode string, n int) func(*result) {
+	nothing := func(*result) {}
+	if b.o.profileDir == "" {
+		return nothing
+	}
+	if steps := splitList(b.o.w1Profile); len(steps) > 0 && !slices.Contains(steps, strconv.Itoa(n)) {
+		return nothing
+	}
+	p := c.node(leader)
+	if p == nil {
+		return nothing
+	}
+	pr := &profiler{dir: b.o.profileDir, hc: &http.Client{}}
+	base := fmt.Sprintf("w1-%s-%d-leader-%s", mode, n, p.id)
+	length := cpuProfileLength(b.o.w1Hold)
+	var (
+		cpuPath string
+		cpuErr  error
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		cpuPath, cpuErr = pr.fetch(ctx, p.httpAddr, fmt.Sprintf("profile?seconds=%d", int(length.Seconds())), base+"-cpu.pprof")
+	}()
+	b.logf("W1 %s %d: CPU profile of the leader %s for %v", mode, n, p.id, length)
+	return func(r *result) {
+		<-done
+		heapPath, heapErr := pr.fetch(ctx, p.httpAddr, "heap?gc=1", base+"-heap.pprof")
+		for _, x := range []struct {
+			kind, path string
+			err        error
+			hint       string
+		}{
+			{"cpu", cpuPath, cpuErr, "go tool pprof -top -nodecount 30 %s"},
+			{"heap", heapPath, heapErr, "go tool pprof -top -sample_index inuse_space %s  (-sample_index alloc_space: what the hold allocated)"},
+		} {
+			if x.err != nil {
+				b.logf("W1 %s %d: %s profile: %v", mode, n, x.kind, x.err)
+				r.add(x.kind+"_profile", "failed: "+x.err.Error())
+				continue
+			}
+			b.logf("W1 %s %d: %s profile of the leader in %s; read it with: "+x.hint, mode, n, x.kind, x.path, x.path)
+			r.add(x.kind+"_profile", x.path)
+		}
+	}
 }
