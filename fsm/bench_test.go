@@ -107,3 +107,22 @@ func (s *discardSink) ID() string                  { return "discard" }
 func (s *discardSink) Cancel() error               { return nil }
 
 var _ io.Writer = (*discardSink)(nil)
+
+// BenchmarkScanInstances100k is the read side of one expiry sweep: the
+// leader's checker visits every instance of 100,000 (ten times a second by
+// default) through FSM.ScanInstances.
+func BenchmarkScanInstances100k(b *testing.B) {
+	f := benchFSM(b, 100_000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		n, beats := 0, uint64(0)
+		f.ScanInstances(func(in *Instance) {
+			n++
+			beats += in.LastBeatIndex
+		})
+		if n != 100_000 || beats == 0 {
+			b.Fatalf("scanned %d instances (beat index sum %d), want 100,000", n, beats)
+		}
+	}
+}

@@ -46,10 +46,15 @@ func (s *State) remove(service, id string) {
 }
 
 // scan calls fn for every instance in map order: callers must not let the
-// order decide anything that reaches the state.
+// order decide anything that reaches the state. fn gets a pointer to one
+// variable that scan reuses (fn must not keep it): a per-iteration loop
+// variable whose address escapes would be one heap allocation per
+// instance and sweep, the leader's largest cost in W1.
 func (s *State) scan(fn func(*Instance)) {
+	var in Instance
 	for _, ids := range s.services {
-		for _, in := range ids {
+		for _, v := range ids {
+			in = v
 			fn(&in)
 		}
 	}
