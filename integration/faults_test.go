@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,4 +229,73 @@ func isLeader(t *testing.T, n *harness.Node) bool {
 	defer cancel()
 	st, err := n.Status(ctx)
 	return err == nil && st.GetRole() == "leader"
+}
+
+// The class of stale read Jepsen found in etcd and Consul: a leader frozen
+// (SIGSTOP) while the others elect a new leader and commit writes, then
+// resumed with a burst of LINEARIZABLE reads already queued on its sockets.
+// It still believes it leads when it wakes; none of those reads may return
+// its stale state. The history is linearizable and nothing is lost.
+func TestAPausedOldLeaderServesNoStaleReadsWhenItResumes(t *testing.T) {
+	t.Parallel()
+	report := startScenario(t)
+	c := harness.Start(t, harness.Options{})
+	if _, err := c.WaitSettled(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sum := reportRow{Scenario: "paused old leader resumes into a read burst", FalseExpirations: notApplicable}
+	var failovers []time.Duration
+	rounds(t, 1, 0.05, func(round int) {
+		w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("paused%d", round)})
+		passTime(t, time.Second)
+		old := waitLeader(t, c)
+		var majority []*harness.Node
+		for _, n := range c.Nodes() {
+			if n != old {
+				majority = append(majority, n)
+			}
+		}
+		pausedAt := w.hist.Now()
+		acked := w.hist.Count().AckedWrites
+		if err := old.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		waitLeaderAmong(t, c, majority)
+		harness.Eventually(t, replicationTimeout, func(context.Context) error {
+			if n := w.hist.Count().AckedWrites - acked; n < 20 {
+				return fmt.Errorf("%d writes acknowledged by the new leader, want 20", n)
+			}
+			return nil
+		})
+		const burst = 40
+		var (
+			wg     sync.WaitGroup
+			served atomic.Int64
+		)
+		for i := range burst {
+			wg.Go(func() {
+				in := check.Input{Kind: check.Get, Service: w.services[i%len(w.services)]}
+				if w.do(t.Context(), int(w.clientIDs.Add(1)-1), old, in, 3*time.Second).Outcome == check.OK {
+					served.Add(1)
+				}
+			})
+		}
+		// Let the reads reach the frozen node's sockets (load pacing, not
+		// a wait for a state), then wake it.
+		passTime(t, 200*time.Millisecond)
+		if err := old.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		passTime(t, time.Second)
+		final := w.finish(t, c)
+		row := w.verdict(t, "paused old leader", final)
+		row.Faults = 1
+		sum.add(row)
+		failovers = append(failovers, w.hist.Recovery([]time.Duration{pausedAt})...)
+		t.Logf("round %d: %s resumed with %d LINEARIZABLE reads queued: %d answered (each checked), %d refused",
+			round, old, burst, served.Load(), burst-int(served.Load()))
+	})
+	sum.Failover = check.Percentiles(failovers)
+	report(sum)
 }

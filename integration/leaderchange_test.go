@@ -16,23 +16,35 @@ import (
 func liveTTLOf(harness.InstanceKey) time.Duration     { return liveTTL }
 func liveSuspectOf(harness.InstanceKey) time.Duration { return liveSuspect }
 
-// checkFalseExpirations fails the test for every expiry earlier than the
-// TTL after an acknowledged beat, logs the false suspicions (allowed), and
-// returns the number of false expirations.
+// checkFalseExpirations fails the test for every false expiration and
+// returns their number: an instance expired earlier than its TTL after an
+// acknowledged beat (check.FalseExpirations), or expired at all while its
+// beater kept beating it (the beats it missed were refused or lost by the
+// cluster, not skipped). It logs the false suspicions (allowed).
 func checkFalseExpirations(t *testing.T, rec *harness.EventRecorder, b *harness.Beater) int {
 	t.Helper()
 	events, beats := rec.Events(), b.Records()
-	falseExp := check.FalseExpirations(events, beats, liveTTLOf)
-	for i, f := range falseExp {
-		if i == 10 {
-			break
+	bad := map[harness.InstanceKey]string{}
+	for _, f := range check.FalseExpirations(events, beats, liveTTLOf) {
+		bad[f.Event.Key()] = f.String()
+	}
+	for _, e := range rec.EventsOf(typeExpired) {
+		if r, ok := beats[e.Key()]; ok && !r.Halted && bad[e.Key()] == "" {
+			bad[e.Key()] = fmt.Sprintf("%s expired at index %d while its beater kept beating it (last acknowledged beat %v before the event)",
+				e.Key(), e.GetIndex(), e.ReceivedAt.Sub(r.LastAck).Round(time.Millisecond))
 		}
-		t.Errorf("false expiration: %v", f)
+	}
+	n := 0
+	for _, msg := range bad {
+		if n < 10 {
+			t.Errorf("false expiration: %s", msg)
+		}
+		n++
 	}
 	if n := len(check.FalseSuspicions(events, beats, liveSuspectOf)); n > 0 {
 		t.Logf("%d false suspicions (allowed, ideally none)", n)
 	}
-	return len(falseExp)
+	return n
 }
 
 // The leader is taken away in every way a leader goes, over and over, while
@@ -75,7 +87,7 @@ func TestLeaderChangesWhile500InstancesBeatExpireNothing(t *testing.T) {
 			done[kind]++
 			now := waitLeader(t, c)
 			// Every instance beaten again before the next fault.
-			harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+			waitBeaten(t, c, rec, b)
 			t.Logf("%s %s%s: %s leads; every instance beaten again %v after the fault",
 				kind, old, detail, now, time.Since(at).Round(time.Millisecond))
 		}
@@ -150,6 +162,21 @@ func takeLeaderAway(t *testing.T, c *harness.Cluster, leader *harness.Node, kind
 	return ""
 }
 
+// waitBeaten waits until every instance has a beat acknowledged after now.
+// If that does not happen, it reports the false expirations (the usual
+// cause: an instance that was removed has its beats refused) and stops the
+// test.
+func waitBeaten(t *testing.T, c *harness.Cluster, rec *harness.EventRecorder, b *harness.Beater) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), replicationTimeout)
+	defer cancel()
+	if err := harness.Poll(ctx, b.AckedSince(time.Now())); err != nil {
+		syncRecorder(t, c, rec)
+		checkFalseExpirations(t, rec, b)
+		t.Fatalf("instances not beaten again: %v", err)
+	}
+}
+
 func waitLeaderAmong(t *testing.T, c *harness.Cluster, nodes []*harness.Node) *harness.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), leaderTimeout)
@@ -220,7 +247,7 @@ func TestAStalledLeaderExpiresNothingWhenItResumes(t *testing.T) {
 				}
 				t.Logf("froze %d node(s) with leader %s (term %d) for %v; %s leads in term %d",
 					len(frozen), old, st.GetTerm(), stall, now, after.GetTerm())
-				harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+				waitBeaten(t, c, rec, b)
 				waitCheckerSteady(t, now)
 			})
 			passTime(t, liveTTL)
