@@ -13,12 +13,18 @@
 // leader change; no beating instance is removed while the leader is killed
 // or paused; and the mass-expiry guard holds expiries and clears by itself.
 //
-// The fault tests (faults_test.go, clockskew_test.go) record every client
-// operation and check the history with package check: linearizability with
-// porcupine, acknowledged writes lost, stale reads, false expirations; each
-// logs a "REPORT scenario=..." line. Set REGCENTER_SOAK to a duration to
-// lengthen their load phases, and REGCENTER_TEST_LOG_DIR to keep the
-// histories, porcupine's visualisations and the node logs.
+// The fault suite (faults, leaderchange, crashloop, membership,
+// snapshotcatchup, clockskew and the dead-instance liveness tests) records
+// every client operation and checks the history with package check:
+// linearizability with porcupine, acknowledged writes lost, stale reads,
+// false expirations, detection latency, failover time. Each scenario adds a
+// row to one table (report_test.go), printed at the end of the run and
+// written to $REGCENTER_REPORT. Set REGCENTER_SOAK to a duration for the
+// long form (`make soak DURATION=30m`: the scenarios one at a time, each
+// for its share of the duration, in rounds with fresh histories), and
+// REGCENTER_TEST_LOG_DIR to keep the histories, porcupine's visualisations
+// and the node logs. docs/reliability.md describes each scenario and
+// records a soak.
 //
 // Run them with
 //
