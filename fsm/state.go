@@ -15,15 +15,23 @@ import (
 // state and the command (the Raft index and the command's timestamp are the
 // only clock); they return the response and the events of the change. State
 // does no locking: FSM serializes access.
+//
+// The instances live in one dense slice, in no meaningful order (a removal
+// moves the last one into the hole), indexed by service then id: the
+// expiry checker's scan of every instance, ten times a second on the
+// leader, reads contiguous memory without copying, and a beat updates its
+// instance in place after one lookup. Nothing may depend on the slice's
+// order, which a restored replica does not share.
 type State struct {
-	services map[string]map[string]Instance
+	services map[string]map[string]int // service → id → position in insts
+	insts    []Instance
 	nodes    map[string]NodeMeta
 }
 
 // NewState returns an empty state.
 func NewState() *State {
 	return &State{
-		services: make(map[string]map[string]Instance),
+		services: make(map[string]map[string]int),
 		nodes:    make(map[string]NodeMeta),
 	}
 }
@@ -31,32 +39,49 @@ func NewState() *State {
 func (s *State) put(in Instance) {
 	ids := s.services[in.Service]
 	if ids == nil {
-		ids = make(map[string]Instance)
+		ids = make(map[string]int)
 		s.services[in.Service] = ids
 	}
-	ids[in.ID] = in
+	if pos, ok := ids[in.ID]; ok {
+		s.insts[pos] = in
+		return
+	}
+	ids[in.ID] = len(s.insts)
+	s.insts = append(s.insts, in)
+}
+
+// lookup returns the position of an instance in insts.
+func (s *State) lookup(service, id string) (int, bool) {
+	pos, ok := s.services[service][id]
+	return pos, ok
 }
 
 func (s *State) remove(service, id string) {
 	ids := s.services[service]
+	pos, ok := ids[id]
+	if !ok {
+		return
+	}
 	delete(ids, id)
 	if len(ids) == 0 {
 		delete(s.services, service)
 	}
+	last := len(s.insts) - 1
+	if pos != last {
+		moved := s.insts[last]
+		s.insts[pos] = moved
+		s.services[moved.Service][moved.ID] = pos
+	}
+	s.insts[last] = Instance{} // drop its strings and metadata for the GC
+	s.insts = s.insts[:last]
 }
 
-// scan calls fn for every instance in map order: callers must not let the
-// order decide anything that reaches the state. fn gets a pointer to one
-// variable that scan reuses (fn must not keep it): a per-iteration loop
-// variable whose address escapes would be one heap allocation per
-// instance and sweep, the leader's largest cost in W1.
+// scan calls fn for every instance in no meaningful order: callers must
+// not let the order decide anything that reaches the state. fn gets a
+// pointer into the state itself: it must not keep it or write through it.
 func (s *State) scan(fn func(*Instance)) {
-	var in Instance
-	for _, ids := range s.services {
-		for _, v := range ids {
-			in = v
-			fn(&in)
-		}
+	for i := range s.insts {
+		fn(&s.insts[i])
 	}
 }
 
@@ -148,30 +173,34 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 	res := BeatResult{Index: index}
 	var events []Event
 	for _, b := range c.GetBeats() {
-		old, ok := s.Get(b.GetService(), b.GetId())
-		switch {
-		case !ok:
+		pos, ok := s.lookup(b.GetService(), b.GetId())
+		if !ok {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
 				Reason: RejectUnknown,
 			})
 			continue
-		case b.GetIncarnation() != old.Incarnation:
+		}
+		// In place: a plain beat changes two fields of the stored instance.
+		in := &s.insts[pos]
+		if b.GetIncarnation() != in.Incarnation {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectFenced, Current: old.Incarnation,
+				Reason: RejectFenced, Current: in.Incarnation,
 			})
 			continue
 		}
-		next := old
-		next.LastBeatIndex = index
-		next.LastBeatAt = now
-		if old.State == StateSuspect {
-			next.State = StateHealthy
-			next.ModifyIndex = index
-			events = append(events, reacquired(index, now, old, next))
+		if in.State == StateSuspect {
+			old := *in
+			in.State = StateHealthy
+			in.ModifyIndex = index
+			in.LastBeatIndex = index
+			in.LastBeatAt = now
+			events = append(events, reacquired(index, now, old, *in))
+			continue
 		}
-		s.put(next)
+		in.LastBeatIndex = index
+		in.LastBeatAt = now
 	}
 	return res, events
 }
@@ -268,16 +297,19 @@ func (s *State) SetNode(c *fsmpb.NodeMeta) {
 
 // Get returns one instance.
 func (s *State) Get(service, id string) (Instance, bool) {
-	in, ok := s.services[service][id]
-	return in, ok
+	pos, ok := s.lookup(service, id)
+	if !ok {
+		return Instance{}, false
+	}
+	return s.insts[pos], true
 }
 
 // Service returns the instances of service sorted by ID, leaving out SUSPECT
 // ones unless includeSuspect is set.
 func (s *State) Service(service string, includeSuspect bool) []Instance {
 	var out []Instance
-	for _, in := range s.services[service] {
-		if includeSuspect || in.State != StateSuspect {
+	for _, pos := range s.services[service] {
+		if in := s.insts[pos]; includeSuspect || in.State != StateSuspect {
 			out = append(out, in)
 		}
 	}
@@ -290,8 +322,8 @@ func (s *State) Services() []ServiceSummary {
 	var out []ServiceSummary
 	for name, ids := range s.services {
 		sum := ServiceSummary{Service: name}
-		for _, in := range ids {
-			if in.State == StateSuspect {
+		for _, pos := range ids {
+			if s.insts[pos].State == StateSuspect {
 				sum.Suspect++
 			} else {
 				sum.Healthy++
@@ -310,22 +342,12 @@ func (s *State) Instances() []Instance {
 	return out
 }
 
-// unsorted copies every instance in map order; callers sort.
+// unsorted copies every instance in no meaningful order; callers sort.
 func (s *State) unsorted() []Instance {
-	n := 0
-	for _, ids := range s.services {
-		n += len(ids)
-	}
-	if n == 0 {
+	if len(s.insts) == 0 {
 		return nil
 	}
-	out := make([]Instance, 0, n)
-	for _, ids := range s.services {
-		for _, in := range ids {
-			out = append(out, in)
-		}
-	}
-	return out
+	return slices.Clone(s.insts)
 }
 
 // Node returns one node's metadata.
