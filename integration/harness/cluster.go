@@ -71,6 +71,9 @@ type Options struct {
 	// AllowUnexpectedExit stops the cleanup from failing the test when a
 	// process exited without being killed or stopped by the harness.
 	AllowUnexpectedExit bool
+	// Spare is the number of port slots after the Nodes bootstrapped ones
+	// that Start also checks are free, for the nodes Cluster.AddNode adds.
+	Spare int
 }
 
 func (o Options) withDefaults() Options {
@@ -106,13 +109,15 @@ type Cluster struct {
 	binary string
 	env    []string
 	ip     string
-	nodes  []*Node
+	base   string  // holds each node's directory
+	nodes  []*Node // the members started or added, in slot order
 
-	mu     sync.Mutex
-	procs  []*process         // every process ever started, for the cleanup
-	conns  []*grpc.ClientConn // every connection ever opened, for the cleanup
-	leader *Node              // as of the last successful WaitLeader
-	done   bool               // the cleanup has run
+	mu      sync.Mutex
+	procs   []*process         // every process ever started, for the cleanup
+	conns   []*grpc.ClientConn // every connection ever opened, for the cleanup
+	leader  *Node              // as of the last successful WaitLeader
+	removed []*Node            // taken out by RemoveNode, kept for their logs
+	done    bool               // the cleanup has run
 
 	faultMu sync.Mutex                // serialises fault changes
 	blocked map[*Node]map[string]bool // node → peer ids it drops (Partition, Isolate)
@@ -126,14 +131,14 @@ type Cluster struct {
 func Start(t *testing.T, opts Options) *Cluster {
 	t.Helper()
 	opts = opts.withDefaults()
-	if opts.Nodes < 1 || opts.Nodes > maxNodes {
-		t.Fatalf("harness: Options.Nodes = %d, want 1..%d", opts.Nodes, maxNodes)
+	if opts.Nodes < 1 || opts.Spare < 0 || opts.Nodes+opts.Spare > maxNodes {
+		t.Fatalf("harness: Options.Nodes = %d, Spare = %d: want 1..%d nodes in all", opts.Nodes, opts.Spare, maxNodes)
 	}
 	binary := opts.Binary
 	if binary == "" {
 		binary = Build(t)
 	}
-	ip, err := pickIP(opts.Nodes)
+	ip, err := pickIP(opts.Nodes + opts.Spare)
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}
@@ -146,7 +151,7 @@ func Start(t *testing.T, opts Options) *Cluster {
 		ip:     ip,
 	}
 	// t.TempDir's own cleanup must run after c.cleanup has read the logs.
-	base := t.TempDir()
+	c.base = t.TempDir()
 	t.Cleanup(c.cleanup)
 
 	peers := make([]string, opts.Nodes)
@@ -154,36 +159,8 @@ func Start(t *testing.T, opts Options) *Cluster {
 		peers[i] = fmt.Sprintf("n%d=%s", i+1, hostPort(ip, raftPortBase+1+i))
 	}
 	for i := range opts.Nodes {
-		n := &Node{
-			cluster:  c,
-			id:       fmt.Sprintf("n%d", i+1),
-			raftAddr: hostPort(ip, raftPortBase+1+i),
-			grpcAddr: hostPort(ip, grpcPortBase+1+i),
-			httpAddr: hostPort(ip, httpPortBase+1+i),
-		}
-		n.dir = filepath.Join(base, n.id)
-		n.dataDir = filepath.Join(n.dir, "data")
-		n.logPath = filepath.Join(n.dir, "node.log")
-		if err := os.MkdirAll(n.dataDir, 0o755); err != nil {
-			t.Fatalf("harness: %v", err)
-		}
-		n.args = append([]string{
-			"--node-id=" + n.id,
-			"--data-dir=" + n.dataDir,
-			"--raft-addr=" + n.raftAddr,
-			"--grpc-addr=" + n.grpcAddr,
-			"--http-addr=" + n.httpAddr,
-			"--bootstrap-peers=" + strings.Join(peers, ","),
-			"--log-level=" + opts.LogLevel,
-			"--log-format=" + opts.LogFormat,
-		}, opts.ExtraArgs...)
-		if opts.FaultInjection {
-			n.args = append(n.args, "--test-fault-injection")
-		}
-		if off := opts.ClockOffsets[n.id]; off != 0 {
-			n.args = append(n.args, "--test-clock-offset="+off.String())
-		}
-		if n.conn, err = c.dial(n.grpcAddr); err != nil {
+		n, err := c.newNode(i, "--bootstrap-peers="+strings.Join(peers, ","))
+		if err != nil {
 			t.Fatalf("harness: %v", err)
 		}
 		c.nodes = append(c.nodes, n)
@@ -199,6 +176,46 @@ func Start(t *testing.T, opts Options) *Cluster {
 		}
 	}
 	return c
+}
+
+// newNode prepares node n<slot+1> on the ports of slot (0-based) with its
+// directory under c.base; how it finds the cluster (--bootstrap-peers or
+// --join) is the caller's. It does not start it.
+func (c *Cluster) newNode(slot int, membership string) (*Node, error) {
+	n := &Node{
+		cluster:  c,
+		id:       fmt.Sprintf("n%d", slot+1),
+		raftAddr: hostPort(c.ip, raftPortBase+1+slot),
+		grpcAddr: hostPort(c.ip, grpcPortBase+1+slot),
+		httpAddr: hostPort(c.ip, httpPortBase+1+slot),
+	}
+	n.dir = filepath.Join(c.base, n.id)
+	n.dataDir = filepath.Join(n.dir, "data")
+	n.logPath = filepath.Join(n.dir, "node.log")
+	if err := os.MkdirAll(n.dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	n.args = append([]string{
+		"--node-id=" + n.id,
+		"--data-dir=" + n.dataDir,
+		"--raft-addr=" + n.raftAddr,
+		"--grpc-addr=" + n.grpcAddr,
+		"--http-addr=" + n.httpAddr,
+		membership,
+		"--log-level=" + c.opts.LogLevel,
+		"--log-format=" + c.opts.LogFormat,
+	}, c.opts.ExtraArgs...)
+	if c.opts.FaultInjection {
+		n.args = append(n.args, "--test-fault-injection")
+	}
+	if off := c.opts.ClockOffsets[n.id]; off != 0 {
+		n.args = append(n.args, "--test-clock-offset="+off.String())
+	}
+	var err error
+	if n.conn, err = c.dial(n.grpcAddr); err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
 // pickIP returns a random 127.a.b.c (a, b, c in 1..254) on which every port
@@ -336,7 +353,7 @@ func (c *Cluster) cleanup() {
 		c.keepLogs(dir)
 	}
 	if c.t.Failed() {
-		for _, n := range c.nodes {
+		for _, n := range c.everyNode() {
 			c.t.Logf("--- %s: last %d lines of %s ---\n%s", n.id, logTailLines, n.logPath, n.LogTail(logTailLines))
 		}
 	}
@@ -356,7 +373,7 @@ func (c *Cluster) keepLogs(dir string) {
 		c.t.Logf("harness: keeping logs: %v", err)
 		return
 	}
-	for _, n := range c.nodes {
+	for _, n := range c.everyNode() {
 		data, err := os.ReadFile(n.logPath)
 		if err == nil {
 			err = os.WriteFile(filepath.Join(dir, n.id+".log"), data, 0o644)

@@ -28,6 +28,14 @@
 // with --test-clock-offset, a clock ahead or behind for the time they stamp
 // and expire by; [Cluster.TransferLeadership] makes such a node lead.
 //
+// # Membership
+//
+// [Cluster.AddNode] starts one more node on a spare port slot
+// (Options.Spare) with --join, and waits until it is a voter everywhere;
+// [Cluster.RemoveNode] removes a node (the leader too) with
+// Cluster.Remove, stops its process and takes it out of Nodes. Both change
+// the node list: call them from the test goroutine.
+//
 // # Clients
 //
 // [Beater] keeps instances alive the way a client library does (a Beat call

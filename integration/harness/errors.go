@@ -16,6 +16,9 @@ var (
 	// ErrStopTimeout: a process did not exit within Options.StopTimeout after
 	// SIGTERM and was killed with SIGKILL.
 	ErrStopTimeout = errors.New("harness: node did not stop in time")
+	// ErrNoSpareSlot: AddNode found every port slot taken; start the
+	// cluster with a larger Options.Spare.
+	ErrNoSpareSlot = errors.New("harness: no spare port slot")
 	// ErrUncleanExit: a gracefully stopped process exited with a non-zero
 	// status.
 	ErrUncleanExit = errors.New("harness: node exited with a non-zero status")
