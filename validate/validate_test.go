@@ -150,6 +150,9 @@ func TestNormalizeBeat(t *testing.T) {
 		{"nil entry", []*registryv1.InstanceRef{nil}, "beats[0]"},
 		{"bad service", []*registryv1.InstanceRef{ref("s", "i", 1), ref("", "i", 1)}, "beats[1].service"},
 		{"bad id", []*registryv1.InstanceRef{ref("s", "i i", 1)}, "beats[0].id"},
+		{"id too long", []*registryv1.InstanceRef{ref("s", strings.Repeat("i", validate.MaxNameLen+1), 1)}, "beats[0].id"},
+		{"non-ASCII service", []*registryv1.InstanceRef{ref("s", "i", 1), ref("sé", "i", 1)}, "beats[1].service"},
+		{"long non-ASCII id", []*registryv1.InstanceRef{ref("s", strings.Repeat("é", validate.MaxNameLen), 1)}, "beats[0].id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,11 +163,27 @@ func TestNormalizeBeat(t *testing.T) {
 			}
 		})
 	}
-	req := &registryv1.BeatRequest{Beats: []*registryv1.InstanceRef{ref("s", "i", 0), ref("s", "j", 7)}}
+	req := &registryv1.BeatRequest{Beats: []*registryv1.InstanceRef{ref("s", "i", 0), ref("s", "j", 7),
+		ref(strings.Repeat("s", validate.MaxNameLen), "A-Z_a.z:0-9", 1)}}
 	if err := validate.NormalizeBeat(req); err != nil {
 		t.Fatal(err)
 	}
 	if got := []uint64{req.Beats[0].Incarnation, req.Beats[1].Incarnation}; !cmp.Equal(got, []uint64{1, 7}) {
 		t.Errorf("incarnations after NormalizeBeat: %v, want [1 7]", got)
+	}
+}
+
+// BenchmarkNormalizeBeat10k validates one beat request of 10,000 instances
+// (the largest allowed), as every node does for every beat it receives.
+func BenchmarkNormalizeBeat10k(b *testing.B) {
+	req := &registryv1.BeatRequest{}
+	for i := range validate.MaxBeatBatch {
+		req.Beats = append(req.Beats, &registryv1.InstanceRef{Service: fmt.Sprintf("svc-%d", i%100), Id: fmt.Sprintf("inst-%d", i), Incarnation: 1})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := validate.NormalizeBeat(req); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
