@@ -130,16 +130,26 @@ type Config struct {
 // sets NodeID, DataDir, addresses and how the cluster forms.
 func DefaultConfig() Config {
 	return Config{
-		RaftAddr: "127.0.0.1:7101",
-		GRPCAddr: "127.0.0.1:7001",
-		HTTPAddr: "127.0.0.1:7201",
-		Logger:   slog.New(slog.DiscardHandler),
-		// hashicorp/raft's defaults, which hold on a loaded two-core machine.
+		RaftAddr:     "127.0.0.1:7101",
+		GRPCAddr:     "127.0.0.1:7001",
+		HTTPAddr:     "127.0.0.1:7201",
+		Logger:       slog.New(slog.DiscardHandler),
 		RaftLogLevel: slog.LevelWarn,
+		// A fifth of hashicorp/raft's defaults (1s/1s/500ms), for a LAN: a
+		// follower starts an election 200-400 ms after the leader's last
+		// heartbeat (sent every 20 ms), and the second follower must
+		// have timed out too before it grants its vote, so a SIGKILLed
+		// leader is replaced and the next write commits in 0.3-0.6 s
+		// (docs/benchmarks.md, W4) instead of 1.3-2.7 s. No leader change
+		// in W1 at and beyond capacity on a loaded two-core machine; the
+		// lease equals the heartbeat timeout (its maximum) so that a busy
+		// leader does not step down sooner than a follower would give up
+		// on it. Raise all three together (--raft-*-timeout) for links
+		// with round trips of tens of milliseconds or long pauses.
 		Raft: RaftTiming{
-			HeartbeatTimeout:   time.Second,
-			ElectionTimeout:    time.Second,
-			LeaderLeaseTimeout: 500 * time.Millisecond,
+			HeartbeatTimeout:   200 * time.Millisecond,
+			ElectionTimeout:    200 * time.Millisecond,
+			LeaderLeaseTimeout: 200 * time.Millisecond,
 			CommitTimeout:      50 * time.Millisecond,
 			SnapshotInterval:   2 * time.Minute,
 			SnapshotThreshold:  8192,
