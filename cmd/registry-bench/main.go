@@ -34,6 +34,7 @@ type options struct {
 	workloads  string
 	guardShare float64
 	profileDir string
+	nodeFlags  string
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -73,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
 	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203")
 	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order")
+	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", 0.6, "--expiry-guard-share of the local nodes (W3 stops half of its instances; the default guard, 0.3, would hold their expiry)")
 
 	fs.IntVar(&o.w2Workers, "w2-workers", 64, "W2: concurrent workers")
@@ -196,6 +198,7 @@ func (b *bench) cluster(ctx context.Context) (*cluster, error) {
 	if b.o.profileDir != "" {
 		extra = append(extra, "--enable-pprof")
 	}
+	extra = append(extra, strings.Fields(b.o.nodeFlags)...)
 	return startCluster(ctx, b.bin, b.o.ip, b.o.portBase, extra)
 }
 
