@@ -75,9 +75,13 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 		recommended time.Duration
 	)
 	if s.cluster.IsLeader() {
+		// One allocation for every beat of the batch, not one per beat.
+		beats := make([]fsmpb.Beat, len(refs))
 		cmd := &fsmpb.BeatBatch{Beats: make([]*fsmpb.Beat, len(refs)), NowUnixNs: s.now()}
 		for i, r := range refs {
-			cmd.Beats[i] = &fsmpb.Beat{Service: r.Service, Id: r.Id, Incarnation: r.Incarnation}
+			b := &beats[i]
+			b.Service, b.Id, b.Incarnation = r.Service, r.Id, r.Incarnation
+			cmd.Beats[i] = b
 		}
 		res, err := apply[*fsm.BeatResult](ctx, s, fsm.BeatBatchType, cmd)
 		if err != nil {
