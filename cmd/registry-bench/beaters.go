@@ -36,13 +36,13 @@ type ack struct {
 func newFleet(endpoints []string, n, maxBeatsPerFrame int) (*fleet, error) {
 	f := &fleet{logs: &clientLog{}, lastAck: make([]time.Time, n), maxGap: make([]time.Duration, n)}
 	for i := range n {
-		cl, err := client.New(client.Config{
+		cl, err := client.New(clientConfig(client.Config{
 			Endpoints:                endpoints,
 			Logger:                   slog.New(f.logs),
 			KeepRegistrationsOnClose: true, // the cluster is thrown away after
 			MaxBeatsPerFrame:         maxBeatsPerFrame,
 			OnBeatAck:                func(beats int, lat time.Duration) { f.onAck(i, beats, lat) },
-		})
+		}))
 		if err != nil {
 			f.close()
 			return nil, err

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/regcenter/registry/client"
 )
 
 type options struct {
@@ -35,6 +37,7 @@ type options struct {
 	guardShare float64
 	profileDir string
 	nodeFlags  string
+	backoffMax time.Duration
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -75,6 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203")
 	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
+	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", 0.6, "--expiry-guard-share of the local nodes (W3 stops half of its instances; the default guard, 0.3, would hold their expiry)")
 
 	fs.IntVar(&o.w2Workers, "w2-workers", 64, "W2: concurrent workers")
@@ -127,6 +131,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+
+	clientBackoffMax = o.backoffMax
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -246,4 +252,16 @@ func (l *clientLog) count(msg string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.byMsg[msg]
+}
+
+// clientBackoffMax is --client-backoff-max, for every client the
+// workloads make (0: the client's default).
+var clientBackoffMax time.Duration
+
+// clientConfig is the client configuration of the workloads.
+func clientConfig(c client.Config) client.Config {
+	if clientBackoffMax > 0 {
+		c.BackoffMax = clientBackoffMax
+	}
+	return c
 }

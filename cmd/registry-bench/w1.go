@@ -85,7 +85,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		return false, err
 	}
 	defer fl.close()
-	wcl, err := client.New(client.Config{Endpoints: c.endpoints})
+	wcl, err := client.New(clientConfig(client.Config{Endpoints: c.endpoints}))
 	if err != nil {
 		return false, err
 	}

@@ -77,7 +77,7 @@ func (b *bench) w4(ctx context.Context) error {
 		return err
 	}
 	defer fl.close()
-	wcl, err := client.New(client.Config{Endpoints: c.endpoints})
+	wcl, err := client.New(clientConfig(client.Config{Endpoints: c.endpoints}))
 	if err != nil {
 		return err
 	}
@@ -152,13 +152,42 @@ func (b *bench) w4(ctx context.Context) error {
 			}
 		}
 	})
+	// A client write at the kill: through the Go client (all three
+	// endpoints, its failover, backoff and leader hints), warmed up by a
+	// write before the kill.
+	pcl, err := client.New(clientConfig(client.Config{Endpoints: c.endpoints, KeepRegistrationsOnClose: true}))
+	if err != nil {
+		return err
+	}
+	defer pcl.Close()
+	probe := func(id string) error {
+		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer pcancel()
+		_, err := pcl.Register(pctx, client.Instance{Service: "w4-probe", ID: id, Address: "10.0.0.2:80"},
+			client.WithBeatInterval(b.o.w4Interval), client.WithTTL(b.o.w4TTL))
+		return err
+	}
+	if err := probe("client-probe-warm-up"); err != nil {
+		return fmt.Errorf("client probe before the kill: %w", err)
+	}
 	sleepCtx(ctx, 500*time.Millisecond)
 
 	killed := c.node(leader)
+	clientOnLeader := pcl.Endpoint() == leader
 	b.logf("W4: SIGKILL leader %s", killed.id)
 	fl.record()
 	tk := time.Now()
 	killed.kill()
+	clientWrite := make(chan time.Duration, 1)
+	go func() {
+		err := probe("client-probe-at-kill")
+		if err != nil {
+			b.logf("W4: the client's write at the kill failed: %v", err)
+			clientWrite <- -1
+			return
+		}
+		clientWrite <- time.Since(tk)
+	}()
 
 	// Until a write started after the kill succeeds: the earliest end of
 	// one, once one has ended and every write started before it has
@@ -236,6 +265,12 @@ func (b *bench) w4(ctx context.Context) error {
 		"write_every_ms": ms(b.o.w4WriteEvery), "observe_s": b.o.w4Observe.Seconds(),
 	}}
 	r.addMs("next_write_after_kill", gap)
+	if d := <-clientWrite; d >= 0 {
+		r.addMs("client_write_at_kill_done_after", d)
+	} else {
+		r.add("client_write_at_kill_done_after_ms", "failed within 10s")
+	}
+	r.add("client_endpoint_was_leader", clientOnLeader)
 	r.add("writes_failed_after_kill", failedWrites)
 	r.add("beats_due_in_gap", due)
 	r.add("beats_acked_in_gap", acked)
