@@ -135,17 +135,18 @@ func DefaultConfig() Config {
 		HTTPAddr:     "127.0.0.1:7201",
 		Logger:       slog.New(slog.DiscardHandler),
 		RaftLogLevel: slog.LevelWarn,
-		// A fifth of hashicorp/raft's defaults (1s/1s/500ms), for a LAN: a
-		// follower starts an election 200-400 ms after the leader's last
-		// heartbeat (sent every 20 ms), and the second follower must
-		// have timed out too before it grants its vote, so a SIGKILLed
-		// leader is replaced and the next write commits in 0.3-0.6 s
-		// (docs/benchmarks.md, W4) instead of 1.3-2.7 s. No leader change
-		// in W1 at and beyond capacity on a loaded two-core machine; the
-		// lease equals the heartbeat timeout (its maximum) so that a busy
-		// leader does not step down sooner than a follower would give up
-		// on it. Raise all three together (--raft-*-timeout) for links
-		// with round trips of tens of milliseconds or long pauses.
+		// A fifth of hashicorp/raft's heartbeat and election timeouts (1s),
+		// for a LAN: a follower starts an election 200-600 ms after the
+		// leader's last heartbeat (sent every 20-40 ms), and the second
+		// follower must have timed out too before it grants its vote, so a
+		// SIGKILLed leader is replaced and the next write commits in
+		// 0.3-0.6 s (docs/benchmarks.md, W4; one run in 14 took 0.84 s)
+		// instead of 1.3-2.7 s. No leader change in W1 at and beyond
+		// capacity on a loaded two-core machine. The lease equals the
+		// heartbeat timeout (its maximum) so that a busy leader does not
+		// step down sooner than a follower would give up on it. Raise all
+		// three together (--raft-*-timeout) for links with round trips of
+		// tens of milliseconds or long pauses.
 		Raft: RaftTiming{
 			HeartbeatTimeout:   200 * time.Millisecond,
 			ElectionTimeout:    200 * time.Millisecond,
