@@ -140,7 +140,7 @@ func DefaultConfig() Config {
 		// leader's last heartbeat (sent every 20-40 ms), and the second
 		// follower must have timed out too before it grants its vote, so a
 		// SIGKILLed leader is replaced and the next write commits in
-		// 0.3-0.6 s (docs/benchmarks.md, W4; one run in 14 took 0.84 s)
+		// 0.3-0.6 s (docs/benchmarks.md, W4; one run in 20 took 0.84 s)
 		// instead of 1.3-2.7 s. No leader change in W1 at and beyond
 		// capacity on a loaded two-core machine. The lease equals the
 		// heartbeat timeout (its maximum) so that a busy leader does not

@@ -173,6 +173,7 @@ func (b *bench) w4(ctx context.Context) error {
 	sleepCtx(ctx, 500*time.Millisecond)
 
 	killed := c.node(leader)
+	term0 := c.term(ctx)
 	clientOnLeader := pcl.Endpoint() == leader
 	b.logf("W4: SIGKILL leader %s", killed.id)
 	fl.record()
@@ -225,6 +226,13 @@ func (b *bench) w4(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Terms the failover took: 1 is one election won at the first vote;
+	// more means split votes (with pre-vote, a refused pre-vote starts no
+	// term, so it does not show here).
+	var failoverTerms uint64
+	if st, err := c.status(ctx, newLeader); err == nil {
+		failoverTerms = st.Term - term0
+	}
 	for time.Since(tr) < 60*time.Second && ctx.Err() == nil {
 		ls, lerr := c.status(ctx, newLeader)
 		ns, nerr := c.status(ctx, killed.grpcAddr)
@@ -272,6 +280,7 @@ func (b *bench) w4(ctx context.Context) error {
 	}
 	r.add("client_endpoint_was_leader", clientOnLeader)
 	r.add("writes_failed_after_kill", failedWrites)
+	r.add("failover_terms", failoverTerms)
 	r.add("beats_due_in_gap", due)
 	r.add("beats_acked_in_gap", acked)
 	r.add("beats_failed_in_gap", max(0, due-acked))
