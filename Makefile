@@ -54,8 +54,8 @@ bench: ## run the cluster benchmarks (W1-W4, docs/benchmarks.md) on three local 
 	$(GO) run ./cmd/registry-bench $(BENCH_FLAGS)
 
 .PHONY: bench-go
-bench-go: ## run the Go benchmarks of the hot paths (fsm apply, encode/decode, snapshot, expiry selection)
-	$(GO) test -run '^$$' -bench . -benchmem $${BENCH_PKGS:-./fsm/ ./beatcheck/}
+bench-go: ## run the Go benchmarks of the hot paths (fsm apply, encode/decode, snapshot, expiry selection, beat batching, validation)
+	$(GO) test -run '^$$' -bench . -benchmem $${BENCH_PKGS:-./fsm/ ./beatcheck/ ./rpc/ ./validate/}
 
 .PHONY: fuzz
 fuzz: ## fuzz command decoding and Apply for FUZZTIME (default 60s)

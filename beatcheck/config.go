@@ -15,7 +15,8 @@ type Config struct {
 	// jumped) adds, besides one beat interval of the instance's own, before
 	// an instance may be suspected or removed: the time its client needs to
 	// find the new leader and the clock skew the cluster tolerates. Default
-	// 2s: a client's failover (≤ 1s of backoff) plus 1s of skew.
+	// 2s: a client's failover (its backoff, 250ms by default, up to
+	// 1s configured) plus 1s of skew.
 	FailoverGrace time.Duration
 	// StallFactor: a gap between sweeps longer than StallFactor ×
 	// SweepInterval is a stall. Default 3.
