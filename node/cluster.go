@@ -51,6 +51,7 @@ func (n *Node) Apply(ctx context.Context, t fsm.MessageType, msg proto.Message) 
 	if err != nil {
 		return nil, fmt.Errorf("encoding command type %d: %w", t, err)
 	}
+	n.metrics.observeProposal(t, len(data))
 	f := n.raft.Apply(data, timeoutOf(ctx))
 	if err := waitFuture(ctx, f); err != nil {
 		return nil, err

@@ -21,6 +21,10 @@ type Metrics struct {
 	suspects        prometheus.Counter
 	reacquisitions  prometheus.Counter
 	deregistrations *prometheus.CounterVec
+	// proposedEntries and proposedBytes count the commands this node
+	// proposed to Raft as the leader, by command type: the log's growth.
+	proposedEntries *prometheus.CounterVec
+	proposedBytes   *prometheus.CounterVec
 }
 
 // NewMetrics returns the node's counters, registered with reg.
@@ -39,10 +43,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Instances removed, as applied by this node, by reason: client (a Deregister call) or expired (no beat for its ttl: an expiration).",
 		}, []string{"reason"}),
 	}
+	m.proposedEntries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "registry_raft_proposed_entries_total",
+		Help: "Commands this node proposed to the Raft log while leading, by command type (committed or not).",
+	}, []string{"type"})
+	m.proposedBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "registry_raft_proposed_bytes_total",
+		Help: "Bytes of the commands this node proposed to the Raft log while leading, by command type: with registry_raft_proposed_entries_total, the bytes per entry.",
+	}, []string{"type"})
 	m.deregistrations.WithLabelValues("client")
 	m.deregistrations.WithLabelValues("expired")
-	reg.MustRegister(m.suspects, m.reacquisitions, m.deregistrations)
+	reg.MustRegister(m.suspects, m.reacquisitions, m.deregistrations, m.proposedEntries, m.proposedBytes)
 	return m
+}
+
+// observeProposal counts one command proposed to Raft.
+func (m *Metrics) observeProposal(t fsm.MessageType, bytes int) {
+	name := t.String()
+	m.proposedEntries.WithLabelValues(name).Inc()
+	m.proposedBytes.WithLabelValues(name).Add(float64(bytes))
 }
 
 // observeEvents is the fsm's ObserveEvents hook.

@@ -126,6 +126,14 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	if err != nil {
 		return false, err
 	}
+	// The leader's log growth (local nodes only: it reads their /metrics).
+	var (
+		entries0, bytes0 float64
+		logErr           error = errNoLocalNode
+	)
+	if p := c.node(leader); p != nil {
+		entries0, bytes0, logErr = proposed(ctx, p.httpAddr)
+	}
 	cpu0 := c.sample()
 	self0, _ := readProcStat(os.Getpid())
 	b.logf("W1 %s: holding %d instances for %v", mode, n, b.o.w1Hold)
@@ -175,6 +183,16 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	r.add("leader_changes", termEnd-term0)
 	r.add("leader_changes_during_hold", termEnd-st0.Term)
 	r.add("raft_entries_per_s", round1(float64(st1.LastLogIndex-st0.LastLogIndex)/elapsed.Seconds()))
+	if logErr == nil {
+		var entries1, bytes1 float64
+		if entries1, bytes1, logErr = proposed(ctx, c.node(leader).httpAddr); logErr == nil && entries1 > entries0 {
+			r.add("raft_bytes_per_entry", round1((bytes1-bytes0)/(entries1-entries0)))
+			r.add("raft_bytes_per_s", round1((bytes1-bytes0)/elapsed.Seconds()))
+		}
+	}
+	if logErr != nil && logErr != errNoLocalNode {
+		b.logf("W1 %s: the leader's log bytes: %v", mode, logErr)
+	}
 	if len(cpu1) > 0 {
 		var cpu time.Duration
 		var rssMax int64
