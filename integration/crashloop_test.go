@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
 )
 
@@ -25,12 +24,9 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 	report := startScenario(t)
 	c := harness.Start(t, harness.Options{})
 	waitLeader(t, c)
-	sum := reportRow{Scenario: "crash loop (all nodes killed within 100 ms)", FalseExpirations: notApplicable}
-	var (
-		failovers []time.Duration
-		spread    time.Duration
-	)
-	rounds(t, 1, 0.3, func(round int) {
+	var spread time.Duration
+	scenario := reportRow{Scenario: "crash loop (all nodes killed within 100 ms)", FalseExpirations: notApplicable}
+	sum := reportRounds(t, report, scenario, 1, 0.3, func(round int) reportRow {
 		w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("crash%d", round), Services: 6, IDs: 3})
 		var crashes []time.Duration
 		for i := range crashesPerRound {
@@ -56,16 +52,14 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 		final := w.finish(t, c)
 		row := w.verdict(t, "crash loop", final)
 		row.Faults = len(crashes)
-		sum.add(row)
-		failovers = append(failovers, w.hist.Recovery(crashes)...)
+		row.failovers = w.hist.Recovery(crashes)
 		sameHashEverywhere(t, c)
+		return row
 	})
 	if spread > 100*time.Millisecond {
 		t.Errorf("the kills of one crash were %v apart, want within 100 ms", spread)
 	}
 	t.Logf("%d crashes; the widest spread of one crash's kills was %v", sum.Faults, spread)
-	sum.Failover = check.Percentiles(failovers)
-	report(sum)
 }
 
 // killAllWithin SIGKILLs every node concurrently and returns the time from

@@ -29,20 +29,13 @@ func TestIsolatedOldLeaderServesNoStaleReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	const phase = 3 * time.Second
-	total := reportRow{Scenario: "isolated old leader", FalseExpirations: notApplicable}
-	var failovers []time.Duration
-	rounds(t, 1, 0.05, func(i int) {
-		row, failover := isolateOldLeader(t, c, i, phase)
-		total.add(row)
-		failovers = append(failovers, failover...)
-	})
-	total.Failover = check.Percentiles(failovers)
-	report(total)
+	reportRounds(t, report, reportRow{Scenario: "isolated old leader", FalseExpirations: notApplicable}, 1, 0.05,
+		func(i int) reportRow { return isolateOldLeader(t, c, i, phase) })
 }
 
 // isolateOldLeader is one round of TestIsolatedOldLeaderServesNoStaleReads
 // with a fresh workload.
-func isolateOldLeader(t *testing.T, c *harness.Cluster, round int, phase time.Duration) (reportRow, []time.Duration) {
+func isolateOldLeader(t *testing.T, c *harness.Cluster, round int, phase time.Duration) reportRow {
 	old := waitLeader(t, c)
 	w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("iso%d", round)})
 	passTime(t, phase/2)
@@ -115,7 +108,8 @@ func isolateOldLeader(t *testing.T, c *harness.Cluster, round int, phase time.Du
 	}
 	t.Logf("writes acknowledged by the isolated node: %d; the control's stale reads caught: %d of %d",
 		ackedByIsolated, controlStale, len(control.Ops()))
-	return row, w.hist.Recovery([]time.Duration{isolatedAt})
+	row.failovers = w.hist.Recovery([]time.Duration{isolatedAt})
+	return row
 }
 
 // Mixed faults under load: every ~2 s a random node is killed, paused,
@@ -132,21 +126,14 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 7))
 	t.Logf("fault seed %d", seed)
-	sum := reportRow{Scenario: "mixed faults", FalseExpirations: notApplicable}
-	var failovers []time.Duration
 	// A soak runs rounds of 12 s, each with a fresh workload on fresh
 	// services, so that porcupine checks histories of bounded size.
-	rounds(t, 1, 0.2, func(i int) {
-		row, failover := mixedFaults(t, c, rng, i)
-		sum.add(row)
-		failovers = append(failovers, failover...)
-	})
-	sum.Failover = check.Percentiles(failovers)
-	report(sum)
+	reportRounds(t, report, reportRow{Scenario: "mixed faults", FalseExpirations: notApplicable}, 1, 0.2,
+		func(i int) reportRow { return mixedFaults(t, c, rng, i) })
 }
 
 // mixedFaults is one round of TestMixedFaultsUnderLoadStayLinearizable.
-func mixedFaults(t *testing.T, c *harness.Cluster, rng *rand.Rand, round int) (reportRow, []time.Duration) {
+func mixedFaults(t *testing.T, c *harness.Cluster, rng *rand.Rand, round int) reportRow {
 	const (
 		total = 12 * time.Second
 		every = 2 * time.Second
@@ -219,7 +206,8 @@ func mixedFaults(t *testing.T, c *harness.Cluster, rng *rand.Rand, round int) (r
 	row := w.verdict(t, "mixed faults", final)
 	row.Faults = faults
 	t.Logf("round %d: fault kinds %v; %d took the leader away", round, kinds, len(leaderFaults))
-	return row, w.hist.Recovery(leaderFaults)
+	row.failovers = w.hist.Recovery(leaderFaults)
+	return row
 }
 
 // isLeader reports whether n says it leads (false if it does not answer
@@ -243,9 +231,8 @@ func TestAPausedOldLeaderServesNoStaleReadsWhenItResumes(t *testing.T) {
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	sum := reportRow{Scenario: "paused old leader resumes into a read burst", FalseExpirations: notApplicable}
-	var failovers []time.Duration
-	rounds(t, 1, 0.05, func(round int) {
+	scenario := reportRow{Scenario: "paused old leader resumes into a read burst", FalseExpirations: notApplicable}
+	reportRounds(t, report, scenario, 1, 0.05, func(round int) reportRow {
 		w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("paused%d", round)})
 		passTime(t, time.Second)
 		old := waitLeader(t, c)
@@ -291,11 +278,9 @@ func TestAPausedOldLeaderServesNoStaleReadsWhenItResumes(t *testing.T) {
 		final := w.finish(t, c)
 		row := w.verdict(t, "paused old leader", final)
 		row.Faults = 1
-		sum.add(row)
-		failovers = append(failovers, w.hist.Recovery([]time.Duration{pausedAt})...)
+		row.failovers = w.hist.Recovery([]time.Duration{pausedAt})
 		t.Logf("round %d: %s resumed with %d LINEARIZABLE reads queued: %d answered (each checked), %d refused",
 			round, old, burst, served.Load(), burst-int(served.Load()))
+		return row
 	})
-	sum.Failover = check.Percentiles(failovers)
-	report(sum)
 }

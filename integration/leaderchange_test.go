@@ -64,16 +64,10 @@ func TestLeaderChangesWhile500InstancesBeatExpireNothing(t *testing.T) {
 	// add up to more than the TTL and only the new leader's failover fence
 	// keeps the instances. With the node's faster default a leader change
 	// rarely costs an instance its TTL, and the fence would go untested.
-	c := harness.Start(t, harness.Options{FaultInjection: true, ExtraArgs: []string{
+	f := startFleet(t, harness.Options{FaultInjection: true, ExtraArgs: []string{
 		"--raft-heartbeat-timeout=1s", "--raft-election-timeout=1s", "--raft-leader-lease-timeout=500ms",
-	}})
-	leader := waitLeader(t, c)
-	rec := harness.NewEventRecorder(t, append(c.Followers(), leader), t.Logf)
-	b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
-	instances, services := liveInstances("changes", 5, n)
-	registerBeating(t, c.Nodes(), b, instances)
-	waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	}}, "changes", 5, n, false)
+	c, rec, b, instances, services := f.c, f.rec, f.b, f.instances, f.services
 	w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: "changes-lin", Clients: 2, Pace: 50 * time.Millisecond})
 
 	seed := uint64(time.Now().UnixNano())
@@ -210,14 +204,8 @@ func TestAStalledLeaderExpiresNothingWhenItResumes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			report := startScenario(t)
-			c := harness.Start(t, harness.Options{})
-			leader := waitLeader(t, c)
-			rec := harness.NewEventRecorder(t, append(c.Followers(), leader), t.Logf)
-			b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
-			instances, services := liveInstances("stall", 4, 100)
-			registerBeating(t, c.Nodes(), b, instances)
-			waitCheckerSteady(t, leader)
-			harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+			f := startFleet(t, harness.Options{}, "stall", 4, 100, false)
+			c, rec, b, instances, services := f.c, f.rec, f.b, f.instances, f.services
 			w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: "stall-lin", Clients: 1, Pace: 50 * time.Millisecond})
 
 			var faultAt []time.Duration

@@ -354,3 +354,39 @@ func passTime(t *testing.T, d time.Duration) {
 		t.Fatal("test context ended")
 	}
 }
+
+// fleet is a cluster whose instances beat, with a recorder of every event.
+type fleet struct {
+	c      *harness.Cluster
+	leader *harness.Node // when the instances were registered
+	term   uint64        // its term then
+	rec    *harness.EventRecorder
+	b      *harness.Beater
+	// instances have the live timing, spread over services.
+	instances []*registryv1.Instance
+	services  []string
+}
+
+// startFleet starts a cluster with opts and n instances of the live timing
+// over services prefix-0..prefix-(services-1), beaten by a Beater through
+// every node and watched by an EventRecorder that starts on a follower (a
+// watch on a leader about to be killed or paused would only wait), or on
+// the leader with watchLeader (it applies first). It returns once the
+// leader's checker runs past its failover fence and every instance has an
+// acknowledged beat.
+func startFleet(t *testing.T, opts harness.Options, prefix string, services, n int, watchLeader bool) fleet {
+	t.Helper()
+	f := fleet{c: harness.Start(t, opts)}
+	f.leader = waitLeader(t, f.c)
+	watched := append(f.c.Followers(), f.leader)
+	if watchLeader {
+		watched = append([]*harness.Node{f.leader}, f.c.Followers()...)
+	}
+	f.rec = harness.NewEventRecorder(t, watched, t.Logf)
+	f.b = harness.NewBeater(t, f.c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
+	f.instances, f.services = liveInstances(prefix, services, n)
+	registerBeating(t, f.c.Nodes(), f.b, f.instances)
+	f.term = waitCheckerSteady(t, f.leader)
+	harness.Eventually(t, replicationTimeout, f.b.AckedSince(time.Now()))
+	return f
+}

@@ -28,15 +28,9 @@ func TestDeadInstanceIsSuspectedThenExpiredWithinTheBound(t *testing.T) {
 		dead  = 20 // below the mass-expiry guard's 30 %
 	)
 	report := startScenario(t)
-	c := harness.Start(t, harness.Options{})
-	leader := waitLeader(t, c)
 	// The leader applies first and is left alone: watch it.
-	rec := harness.NewEventRecorder(t, append([]*harness.Node{leader}, c.Followers()...), t.Logf)
-	b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
-	instances, services := liveInstances("stable", 4, total)
-	registerBeating(t, c.Nodes(), b, instances)
-	term := waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	f := startFleet(t, harness.Options{}, "stable", 4, total, true)
+	c, leader, term, rec, b, instances, services := f.c, f.leader, f.term, f.rec, f.b, f.instances, f.services
 
 	var dying, living []harness.InstanceKey
 	for i, k := range keysOf(instances) {
@@ -119,14 +113,8 @@ func TestNoFalseExpiryWhileTheLeaderIsKilledThreeTimes(t *testing.T) {
 	if testing.Short() {
 		n = 100
 	}
-	c := harness.Start(t, harness.Options{})
-	leader := waitLeader(t, c)
-	rec := harness.NewEventRecorder(t, append(c.Followers(), leader), t.Logf)
-	b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
-	instances, services := liveInstances("kill", 5, n)
-	registerBeating(t, c.Nodes(), b, instances)
-	waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	f := startFleet(t, harness.Options{}, "kill", 5, n, false)
+	c, rec, b, instances, services := f.c, f.rec, f.b, f.instances, f.services
 
 	for round := 1; round <= kills; round++ {
 		old := c.Leader()
@@ -158,15 +146,8 @@ func TestNoFalseExpiryWhenTheLeaderIsPaused(t *testing.T) {
 	if testing.Short() {
 		n = 100
 	}
-	c := harness.Start(t, harness.Options{})
-	leader := waitLeader(t, c)
-	// A watch on a paused node would only wait: watch a follower.
-	rec := harness.NewEventRecorder(t, append(c.Followers(), leader), t.Logf)
-	b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
-	instances, services := liveInstances("pause", 5, n)
-	registerBeating(t, c.Nodes(), b, instances)
-	term := waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	f := startFleet(t, harness.Options{}, "pause", 5, n, false)
+	c, leader, term, rec, b, instances, services := f.c, f.leader, f.term, f.rec, f.b, f.instances, f.services
 
 	if err := leader.Pause(); err != nil {
 		t.Fatal(err)
@@ -197,15 +178,9 @@ func TestInstancesThatDieBeforeALeaderChangeAreStillRemoved(t *testing.T) {
 		shortly = 300 * time.Millisecond
 	)
 	report := startScenario(t)
-	c := harness.Start(t, harness.Options{})
-	leader := waitLeader(t, c)
 	// The followers survive: watch them.
-	rec := harness.NewEventRecorder(t, append(c.Followers(), leader), t.Logf)
-	b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
-	instances, services := liveInstances("cross", 4, total)
-	registerBeating(t, c.Nodes(), b, instances)
-	waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	f := startFleet(t, harness.Options{}, "cross", 4, total, false)
+	c, leader, rec, b, instances, services := f.c, f.leader, f.rec, f.b, f.instances, f.services
 
 	var dying, living []harness.InstanceKey
 	for i, k := range keysOf(instances) {

@@ -27,21 +27,14 @@ import (
 // share of the run.
 func TestMembershipChangeUnderLoad(t *testing.T) {
 	report := startScenario(t)
-	sum := reportRow{Scenario: "membership change under load"}
-	var failovers []time.Duration
-	rounds(t, 1, 0.1, func(i int) {
-		row, failover := membershipRound(t, i)
-		sum.add(row)
-		failovers = append(failovers, failover...)
-	})
-	sum.Failover = check.Percentiles(failovers)
-	report(sum)
+	reportRounds(t, report, reportRow{Scenario: "membership change under load"}, 1, 0.1,
+		func(i int) reportRow { return membershipRound(t, i) })
 }
 
 // membershipRound is one round of TestMembershipChangeUnderLoad on a
-// cluster of its own; it returns the round's row and its failover time
+// cluster of its own; it returns the round's row, with its failover time
 // (from the leader's removal to the next acknowledged write).
-func membershipRound(t *testing.T, round int) (reportRow, []time.Duration) {
+func membershipRound(t *testing.T, round int) reportRow {
 	const (
 		instances = 200
 		phase     = 2 * time.Second
@@ -146,7 +139,8 @@ func membershipRound(t *testing.T, round int) (reportRow, []time.Duration) {
 	}
 
 	row.Faults = changes
-	return row, w.hist.Recovery([]time.Duration{removedAt})
+	row.failovers = w.hist.Recovery([]time.Duration{removedAt})
+	return row
 }
 
 // membershipFalseExpirations counts the expiries no correct registry

@@ -36,6 +36,9 @@ type reportRow struct {
 	// next acknowledged write. Zero N means not measured.
 	Detection check.Latencies
 	Failover  check.Latencies
+	// failovers are the samples behind Failover (when it is not set), over
+	// every round of the scenario.
+	failovers []time.Duration
 	Passed    bool
 	Duration  time.Duration
 }
@@ -53,6 +56,9 @@ func startScenario(t *testing.T) func(reportRow) {
 	return func(r reportRow) {
 		t.Helper()
 		r.Duration = time.Since(began)
+		if r.Failover.N == 0 {
+			r.Failover = check.Percentiles(r.failovers)
+		}
 		t.Logf("REPORT %s", r.line())
 		suiteReport.mu.Lock()
 		i := len(suiteReport.rows)
@@ -78,6 +84,17 @@ func (r *reportRow) add(o reportRow) {
 	sum(&r.Lost, o.Lost)
 	sum(&r.FalseExpirations, o.FalseExpirations)
 	sum(&r.StaleReads, o.StaleReads)
+	r.failovers = append(r.failovers, o.failovers...)
+}
+
+// reportRounds runs a scenario's rounds (see rounds), each returning its
+// row, and reports their sum: sum names the scenario and marks what it
+// does not measure.
+func reportRounds(t *testing.T, report func(reportRow), sum reportRow, n int, share float64, round func(i int) reportRow) reportRow {
+	t.Helper()
+	rounds(t, n, share, func(i int) { sum.add(round(i)) })
+	report(sum)
+	return sum
 }
 
 func count(n int) string {

@@ -45,11 +45,8 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	sum := reportRow{Scenario: "follower catches up by snapshot", FalseExpirations: notApplicable}
-	rounds(t, 1, 0.05, func(i int) {
-		sum.add(snapshotCatchupRound(t, c, i))
-	})
-	report(sum)
+	reportRounds(t, report, reportRow{Scenario: "follower catches up by snapshot", FalseExpirations: notApplicable}, 1, 0.05,
+		func(i int) reportRow { return snapshotCatchupRound(t, c, i) })
 }
 
 // snapshotCatchupRound is one round of TestFollowerCatchesUpBySnapshot,
