@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -593,7 +594,41 @@ func (c *Cluster) WaitSettled(ctx context.Context) (uint64, error) {
 
 // KillAll SIGKILLs every alive node, concurrently.
 func (c *Cluster) KillAll() error {
-	return c.each(c.alive(), (*Node).Kill)
+	_, err := c.KillAllAtOnce()
+	return err
+}
+
+// KillAllAtOnce SIGKILLs every alive node, the signals sent back to back
+// from one goroutine, then waits until every process is reaped. It returns
+// the time from the first signal to the last: how nearly at once the
+// nodes died, whatever the reaping takes on a loaded machine.
+func (c *Cluster) KillAllAtOnce() (spread time.Duration, err error) {
+	nodes := c.alive()
+	procs := make([]*process, 0, len(nodes))
+	var first, last time.Time
+	for _, n := range nodes {
+		p, err := n.live()
+		if err != nil {
+			return 0, err
+		}
+		p.expected.Store(true)
+		now := time.Now()
+		if err := p.signal(syscall.SIGKILL); err != nil {
+			return 0, fmt.Errorf("%s: kill pid %d: %w", n.id, p.pid, err)
+		}
+		if first.IsZero() {
+			first = now
+		}
+		last = now
+		procs = append(procs, p)
+	}
+	for i, p := range procs {
+		if !p.waitFor(reapTimeout) {
+			return 0, fmt.Errorf("%s: pid %d not reaped %v after SIGKILL", nodes[i].id, p.pid, reapTimeout)
+		}
+		c.logf("%s: killed pid %d", nodes[i].id, p.pid)
+	}
+	return last.Sub(first), nil
 }
 
 // StopAll stops every alive node gracefully (see Node.Stop), concurrently.
