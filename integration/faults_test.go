@@ -40,10 +40,13 @@ func isolateOldLeader(t *testing.T, c *harness.Cluster, round int, phase time.Du
 	w := startWorkload(t, c.Nodes(), workloadOptions{Prefix: fmt.Sprintf("iso%d", round)})
 	passTime(t, phase/2)
 
-	isolatedAt := w.hist.Now()
 	if err := c.Isolate(t.Context(), old); err != nil {
 		t.Fatal(err)
 	}
+	// From here every Raft RPC the old leader sends is refused: a write
+	// called from now on cannot reach a quorum through it. (One called
+	// while the faults were being installed could, and did once.)
+	isolatedAt := w.hist.Now()
 	var majority []*harness.Node
 	for _, n := range c.Nodes() {
 		if n != old {
