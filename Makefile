@@ -17,6 +17,7 @@ DURATION     ?= 30m
 SOAK_TIMEOUT ?= 3h
 SOAK_REPORT  ?= soak-report.md
 SOAK_LOG     ?= soak.log
+SOAK_LOGS    ?= soak-logs
 
 .DEFAULT_GOAL := help
 
@@ -42,9 +43,9 @@ test-short: ## run the fast tests only (-short)
 	$(GO) test -race -count=1 -short ./...
 
 .PHONY: soak
-soak: ## the fault suite's long form for DURATION (default 30m), one scenario at a time; the table goes to SOAK_REPORT
+soak: ## the fault suite's long form for DURATION (default 30m), one scenario at a time; the table goes to SOAK_REPORT, histories and node logs to SOAK_LOGS
 	@echo "soak: $(DURATION); the table will be in $(SOAK_REPORT), the full log in $(SOAK_LOG)"
-	REGCENTER_SOAK=$(DURATION) REGCENTER_REPORT=$(abspath $(SOAK_REPORT)) \
+	REGCENTER_SOAK=$(DURATION) REGCENTER_REPORT=$(abspath $(SOAK_REPORT)) REGCENTER_TEST_LOG_DIR=$(abspath $(SOAK_LOGS)) \
 		$(GO) test -count=1 -parallel 1 -timeout $(SOAK_TIMEOUT) -v ./integration/ 2>&1 | tee $(SOAK_LOG) | \
 		grep -E -- '^(--- |ok |FAIL|panic:)|REPORT'
 	@echo; cat $(SOAK_REPORT)

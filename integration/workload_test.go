@@ -318,12 +318,17 @@ func sameStateEverywhereWithin(t *testing.T, c *harness.Cluster, services []stri
 	})
 }
 
+// porcupineTimeout bounds porcupine's search. Its cost grows with the
+// writes whose outcome is unknown (each may take effect at any later
+// point); a soak round with 67 of them once took longer than a minute.
+const porcupineTimeout = 3 * time.Minute
+
 // verdict checks the history (linearizable, no stale read, no
 // acknowledged write lost) and returns the scenario's row, without its
 // faults and failover times.
 func (w *workload) verdict(t *testing.T, scenario string, final map[string][]string) reportRow {
 	t.Helper()
-	res := check.Linearizable(t, w.hist, time.Minute)
+	res := check.Linearizable(t, w.hist, porcupineTimeout)
 	stale := w.hist.StaleReads()
 	lost := w.hist.LostWrites(final)
 	for i, s := range stale {
