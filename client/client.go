@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // ErrClosed is returned by calls on a closed Client.

@@ -19,9 +19,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
 	"github.com/regcenter/registry/node/nodetest"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -43,6 +43,6 @@
 // stream, one watch per cached service, one per Watch, re-registrations)
 // and Close stops them all and closes its connections.
 //
-// The package depends on the public API only (rpc/registryv1 and the
+// The package depends on the public API only (api/registryv1 and the
 // validate limits), never on the server's packages.
 package client

@@ -4,7 +4,7 @@ import (
 	"maps"
 	"time"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // State is an instance's liveness verdict.

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // update is one step of a followed watch: a complete reset, or events.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // groupCommitWindow is the least time between two beat flushes on the

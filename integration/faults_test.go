@@ -11,9 +11,9 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // An old leader cut off from both peers while clients keep writing and

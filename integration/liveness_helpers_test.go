@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // Timing of the instances in the liveness tests: short, so that the suite

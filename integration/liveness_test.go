@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // These tests hold the expiry checker (package beatcheck) to the rules and

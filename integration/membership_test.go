@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // Membership change under load: while clients write and read LINEARIZABLE

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 func TestRegisterThroughFollowerIsReadableEverywhere(t *testing.T) {

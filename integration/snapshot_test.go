@@ -12,8 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // buildRegistryctl builds cmd/registryctl into a directory of the test.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // Snapshot settings small enough that a follower cut off for a second or

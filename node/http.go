@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 	"github.com/regcenter/registry/validate"
 )
 

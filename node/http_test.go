@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // newHTTPCluster is a three-node in-process cluster with HTTP on, and the

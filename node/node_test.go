@@ -18,9 +18,9 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

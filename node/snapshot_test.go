@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/node/nodetest"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // saveBackup reads a whole SnapshotSave stream.

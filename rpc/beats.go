@@ -10,9 +10,9 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 	"github.com/regcenter/registry/validate"
 	"google.golang.org/grpc"
 )

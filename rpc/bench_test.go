@@ -7,8 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // encodingApplier encodes each command as the node's Apply does before it

@@ -6,8 +6,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 func unixTime(ns int64) *timestamppb.Timestamp {

@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // Applier proposes a command through the local Raft and returns the fsm's

@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/validate"
 )
 

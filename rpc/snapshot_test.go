@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // leaderAndFollower serves a leader (n1) and a follower (n2) that forwards

@@ -5,8 +5,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 	"github.com/regcenter/registry/validate"
 )
 

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/validate"
 )
 

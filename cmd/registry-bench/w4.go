@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // expiryWatch counts the EXPIRED events of a watch.

@@ -27,7 +27,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // Exit statuses.

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"time"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // FalseExpiration is an EXPIRED event for an instance whose beater had an

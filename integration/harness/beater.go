@@ -10,7 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // InstanceKey names an instance: its service and id.

@@ -13,7 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // RecordedEvent is one event as an EventRecorder received it.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 func TestEventRecorderHandlesResetsAndResumes(t *testing.T) {

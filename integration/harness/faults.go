@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"time"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // Faults are the Raft peers a node (started with Options.FaultInjection)

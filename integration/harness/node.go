@@ -13,7 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // statusTimeout bounds one Status call made by the harness, so that a paused

@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/node"
-	registryv1 "github.com/regcenter/registry/rpc/registryv1"
 )
 
 // FastRaft keeps elections quick for in-process clusters.

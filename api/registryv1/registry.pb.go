@@ -2492,7 +2492,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12e\n" +
 	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponse\x12N\n" +
 	"\fSnapshotSave\x12 .registry.v1.SnapshotSaveRequest\x1a\x1a.registry.v1.SnapshotChunk0\x01\x12U\n" +
-	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x01B9Z7github.com/regcenter/registry/rpc/registryv1;registryv1b\x06proto3"
+	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x01B9Z7github.com/regcenter/registry/api/registryv1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
