@@ -3,9 +3,11 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
@@ -31,62 +33,111 @@ const (
 	IgnoreUnknownTypeFlag MessageType = 128
 )
 
+// command is one row of the command table: everything the package knows
+// about a command type, declared once.
+type command struct {
+	name string
+	// message is the payload's protobuf message type.
+	message protoreflect.MessageType
+	// apply applies a decoded message at index to the state and returns the
+	// response (a pointer to a *Result type) and the events, or a domain
+	// error. It must be deterministic.
+	apply func(s *State, index uint64, msg proto.Message) (any, []Event, error)
+	// response is the type of apply's response, which Propose checks.
+	response reflect.Type
+}
+
+// commands is the command table, indexed by type number. MessageType.String,
+// Encode, Decode, TypeOf, Propose and FSM.Apply all derive from it. A new
+// command takes the next free number here and nowhere else.
+var commands = [...]command{
+	RegisterType: newCommand("Register", func(s *State, index uint64, m *fsmpb.Register) (*RegisterResult, []Event, error) {
+		res, ev, err := s.Register(index, m)
+		return &res, ev, err
+	}),
+	DeregisterType: newCommand("Deregister", func(s *State, index uint64, m *fsmpb.Deregister) (*DeregisterResult, []Event, error) {
+		res, ev, err := s.Deregister(index, m)
+		return &res, ev, err
+	}),
+	BeatBatchType: newCommand("BeatBatch", func(s *State, index uint64, m *fsmpb.BeatBatch) (*BeatResult, []Event, error) {
+		res, ev := s.BeatBatch(index, m)
+		return &res, ev, nil
+	}),
+	MarkSuspectType: newCommand("MarkSuspect", func(s *State, index uint64, m *fsmpb.MarkSuspect) (*ConditionalResult, []Event, error) {
+		res, ev := s.MarkSuspect(index, m)
+		return &res, ev, nil
+	}),
+	ExpireType: newCommand("Expire", func(s *State, index uint64, m *fsmpb.Expire) (*ConditionalResult, []Event, error) {
+		res, ev := s.Expire(index, m)
+		return &res, ev, nil
+	}),
+	NodeMetaType: newCommand("NodeMeta", func(s *State, index uint64, m *fsmpb.NodeMeta) (*NodeMetaResult, []Event, error) {
+		s.SetNode(m)
+		return &NodeMetaResult{Index: index}, nil, nil
+	}),
+}
+
+// newCommand builds a table row from a typed apply function: the message
+// type M and the response type R are taken from its signature.
+func newCommand[M proto.Message, R any](name string, apply func(s *State, index uint64, m M) (R, []Event, error)) command {
+	var zero M // a nil pointer still describes its message type
+	return command{
+		name:    name,
+		message: zero.ProtoReflect().Type(),
+		apply: func(s *State, index uint64, msg proto.Message) (any, []Event, error) {
+			return apply(s, index, msg.(M))
+		},
+		response: reflect.TypeFor[R](),
+	}
+}
+
+// lookup returns the table row of a type (flag stripped), or nil.
+func lookup(t MessageType) *command {
+	if int(t) >= len(commands) || commands[t].message == nil {
+		return nil
+	}
+	return &commands[t]
+}
+
+// TypeOf returns the command type whose message is msg's message type, and
+// false if msg is not a command.
+func TypeOf(msg proto.Message) (MessageType, bool) {
+	if msg == nil {
+		return 0, false
+	}
+	name := msg.ProtoReflect().Descriptor().FullName()
+	for t := range commands { // by type number
+		if m := commands[t].message; m != nil && m.Descriptor().FullName() == name {
+			return MessageType(t), true
+		}
+	}
+	return 0, false
+}
+
 // String returns the command name, e.g. "Register", or "MessageType(n)".
 func (t MessageType) String() string {
-	name := ""
-	switch t &^ IgnoreUnknownTypeFlag {
-	case RegisterType:
-		name = "Register"
-	case DeregisterType:
-		name = "Deregister"
-	case BeatBatchType:
-		name = "BeatBatch"
-	case MarkSuspectType:
-		name = "MarkSuspect"
-	case ExpireType:
-		name = "Expire"
-	case NodeMetaType:
-		name = "NodeMeta"
-	default:
+	c := lookup(t &^ IgnoreUnknownTypeFlag)
+	if c == nil {
 		return fmt.Sprintf("MessageType(%d)", uint8(t))
 	}
 	if t&IgnoreUnknownTypeFlag != 0 {
-		name += "|IgnoreUnknown"
+		return c.name + "|IgnoreUnknown"
 	}
-	return name
-}
-
-// newMessage returns an empty message for a known type (flag stripped), or nil.
-func newMessage(t MessageType) proto.Message {
-	switch t {
-	case RegisterType:
-		return &fsmpb.Register{}
-	case DeregisterType:
-		return &fsmpb.Deregister{}
-	case BeatBatchType:
-		return &fsmpb.BeatBatch{}
-	case MarkSuspectType:
-		return &fsmpb.MarkSuspect{}
-	case ExpireType:
-		return &fsmpb.Expire{}
-	case NodeMetaType:
-		return &fsmpb.NodeMeta{}
-	}
-	return nil
+	return c.name
 }
 
 // Encode returns the type byte followed by the deterministic protobuf
 // encoding (proto.MarshalOptions{Deterministic: true}) of msg. It fails if t
 // is unknown or msg is not the message for t.
 func Encode(t MessageType, msg proto.Message) ([]byte, error) {
-	want := newMessage(t &^ IgnoreUnknownTypeFlag)
-	if want == nil {
+	c := lookup(t &^ IgnoreUnknownTypeFlag)
+	if c == nil {
 		return nil, fmt.Errorf("fsm: encode: unknown message type %d", uint8(t))
 	}
 	if msg == nil {
 		return nil, fmt.Errorf("fsm: encode %v: nil message", t)
 	}
-	wantName := want.ProtoReflect().Descriptor().FullName()
+	wantName := c.message.Descriptor().FullName()
 	if got := msg.ProtoReflect().Descriptor().FullName(); got != wantName {
 		return nil, fmt.Errorf("fsm: encode %v: message is %s, want %s", t, got, wantName)
 	}
@@ -109,13 +160,14 @@ func Decode(data []byte) (MessageType, proto.Message, error) {
 	}
 	t := MessageType(data[0])
 	base := t &^ IgnoreUnknownTypeFlag
-	msg := newMessage(base)
-	if msg == nil {
+	c := lookup(base)
+	if c == nil {
 		if t&IgnoreUnknownTypeFlag != 0 {
 			return t, nil, nil
 		}
 		return t, nil, fmt.Errorf("%w: unknown message type %d", ErrUndecodable, uint8(t))
 	}
+	msg := c.message.New().Interface()
 	if err := proto.Unmarshal(data[1:], msg); err != nil {
 		return base, nil, fmt.Errorf("%w: %v payload: %v", ErrUndecodable, base, err)
 	}

@@ -27,6 +27,9 @@ func TestEncodeDecode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.typ.String(), func(t *testing.T) {
+			if typ, ok := TypeOf(tt.msg); typ != tt.typ || !ok {
+				t.Errorf("TypeOf = %v, %v; want %v, true", typ, ok, tt.typ)
+			}
 			data := mustEncode(t, tt.typ, tt.msg)
 			if data[0] != byte(tt.typ) {
 				t.Errorf("type byte = %d, want %d", data[0], tt.typ)
@@ -84,6 +87,14 @@ func TestEncodeErrors(t *testing.T) {
 				t.Errorf("Encode = %x, nil; want an error", data)
 			}
 		})
+	}
+}
+
+func TestTypeOfNonCommands(t *testing.T) {
+	for _, msg := range []proto.Message{nil, &fsmpb.SnapshotHeader{}, &fsmpb.Beat{}} {
+		if typ, ok := TypeOf(msg); ok {
+			t.Errorf("TypeOf(%T) = %v, true; want false", msg, typ)
+		}
 	}
 }
 

@@ -7,6 +7,9 @@
 //     Types are append-only and never renumbered. A type byte with
 //     IgnoreUnknownTypeFlag set is skipped by nodes that do not know it, so
 //     optional commands can be rolled out before every node is upgraded.
+//     Each command type is declared once, in the command table (commands in
+//     command.go): its number, name, message, apply function and response
+//     type. String, Encode, Decode, TypeOf and Apply's dispatch derive from it.
 //   - The state (State): instances indexed by service and id, node metadata,
 //     and the pure mutation and query methods over them.
 //   - Apply (FSM): decode, dispatch, and the bounded history of events that

@@ -7,8 +7,6 @@ import (
 	"sync"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/regcenter/registry/fsm/fsmpb"
 )
 
 // Config configures an FSM. Zero fields take their defaults.
@@ -110,39 +108,13 @@ func (f *FSM) Apply(l *raft.Log) any {
 	defer f.notify()
 
 	index := l.Index
-	var events []Event
-	var resp any
-	switch m := msg.(type) {
-	case nil:
+	if msg == nil {
 		f.logger.Warn("skipping log entry of unknown type", "index", index, "type", uint8(t))
 		return nil
-	case *fsmpb.Register:
-		res, ev, err := f.state.Register(index, m)
-		if err != nil {
-			return err
-		}
-		resp, events = &res, ev
-	case *fsmpb.Deregister:
-		res, ev, err := f.state.Deregister(index, m)
-		if err != nil {
-			return err
-		}
-		resp, events = &res, ev
-	case *fsmpb.BeatBatch:
-		res, ev := f.state.BeatBatch(index, m)
-		resp, events = &res, ev
-	case *fsmpb.MarkSuspect:
-		res, ev := f.state.MarkSuspect(index, m)
-		resp, events = &res, ev
-	case *fsmpb.Expire:
-		res, ev := f.state.Expire(index, m)
-		resp, events = &res, ev
-	case *fsmpb.NodeMeta:
-		f.state.SetNode(m)
-		resp = &NodeMetaResult{Index: index}
-	default:
-		// Decode and this switch disagree: a programming error, not data.
-		panic(fmt.Sprintf("fsm: log entry at index %d: no handler for %v (%T)", index, t, msg))
+	}
+	resp, events, err := commands[t].apply(f.state, index, msg)
+	if err != nil {
+		return err
 	}
 	f.history.add(events)
 	if len(events) > 0 && f.observeEvents != nil {
