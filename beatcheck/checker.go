@@ -7,9 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/raft"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
@@ -23,7 +20,7 @@ type State interface {
 
 // Proposer proposes through the local Raft only. The node implements it.
 type Proposer interface {
-	Apply(ctx context.Context, t fsm.MessageType, msg proto.Message) (any, error)
+	fsm.Proposer
 	// VerifyLeader confirms with a quorum that this node still leads.
 	VerifyLeader(ctx context.Context) error
 }
@@ -170,10 +167,7 @@ func (c *Checker) Run(ctx context.Context, promotedAt time.Time) {
 }
 
 // stopQuietly reports errors that mean this node no longer leads.
-func stopQuietly(err error) bool {
-	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
-		errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
-}
+func stopQuietly(err error) bool { return errors.Is(err, fsm.ErrLeadershipLost) }
 
 func (c *Checker) update(fn func(*Status)) {
 	c.mu.Lock()
@@ -227,14 +221,14 @@ func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *ex
 	})
 
 	if len(p.suspect) > 0 {
-		res, err := c.propose(ctx, fsm.MarkSuspectType, &fsmpb.MarkSuspect{Entries: p.suspect, NowUnixNs: now.UnixNano()})
+		res, err := fsm.Propose[*fsm.ConditionalResult](ctx, c.proposer, &fsmpb.MarkSuspect{Entries: p.suspect, NowUnixNs: now.UnixNano()})
 		if err != nil {
 			return err
 		}
 		c.update(func(s *Status) { s.Suspected += uint64(res.Applied) })
 	}
 	if len(p.expire) > 0 {
-		res, err := c.propose(ctx, fsm.ExpireType, &fsmpb.Expire{Entries: p.expire, NowUnixNs: now.UnixNano()})
+		res, err := fsm.Propose[*fsm.ConditionalResult](ctx, c.proposer, &fsmpb.Expire{Entries: p.expire, NowUnixNs: now.UnixNano()})
 		if err != nil {
 			return err
 		}
@@ -243,18 +237,6 @@ func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *ex
 		c.cfg.Logger.Info("expired instances", "count", res.Applied, "skipped", res.Skipped, "index", res.Index)
 	}
 	return nil
-}
-
-func (c *Checker) propose(ctx context.Context, t fsm.MessageType, msg proto.Message) (*fsm.ConditionalResult, error) {
-	resp, err := c.proposer.Apply(ctx, t, msg)
-	if err != nil {
-		return nil, err
-	}
-	res, ok := resp.(*fsm.ConditionalResult)
-	if !ok {
-		return nil, errors.New("beatcheck: unexpected response to a conditional command")
-	}
-	return res, nil
 }
 
 // expiryWindow counts this leader's expiries over the guard window.

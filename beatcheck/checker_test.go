@@ -42,17 +42,21 @@ func (r *rig) apply(typ fsm.MessageType, msg proto.Message) any {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	return r.applyData(data)
+}
+
+func (r *rig) applyData(data []byte) any {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.index++
 	return r.f.Apply(&raft.Log{Index: r.index, Type: raft.LogCommand, Data: data})
 }
 
-func (r *rig) Apply(_ context.Context, typ fsm.MessageType, msg proto.Message) (any, error) {
+func (r *rig) Apply(_ context.Context, e fsm.Entry) (any, error) {
 	if r.notLeader.Load() {
-		return nil, raft.ErrNotLeader
+		return nil, fmt.Errorf("%w: %w", fsm.ErrLeadershipLost, raft.ErrNotLeader)
 	}
-	resp := r.apply(typ, msg)
+	resp := r.applyData(e.Data())
 	if err, ok := resp.(error); ok {
 		return nil, err
 	}

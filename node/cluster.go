@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,7 +11,6 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -43,17 +43,18 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	}
 }
 
-// Apply implements rpc.Applier. It is the only caller of raft.Apply: it
-// encodes the command, waits for the commit within ctx, and turns an fsm
-// domain error in the response into a Go error.
-func (n *Node) Apply(ctx context.Context, t fsm.MessageType, msg proto.Message) (any, error) {
-	data, err := fsm.Encode(t, msg)
-	if err != nil {
-		return nil, fmt.Errorf("encoding command type %d: %w", t, err)
-	}
-	n.metrics.observeProposal(t, len(data))
-	f := n.raft.Apply(data, timeoutOf(ctx))
+// Apply implements fsm.Proposer. It is the only caller of raft.Apply: it
+// proposes the encoded command, waits for it to be applied within ctx, turns
+// an fsm domain error in the response into a Go error, and wraps Raft's
+// errors that mean this node does not lead in fsm.ErrLeadershipLost.
+func (n *Node) Apply(ctx context.Context, e fsm.Entry) (any, error) {
+	n.metrics.observeProposal(e.Type(), len(e.Data()))
+	f := n.raft.Apply(e.Data(), timeoutOf(ctx))
 	if err := waitFuture(ctx, f); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) ||
+			errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown) {
+			return nil, fmt.Errorf("%w: %w", fsm.ErrLeadershipLost, err)
+		}
 		return nil, err
 	}
 	resp := f.Response()

@@ -83,7 +83,7 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 			b.Service, b.Id, b.Incarnation = r.Service, r.Id, r.Incarnation
 			cmd.Beats[i] = b
 		}
-		res, err := apply[*fsm.BeatResult](ctx, s, fsm.BeatBatchType, cmd)
+		res, err := fsm.Propose[*fsm.BeatResult](ctx, s.applier, cmd)
 		if err != nil {
 			return nil, err
 		}

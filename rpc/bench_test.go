@@ -5,20 +5,15 @@ import (
 	"fmt"
 	"testing"
 
-	"google.golang.org/protobuf/proto"
-
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 )
 
-// encodingApplier encodes each command as the node's Apply does before it
-// proposes it, and answers a beat batch with no rejection.
+// encodingApplier answers a beat batch with no rejection; fsm.Propose has
+// encoded the command, as for the node.
 type encodingApplier struct{}
 
-func (encodingApplier) Apply(_ context.Context, t fsm.MessageType, msg proto.Message) (any, error) {
-	if _, err := fsm.Encode(t, msg); err != nil {
-		return nil, err
-	}
+func (encodingApplier) Apply(context.Context, fsm.Entry) (any, error) {
 	return &fsm.BeatResult{Index: 7}, nil
 }
 

@@ -44,7 +44,7 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 	}
 	if req.GrpcAddress != "" || req.HttpAddress != "" {
 		if meta, ok := s.state.Node(req.NodeId); !ok || meta.GRPCAddress != req.GrpcAddress || meta.HTTPAddress != req.HttpAddress {
-			res, err := apply[*fsm.NodeMetaResult](ctx, s, fsm.NodeMetaType, &fsmpb.NodeMeta{
+			res, err := fsm.Propose[*fsm.NodeMetaResult](ctx, s.applier, &fsmpb.NodeMeta{
 				NodeId: req.NodeId, GrpcAddress: req.GrpcAddress, HttpAddress: req.HttpAddress,
 			})
 			if err != nil {
@@ -73,7 +73,7 @@ func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*re
 	if _, ok := s.state.Node(req.NodeId); ok {
 		// A removed leader may have lost leadership by now; its
 		// address record is then left for the next Remove or Join.
-		res, err := apply[*fsm.NodeMetaResult](ctx, s, fsm.NodeMetaType, &fsmpb.NodeMeta{NodeId: req.NodeId})
+		res, err := fsm.Propose[*fsm.NodeMetaResult](ctx, s.applier, &fsmpb.NodeMeta{NodeId: req.NodeId})
 		if err == nil {
 			index = res.Index
 		}

@@ -22,7 +22,7 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 			return registryv1.NewRegistryClient(cc).Register(ctx, req)
 		})
 	}
-	res, err := apply[*fsm.RegisterResult](ctx, s, fsm.RegisterType, &fsmpb.Register{
+	res, err := fsm.Propose[*fsm.RegisterResult](ctx, s.applier, &fsmpb.Register{
 		Service:        in.Service,
 		Id:             in.Id,
 		Address:        in.Address,
@@ -49,7 +49,7 @@ func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterReque
 			return registryv1.NewRegistryClient(cc).Deregister(ctx, req)
 		})
 	}
-	res, err := apply[*fsm.DeregisterResult](ctx, s, fsm.DeregisterType, &fsmpb.Deregister{
+	res, err := fsm.Propose[*fsm.DeregisterResult](ctx, s.applier, &fsmpb.Deregister{
 		Service:     req.Service,
 		Id:          req.Id,
 		Incarnation: req.Incarnation,

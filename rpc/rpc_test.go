@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -71,10 +70,10 @@ type fakeApplier struct {
 	calls []fsm.MessageType
 }
 
-func (a *fakeApplier) Apply(_ context.Context, t fsm.MessageType, _ proto.Message) (any, error) {
+func (a *fakeApplier) Apply(_ context.Context, e fsm.Entry) (any, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.calls = append(a.calls, t)
+	a.calls = append(a.calls, e.Type())
 	return nil, errors.New("fakeApplier: not implemented")
 }
 
@@ -177,6 +176,7 @@ func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
 		{fmt.Errorf("%w: orders/a at 7", fsm.ErrFenced), codes.FailedPrecondition},
 		{raft.ErrNotLeader, codes.Unavailable},
 		{raft.ErrLeadershipLost, codes.Unavailable},
+		{fmt.Errorf("%w: %w", fsm.ErrLeadershipLost, errors.New("raft: lost")), codes.Unavailable},
 		{ErrNoLeader, codes.Unavailable},
 		{ErrShuttingDown, codes.Unavailable},
 		{groupcommit.ErrOverloaded, codes.ResourceExhausted},

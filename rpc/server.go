@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -19,10 +18,9 @@ import (
 )
 
 // Applier proposes a command through the local Raft and returns the fsm's
-// response, or the fsm's domain error as a Go error.
-type Applier interface {
-	Apply(ctx context.Context, t fsm.MessageType, msg proto.Message) (any, error)
-}
+// response, or the fsm's domain error as a Go error. The services propose
+// with fsm.Propose.
+type Applier = fsm.Proposer
 
 // Cluster is what the services need to know of, and do to, the Raft cluster.
 type Cluster interface {
@@ -285,18 +283,4 @@ func forward[Resp any](ctx context.Context, s *Server, method string, call func(
 		return zero, s.toStatus(err)
 	}
 	return resp, nil
-}
-
-// apply proposes through the local Raft and checks the response's type.
-func apply[R any](ctx context.Context, s *Server, t fsm.MessageType, msg proto.Message) (R, error) {
-	var zero R
-	resp, err := s.applier.Apply(ctx, t, msg)
-	if err != nil {
-		return zero, err
-	}
-	r, ok := resp.(R)
-	if !ok {
-		return zero, fmt.Errorf("fsm answered command type %d with %T, want %T", t, resp, zero)
-	}
-	return r, nil
 }
