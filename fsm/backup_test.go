@@ -1,11 +1,15 @@
-package fsm
+package fsm_test
 
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
 func TestWriteSnapshotWritesTheSnapshotStream(t *testing.T) {
@@ -15,10 +19,10 @@ func TestWriteSnapshotWritesTheSnapshotStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(buf.Bytes(), persist(t, f)) {
+	if !bytes.Equal(buf.Bytes(), fsmtest.Persist(t, f)) {
 		t.Error("WriteSnapshot and Snapshot().Persist wrote different streams")
 	}
-	if want := (SnapshotInfo{Index: 7, Instances: 3, Nodes: 2}); info != want {
+	if want := (fsm.SnapshotInfo{Index: 7, Instances: 3, Nodes: 2}); info != want {
 		t.Errorf("WriteSnapshot info = %+v, want %+v", info, want)
 	}
 }
@@ -32,9 +36,9 @@ func TestPrepareRestoreKeepsTheTargetsNodesAndTakesTheIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	target := newTestFSM(t, DefaultConfig())
-	apply(t, target, 1, nodeMeta("x1", "x:1", "x:2"))
-	apply(t, target, 2, register("other", "o1", 1, 100))
+	target := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, target, 1, nodeMeta("x1", "x:1", "x:2"))
+	fsmtest.Apply(t, target, 2, register("other", "o1", 1, 100))
 	before := target.Hash()
 
 	var prepared bytes.Buffer
@@ -42,15 +46,15 @@ func TestPrepareRestoreKeepsTheTargetsNodesAndTakesTheIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (SnapshotInfo{Index: 42, Instances: 3, Nodes: 1}); info != want {
+	if want := (fsm.SnapshotInfo{Index: 42, Instances: 3, Nodes: 1}); info != want {
 		t.Errorf("PrepareRestore info = %+v, want %+v", info, want)
 	}
 	if target.Hash() != before {
 		t.Error("PrepareRestore changed the FSM")
 	}
 
-	fresh := newTestFSM(t, DefaultConfig())
-	if err := fresh.Restore(readCloser(prepared.Bytes())); err != nil {
+	fresh := fsmtest.New(t, fsm.DefaultConfig())
+	if err := fresh.Restore(io.NopCloser(bytes.NewReader(prepared.Bytes()))); err != nil {
 		t.Fatal(err)
 	}
 	wantInstances, _ := backup.Instances()
@@ -78,15 +82,15 @@ func TestPrepareRestoreRefusesABadBackup(t *testing.T) {
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			_, err := New(Config{}).PrepareRestore(bytes.NewReader(in), 9, &out)
-			if !errors.Is(err, ErrBadSnapshot) {
+			_, err := fsm.New(fsm.Config{}).PrepareRestore(bytes.NewReader(in), 9, &out)
+			if !errors.Is(err, fsm.ErrBadSnapshot) {
 				t.Errorf("PrepareRestore = %v, want ErrBadSnapshot", err)
 			}
 		})
 	}
 	readErr := errors.New("stream broke")
-	_, err := New(Config{}).PrepareRestore(&failingReader{data: data[:10], err: readErr}, 9, &bytes.Buffer{})
-	if !errors.Is(err, ErrBadSnapshot) || !errors.Is(err, readErr) {
+	_, err := fsm.New(fsm.Config{}).PrepareRestore(&failingReader{data: data[:10], err: readErr}, 9, &bytes.Buffer{})
+	if !errors.Is(err, fsm.ErrBadSnapshot) || !errors.Is(err, readErr) {
 		t.Errorf("PrepareRestore over a failing reader = %v, want ErrBadSnapshot wrapping the reader's error", err)
 	}
 }
@@ -108,24 +112,24 @@ func (r *failingReader) Read(p []byte) (int, error) {
 // Restoring an older snapshot over an FSM that has applied more moves its
 // index forward, so that every watcher resets, and tells OnRestore.
 func TestRestoreNeverMovesTheIndexBack(t *testing.T) {
-	old := newTestFSM(t, DefaultConfig())
-	apply(t, old, 3, register("a", "a1", 1, 100))
-	snapshot := persist(t, old)
+	old := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, old, 3, register("a", "a1", 1, 100))
+	snapshot := fsmtest.Persist(t, old)
 
 	var restored []uint64
-	cfg := DefaultConfig()
+	cfg := fsm.DefaultConfig()
 	cfg.OnRestore = func(index uint64) { restored = append(restored, index) }
-	f := newTestFSM(t, cfg)
+	f := fsmtest.New(t, cfg)
 	for i := uint64(1); i <= 7; i++ {
-		apply(t, f, i, register("b", "b1", 1, int64(i)))
+		fsmtest.Apply(t, f, i, register("b", "b1", 1, int64(i)))
 	}
-	if err := f.Restore(readCloser(snapshot)); err != nil {
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshot))); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.AppliedIndex(); got != 8 {
 		t.Errorf("AppliedIndex after restoring index 3 over 7 = %d, want 8", got)
 	}
-	if _, _, err := f.EventsAfter("", 7, 0); !errors.Is(err, ErrCompacted) {
+	if _, _, err := f.EventsAfter("", 7, 0); !errors.Is(err, fsm.ErrCompacted) {
 		t.Errorf("EventsAfter(7) = %v, want ErrCompacted: a watcher at 7 must reset", err)
 	}
 	if diff := cmp.Diff([]uint64{8}, restored); diff != "" {
@@ -133,26 +137,26 @@ func TestRestoreNeverMovesTheIndexBack(t *testing.T) {
 	}
 
 	// A fresh FSM takes the snapshot's own index.
-	g := newTestFSM(t, DefaultConfig())
-	if err := g.Restore(readCloser(snapshot)); err != nil || g.AppliedIndex() != 3 {
+	g := fsmtest.New(t, fsm.DefaultConfig())
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshot))); err != nil || g.AppliedIndex() != 3 {
 		t.Errorf("fresh Restore: index %d, error %v; want 3, nil", g.AppliedIndex(), err)
 	}
 }
 
 func TestObserveEventsSeesEveryEvent(t *testing.T) {
 	var got []string
-	cfg := DefaultConfig()
-	cfg.ObserveEvents = func(events []Event) {
+	cfg := fsm.DefaultConfig()
+	cfg.ObserveEvents = func(events []fsm.Event) {
 		for _, ev := range events {
 			got = append(got, ev.Type.String())
 		}
 	}
-	f := newTestFSM(t, cfg)
-	apply(t, f, 1, register("a", "a1", 1, 100))
-	apply(t, f, 2, beats(200, beat("a", "a1", 1))) // a plain beat: no event
-	apply(t, f, 3, suspect(300, cond("a", "a1", 1, 2)))
-	apply(t, f, 4, beats(400, beat("a", "a1", 1)))
-	apply(t, f, 5, expire(500, cond("a", "a1", 1, 4)))
+	f := fsmtest.New(t, cfg)
+	fsmtest.Apply(t, f, 1, register("a", "a1", 1, 100))
+	fsmtest.Apply(t, f, 2, beats(200, beat("a", "a1", 1))) // a plain beat: no event
+	fsmtest.Apply(t, f, 3, suspect(300, cond("a", "a1", 1, 2)))
+	fsmtest.Apply(t, f, 4, beats(400, beat("a", "a1", 1)))
+	fsmtest.Apply(t, f, 5, expire(500, cond("a", "a1", 1, 4)))
 	want := []string{"REGISTERED", "SUSPECT", "REACQUIRED", "EXPIRED"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("observed events (-want +got):\n%s", diff)

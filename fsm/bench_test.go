@@ -1,21 +1,21 @@
-package fsm
+package fsm_test
 
 import (
 	"fmt"
 	"io"
 	"testing"
 
-	"github.com/hashicorp/raft"
-
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
 // benchFSM returns an FSM holding n instances over 100 services, at index n.
-func benchFSM(b *testing.B, n int) *FSM {
+func benchFSM(b *testing.B, n int) *fsm.FSM {
 	b.Helper()
-	f := New(Config{})
+	f := fsm.New(fsm.Config{})
 	for i := range n {
-		data, err := Encode(RegisterType, &fsmpb.Register{
+		data, err := fsm.Encode(fsm.RegisterType, &fsmpb.Register{
 			Service: fmt.Sprintf("svc-%d", i%100), Id: fmt.Sprintf("inst-%d", i), Address: "10.0.0.1:8080",
 			Metadata: map[string]string{"zone": "a", "version": "1"}, Incarnation: 1,
 			BeatIntervalNs: 1e9, SuspectAfterNs: 2.5e9, TtlNs: 5e9, NowUnixNs: 1,
@@ -23,7 +23,7 @@ func benchFSM(b *testing.B, n int) *FSM {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data})
+		f.Apply(fsmtest.Log(uint64(i+1), data))
 	}
 	return f
 }
@@ -40,7 +40,7 @@ func beatBatch(n int) *fsmpb.BeatBatch {
 // largest a batch holds) to an FSM of 100,000 instances.
 func BenchmarkApplyBeatBatch(b *testing.B) {
 	f := benchFSM(b, 100_000)
-	data, err := Encode(BeatBatchType, beatBatch(10_000))
+	data, err := fsm.Encode(fsm.BeatBatchType, beatBatch(10_000))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func BenchmarkApplyBeatBatch(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		index++
-		if res, ok := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}).(*BeatResult); !ok || len(res.Rejected) != 0 {
+		if res, ok := f.Apply(fsmtest.Log(index, data)).(*fsm.BeatResult); !ok || len(res.Rejected) != 0 {
 			b.Fatalf("apply: %v", res)
 		}
 	}
@@ -61,21 +61,21 @@ func BenchmarkEncodeBeatBatch(b *testing.B) {
 	bb := beatBatch(10_000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Encode(BeatBatchType, bb); err != nil {
+		if _, err := fsm.Encode(fsm.BeatBatchType, bb); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func BenchmarkDecodeBeatBatch(b *testing.B) {
-	data, err := Encode(BeatBatchType, beatBatch(10_000))
+	data, err := fsm.Encode(fsm.BeatBatchType, beatBatch(10_000))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := Decode(data); err != nil {
+		if _, _, err := fsm.Decode(data); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -117,7 +117,7 @@ func BenchmarkScanInstances100k(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		n, beats := 0, uint64(0)
-		f.ScanInstances(func(in *Instance) {
+		f.ScanInstances(func(in *fsm.Instance) {
 			n++
 			beats += in.LastBeatIndex
 		})

@@ -1,4 +1,4 @@
-package fsm
+package fsm_test
 
 import (
 	"bytes"
@@ -10,31 +10,32 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
 
 func TestEncodeDecode(t *testing.T) {
 	tests := []struct {
-		typ MessageType
+		typ fsm.MessageType
 		msg proto.Message
 	}{
-		{RegisterType, register("orders", "orders-1", 3, 100)},
-		{DeregisterType, deregister("orders", "orders-1", 3, 100)},
-		{BeatBatchType, beats(100, beat("orders", "orders-1", 3), beat("web", "w", 1))},
-		{MarkSuspectType, suspect(100, cond("orders", "orders-1", 3, 7))},
-		{ExpireType, expire(100, cond("orders", "orders-1", 3, 7))},
-		{NodeMetaType, nodeMeta("n1", "10.0.0.1:9000", "10.0.0.1:8000")},
+		{fsm.RegisterType, register("orders", "orders-1", 3, 100)},
+		{fsm.DeregisterType, deregister("orders", "orders-1", 3, 100)},
+		{fsm.BeatBatchType, beats(100, beat("orders", "orders-1", 3), beat("web", "w", 1))},
+		{fsm.MarkSuspectType, suspect(100, cond("orders", "orders-1", 3, 7))},
+		{fsm.ExpireType, expire(100, cond("orders", "orders-1", 3, 7))},
+		{fsm.NodeMetaType, nodeMeta("n1", "10.0.0.1:9000", "10.0.0.1:8000")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.typ.String(), func(t *testing.T) {
-			if typ, ok := TypeOf(tt.msg); typ != tt.typ || !ok {
+			if typ, ok := fsm.TypeOf(tt.msg); typ != tt.typ || !ok {
 				t.Errorf("TypeOf = %v, %v; want %v, true", typ, ok, tt.typ)
 			}
 			data := mustEncode(t, tt.typ, tt.msg)
 			if data[0] != byte(tt.typ) {
 				t.Errorf("type byte = %d, want %d", data[0], tt.typ)
 			}
-			typ, msg, err := Decode(data)
+			typ, msg, err := fsm.Decode(data)
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
@@ -46,8 +47,8 @@ func TestEncodeDecode(t *testing.T) {
 			}
 
 			// With the ignore flag, a known type decodes as itself.
-			flagged := append([]byte{byte(tt.typ | IgnoreUnknownTypeFlag)}, data[1:]...)
-			typ, msg, err = Decode(flagged)
+			flagged := append([]byte{byte(tt.typ | fsm.IgnoreUnknownTypeFlag)}, data[1:]...)
+			typ, msg, err = fsm.Decode(flagged)
 			if err != nil || typ != tt.typ || msg == nil {
 				t.Errorf("Decode(flagged) = %v, %v, %v; want %v, a message, nil", typ, msg, err, tt.typ)
 			}
@@ -61,9 +62,9 @@ func TestEncodeDeterministic(t *testing.T) {
 	for i := range 50 {
 		msg.Metadata[fmt.Sprintf("key-%02d", i)] = fmt.Sprint(i)
 	}
-	first := mustEncode(t, RegisterType, msg)
+	first := mustEncode(t, fsm.RegisterType, msg)
 	for range 20 {
-		if got := mustEncode(t, RegisterType, proto.Clone(msg)); !bytes.Equal(got, first) {
+		if got := mustEncode(t, fsm.RegisterType, proto.Clone(msg)); !bytes.Equal(got, first) {
 			t.Fatal("two encodings of the same command differ")
 		}
 	}
@@ -72,18 +73,18 @@ func TestEncodeDeterministic(t *testing.T) {
 func TestEncodeErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		typ  MessageType
+		typ  fsm.MessageType
 		msg  proto.Message
 	}{
 		{"unknown type", 42, register("a", "b", 1, 1)},
-		{"unknown ignorable type", IgnoreUnknownTypeFlag | 42, register("a", "b", 1, 1)},
-		{"wrong message", DeregisterType, register("a", "b", 1, 1)},
-		{"nil message", RegisterType, nil},
-		{"header is not a command", RegisterType, &fsmpb.SnapshotHeader{}},
+		{"unknown ignorable type", fsm.IgnoreUnknownTypeFlag | 42, register("a", "b", 1, 1)},
+		{"wrong message", fsm.DeregisterType, register("a", "b", 1, 1)},
+		{"nil message", fsm.RegisterType, nil},
+		{"header is not a command", fsm.RegisterType, &fsmpb.SnapshotHeader{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if data, err := Encode(tt.typ, tt.msg); err == nil {
+			if data, err := fsm.Encode(tt.typ, tt.msg); err == nil {
 				t.Errorf("Encode = %x, nil; want an error", data)
 			}
 		})
@@ -92,7 +93,7 @@ func TestEncodeErrors(t *testing.T) {
 
 func TestTypeOfNonCommands(t *testing.T) {
 	for _, msg := range []proto.Message{nil, &fsmpb.SnapshotHeader{}, &fsmpb.Beat{}} {
-		if typ, ok := TypeOf(msg); ok {
+		if typ, ok := fsm.TypeOf(msg); ok {
 			t.Errorf("TypeOf(%T) = %v, true; want false", msg, typ)
 		}
 	}
@@ -107,15 +108,15 @@ func TestDecodeErrors(t *testing.T) {
 		{"empty", []byte{}},
 		{"unknown type", []byte{42}},
 		{"zero type", []byte{0, 0x0a, 0x00}},
-		{"truncated field", []byte{byte(RegisterType), 0x0a, 0x05, 'o'}},
-		{"bad varint", []byte{byte(BeatBatchType), 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
-		{"invalid utf-8", []byte{byte(NodeMetaType), 0x0a, 0x02, 0xc3, 0x28}},
-		{"bad nested message", []byte{byte(ExpireType), 0x0a, 0x02, 0x0a, 0x07}},
+		{"truncated field", []byte{byte(fsm.RegisterType), 0x0a, 0x05, 'o'}},
+		{"bad varint", []byte{byte(fsm.BeatBatchType), 0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+		{"invalid utf-8", []byte{byte(fsm.NodeMetaType), 0x0a, 0x02, 0xc3, 0x28}},
+		{"bad nested message", []byte{byte(fsm.ExpireType), 0x0a, 0x02, 0x0a, 0x07}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			typ, msg, err := Decode(tt.data)
-			if !errors.Is(err, ErrUndecodable) {
+			typ, msg, err := fsm.Decode(tt.data)
+			if !errors.Is(err, fsm.ErrUndecodable) {
 				t.Errorf("Decode = %v, %v, %v; want an error wrapping ErrUndecodable", typ, msg, err)
 			}
 		})
@@ -124,12 +125,12 @@ func TestDecodeErrors(t *testing.T) {
 
 func TestDecodeIgnorable(t *testing.T) {
 	for _, data := range [][]byte{
-		{byte(IgnoreUnknownTypeFlag)},
+		{byte(fsm.IgnoreUnknownTypeFlag)},
 		{200, 0xff, 0xff}, // the payload of an unknown type is not parsed
 	} {
-		typ, msg, err := Decode(data)
-		if err != nil || msg != nil || typ != MessageType(data[0]) {
-			t.Errorf("Decode(%x) = %v, %v, %v; want %v, nil, nil", data, typ, msg, err, MessageType(data[0]))
+		typ, msg, err := fsm.Decode(data)
+		if err != nil || msg != nil || typ != fsm.MessageType(data[0]) {
+			t.Errorf("Decode(%x) = %v, %v, %v; want %v, nil, nil", data, typ, msg, err, fsm.MessageType(data[0]))
 		}
 	}
 }
@@ -139,23 +140,23 @@ func TestStrings(t *testing.T) {
 		got  fmt.Stringer
 		want string
 	}{
-		{RegisterType, "Register"},
-		{NodeMetaType, "NodeMeta"},
-		{ExpireType | IgnoreUnknownTypeFlag, "Expire|IgnoreUnknown"},
-		{MessageType(77), "MessageType(77)"},
-		{StateHealthy, "HEALTHY"},
-		{StateSuspect, "SUSPECT"},
-		{InstanceState(0), "InstanceState(0)"},
-		{EventRegistered, "REGISTERED"},
-		{EventUpdated, "UPDATED"},
-		{EventDeregistered, "DEREGISTERED"},
-		{EventSuspect, "SUSPECT"},
-		{EventReacquired, "REACQUIRED"},
-		{EventExpired, "EXPIRED"},
-		{EventType(9), "EventType(9)"},
-		{RejectUnknown, "UNKNOWN"},
-		{RejectFenced, "FENCED"},
-		{RejectReason(0), "RejectReason(0)"},
+		{fsm.RegisterType, "Register"},
+		{fsm.NodeMetaType, "NodeMeta"},
+		{fsm.ExpireType | fsm.IgnoreUnknownTypeFlag, "Expire|IgnoreUnknown"},
+		{fsm.MessageType(77), "MessageType(77)"},
+		{fsm.StateHealthy, "HEALTHY"},
+		{fsm.StateSuspect, "SUSPECT"},
+		{fsm.InstanceState(0), "InstanceState(0)"},
+		{fsm.EventRegistered, "REGISTERED"},
+		{fsm.EventUpdated, "UPDATED"},
+		{fsm.EventDeregistered, "DEREGISTERED"},
+		{fsm.EventSuspect, "SUSPECT"},
+		{fsm.EventReacquired, "REACQUIRED"},
+		{fsm.EventExpired, "EXPIRED"},
+		{fsm.EventType(9), "EventType(9)"},
+		{fsm.RejectUnknown, "UNKNOWN"},
+		{fsm.RejectFenced, "FENCED"},
+		{fsm.RejectReason(0), "RejectReason(0)"},
 	}
 	for _, tt := range tests {
 		if got := tt.got.String(); got != tt.want {

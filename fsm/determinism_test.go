@@ -1,4 +1,4 @@
-package fsm
+package fsm_test
 
 import (
 	"bytes"
@@ -12,7 +12,9 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
 // logGen builds a random but reproducible log. It tracks the state with its
@@ -21,7 +23,7 @@ import (
 type logGen struct {
 	t     testing.TB
 	rng   *rand.Rand
-	view  *FSM
+	view  *fsm.FSM
 	index uint64
 	now   int64
 }
@@ -64,7 +66,7 @@ func (g *logGen) condition() *fsmpb.Condition {
 	return c
 }
 
-func (g *logGen) command() (MessageType, proto.Message) {
+func (g *logGen) command() proto.Message {
 	switch r := g.rng.IntN(100); {
 	case r < 25:
 		svc, id := g.key()
@@ -88,58 +90,58 @@ func (g *logGen) command() (MessageType, proto.Message) {
 				c.Metadata[fmt.Sprint("k", i)] = fmt.Sprint(g.rng.IntN(2))
 			}
 		}
-		return RegisterType, c
+		return c
 	case r < 35:
 		svc, id := g.key()
 		inc := g.incarnation(svc, id)
 		if g.rng.IntN(2) == 0 {
 			inc = 0
 		}
-		return DeregisterType, &fsmpb.Deregister{Service: svc, Id: id, Incarnation: inc, NowUnixNs: g.now}
+		return &fsmpb.Deregister{Service: svc, Id: id, Incarnation: inc, NowUnixNs: g.now}
 	case r < 65:
 		c := &fsmpb.BeatBatch{NowUnixNs: g.now}
 		for range 1 + g.rng.IntN(8) {
 			svc, id := g.key()
 			c.Beats = append(c.Beats, &fsmpb.Beat{Service: svc, Id: id, Incarnation: g.incarnation(svc, id)})
 		}
-		return BeatBatchType, c
+		return c
 	case r < 79:
 		c := &fsmpb.MarkSuspect{NowUnixNs: g.now}
 		for range 1 + g.rng.IntN(6) {
 			c.Entries = append(c.Entries, g.condition())
 		}
-		return MarkSuspectType, c
+		return c
 	case r < 91:
 		c := &fsmpb.Expire{NowUnixNs: g.now}
 		for range 1 + g.rng.IntN(6) {
 			c.Entries = append(c.Entries, g.condition())
 		}
-		return ExpireType, c
+		return c
 	case r < 97:
 		c := &fsmpb.NodeMeta{NodeId: fmt.Sprint("node-", g.rng.IntN(5))}
 		if g.rng.IntN(4) > 0 {
 			c.GrpcAddress = fmt.Sprintf("10.1.0.%d:9000", g.rng.IntN(3))
 			c.HttpAddress = fmt.Sprintf("10.1.0.%d:8000", g.rng.IntN(3))
 		}
-		return NodeMetaType, c
+		return c
 	default:
-		return 0, nil // an unknown command marked ignorable
+		return nil // an unknown command marked ignorable
 	}
 }
 
 // randomLog returns n log entries generated from seed.
 func randomLog(t testing.TB, seed uint64, n int) []*raft.Log {
-	g := &logGen{t: t, rng: rand.New(rand.NewPCG(seed, seed)), view: New(Config{}), now: 1_700_000_000_000_000_000}
+	g := &logGen{t: t, rng: rand.New(rand.NewPCG(seed, seed)), view: fsm.New(fsm.Config{}), now: 1_700_000_000_000_000_000}
 	logs := make([]*raft.Log, 0, n)
 	for range n {
 		g.index++
 		g.now += int64(g.rng.IntN(2000)-100) * int64(time.Millisecond) // the leader's clock may step back
-		typ, msg := g.command()
+		msg := g.command()
 		var l *raft.Log
 		if msg == nil {
-			l = &raft.Log{Index: g.index, Term: 1, Type: raft.LogCommand, Data: []byte{byte(IgnoreUnknownTypeFlag) | 99, 1, 2, 3}}
+			l = fsmtest.Log(g.index, []byte{byte(fsm.IgnoreUnknownTypeFlag) | 99, 1, 2, 3})
 		} else {
-			l = MakeLog(t, g.index, typ, msg)
+			l = fsmtest.MakeLog(t, g.index, msg)
 		}
 		g.view.Apply(l)
 		logs = append(logs, l)
@@ -155,23 +157,23 @@ func outcomes(resp any) []string {
 		return []string{"ignored"}
 	case error:
 		switch {
-		case errors.Is(r, ErrFenced):
+		case errors.Is(r, fsm.ErrFenced):
 			return []string{"fenced"}
-		case errors.Is(r, ErrNotFound):
+		case errors.Is(r, fsm.ErrNotFound):
 			return []string{"not found"}
 		}
 		return []string{"error " + r.Error()}
-	case *RegisterResult:
+	case *fsm.RegisterResult:
 		return []string{fmt.Sprint("register created=", r.Created)}
-	case *DeregisterResult:
+	case *fsm.DeregisterResult:
 		return []string{"deregistered"}
-	case *BeatResult:
+	case *fsm.BeatResult:
 		out := []string{"beat batch"}
 		for _, rej := range r.Rejected {
 			out = append(out, "beat rejected "+rej.Reason.String())
 		}
 		return out
-	case *ConditionalResult:
+	case *fsm.ConditionalResult:
 		var out []string
 		if r.Applied > 0 {
 			out = append(out, "condition applied")
@@ -180,7 +182,7 @@ func outcomes(resp any) []string {
 			out = append(out, "condition skipped")
 		}
 		return out
-	case *NodeMetaResult:
+	case *fsm.NodeMetaResult:
 		return []string{"node meta"}
 	}
 	return []string{fmt.Sprintf("unexpected %T", resp)}
@@ -189,8 +191,8 @@ func outcomes(resp any) []string {
 func TestDeterminism(t *testing.T) {
 	const n, cut = 10_000, 5_000
 	logs := randomLog(t, 42, n)
-	cfg := Config{HistorySize: 2 * n} // keep every event, to compare histories
-	a, b, c := New(cfg), New(cfg), New(cfg)
+	cfg := fsm.Config{HistorySize: 2 * n} // keep every event, to compare histories
+	a, b, c := fsm.New(cfg), fsm.New(cfg), fsm.New(cfg)
 
 	seen := make(map[string]int)
 	for _, l := range logs {
@@ -202,7 +204,7 @@ func TestDeterminism(t *testing.T) {
 	for _, l := range logs[:cut] {
 		c.Apply(l)
 	}
-	c = SnapshotRestore(t, c)
+	c = fsmtest.SnapshotRestore(t, c)
 	for _, l := range logs[cut:] {
 		c.Apply(l)
 	}
@@ -222,11 +224,11 @@ func TestDeterminism(t *testing.T) {
 		}
 	}
 	events := eventsAfter(t, a, 0)
-	types := make(map[EventType]int)
+	types := make(map[fsm.EventType]int)
 	for _, e := range events {
 		types[e.Type]++
 	}
-	for typ := EventRegistered; typ <= EventExpired; typ++ {
+	for typ := fsm.EventRegistered; typ <= fsm.EventExpired; typ++ {
 		if types[typ] == 0 {
 			t.Errorf("the log never emitted %v; events: %v", typ, types)
 		}
@@ -239,11 +241,11 @@ func TestDeterminism(t *testing.T) {
 	if a.Hash() != b.Hash() || a.Hash() != c.Hash() {
 		t.Fatalf("Hash() differs: %s, %s, %s (restored)", a.Hash(), b.Hash(), c.Hash())
 	}
-	snapA, snapB, snapC := persist(t, a), persist(t, b), persist(t, c)
+	snapA, snapB, snapC := fsmtest.Persist(t, a), fsmtest.Persist(t, b), fsmtest.Persist(t, c)
 	if !bytes.Equal(snapA, snapB) || !bytes.Equal(snapA, snapC) {
 		t.Fatal("snapshot streams differ")
 	}
-	if !bytes.Equal(snapA, persist(t, a)) {
+	if !bytes.Equal(snapA, fsmtest.Persist(t, a)) {
 		t.Fatal("two snapshots of the same FSM differ")
 	}
 	if diff := cmp.Diff(events, eventsAfter(t, b, 0)); diff != "" {
@@ -256,7 +258,7 @@ func TestDeterminism(t *testing.T) {
 	// The hash is sensitive to the state: one more beat changes it.
 	hash := b.Hash()
 	for _, in := range must(b.Instances()) {
-		b.Apply(MakeLog(t, n+1, BeatBatchType, beats(1, beat(in.Service, in.ID, in.Incarnation))))
+		b.Apply(fsmtest.MakeLog(t, n+1, beats(1, beat(in.Service, in.ID, in.Incarnation))))
 		break
 	}
 	if b.Hash() == hash {

@@ -1,120 +1,20 @@
-package fsm
+package fsm_test
 
 import (
 	"bytes"
 	"errors"
-	"log/slog"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
-
-// MakeLog encodes msg as a command log entry at index.
-func MakeLog(t testing.TB, index uint64, typ MessageType, msg proto.Message) *raft.Log {
-	t.Helper()
-	data, err := Encode(typ, msg)
-	if err != nil {
-		t.Fatalf("Encode(%v): %v", typ, err)
-	}
-	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
-}
-
-// SnapshotRestore persists f's snapshot to memory, restores it into a new FSM
-// and checks that the hashes match.
-func SnapshotRestore(t testing.TB, f *FSM) *FSM {
-	t.Helper()
-	data := persist(t, f)
-	g := newTestFSM(t, DefaultConfig())
-	if err := g.Restore(readCloser(data)); err != nil {
-		t.Fatalf("Restore: %v", err)
-	}
-	if got, want := g.Hash(), f.Hash(); got != want {
-		t.Fatalf("restored Hash() = %s, want %s", got, want)
-	}
-	return g
-}
-
-// persist returns the bytes of f's snapshot, checking that the sink was
-// closed and not cancelled.
-func persist(t testing.TB, f *FSM) []byte {
-	t.Helper()
-	snap, err := f.Snapshot()
-	if err != nil {
-		t.Fatalf("Snapshot: %v", err)
-	}
-	defer snap.Release()
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatalf("Persist: %v", err)
-	}
-	if !sink.closed || sink.cancelled {
-		t.Fatalf("after Persist: sink closed=%v cancelled=%v, want closed only", sink.closed, sink.cancelled)
-	}
-	return sink.Bytes()
-}
-
-func readCloser(b []byte) *nopCloser { return &nopCloser{bytes.NewReader(b)} }
-
-type nopCloser struct{ *bytes.Reader }
-
-func (*nopCloser) Close() error { return nil }
-
-// memSink is an in-memory raft.SnapshotSink.
-type memSink struct {
-	bytes.Buffer
-	failWrite bool
-	closed    bool
-	cancelled bool
-}
-
-func (s *memSink) Write(p []byte) (int, error) {
-	if s.failWrite {
-		return 0, errors.New("disk full")
-	}
-	return s.Buffer.Write(p)
-}
-func (s *memSink) ID() string    { return "mem" }
-func (s *memSink) Close() error  { s.closed = true; return nil }
-func (s *memSink) Cancel() error { s.cancelled = true; return nil }
-
-// newTestFSM returns an FSM that logs to the test's output.
-func newTestFSM(t testing.TB, cfg Config) *FSM {
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return New(cfg)
-}
-
-// typeOf returns the command type of msg.
-func typeOf(t testing.TB, msg proto.Message) MessageType {
-	t.Helper()
-	switch msg.(type) {
-	case *fsmpb.Register:
-		return RegisterType
-	case *fsmpb.Deregister:
-		return DeregisterType
-	case *fsmpb.BeatBatch:
-		return BeatBatchType
-	case *fsmpb.MarkSuspect:
-		return MarkSuspectType
-	case *fsmpb.Expire:
-		return ExpireType
-	case *fsmpb.NodeMeta:
-		return NodeMetaType
-	}
-	t.Fatalf("no command type for %T", msg)
-	return 0
-}
-
-// apply applies msg at index and returns the response.
-func apply(t testing.TB, f *FSM, index uint64, msg proto.Message) any {
-	t.Helper()
-	return f.Apply(MakeLog(t, index, typeOf(t, msg), msg))
-}
 
 // Command builders. Times are arbitrary Unix nanoseconds.
 
@@ -161,8 +61,8 @@ func nodeMeta(id, grpcAddr, httpAddr string) *fsmpb.NodeMeta {
 }
 
 // registered is the instance that register(svc, id, inc, now) creates at index.
-func registered(svc, id string, inc, index uint64, now int64) Instance {
-	return Instance{
+func registered(svc, id string, inc, index uint64, now int64) fsm.Instance {
+	return fsm.Instance{
 		Service:       svc,
 		ID:            id,
 		Address:       "10.0.0.1:8080",
@@ -171,7 +71,7 @@ func registered(svc, id string, inc, index uint64, now int64) Instance {
 		BeatInterval:  time.Second,
 		SuspectAfter:  3 * time.Second,
 		TTL:           10 * time.Second,
-		State:         StateHealthy,
+		State:         fsm.StateHealthy,
 		CreateIndex:   index,
 		ModifyIndex:   index,
 		LastBeatIndex: index,
@@ -181,13 +81,13 @@ func registered(svc, id string, inc, index uint64, now int64) Instance {
 }
 
 // with returns in changed by fn.
-func with(in Instance, fn func(*Instance)) Instance {
+func with(in fsm.Instance, fn func(*fsm.Instance)) fsm.Instance {
 	fn(&in)
 	return in
 }
 
 // eventsAfter returns every kept event with an index above after.
-func eventsAfter(t testing.TB, f *FSM, after uint64) []Event {
+func eventsAfter(t testing.TB, f *fsm.FSM, after uint64) []fsm.Event {
 	t.Helper()
 	events, _, err := f.EventsAfter("", after, 0)
 	if err != nil {
@@ -209,33 +109,33 @@ func TestApply(t *testing.T) {
 		cmd     proto.Message
 		want    any   // the response, unless wantErr
 		wantErr error // errors.Is
-		events  []Event
-		state   []Instance
+		events  []fsm.Event
+		state   []fsm.Instance
 	}{
 		{
 			name: "register creates",
 			cmd:  register(svc, id, 1, 100),
-			want: &RegisterResult{Index: 1, Instance: registered(svc, id, 1, 1, 100), Created: true},
-			events: []Event{
-				{Type: EventRegistered, Index: 1, Instance: registered(svc, id, 1, 1, 100), At: 100},
+			want: &fsm.RegisterResult{Index: 1, Instance: registered(svc, id, 1, 1, 100), Created: true},
+			events: []fsm.Event{
+				{Type: fsm.EventRegistered, Index: 1, Instance: registered(svc, id, 1, 1, 100), At: 100},
 			},
-			state: []Instance{registered(svc, id, 1, 1, 100)},
+			state: []fsm.Instance{registered(svc, id, 1, 1, 100)},
 		},
 		{
 			name:    "register with a lower incarnation is fenced",
 			setup:   []proto.Message{register(svc, id, 7, 100)},
 			cmd:     register(svc, id, 5, 200),
-			wantErr: ErrFenced,
-			state:   []Instance{registered(svc, id, 7, 1, 100)},
+			wantErr: fsm.ErrFenced,
+			state:   []fsm.Instance{registered(svc, id, 7, 1, 100)},
 		},
 		{
 			name:  "register same incarnation unchanged is a beat",
 			setup: []proto.Message{register(svc, id, 1, 100)},
 			cmd:   register(svc, id, 1, 200),
-			want: &RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			want: &fsm.RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.LastBeatIndex, in.LastBeatAt = 2, 200
 			})},
-			state: []Instance{with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			state: []fsm.Instance{with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.LastBeatIndex, in.LastBeatAt = 2, 200
 			})},
 		},
@@ -247,13 +147,13 @@ func TestApply(t *testing.T) {
 				c.Address = "10.0.0.2:8080"
 				return c
 			}(),
-			want: &RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			want: &fsm.RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Address, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = "10.0.0.2:8080", 2, 2, 200
 			})},
-			events: []Event{{Type: EventUpdated, Index: 2, At: 200, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			events: []fsm.Event{{Type: fsm.EventUpdated, Index: 2, At: 200, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Address, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = "10.0.0.2:8080", 2, 2, 200
 			})}},
-			state: []Instance{with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			state: []fsm.Instance{with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Address, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = "10.0.0.2:8080", 2, 2, 200
 			})},
 		},
@@ -265,13 +165,13 @@ func TestApply(t *testing.T) {
 				c.Metadata = map[string]string{"zone": "b"}
 				return c
 			}(),
-			want: &RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			want: &fsm.RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Metadata, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = map[string]string{"zone": "b"}, 2, 2, 200
 			})},
-			events: []Event{{Type: EventUpdated, Index: 2, At: 200, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			events: []fsm.Event{{Type: fsm.EventUpdated, Index: 2, At: 200, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Metadata, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = map[string]string{"zone": "b"}, 2, 2, 200
 			})}},
-			state: []Instance{with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			state: []fsm.Instance{with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Metadata, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = map[string]string{"zone": "b"}, 2, 2, 200
 			})},
 		},
@@ -283,13 +183,13 @@ func TestApply(t *testing.T) {
 				c.TtlNs = int64(time.Minute)
 				return c
 			}(),
-			want: &RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			want: &fsm.RegisterResult{Index: 2, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.TTL, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = time.Minute, 2, 2, 200
 			})},
-			events: []Event{{Type: EventUpdated, Index: 2, At: 200, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			events: []fsm.Event{{Type: fsm.EventUpdated, Index: 2, At: 200, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.TTL, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = time.Minute, 2, 2, 200
 			})}},
-			state: []Instance{with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			state: []fsm.Instance{with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.TTL, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = time.Minute, 2, 2, 200
 			})},
 		},
@@ -297,16 +197,16 @@ func TestApply(t *testing.T) {
 			name:  "register same incarnation on a suspect reacquires",
 			setup: []proto.Message{register(svc, id, 1, 100), suspect(150, cond(svc, id, 1, 1))},
 			cmd:   register(svc, id, 1, 300),
-			want: &RegisterResult{Index: 3, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			want: &fsm.RegisterResult{Index: 3, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = 3, 3, 300
 			})},
-			events: []Event{{
-				Type: EventReacquired, Index: 3, At: 300, SinceLastBeat: 200, LastBeatAt: 100,
-				Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			events: []fsm.Event{{
+				Type: fsm.EventReacquired, Index: 3, At: 300, SinceLastBeat: 200, LastBeatAt: 100,
+				Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 					in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = 3, 3, 300
 				}),
 			}},
-			state: []Instance{with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			state: []fsm.Instance{with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = 3, 3, 300
 			})},
 		},
@@ -318,13 +218,13 @@ func TestApply(t *testing.T) {
 				c.Address = "10.0.0.3:8080"
 				return c
 			}(),
-			want: &RegisterResult{Index: 3, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			want: &fsm.RegisterResult{Index: 3, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Address, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = "10.0.0.3:8080", 3, 3, 300
 			})},
-			events: []Event{{Type: EventUpdated, Index: 3, At: 300, Instance: with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			events: []fsm.Event{{Type: fsm.EventUpdated, Index: 3, At: 300, Instance: with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Address, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = "10.0.0.3:8080", 3, 3, 300
 			})}},
-			state: []Instance{with(registered(svc, id, 1, 1, 100), func(in *Instance) {
+			state: []fsm.Instance{with(registered(svc, id, 1, 1, 100), func(in *fsm.Instance) {
 				in.Address, in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = "10.0.0.3:8080", 3, 3, 300
 			})},
 		},
@@ -332,25 +232,25 @@ func TestApply(t *testing.T) {
 			name:  "register higher incarnation supersedes",
 			setup: []proto.Message{register(svc, id, 1, 100), suspect(150, cond(svc, id, 1, 1))},
 			cmd:   register(svc, id, 2, 300),
-			want:  &RegisterResult{Index: 3, Instance: registered(svc, id, 2, 3, 300)},
-			events: []Event{
-				{Type: EventUpdated, Index: 3, Instance: registered(svc, id, 2, 3, 300), At: 300},
+			want:  &fsm.RegisterResult{Index: 3, Instance: registered(svc, id, 2, 3, 300)},
+			events: []fsm.Event{
+				{Type: fsm.EventUpdated, Index: 3, Instance: registered(svc, id, 2, 3, 300), At: 300},
 			},
-			state: []Instance{registered(svc, id, 2, 3, 300)},
+			state: []fsm.Instance{registered(svc, id, 2, 3, 300)},
 		},
 		{
 			name: "register without metadata stores nil",
 			cmd:  &fsmpb.Register{Service: svc, Id: id, Metadata: map[string]string{}, NowUnixNs: 5},
-			want: &RegisterResult{Index: 1, Created: true, Instance: Instance{
-				Service: svc, ID: id, State: StateHealthy, CreateIndex: 1, ModifyIndex: 1, LastBeatIndex: 1,
+			want: &fsm.RegisterResult{Index: 1, Created: true, Instance: fsm.Instance{
+				Service: svc, ID: id, State: fsm.StateHealthy, CreateIndex: 1, ModifyIndex: 1, LastBeatIndex: 1,
 				RegisteredAt: 5, LastBeatAt: 5,
 			}},
-			events: []Event{{Type: EventRegistered, Index: 1, At: 5, Instance: Instance{
-				Service: svc, ID: id, State: StateHealthy, CreateIndex: 1, ModifyIndex: 1, LastBeatIndex: 1,
+			events: []fsm.Event{{Type: fsm.EventRegistered, Index: 1, At: 5, Instance: fsm.Instance{
+				Service: svc, ID: id, State: fsm.StateHealthy, CreateIndex: 1, ModifyIndex: 1, LastBeatIndex: 1,
 				RegisteredAt: 5, LastBeatAt: 5,
 			}}},
-			state: []Instance{{
-				Service: svc, ID: id, State: StateHealthy, CreateIndex: 1, ModifyIndex: 1, LastBeatIndex: 1,
+			state: []fsm.Instance{{
+				Service: svc, ID: id, State: fsm.StateHealthy, CreateIndex: 1, ModifyIndex: 1, LastBeatIndex: 1,
 				RegisteredAt: 5, LastBeatAt: 5,
 			}},
 		},
@@ -358,30 +258,30 @@ func TestApply(t *testing.T) {
 			name:    "deregister absent",
 			setup:   []proto.Message{register(svc, "other", 1, 100)},
 			cmd:     deregister(svc, id, 0, 200),
-			wantErr: ErrNotFound,
-			state:   []Instance{registered(svc, "other", 1, 1, 100)},
+			wantErr: fsm.ErrNotFound,
+			state:   []fsm.Instance{registered(svc, "other", 1, 1, 100)},
 		},
 		{
 			name:    "deregister another incarnation is fenced",
 			setup:   []proto.Message{register(svc, id, 3, 100)},
 			cmd:     deregister(svc, id, 2, 200),
-			wantErr: ErrFenced,
-			state:   []Instance{registered(svc, id, 3, 1, 100)},
+			wantErr: fsm.ErrFenced,
+			state:   []fsm.Instance{registered(svc, id, 3, 1, 100)},
 		},
 		{
 			name:   "deregister any incarnation",
 			setup:  []proto.Message{register(svc, id, 3, 100), suspect(150, cond(svc, id, 3, 1))},
 			cmd:    deregister(svc, id, 0, 300),
-			want:   &DeregisterResult{Index: 3, Instance: with(registered(svc, id, 3, 1, 100), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 2 })},
-			events: []Event{{Type: EventDeregistered, Index: 3, At: 300, Instance: with(registered(svc, id, 3, 1, 100), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 2 })}},
+			want:   &fsm.DeregisterResult{Index: 3, Instance: with(registered(svc, id, 3, 1, 100), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 2 })},
+			events: []fsm.Event{{Type: fsm.EventDeregistered, Index: 3, At: 300, Instance: with(registered(svc, id, 3, 1, 100), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 2 })}},
 		},
 		{
 			name:   "deregister the stored incarnation",
 			setup:  []proto.Message{register(svc, id, 3, 100), register(svc, "keep", 1, 200)},
 			cmd:    deregister(svc, id, 3, 300),
-			want:   &DeregisterResult{Index: 3, Instance: registered(svc, id, 3, 1, 100)},
-			events: []Event{{Type: EventDeregistered, Index: 3, At: 300, Instance: registered(svc, id, 3, 1, 100)}},
-			state:  []Instance{registered(svc, "keep", 1, 2, 200)},
+			want:   &fsm.DeregisterResult{Index: 3, Instance: registered(svc, id, 3, 1, 100)},
+			events: []fsm.Event{{Type: fsm.EventDeregistered, Index: 3, At: 300, Instance: registered(svc, id, 3, 1, 100)}},
+			state:  []fsm.Instance{registered(svc, "keep", 1, 2, 200)},
 		},
 		{
 			name: "beat batch",
@@ -398,20 +298,20 @@ func TestApply(t *testing.T) {
 				beat(svc, "c", 1),
 				beat(svc, "c", 1), // a duplicate renews again, without an event
 			),
-			want: &BeatResult{Index: 5, Rejected: []BeatRejection{
-				{Service: svc, ID: "gone", Incarnation: 1, Reason: RejectUnknown},
-				{Service: svc, ID: "b", Incarnation: 1, Reason: RejectFenced, Current: 2},
+			want: &fsm.BeatResult{Index: 5, Rejected: []fsm.BeatRejection{
+				{Service: svc, ID: "gone", Incarnation: 1, Reason: fsm.RejectUnknown},
+				{Service: svc, ID: "b", Incarnation: 1, Reason: fsm.RejectFenced, Current: 2},
 			}},
-			events: []Event{{
-				Type: EventReacquired, Index: 5, At: 500, SinceLastBeat: 200, LastBeatAt: 300,
-				Instance: with(registered(svc, "c", 1, 3, 300), func(in *Instance) {
+			events: []fsm.Event{{
+				Type: fsm.EventReacquired, Index: 5, At: 500, SinceLastBeat: 200, LastBeatAt: 300,
+				Instance: with(registered(svc, "c", 1, 3, 300), func(in *fsm.Instance) {
 					in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = 5, 5, 500
 				}),
 			}},
-			state: []Instance{
-				with(registered(svc, "a", 1, 1, 100), func(in *Instance) { in.LastBeatIndex, in.LastBeatAt = 5, 500 }),
+			state: []fsm.Instance{
+				with(registered(svc, "a", 1, 1, 100), func(in *fsm.Instance) { in.LastBeatIndex, in.LastBeatAt = 5, 500 }),
 				registered(svc, "b", 2, 2, 200),
-				with(registered(svc, "c", 1, 3, 300), func(in *Instance) {
+				with(registered(svc, "c", 1, 3, 300), func(in *fsm.Instance) {
 					in.ModifyIndex, in.LastBeatIndex, in.LastBeatAt = 5, 5, 500
 				}),
 			},
@@ -420,8 +320,8 @@ func TestApply(t *testing.T) {
 			name:  "empty beat batch",
 			setup: []proto.Message{register(svc, id, 1, 100)},
 			cmd:   beats(200),
-			want:  &BeatResult{Index: 2},
-			state: []Instance{registered(svc, id, 1, 1, 100)},
+			want:  &fsm.BeatResult{Index: 2},
+			state: []fsm.Instance{registered(svc, id, 1, 1, 100)},
 		},
 		{
 			name: "mark suspect",
@@ -441,16 +341,16 @@ func TestApply(t *testing.T) {
 				cond(svc, "c", 1, 3),    // beat since
 				cond(svc, "d", 1, 5),    // already SUSPECT
 			),
-			want: &ConditionalResult{Index: 7, Applied: 1, Skipped: 5},
-			events: []Event{{
-				Type: EventSuspect, Index: 7, At: 1000, SinceLastBeat: 900, LastBeatAt: 100,
-				Instance: with(registered(svc, "a", 1, 1, 100), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 7 }),
+			want: &fsm.ConditionalResult{Index: 7, Applied: 1, Skipped: 5},
+			events: []fsm.Event{{
+				Type: fsm.EventSuspect, Index: 7, At: 1000, SinceLastBeat: 900, LastBeatAt: 100,
+				Instance: with(registered(svc, "a", 1, 1, 100), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 7 }),
 			}},
-			state: []Instance{
-				with(registered(svc, "a", 1, 1, 100), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 7 }),
+			state: []fsm.Instance{
+				with(registered(svc, "a", 1, 1, 100), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 7 }),
 				registered(svc, "b", 2, 2, 200),
-				with(registered(svc, "c", 1, 3, 300), func(in *Instance) { in.LastBeatIndex, in.LastBeatAt = 4, 400 }),
-				with(registered(svc, "d", 1, 5, 500), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 6 }),
+				with(registered(svc, "c", 1, 3, 300), func(in *fsm.Instance) { in.LastBeatIndex, in.LastBeatAt = 4, 400 }),
+				with(registered(svc, "d", 1, 5, 500), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 6 }),
 			},
 		},
 		{
@@ -471,41 +371,41 @@ func TestApply(t *testing.T) {
 				cond(svc, "c", 1, 3),    // beat since
 				cond(svc, "d", 1, 5),    // applies to a SUSPECT too
 			),
-			want: &ConditionalResult{Index: 7, Applied: 2, Skipped: 4},
-			events: []Event{
+			want: &fsm.ConditionalResult{Index: 7, Applied: 2, Skipped: 4},
+			events: []fsm.Event{
 				{
-					Type: EventExpired, Index: 7, At: 1000, SinceLastBeat: 900, LastBeatAt: 100,
+					Type: fsm.EventExpired, Index: 7, At: 1000, SinceLastBeat: 900, LastBeatAt: 100,
 					Instance: registered(svc, "a", 1, 1, 100),
 				},
 				{
-					Type: EventExpired, Index: 7, At: 1000, SinceLastBeat: 500, LastBeatAt: 500,
-					Instance: with(registered(svc, "d", 1, 5, 500), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 6 }),
+					Type: fsm.EventExpired, Index: 7, At: 1000, SinceLastBeat: 500, LastBeatAt: 500,
+					Instance: with(registered(svc, "d", 1, 5, 500), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 6 }),
 				},
 			},
-			state: []Instance{
+			state: []fsm.Instance{
 				registered(svc, "b", 2, 2, 200),
-				with(registered(svc, "c", 1, 3, 300), func(in *Instance) { in.LastBeatIndex, in.LastBeatAt = 4, 400 }),
+				with(registered(svc, "c", 1, 3, 300), func(in *fsm.Instance) { in.LastBeatIndex, in.LastBeatAt = 4, 400 }),
 			},
 		},
 		{
 			name:  "node meta",
 			setup: []proto.Message{register(svc, id, 1, 100)},
 			cmd:   nodeMeta("n1", "10.0.0.9:9000", ""),
-			want:  &NodeMetaResult{Index: 2},
-			state: []Instance{registered(svc, id, 1, 1, 100)},
+			want:  &fsm.NodeMetaResult{Index: 2},
+			state: []fsm.Instance{registered(svc, id, 1, 1, 100)},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newTestFSM(t, DefaultConfig())
+			f := fsmtest.New(t, fsm.DefaultConfig())
 			for i, msg := range tt.setup {
 				index := uint64(i + 1)
-				if err, ok := apply(t, f, index, msg).(error); ok {
+				if err, ok := fsmtest.Apply(t, f, index, msg).(error); ok {
 					t.Fatalf("setup %d: %v", index, err)
 				}
 			}
 			index := uint64(len(tt.setup) + 1)
-			got := apply(t, f, index, tt.cmd)
+			got := fsmtest.Apply(t, f, index, tt.cmd)
 			if tt.wantErr != nil {
 				err, _ := got.(error)
 				if !errors.Is(err, tt.wantErr) {
@@ -527,19 +427,19 @@ func TestApply(t *testing.T) {
 			if stateIndex != index {
 				t.Errorf("Instances() index = %d, want %d", stateIndex, index)
 			}
-			SnapshotRestore(t, f)
+			fsmtest.SnapshotRestore(t, f)
 		})
 	}
 }
 
 func TestApplyErrorDetail(t *testing.T) {
-	f := newTestFSM(t, DefaultConfig())
-	apply(t, f, 1, register("orders", "orders-1", 7, 100))
-	err, _ := apply(t, f, 2, register("orders", "orders-1", 5, 200)).(error)
+	f := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, f, 1, register("orders", "orders-1", 7, 100))
+	err, _ := fsmtest.Apply(t, f, 2, register("orders", "orders-1", 5, 200)).(error)
 	if want := "incarnation fenced: orders/orders-1 is at incarnation 7, got 5"; err == nil || err.Error() != want {
 		t.Errorf("fenced error = %v, want %q", err, want)
 	}
-	err, _ = apply(t, f, 3, deregister("orders", "nope", 0, 300)).(error)
+	err, _ = fsmtest.Apply(t, f, 3, deregister("orders", "nope", 0, 300)).(error)
 	if want := "instance not found: orders/nope"; err == nil || err.Error() != want {
 		t.Errorf("not found error = %v, want %q", err, want)
 	}
@@ -547,7 +447,7 @@ func TestApplyErrorDetail(t *testing.T) {
 
 func TestRegisterCopiesMetadata(t *testing.T) {
 	cmd := register("orders", "orders-1", 1, 100)
-	st := NewState()
+	st := fsm.NewState()
 	if _, _, err := st.Register(1, cmd); err != nil {
 		t.Fatal(err)
 	}
@@ -558,9 +458,9 @@ func TestRegisterCopiesMetadata(t *testing.T) {
 	}
 }
 
-func mustEncode(t testing.TB, typ MessageType, msg proto.Message) []byte {
+func mustEncode(t testing.TB, typ fsm.MessageType, msg proto.Message) []byte {
 	t.Helper()
-	b, err := Encode(typ, msg)
+	b, err := fsm.Encode(typ, msg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,23 +468,23 @@ func mustEncode(t testing.TB, typ MessageType, msg proto.Message) []byte {
 }
 
 func TestApplyNodeMeta(t *testing.T) {
-	f := newTestFSM(t, DefaultConfig())
-	apply(t, f, 1, nodeMeta("n2", "10.0.0.2:9000", "10.0.0.2:8000"))
-	apply(t, f, 2, nodeMeta("n1", "10.0.0.1:9000", ""))
-	apply(t, f, 3, nodeMeta("n1", "", "10.0.0.1:8000"))
-	want := []NodeMeta{
+	f := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, f, 1, nodeMeta("n2", "10.0.0.2:9000", "10.0.0.2:8000"))
+	fsmtest.Apply(t, f, 2, nodeMeta("n1", "10.0.0.1:9000", ""))
+	fsmtest.Apply(t, f, 3, nodeMeta("n1", "", "10.0.0.1:8000"))
+	want := []fsm.NodeMeta{
 		{NodeID: "n1", HTTPAddress: "10.0.0.1:8000"},
 		{NodeID: "n2", GRPCAddress: "10.0.0.2:9000", HTTPAddress: "10.0.0.2:8000"},
 	}
 	if diff := cmp.Diff(want, f.Nodes()); diff != "" {
 		t.Errorf("Nodes() (-want +got):\n%s", diff)
 	}
-	SnapshotRestore(t, f)
+	fsmtest.SnapshotRestore(t, f)
 
-	if diff := cmp.Diff(&NodeMetaResult{Index: 4}, apply(t, f, 4, nodeMeta("n2", "", ""))); diff != "" {
+	if diff := cmp.Diff(&fsm.NodeMetaResult{Index: 4}, fsmtest.Apply(t, f, 4, nodeMeta("n2", "", ""))); diff != "" {
 		t.Errorf("delete response (-want +got):\n%s", diff)
 	}
-	apply(t, f, 5, nodeMeta("absent", "", "")) // deleting an absent node is a no-op
+	fsmtest.Apply(t, f, 5, nodeMeta("absent", "", "")) // deleting an absent node is a no-op
 	if _, ok := f.Node("n2"); ok {
 		t.Error("Node(n2) found after deletion")
 	}
@@ -618,20 +518,20 @@ func TestConditionalRace(t *testing.T) {
 	for _, r := range races {
 		for _, c := range checks {
 			t.Run(r.name+"/"+c.name, func(t *testing.T) {
-				setup := func() *FSM {
-					f := newTestFSM(t, DefaultConfig())
-					apply(t, f, 1, nodeMeta("n1", "a:1", "a:2"))
-					apply(t, f, 2, register("other", "x", 1, 200))
-					apply(t, f, 3, register(svc, id, 1, 300))
-					apply(t, f, 4, nodeMeta("n2", "b:1", "b:2"))
-					apply(t, f, 5, r.at5)
+				setup := func() *fsm.FSM {
+					f := fsmtest.New(t, fsm.DefaultConfig())
+					fsmtest.Apply(t, f, 1, nodeMeta("n1", "a:1", "a:2"))
+					fsmtest.Apply(t, f, 2, register("other", "x", 1, 200))
+					fsmtest.Apply(t, f, 3, register(svc, id, 1, 300))
+					fsmtest.Apply(t, f, 4, nodeMeta("n2", "b:1", "b:2"))
+					fsmtest.Apply(t, f, 5, r.at5)
 					return f
 				}
 
 				f := setup()
 				before, _ := f.Instance(svc, id)
-				got := apply(t, f, 6, c.cmd(3))
-				if diff := cmp.Diff(&ConditionalResult{Index: 6, Skipped: 1}, got); diff != "" {
+				got := fsmtest.Apply(t, f, 6, c.cmd(3))
+				if diff := cmp.Diff(&fsm.ConditionalResult{Index: 6, Skipped: 1}, got); diff != "" {
 					t.Errorf("stale condition (-want +got):\n%s", diff)
 				}
 				after, ok := f.Instance(svc, id)
@@ -641,7 +541,7 @@ func TestConditionalRace(t *testing.T) {
 				if diff := cmp.Diff(before, after); diff != "" {
 					t.Errorf("instance changed by a stale condition (-before +after):\n%s", diff)
 				}
-				if after.LastBeatIndex != 5 || after.State != StateHealthy {
+				if after.LastBeatIndex != 5 || after.State != fsm.StateHealthy {
 					t.Errorf("LastBeatIndex, State = %d, %v, want 5, HEALTHY", after.LastBeatIndex, after.State)
 				}
 				if got := eventsAfter(t, f, 5); len(got) != 0 {
@@ -650,7 +550,7 @@ func TestConditionalRace(t *testing.T) {
 
 				// Control: the condition naming the latest beat applies.
 				f = setup()
-				if diff := cmp.Diff(&ConditionalResult{Index: 6, Applied: 1}, apply(t, f, 6, c.cmd(5))); diff != "" {
+				if diff := cmp.Diff(&fsm.ConditionalResult{Index: 6, Applied: 1}, fsmtest.Apply(t, f, 6, c.cmd(5))); diff != "" {
 					t.Errorf("fresh condition (-want +got):\n%s", diff)
 				}
 			})
@@ -659,13 +559,13 @@ func TestConditionalRace(t *testing.T) {
 }
 
 func TestApplyUnknownType(t *testing.T) {
-	f := newTestFSM(t, DefaultConfig())
-	apply(t, f, 1, register("orders", "orders-1", 1, 100))
+	f := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, f, 1, register("orders", "orders-1", 1, 100))
 	hash := f.Hash()
 	changed := f.Changed()
 
 	// A future optional command: skipped.
-	got := f.Apply(&raft.Log{Index: 2, Data: []byte{byte(IgnoreUnknownTypeFlag) | 42, 0x0a, 0x01, 'x'}})
+	got := f.Apply(fsmtest.Log(2, []byte{byte(fsm.IgnoreUnknownTypeFlag) | 42, 0x0a, 0x01, 'x'}))
 	if got != nil {
 		t.Errorf("Apply(unknown ignorable) = %v, want nil", got)
 	}
@@ -683,8 +583,8 @@ func TestApplyUnknownType(t *testing.T) {
 	}
 
 	// A known command marked ignorable is applied by nodes that know it.
-	data := mustEncode(t, RegisterType|IgnoreUnknownTypeFlag, register("orders", "orders-2", 1, 300))
-	if _, ok := f.Apply(&raft.Log{Index: 3, Data: data}).(*RegisterResult); !ok {
+	data := mustEncode(t, fsm.RegisterType|fsm.IgnoreUnknownTypeFlag, register("orders", "orders-2", 1, 300))
+	if _, ok := f.Apply(fsmtest.Log(3, data)).(*fsm.RegisterResult); !ok {
 		t.Error("known command with the ignore flag was not applied")
 	}
 }
@@ -696,12 +596,12 @@ func TestApplyPanicsOnUndecodable(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"unknown type", []byte{42, 0x0a, 0x01, 'x'}},
-		{"bad payload", []byte{byte(RegisterType), 0x0a, 0x05, 'x'}},
-		{"bad utf-8", []byte{byte(DeregisterType), 0x0a, 0x01, 0xff}},
+		{"bad payload", []byte{byte(fsm.RegisterType), 0x0a, 0x05, 'x'}},
+		{"bad utf-8", []byte{byte(fsm.DeregisterType), 0x0a, 0x01, 0xff}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newTestFSM(t, DefaultConfig())
+			f := fsmtest.New(t, fsm.DefaultConfig())
 			defer func() {
 				r := recover()
 				msg, _ := r.(string)
@@ -712,7 +612,7 @@ func TestApplyPanicsOnUndecodable(t *testing.T) {
 					t.Errorf("AppliedIndex() = %d after a failed entry, want 0", f.AppliedIndex())
 				}
 			}()
-			f.Apply(&raft.Log{Index: 7, Data: tt.data})
+			f.Apply(fsmtest.Log(7, tt.data))
 			t.Error("Apply did not panic")
 		})
 	}
@@ -728,12 +628,12 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 func TestChanged(t *testing.T) {
-	f := newTestFSM(t, DefaultConfig())
+	f := fsmtest.New(t, fsm.DefaultConfig())
 	ch := f.Changed()
 	if isClosed(ch) {
 		t.Fatal("Changed() closed before any Apply")
 	}
-	apply(t, f, 1, register("orders", "orders-1", 1, 100))
+	fsmtest.Apply(t, f, 1, register("orders", "orders-1", 1, 100))
 	if !isClosed(ch) {
 		t.Fatal("Changed() not closed by Apply")
 	}
@@ -742,20 +642,20 @@ func TestChanged(t *testing.T) {
 		t.Fatal("the replacement Changed() channel is already closed")
 	}
 	// A domain error still advances the applied index.
-	apply(t, f, 2, deregister("orders", "nope", 0, 200))
+	fsmtest.Apply(t, f, 2, deregister("orders", "nope", 0, 200))
 	if !isClosed(ch) {
 		t.Fatal("Changed() not closed by an Apply that returned an error")
 	}
 	ch = f.Changed()
-	g := New(Config{})
-	if err := g.Restore(readCloser(persist(t, f))); err != nil {
+	g := fsm.New(fsm.Config{})
+	if err := g.Restore(io.NopCloser(bytes.NewReader(fsmtest.Persist(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	if isClosed(ch) {
 		t.Fatal("restoring another FSM closed this one's channel")
 	}
 	ch = g.Changed()
-	if err := g.Restore(readCloser(persist(t, f))); err != nil {
+	if err := g.Restore(io.NopCloser(bytes.NewReader(fsmtest.Persist(t, f)))); err != nil {
 		t.Fatal(err)
 	}
 	if !isClosed(ch) {
@@ -764,25 +664,25 @@ func TestChanged(t *testing.T) {
 }
 
 func TestReads(t *testing.T) {
-	f := newTestFSM(t, DefaultConfig())
-	apply(t, f, 1, register("web", "w2", 1, 100))
-	apply(t, f, 2, register("web", "w1", 1, 200))
-	apply(t, f, 3, register("api", "a1", 1, 300))
-	apply(t, f, 4, register("db", "d1", 1, 400))
-	apply(t, f, 5, suspect(500, cond("web", "w2", 1, 1), cond("db", "d1", 1, 4)))
-	apply(t, f, 6, deregister("api", "a1", 0, 600))
-	apply(t, f, 7, nodeMeta("n1", "g", "h"))
+	f := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, f, 1, register("web", "w2", 1, 100))
+	fsmtest.Apply(t, f, 2, register("web", "w1", 1, 200))
+	fsmtest.Apply(t, f, 3, register("api", "a1", 1, 300))
+	fsmtest.Apply(t, f, 4, register("db", "d1", 1, 400))
+	fsmtest.Apply(t, f, 5, suspect(500, cond("web", "w2", 1, 1), cond("db", "d1", 1, 4)))
+	fsmtest.Apply(t, f, 6, deregister("api", "a1", 0, 600))
+	fsmtest.Apply(t, f, 7, nodeMeta("n1", "g", "h"))
 
-	suspectW2 := with(registered("web", "w2", 1, 1, 100), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 5 })
-	suspectD1 := with(registered("db", "d1", 1, 4, 400), func(in *Instance) { in.State, in.ModifyIndex = StateSuspect, 5 })
+	suspectW2 := with(registered("web", "w2", 1, 1, 100), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 5 })
+	suspectD1 := with(registered("db", "d1", 1, 4, 400), func(in *fsm.Instance) { in.State, in.ModifyIndex = fsm.StateSuspect, 5 })
 	w1 := registered("web", "w1", 1, 2, 200)
 
 	got, index := f.GetService("web", false)
-	if diff := cmp.Diff([]Instance{w1}, got); diff != "" || index != 7 {
+	if diff := cmp.Diff([]fsm.Instance{w1}, got); diff != "" || index != 7 {
 		t.Errorf("GetService(web, false) index %d (-want +got):\n%s", index, diff)
 	}
 	got, _ = f.GetService("web", true)
-	if diff := cmp.Diff([]Instance{w1, suspectW2}, got); diff != "" {
+	if diff := cmp.Diff([]fsm.Instance{w1, suspectW2}, got); diff != "" {
 		t.Errorf("GetService(web, true) (-want +got):\n%s", diff)
 	}
 	if got, _ := f.GetService("api", true); got != nil {
@@ -790,13 +690,13 @@ func TestReads(t *testing.T) {
 	}
 
 	sums, index := f.ListServices()
-	wantSums := []ServiceSummary{{Service: "db", Suspect: 1}, {Service: "web", Healthy: 1, Suspect: 1}}
+	wantSums := []fsm.ServiceSummary{{Service: "db", Suspect: 1}, {Service: "web", Healthy: 1, Suspect: 1}}
 	if diff := cmp.Diff(wantSums, sums); diff != "" || index != 7 {
 		t.Errorf("ListServices() index %d (-want +got):\n%s", index, diff)
 	}
 
 	all, index := f.Instances()
-	if diff := cmp.Diff([]Instance{suspectD1, w1, suspectW2}, all); diff != "" || index != 7 {
+	if diff := cmp.Diff([]fsm.Instance{suspectD1, w1, suspectW2}, all); diff != "" || index != 7 {
 		t.Errorf("Instances() index %d (-want +got):\n%s", index, diff)
 	}
 	reset, index := f.Reset("")
@@ -804,7 +704,7 @@ func TestReads(t *testing.T) {
 		t.Errorf("Reset(\"\") index %d (-want +got):\n%s", index, diff)
 	}
 	reset, _ = f.Reset("web")
-	if diff := cmp.Diff([]Instance{w1, suspectW2}, reset); diff != "" {
+	if diff := cmp.Diff([]fsm.Instance{w1, suspectW2}, reset); diff != "" {
 		t.Errorf("Reset(web) (-want +got):\n%s", diff)
 	}
 
@@ -815,19 +715,5 @@ func TestReads(t *testing.T) {
 	}
 	if _, ok := f.Instance("api", "a1"); ok {
 		t.Error("Instance(api, a1) found after deregistration")
-	}
-}
-
-func TestConfig(t *testing.T) {
-	if err := DefaultConfig().Validate(); err != nil {
-		t.Errorf("DefaultConfig().Validate() = %v", err)
-	}
-	err := Config{HistorySize: -1}.Validate()
-	if err == nil || !strings.Contains(err.Error(), "HistorySize is -1") {
-		t.Errorf("Validate(HistorySize -1) = %v, want an error naming the value", err)
-	}
-	f := New(Config{})
-	if f.history.size != DefaultHistorySize || f.logger == nil {
-		t.Errorf("New(Config{}) history size %d, logger %v: defaults not applied", f.history.size, f.logger)
 	}
 }

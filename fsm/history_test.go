@@ -1,18 +1,23 @@
-package fsm
+package fsm_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
 // indexes returns the index and instance id of each event.
-func indexes(events []Event) []string {
+func indexes(events []fsm.Event) []string {
 	var out []string
 	for _, e := range events {
 		out = append(out, fmt.Sprintf("%d:%s/%s", e.Index, e.Instance.Service, e.Instance.ID))
@@ -21,13 +26,13 @@ func indexes(events []Event) []string {
 }
 
 func TestHistoryEviction(t *testing.T) {
-	f := newTestFSM(t, Config{HistorySize: 3})
+	f := fsmtest.New(t, fsm.Config{HistorySize: 3})
 	for i := uint64(1); i <= 5; i++ {
-		apply(t, f, i, register("svc", fmt.Sprint("i", i), 1, int64(i)))
+		fsmtest.Apply(t, f, i, register("svc", fmt.Sprint("i", i), 1, int64(i)))
 	}
 	// Events 1 and 2 were evicted: the floor is 2.
 	for _, after := range []uint64{0, 1} {
-		if _, _, err := f.EventsAfter("", after, 0); !errors.Is(err, ErrCompacted) {
+		if _, _, err := f.EventsAfter("", after, 0); !errors.Is(err, fsm.ErrCompacted) {
 			t.Errorf("EventsAfter(%d) error = %v, want ErrCompacted", after, err)
 		}
 	}
@@ -56,13 +61,13 @@ func TestHistoryEviction(t *testing.T) {
 }
 
 func TestHistoryEvictsPartOfAnIndex(t *testing.T) {
-	f := newTestFSM(t, Config{HistorySize: 2})
-	apply(t, f, 1, register("svc", "a", 1, 1))
-	apply(t, f, 2, register("svc", "b", 1, 2))
-	apply(t, f, 3, register("svc", "c", 1, 3))
-	apply(t, f, 4, expire(4, cond("svc", "a", 1, 1), cond("svc", "b", 1, 2), cond("svc", "c", 1, 3)))
+	f := fsmtest.New(t, fsm.Config{HistorySize: 2})
+	fsmtest.Apply(t, f, 1, register("svc", "a", 1, 1))
+	fsmtest.Apply(t, f, 2, register("svc", "b", 1, 2))
+	fsmtest.Apply(t, f, 3, register("svc", "c", 1, 3))
+	fsmtest.Apply(t, f, 4, expire(4, cond("svc", "a", 1, 1), cond("svc", "b", 1, 2), cond("svc", "c", 1, 3)))
 	// The ring holds two of the three events at index 4: index 4 is incomplete.
-	if _, _, err := f.EventsAfter("", 3, 0); !errors.Is(err, ErrCompacted) {
+	if _, _, err := f.EventsAfter("", 3, 0); !errors.Is(err, fsm.ErrCompacted) {
 		t.Errorf("EventsAfter(3) error = %v, want ErrCompacted", err)
 	}
 	if events, next, err := f.EventsAfter("", 4, 0); err != nil || len(events) != 0 || next != 4 {
@@ -72,16 +77,16 @@ func TestHistoryEvictsPartOfAnIndex(t *testing.T) {
 
 // historyFSM applies commands that emit several events at one index and
 // events of two services.
-func historyFSM(t *testing.T) *FSM {
-	f := newTestFSM(t, DefaultConfig())
-	apply(t, f, 1, register("a", "a1", 1, 1))
-	apply(t, f, 2, register("b", "b1", 1, 2))
-	apply(t, f, 3, register("a", "a2", 1, 3))
-	apply(t, f, 4, register("b", "b2", 1, 4))
-	apply(t, f, 5, expire(5, cond("a", "a1", 1, 1), cond("b", "b1", 1, 2), cond("a", "a2", 1, 3)))
-	apply(t, f, 6, nodeMeta("n1", "x", "y"))
-	apply(t, f, 7, register("a", "a3", 1, 7))
-	apply(t, f, 8, nodeMeta("n2", "x", "y"))
+func historyFSM(t *testing.T) *fsm.FSM {
+	f := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, f, 1, register("a", "a1", 1, 1))
+	fsmtest.Apply(t, f, 2, register("b", "b1", 1, 2))
+	fsmtest.Apply(t, f, 3, register("a", "a2", 1, 3))
+	fsmtest.Apply(t, f, 4, register("b", "b2", 1, 4))
+	fsmtest.Apply(t, f, 5, expire(5, cond("a", "a1", 1, 1), cond("b", "b1", 1, 2), cond("a", "a2", 1, 3)))
+	fsmtest.Apply(t, f, 6, nodeMeta("n1", "x", "y"))
+	fsmtest.Apply(t, f, 7, register("a", "a3", 1, 7))
+	fsmtest.Apply(t, f, 8, nodeMeta("n2", "x", "y"))
 	return f
 }
 
@@ -150,23 +155,23 @@ func TestEventsAfterBeyondApplied(t *testing.T) {
 
 func TestRestoreClearsHistory(t *testing.T) {
 	f := historyFSM(t)
-	g := SnapshotRestore(t, f)
-	if _, _, err := g.EventsAfter("", 7, 0); !errors.Is(err, ErrCompacted) {
+	g := fsmtest.SnapshotRestore(t, f)
+	if _, _, err := g.EventsAfter("", 7, 0); !errors.Is(err, fsm.ErrCompacted) {
 		t.Errorf("EventsAfter(7) after Restore error = %v, want ErrCompacted", err)
 	}
 	if events, next, err := g.EventsAfter("", 8, 0); err != nil || events != nil || next != 8 {
 		t.Errorf("EventsAfter(8) after Restore = %v, %d, %v; want none, 8, nil", events, next, err)
 	}
-	apply(t, g, 9, register("a", "a9", 1, 9))
+	fsmtest.Apply(t, g, 9, register("a", "a9", 1, 9))
 	if diff := cmp.Diff([]string{"9:a/a9"}, indexes(eventsAfter(t, g, 8))); diff != "" {
 		t.Errorf("events after Restore (-want +got):\n%s", diff)
 	}
 
 	// Restoring over an FSM with history drops it too.
-	if err := f.Restore(readCloser(persist(t, g))); err != nil {
+	if err := f.Restore(io.NopCloser(bytes.NewReader(fsmtest.Persist(t, g)))); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := f.EventsAfter("", 0, 0); !errors.Is(err, ErrCompacted) {
+	if _, _, err := f.EventsAfter("", 0, 0); !errors.Is(err, fsm.ErrCompacted) {
 		t.Errorf("EventsAfter(0) after Restore error = %v, want ErrCompacted", err)
 	}
 	if got := indexes(eventsAfter(t, f, 9)); got != nil {
@@ -192,19 +197,19 @@ func TestResetThenFollow(t *testing.T) {
 		register("a", "a3", 1, 1100),
 		register("b", "b2", 1, 1200),
 	}
-	ignoreBeats := cmp.Transformer("ignoreBeats", func(in Instance) Instance {
+	ignoreBeats := cmp.Transformer("ignoreBeats", func(in fsm.Instance) fsm.Instance {
 		in.LastBeatIndex, in.LastBeatAt = 0, 0
 		return in
 	})
 
-	f := newTestFSM(t, DefaultConfig())
+	f := fsmtest.New(t, fsm.DefaultConfig())
 	watched, index := f.Reset("a")
-	view := make(map[string]Instance)
+	view := make(map[string]fsm.Instance)
 	for _, in := range watched {
 		view[in.ID] = in
 	}
 	for i, cmd := range cmds {
-		apply(t, f, uint64(i+1), cmd)
+		fsmtest.Apply(t, f, uint64(i+1), cmd)
 		for range 100 { // bounded: a bug that re-serves events must fail, not hang
 			events, next, err := f.EventsAfter("a", index, 1)
 			if err != nil {
@@ -216,7 +221,7 @@ func TestResetThenFollow(t *testing.T) {
 			}
 			for _, e := range events {
 				switch e.Type {
-				case EventDeregistered, EventExpired:
+				case fsm.EventDeregistered, fsm.EventExpired:
 					delete(view, e.Instance.ID)
 				default:
 					view[e.Instance.ID] = e.Instance
@@ -224,7 +229,7 @@ func TestResetThenFollow(t *testing.T) {
 			}
 		}
 		want, _ := f.Reset("a")
-		got := slices.SortedFunc(maps.Values(view), compareInstances)
+		got := slices.SortedFunc(maps.Values(view), fsm.CompareInstances)
 		if diff := cmp.Diff(want, got, ignoreBeats); diff != "" {
 			t.Fatalf("after command %d: watcher view (-reset +view):\n%s", i+1, diff)
 		}

@@ -1,4 +1,4 @@
-package fsm
+package fsm_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -14,26 +15,28 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
 // populated returns an FSM with instances of two services in both states,
 // metadata, and nodes.
-func populated(t testing.TB) *FSM {
-	f := newTestFSM(t, DefaultConfig())
-	apply(t, f, 1, register("web", "w2", 1, 100))
-	apply(t, f, 2, register("web", "w1", 3, 200))
-	apply(t, f, 3, &fsmpb.Register{Service: "api", Id: "a1", NowUnixNs: 300, TtlNs: -5})
-	apply(t, f, 4, suspect(400, cond("web", "w2", 1, 1)))
-	apply(t, f, 5, nodeMeta("n2", "b:1", ""))
-	apply(t, f, 6, nodeMeta("n1", "a:1", "a:2"))
-	apply(t, f, 7, beats(700, beat("web", "w1", 3)))
+func populated(t testing.TB) *fsm.FSM {
+	f := fsmtest.New(t, fsm.DefaultConfig())
+	fsmtest.Apply(t, f, 1, register("web", "w2", 1, 100))
+	fsmtest.Apply(t, f, 2, register("web", "w1", 3, 200))
+	fsmtest.Apply(t, f, 3, &fsmpb.Register{Service: "api", Id: "a1", NowUnixNs: 300, TtlNs: -5})
+	fsmtest.Apply(t, f, 4, suspect(400, cond("web", "w2", 1, 1)))
+	fsmtest.Apply(t, f, 5, nodeMeta("n2", "b:1", ""))
+	fsmtest.Apply(t, f, 6, nodeMeta("n1", "a:1", "a:2"))
+	fsmtest.Apply(t, f, 7, beats(700, beat("web", "w1", 3)))
 	return f
 }
 
 func TestSnapshotRestore(t *testing.T) {
 	f := populated(t)
-	g := SnapshotRestore(t, f)
+	g := fsmtest.SnapshotRestore(t, f)
 
 	wantInstances, wantIndex := f.Instances()
 	gotInstances, gotIndex := g.Instances()
@@ -48,8 +51,8 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	// The restored FSM carries on like the original.
-	for _, h := range []*FSM{f, g} {
-		apply(t, h, 8, beats(800, beat("web", "w2", 1)))
+	for _, h := range []*fsm.FSM{f, g} {
+		fsmtest.Apply(t, h, 8, beats(800, beat("web", "w2", 1)))
 	}
 	if f.Hash() != g.Hash() {
 		t.Error("Hash() differs after applying the same entry to the original and the restored FSM")
@@ -58,8 +61,8 @@ func TestSnapshotRestore(t *testing.T) {
 
 func TestSnapshotFormat(t *testing.T) {
 	f := populated(t)
-	data := persist(t, f)
-	if again := persist(t, f); !bytes.Equal(data, again) {
+	data := fsmtest.Persist(t, f)
+	if again := fsmtest.Persist(t, f); !bytes.Equal(data, again) {
 		t.Error("two snapshots of the same FSM differ")
 	}
 	sum := sha256.Sum256(data)
@@ -101,7 +104,7 @@ func TestSnapshotFormat(t *testing.T) {
 }
 
 func TestSnapshotEmpty(t *testing.T) {
-	g := SnapshotRestore(t, New(Config{}))
+	g := fsmtest.SnapshotRestore(t, fsm.New(fsm.Config{}))
 	if all, index := g.Instances(); all != nil || index != 0 {
 		t.Errorf("restored empty FSM: %v at %d", all, index)
 	}
@@ -112,12 +115,12 @@ func TestPersistCancelsOnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := &memSink{failWrite: true}
+	sink := &fsmtest.MemSink{FailWrite: true}
 	if err := snap.Persist(sink); err == nil {
 		t.Error("Persist to a failing sink succeeded")
 	}
-	if !sink.cancelled || sink.closed {
-		t.Errorf("sink cancelled=%v closed=%v, want cancelled only", sink.cancelled, sink.closed)
+	if !sink.Cancelled || sink.Closed {
+		t.Errorf("sink cancelled=%v closed=%v, want cancelled only", sink.Cancelled, sink.Closed)
 	}
 }
 
@@ -133,7 +136,7 @@ func stream(t testing.TB, records ...proto.Message) []byte {
 }
 
 func TestRestoreFailureKeepsState(t *testing.T) {
-	valid := persist(t, populated(t))
+	valid := fsmtest.Persist(t, populated(t))
 	header := func(version uint32, instances, nodes uint64) *fsmpb.SnapshotHeader {
 		return &fsmpb.SnapshotHeader{Version: version, Index: 50, InstanceCount: instances, NodeCount: nodes}
 	}
@@ -169,7 +172,7 @@ func TestRestoreFailureKeepsState(t *testing.T) {
 			f := populated(t)
 			hash := f.Hash()
 			changed := f.Changed()
-			if err := f.Restore(readCloser(data)); err == nil {
+			if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err == nil {
 				t.Fatal("Restore succeeded")
 			}
 			if got := f.Hash(); got != hash {
@@ -188,7 +191,7 @@ func TestRestoreFailureKeepsState(t *testing.T) {
 	}
 
 	// Control: the same stream, whole, restores.
-	if err := New(Config{}).Restore(readCloser(valid)); err != nil {
+	if err := fsm.New(fsm.Config{}).Restore(io.NopCloser(bytes.NewReader(valid))); err != nil {
 		t.Errorf("Restore(valid) = %v", err)
 	}
 }
@@ -196,7 +199,7 @@ func TestRestoreFailureKeepsState(t *testing.T) {
 // Reads, watches and Persist run concurrently with Apply; run with -race.
 func TestConcurrentAccess(t *testing.T) {
 	const n = 2000
-	f := newTestFSM(t, Config{HistorySize: 64})
+	f := fsmtest.New(t, fsm.Config{HistorySize: 64})
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 
@@ -225,7 +228,7 @@ func TestConcurrentAccess(t *testing.T) {
 				f.ListServices()
 				f.Reset("")
 				_, next, err := f.EventsAfter("svc2", after, 5)
-				if errors.Is(err, ErrCompacted) {
+				if errors.Is(err, fsm.ErrCompacted) {
 					_, next = f.Reset("svc2")
 				} else if err != nil {
 					errs <- err
@@ -251,7 +254,7 @@ func TestConcurrentAccess(t *testing.T) {
 		case 3:
 			msg = expire(int64(i), cond(svc, id, 1, i-3))
 		}
-		apply(t, f, i, msg)
+		fsmtest.Apply(t, f, i, msg)
 		if i%250 == 0 {
 			snap, err := f.Snapshot()
 			if err != nil {
@@ -259,7 +262,7 @@ func TestConcurrentAccess(t *testing.T) {
 			}
 			persists.Go(func() {
 				defer snap.Release()
-				if err := snap.Persist(&memSink{}); err != nil {
+				if err := snap.Persist(&fsmtest.MemSink{}); err != nil {
 					errs <- err
 				}
 			})
