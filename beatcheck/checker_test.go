@@ -5,18 +5,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,10 +23,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // rig is a leader without Raft: a real fsm that proposals are applied to
 // in order, the way Raft would apply them.
 type rig struct {
+	*fsmtest.Replica
 	t         *testing.T
-	mu        sync.Mutex
 	f         *fsm.FSM
-	index     uint64
 	notLeader atomic.Bool
 	verifies  atomic.Int64
 	// stallOnce, when set, makes the next scan sleep that long: the checker
@@ -35,38 +33,26 @@ type rig struct {
 	stallOnce atomic.Int64
 }
 
-func newRig(t *testing.T) *rig { return &rig{t: t, f: fsm.New(fsm.Config{})} }
-
-func (r *rig) apply(typ fsm.MessageType, msg proto.Message) any {
-	data, err := fsm.Encode(typ, msg)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return r.applyData(data)
+func newRig(t *testing.T) *rig {
+	f := fsm.New(fsm.Config{})
+	return &rig{Replica: &fsmtest.Replica{FSM: f}, t: t, f: f}
 }
 
-func (r *rig) applyData(data []byte) any {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.index++
-	return r.f.Apply(&raft.Log{Index: r.index, Type: raft.LogCommand, Data: data})
-}
+func (r *rig) apply(msg proto.Message) any { return r.ApplyMsg(r.t, msg) }
 
-func (r *rig) Apply(_ context.Context, e fsm.Entry) (any, error) {
+// Apply implements fsm.Proposer: it fails as the node does when the rig
+// does not lead.
+func (r *rig) Apply(ctx context.Context, e fsm.Entry) (any, error) {
 	if r.notLeader.Load() {
-		return nil, fmt.Errorf("%w: %w", fsm.ErrLeadershipLost, raft.ErrNotLeader)
+		return nil, fmt.Errorf("%w: not the leader", fsm.ErrLeadershipLost)
 	}
-	resp := r.applyData(e.Data())
-	if err, ok := resp.(error); ok {
-		return nil, err
-	}
-	return resp, nil
+	return r.Replica.Apply(ctx, e)
 }
 
 func (r *rig) VerifyLeader(context.Context) error {
 	r.verifies.Add(1)
 	if r.notLeader.Load() {
-		return raft.ErrNotLeader
+		return fsm.ErrLeadershipLost
 	}
 	return nil
 }
@@ -85,7 +71,7 @@ func (r *rig) ScanInstances(fn func(*fsm.Instance)) {
 // the (simulated) current time.
 func (r *rig) register(ids ...string) {
 	for _, id := range ids {
-		r.apply(fsm.RegisterType, &fsmpb.Register{
+		r.apply(&fsmpb.Register{
 			Service: "s", Id: id, Address: "h:1", Incarnation: 1,
 			BeatIntervalNs: int64(time.Second), SuspectAfterNs: int64(3 * time.Second), TtlNs: int64(5 * time.Second),
 			NowUnixNs: time.Now().UnixNano(),
@@ -98,7 +84,7 @@ func (r *rig) beat(ids ...string) {
 	for _, id := range ids {
 		b.Beats = append(b.Beats, &fsmpb.Beat{Service: "s", Id: id, Incarnation: 1})
 	}
-	r.apply(fsm.BeatBatchType, b)
+	r.apply(b)
 }
 
 // events returns "TYPE id" for every event of the given types, in order.
