@@ -370,4 +370,12 @@ var (
 	ErrUndecodable = errors.New("undecodable log entry")
 	// ErrBadSnapshot: PrepareRestore could not decode a backup.
 	ErrBadSnapshot = errors.New("invalid snapshot")
+	// ErrLeadershipLost: a proposal was refused, or its outcome is unknown,
+	// because this node does not lead (any more): Raft answered that it is
+	// not the leader, lost leadership before the entry committed, is
+	// transferring leadership, or is shutting down. The node's Proposer wraps
+	// Raft's error in it and keeps Raft's error in the chain. Retrying on the
+	// leader is safe: every command is idempotent. The expiry checker stops
+	// quietly on it; rpc maps it to UNAVAILABLE.
+	ErrLeadershipLost = errors.New("leadership lost")
 )

@@ -21,6 +21,13 @@
 //     restore (with the index it will be installed at and this cluster's
 //     node records). Restore never moves the applied index back: restoring
 //     over applied state sets it past the FSM's own, so every watcher resets.
+//   - Proposing: Propose[R] derives a command's type from its message,
+//     encodes it and hands the Entry to a Proposer (the node, the only
+//     caller of raft.Apply), then checks that the response is the R the
+//     table declares. ErrLeadershipLost is the one error that means "this
+//     node does not lead": the node wraps Raft's variants in it.
+//   - Test support, in package fsmtest: log builders, a snapshot round trip
+//     and a Replica that implements Proposer without Raft.
 //   - Hooks for the node, outside the state: ObserveStamp (clock skew),
 //     ObserveEvents (metrics) and OnRestore (the checker's grace).
 //

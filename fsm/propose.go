@@ -2,23 +2,15 @@ package fsm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 
 	"google.golang.org/protobuf/proto"
 )
 
-// ErrLeadershipLost means a proposal was refused, or its outcome is unknown,
-// because this node does not lead (any more): Raft answered that it is not
-// the leader, lost leadership before the entry committed, is transferring
-// leadership, or is shutting down. The node's Proposer wraps Raft's error in
-// it and keeps Raft's error in the chain. Retrying on the leader is safe:
-// every command is idempotent. The expiry checker stops quietly on it.
-var ErrLeadershipLost = errors.New("leadership lost")
-
 // Entry is an encoded command: the data of one log entry. Only Propose makes
-// one, so a Proposer is never handed bytes that Decode would reject.
+// a non-zero one, so a Proposer is never handed bytes that Decode would
+// reject; a Proposer must refuse the zero Entry (empty data).
 type Entry struct {
 	t    MessageType
 	data []byte

@@ -48,6 +48,9 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 // an fsm domain error in the response into a Go error, and wraps Raft's
 // errors that mean this node does not lead in fsm.ErrLeadershipLost.
 func (n *Node) Apply(ctx context.Context, e fsm.Entry) (any, error) {
+	if len(e.Data()) == 0 {
+		return nil, errors.New("node: refusing to propose an empty entry (make entries with fsm.Propose)")
+	}
 	n.metrics.observeProposal(e.Type(), len(e.Data()))
 	f := n.raft.Apply(e.Data(), timeoutOf(ctx))
 	if err := waitFuture(ctx, f); err != nil {
