@@ -28,4 +28,10 @@ func TestProposeOnAFollowerIsLeadershipLost(t *testing.T) {
 	if got, ok := c.Nodes[leader].FSM().Node("x"); !ok || got.GRPCAddress != "127.0.0.1:1" {
 		t.Errorf("after Propose the leader's FSM has node x = %+v, %v", got, ok)
 	}
+
+	// The zero Entry would make every replica fail-stop (a panic here): it
+	// is refused before Raft.
+	if _, err := c.Nodes[leader].Apply(ctx, fsm.Entry{}); err == nil {
+		t.Error("Apply(fsm.Entry{}) succeeded; want an error")
+	}
 }
