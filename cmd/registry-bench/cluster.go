@@ -47,9 +47,7 @@ type nodeProc struct {
 	id, grpcAddr string
 	httpAddr     string
 	spec         proc.Spec
-
-	mu  sync.Mutex
-	cur *proc.Process // nil before the first start
+	procs        proc.Slot
 }
 
 // externalCluster uses nodes someone else runs.
@@ -131,11 +129,11 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 // tail of p's log if the process exits (the log is removed with the
 // cluster's directory).
 func (c *cluster) waitReady(ctx context.Context, p *nodeProc) error {
-	cur := p.current()
-	if cur == nil {
-		return fmt.Errorf("%s: not started", p.id)
+	cur, err := p.procs.Live()
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.id, err)
 	}
-	err := cur.WaitReady(ctx, func(ctx context.Context) error {
+	err = cur.WaitReady(ctx, func(ctx context.Context) error {
 		_, err := c.status(ctx, p.grpcAddr)
 		return err
 	})
@@ -147,39 +145,22 @@ func (c *cluster) waitReady(ctx context.Context, p *nodeProc) error {
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
 
-// start starts a new process for p with proc.Start: the kernel kills it
+// start starts a new process for p (see proc.Start): the kernel kills it
 // with SIGKILL if this command dies without stopping it.
 func (p *nodeProc) start() error {
-	cur, err := proc.Start(p.spec)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.cur = cur
-	p.mu.Unlock()
-	return nil
-}
-
-func (p *nodeProc) current() *proc.Process {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cur
+	_, err := p.procs.Start(p.spec)
+	return err
 }
 
 // pid is the running process's id, or 0.
-func (p *nodeProc) pid() int {
-	cur := p.current()
-	if cur == nil || cur.Exited() {
-		return 0
-	}
-	return cur.PID()
-}
+func (p *nodeProc) pid() int { return p.procs.PID() }
 
-// kill sends SIGKILL and waits until the process is reaped.
+// kill sends SIGKILL and waits until the process is reaped; a node with
+// no live process is left as it is.
 func (p *nodeProc) kill() error {
-	cur := p.current()
-	if cur == nil {
-		return nil
+	cur, err := p.procs.Live()
+	if err != nil {
+		return nil // nothing to kill
 	}
 	if err := cur.Kill(); err != nil && !errors.Is(err, proc.ErrNotRunning) {
 		return fmt.Errorf("%s: %w", p.id, err)
@@ -189,7 +170,7 @@ func (p *nodeProc) kill() error {
 
 // stop sends SIGTERM, waits up to grace, then kills.
 func (p *nodeProc) stop(grace time.Duration) {
-	if cur := p.current(); cur != nil && !cur.Exited() {
+	if cur, err := p.procs.Live(); err == nil {
 		cur.Stop(grace)
 	}
 }

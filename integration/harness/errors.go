@@ -13,7 +13,7 @@ var (
 	ErrNotRunning = proc.ErrNotRunning
 	// ErrAlreadyRunning: Restart was called while the node's process is
 	// still alive; kill or stop it first.
-	ErrAlreadyRunning = errors.New("harness: node is already running")
+	ErrAlreadyRunning = proc.ErrAlreadyRunning
 	// ErrExited: a process exited while the harness waited for it to become
 	// ready.
 	ErrExited = proc.ErrExited

@@ -35,9 +35,10 @@ type Node struct {
 	args     []string
 	conn     *grpc.ClientConn // cached; survives restarts
 
+	procs proc.Slot // the current or last process
+
 	mu     sync.Mutex
-	cur    *proc.Process // the current or last process; nil before the first start
-	paused bool
+	paused bool // set by Pause; Start and Resume clear it
 }
 
 // ID is the node's --node-id.
@@ -68,20 +69,10 @@ func (n *Node) Args() []string { return slices.Clone(n.args) }
 // LogTail returns the last lines of the node's log.
 func (n *Node) LogTail(lines int) string { return proc.TailFile(n.logPath, lines) }
 
-func (n *Node) current() *proc.Process {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cur
-}
+func (n *Node) current() *proc.Process { return n.procs.Current() }
 
 // PID is the pid of the node's live process, or 0 if it has none.
-func (n *Node) PID() int {
-	p := n.current()
-	if p == nil || p.Exited() {
-		return 0
-	}
-	return p.PID()
-}
+func (n *Node) PID() int { return n.procs.PID() }
 
 // Alive reports whether the node has a process that has not exited; a paused
 // process is alive.
@@ -94,7 +85,7 @@ func (n *Node) Alive() bool {
 func (n *Node) Paused() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.paused && n.cur != nil && !n.cur.Exited()
+	return n.paused && n.Alive()
 }
 
 // Running reports whether the node has a live process that is not paused,
@@ -113,9 +104,9 @@ func (n *Node) ExitState() *os.ProcessState {
 
 // live returns the live process or ErrNotRunning.
 func (n *Node) live() (*proc.Process, error) {
-	p := n.current()
-	if p == nil || p.Exited() {
-		return nil, fmt.Errorf("%s: %w", n.id, ErrNotRunning)
+	p, err := n.procs.Live()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.id, err)
 	}
 	return p, nil
 }
@@ -124,14 +115,10 @@ func (n *Node) live() (*proc.Process, error) {
 func (n *Node) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.cur != nil && !n.cur.Exited() {
-		return fmt.Errorf("%s: %w (pid %d)", n.id, ErrAlreadyRunning, n.cur.PID())
-	}
-	p, err := proc.Start(proc.Spec{Name: n.id, Binary: n.cluster.binary, Args: n.args, Env: n.cluster.env, LogPath: n.logPath})
+	p, err := n.procs.Start(proc.Spec{Name: n.id, Binary: n.cluster.binary, Args: n.args, Env: n.cluster.env, LogPath: n.logPath})
 	if err != nil {
 		return fmt.Errorf("%s: start: %w", n.id, err)
 	}
-	n.cur = p
 	n.paused = false
 	n.cluster.track(p)
 	// The connection may be backing off from the previous process.

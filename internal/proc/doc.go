@@ -12,8 +12,10 @@
 // *os.Process (a pidfd on Linux), never by name, so a recycled pid is never
 // hit: [Process.Kill], [Process.Stop] (SIGTERM, then SIGKILL after a
 // grace), [Process.Signal]. [Process.WaitReady] polls a readiness condition
-// and gives up early, with the log's tail, if the process exits. [Build]
-// compiles a main package of this module once into a temporary directory.
+// and gives up early, with the log's tail, if the process exits. A [Slot]
+// holds the current process of something restarted with the same flags (a
+// node). [Build] compiles a main package of this module into a temporary
+// directory.
 //
 // # Process lifetime
 //
@@ -28,6 +30,6 @@
 //
 // # Concurrency
 //
-// Process methods are safe for concurrent use. A goroutine per process
+// Process and Slot methods are safe for concurrent use. A goroutine per process
 // reaps it; [Process.Done] is closed once it has.
 package proc

@@ -111,3 +111,38 @@ func TestWaitReady(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSlotRunsOneProcessAtATime(t *testing.T) {
+	var s Slot
+	if s.PID() != 0 || s.Current() != nil {
+		t.Fatal("an empty slot has a process")
+	}
+	if _, err := s.Live(); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Live on an empty slot = %v, want ErrNotRunning", err)
+	}
+	spec := Spec{Binary: "/bin/sh", Args: []string{"-c", "exec sleep 60"}, LogPath: filepath.Join(t.TempDir(), "log")}
+	p, err := s.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Current().Kill() })
+	if s.PID() != p.PID() {
+		t.Errorf("PID %d, want %d", s.PID(), p.PID())
+	}
+	if _, err := s.Start(spec); !errors.Is(err, ErrAlreadyRunning) {
+		t.Fatalf("second Start = %v, want ErrAlreadyRunning", err)
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if s.PID() != 0 || s.Current() != p {
+		t.Errorf("after Kill: PID %d, Current %v; want 0 and the killed process", s.PID(), s.Current())
+	}
+	q, err := s.Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q == p || s.PID() != q.PID() {
+		t.Errorf("restart: got the same process or the wrong pid")
+	}
+}
