@@ -405,14 +405,17 @@ func (c *Cluster) Node(id string) *Node {
 }
 
 // Running returns the nodes whose process is alive and not paused.
-func (c *Cluster) Running() []*Node {
-	var running []*Node
+func (c *Cluster) Running() []*Node { return c.nodesWhere((*Node).Running) }
+
+// nodesWhere returns the nodes for which keep is true, in order.
+func (c *Cluster) nodesWhere(keep func(*Node) bool) []*Node {
+	var out []*Node
 	for _, n := range c.nodes {
-		if n.Running() {
-			running = append(running, n)
+		if keep(n) {
+			out = append(out, n)
 		}
 	}
-	return running
+	return out
 }
 
 // Leader returns the leader found by the last successful WaitLeader, or nil
@@ -433,13 +436,7 @@ func (c *Cluster) Followers() []*Node {
 	c.mu.Lock()
 	leader := c.leader
 	c.mu.Unlock()
-	var followers []*Node
-	for _, n := range c.Running() {
-		if n != leader {
-			followers = append(followers, n)
-		}
-	}
-	return followers
+	return c.nodesWhere(func(n *Node) bool { return n != leader && n.Running() })
 }
 
 // WaitLeader waits until every running node answers Status with the same
@@ -656,15 +653,7 @@ func (c *Cluster) RestartAll() error {
 	return c.waitReady(started)
 }
 
-func (c *Cluster) alive() []*Node {
-	var alive []*Node
-	for _, n := range c.nodes {
-		if n.Alive() {
-			alive = append(alive, n)
-		}
-	}
-	return alive
-}
+func (c *Cluster) alive() []*Node { return c.nodesWhere((*Node).Alive) }
 
 func (c *Cluster) waitReady(nodes []*Node) error {
 	return c.each(nodes, func(n *Node) error { return n.WaitReady(c.ctx) })

@@ -164,31 +164,23 @@ func (n *Node) Stop() error {
 
 // Pause stops the node's process with SIGSTOP: it keeps its sockets but
 // answers nothing, like a node in a long GC pause or a frozen VM.
-func (n *Node) Pause() error {
-	p, err := n.live()
-	if err != nil {
-		return err
-	}
-	if err := p.Signal(syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("%s: SIGSTOP pid %d: %w", n.id, p.PID(), err)
-	}
-	n.mu.Lock()
-	n.paused = true
-	n.mu.Unlock()
-	return nil
-}
+func (n *Node) Pause() error { return n.setPaused(syscall.SIGSTOP, "SIGSTOP", true) }
 
 // Resume continues a paused process with SIGCONT.
-func (n *Node) Resume() error {
+func (n *Node) Resume() error { return n.setPaused(syscall.SIGCONT, "SIGCONT", false) }
+
+// setPaused sends sig (SIGSTOP or SIGCONT, named name) to the live process
+// and records whether it is now paused.
+func (n *Node) setPaused(sig syscall.Signal, name string, paused bool) error {
 	p, err := n.live()
 	if err != nil {
 		return err
 	}
-	if err := p.Signal(syscall.SIGCONT); err != nil {
-		return fmt.Errorf("%s: SIGCONT pid %d: %w", n.id, p.PID(), err)
+	if err := p.Signal(sig); err != nil {
+		return fmt.Errorf("%s: %s pid %d: %w", n.id, name, p.PID(), err)
 	}
 	n.mu.Lock()
-	n.paused = false
+	n.paused = paused
 	n.mu.Unlock()
 	return nil
 }
