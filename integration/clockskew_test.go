@@ -8,6 +8,7 @@ import (
 
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // A node whose clock is 10 minutes ahead of (or behind) the others leads
@@ -52,7 +53,7 @@ func testClockOffsetLeader(t *testing.T, offset time.Duration) {
 	b := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Logf: t.Logf})
 	instances, services := liveInstances("skew", 4, total)
 	registerBeating(t, c.Nodes(), b, instances)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	poll.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
 	keys := keysOf(instances)
 	var dead []harness.InstanceKey
 	for i, k := range keys {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // crashesPerRound is the crash loop's iterations per workload: 20 in the
@@ -33,7 +34,7 @@ func TestCrashLoopLosesNothing(t *testing.T) {
 			// Let the clients get writes acknowledged by the new cluster
 			// before it dies again.
 			acked := w.hist.Count().AckedWrites
-			harness.Eventually(t, leaderTimeout+replicationTimeout, func(context.Context) error {
+			poll.Eventually(t, leaderTimeout+replicationTimeout, func(context.Context) error {
 				if got := w.hist.Count().AckedWrites; got < acked+5 {
 					return fmt.Errorf("crash %d: %d writes acknowledged since the restart, want 5", i, got-acked)
 				}

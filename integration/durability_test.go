@@ -12,6 +12,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 func TestLeaderKillLosesNoAcknowledgedRegistration(t *testing.T) {
@@ -29,7 +30,7 @@ func TestLeaderKillLosesNoAcknowledgedRegistration(t *testing.T) {
 	// More registrations keep arriving through the follower while the
 	// leader dies; the acknowledged ones must survive as well.
 	w := startWriter(t, follower, "orders-inflight")
-	harness.Eventually(t, replicationTimeout, w.acknowledgedAtLeast(10))
+	poll.Eventually(t, replicationTimeout, w.acknowledgedAtLeast(10))
 
 	if err := oldLeader.Kill(); err != nil {
 		t.Fatal(err)
@@ -40,7 +41,7 @@ func TestLeaderKillLosesNoAcknowledgedRegistration(t *testing.T) {
 		t.Fatalf("%s, killed, is still the leader", oldLeader)
 	}
 	// Writes through the follower work again under the new leader.
-	harness.Eventually(t, replicationTimeout, w.acknowledgedAtLeast(ackedAtKill+10))
+	poll.Eventually(t, replicationTimeout, w.acknowledgedAtLeast(ackedAtKill+10))
 	inflight := w.stop()
 
 	resp, err := getService(t.Context(), newLeader, "orders", registryv1.Consistency_CONSISTENCY_LINEARIZABLE)

@@ -14,6 +14,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // An old leader cut off from both peers while clients keep writing and
@@ -251,7 +252,7 @@ func TestAPausedOldLeaderServesNoStaleReadsWhenItResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitLeaderAmong(t, c, majority)
-		harness.Eventually(t, replicationTimeout, func(context.Context) error {
+		poll.Eventually(t, replicationTimeout, func(context.Context) error {
 			if n := w.hist.Count().AckedWrites - acked; n < 20 {
 				return fmt.Errorf("%d writes acknowledged by the new leader, want 20", n)
 			}

@@ -15,6 +15,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Bounds of the waits in these tests: far above what a healthy cluster on a
@@ -179,7 +180,7 @@ func getService(ctx context.Context, node *harness.Node, service string, consist
 func waitForCount(t *testing.T, node *harness.Node, service string, n int) []*registryv1.Instance {
 	t.Helper()
 	var instances []*registryv1.Instance
-	harness.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 		resp, err := getService(ctx, node, service, registryv1.Consistency_CONSISTENCY_STALE)
 		if err != nil {
 			return err

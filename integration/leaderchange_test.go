@@ -9,6 +9,7 @@ import (
 
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // liveTTLOf and liveSuspectOf give every instance of the liveness scenarios
@@ -171,7 +172,7 @@ func waitBeaten(t *testing.T, c *harness.Cluster, rec *harness.EventRecorder, b 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), replicationTimeout)
 	defer cancel()
-	if err := harness.Poll(ctx, b.AckedSince(time.Now())); err != nil {
+	if err := poll.Until(ctx, b.AckedSince(time.Now())); err != nil {
 		syncRecorder(t, c, rec)
 		checkFalseExpirations(t, rec, b)
 		t.Fatalf("instances not beaten again: %v", err)

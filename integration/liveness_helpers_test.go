@@ -17,6 +17,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Timing of the instances in the liveness tests: short, so that the suite
@@ -124,7 +125,7 @@ func waitCheckerSteady(t *testing.T, leader *harness.Node) uint64 {
 		runningSince time.Time
 		term         uint64
 	)
-	harness.Eventually(t, leaderTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, leaderTimeout, func(ctx context.Context) error {
 		s, err := leader.Status(ctx)
 		if err != nil {
 			return err
@@ -158,7 +159,7 @@ func newLeaderAfter(t *testing.T, c *harness.Cluster, old *harness.Node) (leader
 	if leader == old {
 		t.Fatalf("%s is still the leader", old)
 	}
-	harness.Eventually(t, leaderTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, leaderTimeout, func(ctx context.Context) error {
 		s, err := leader.Status(ctx)
 		if err != nil {
 			return err
@@ -178,7 +179,7 @@ func linearizableInstances(t *testing.T, c *harness.Cluster, services []string) 
 	t.Helper()
 	got := make(map[harness.InstanceKey]*registryv1.Instance)
 	for _, service := range services {
-		harness.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+		poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 			leader, err := c.WaitLeader(ctx)
 			if err != nil {
 				return err
@@ -212,7 +213,7 @@ func syncRecorder(t *testing.T, c *harness.Cluster, rec *harness.EventRecorder) 
 	if err := rec.WaitIndex(ctx, r.CreateIndex); err != nil {
 		t.Fatal(err)
 	}
-	harness.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
 		_, err := node.RegistryClient().Deregister(ctx, &registryv1.DeregisterRequest{Service: marker.GetService(), Id: marker.GetId()})
@@ -387,6 +388,6 @@ func startFleet(t *testing.T, opts harness.Options, prefix string, services, n i
 	f.instances, f.services = liveInstances(prefix, services, n)
 	registerBeating(t, f.c.Nodes(), f.b, f.instances)
 	f.term = waitCheckerSteady(t, f.leader)
-	harness.Eventually(t, replicationTimeout, f.b.AckedSince(time.Now()))
+	poll.Eventually(t, replicationTimeout, f.b.AckedSince(time.Now()))
 	return f
 }

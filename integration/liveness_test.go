@@ -9,6 +9,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // These tests hold the expiry checker (package beatcheck) to the rules and
@@ -41,7 +42,7 @@ func TestDeadInstanceIsSuspectedThenExpiredWithinTheBound(t *testing.T) {
 		}
 	}
 	b.Halt(dying...)
-	harness.Eventually(t, liveTTL+replicationTimeout, haveEvents(rec, typeExpired, dying))
+	poll.Eventually(t, liveTTL+replicationTimeout, haveEvents(rec, typeExpired, dying))
 	syncRecorder(t, c, rec)
 
 	suspects, expiries := eventsByKey(rec.EventsOf(typeSuspect)), eventsByKey(rec.EventsOf(typeExpired))
@@ -131,7 +132,7 @@ func TestNoFalseExpiryWhileTheLeaderIsKilledThreeTimes(t *testing.T) {
 		}
 		waitLeader(t, c)
 		// Every instance has been beaten under the new leader.
-		harness.Eventually(t, replicationTimeout, b.AckedSince(checkerAt))
+		poll.Eventually(t, replicationTimeout, b.AckedSince(checkerAt))
 	}
 	// Keep beating past the last leader's failover fence and one more TTL:
 	// an instance it wrongly expired would be gone by then.
@@ -163,7 +164,7 @@ func TestNoFalseExpiryWhenTheLeaderIsPaused(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("SIGSTOPped leader %s (term %d) for %v; now %s leads in term %d", leader, term, pause, now, s.GetTerm())
-	harness.Eventually(t, replicationTimeout, b.AckedSince(resumedAt))
+	poll.Eventually(t, replicationTimeout, b.AckedSince(resumedAt))
 	// Keep beating past the fence (failover or stall) and one more TTL.
 	waitCheckerSteady(t, now)
 	passTime(t, liveTTL)
@@ -199,7 +200,7 @@ func TestInstancesThatDieBeforeALeaderChangeAreStillRemoved(t *testing.T) {
 	newLeader, checkerAt := newLeaderAfter(t, c, leader)
 	t.Logf("SIGKILLed leader %s %v after %d instances stopped beating; %s leads, its checker running %v after the kill",
 		leader, shortly, len(dying), newLeader, checkerAt.Sub(killedAt).Round(time.Millisecond))
-	harness.Eventually(t, failoverGrace+liveInterval+liveTTL+replicationTimeout, haveEvents(rec, typeExpired, dying))
+	poll.Eventually(t, failoverGrace+liveInterval+liveTTL+replicationTimeout, haveEvents(rec, typeExpired, dying))
 	syncRecorder(t, c, rec)
 
 	// promotedAt ≤ checkerAt, so this bound is an upper estimate of the
@@ -277,13 +278,13 @@ func TestMassExpiryGuardEngagesAndClears(t *testing.T) {
 	group := harness.NewBeater(t, c.Nodes(), harness.BeaterOptions{Lanes: 1, Logf: t.Logf})
 	group.Add(instances[:cut]...)
 	term := waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
-	harness.Eventually(t, replicationTimeout, group.AckedSince(time.Now()))
+	poll.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	poll.Eventually(t, replicationTimeout, group.AckedSince(time.Now()))
 
 	cutKeys := keysOf(instances[:cut])
 	group.Halt(cutKeys...)
 	cutAt := time.Now()
-	harness.Eventually(t, liveSuspect+replicationTimeout, haveEvents(rec, typeSuspect, cutKeys))
+	poll.Eventually(t, liveSuspect+replicationTimeout, haveEvents(rec, typeSuspect, cutKeys))
 
 	// guardStatus is the leader's Status, as long as leadership did not
 	// move: a new leader would start a new fence and a new guard.
@@ -298,7 +299,7 @@ func TestMassExpiryGuardEngagesAndClears(t *testing.T) {
 		return s, nil
 	}
 	var held uint32
-	harness.Eventually(t, liveTTL+replicationTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, liveTTL+replicationTimeout, func(ctx context.Context) error {
 		s, err := guardStatus(ctx)
 		if err != nil {
 			return err
@@ -330,9 +331,9 @@ func TestMassExpiryGuardEngagesAndClears(t *testing.T) {
 
 	group.Resume(cutKeys...)
 	resumedAt := time.Now()
-	harness.Eventually(t, replicationTimeout, haveEvents(rec, typeReacquired, cutKeys))
+	poll.Eventually(t, replicationTimeout, haveEvents(rec, typeReacquired, cutKeys))
 	reacquiredAt := time.Now()
-	harness.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 		s, err := guardStatus(ctx)
 		if err != nil {
 			return err

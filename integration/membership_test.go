@@ -10,6 +10,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Membership change under load: while clients write and read LINEARIZABLE
@@ -57,7 +58,7 @@ func membershipRound(t *testing.T, round int) reportRow {
 	insts, services := liveInstances(fmt.Sprintf("member%d", round), 4, instances)
 	registerBeating(t, original, b, insts)
 	waitCheckerSteady(t, leader)
-	harness.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
+	poll.Eventually(t, replicationTimeout, b.AckedSince(time.Now()))
 	// The clients know the original nodes only, as a client configured
 	// before the changes would: the removed ones refuse their calls
 	// (connection refused) and they fail over to the others.
@@ -184,7 +185,7 @@ func expectMembership(t *testing.T, c *harness.Cluster, want []string) {
 	if !slices.Equal(running, want) {
 		t.Fatalf("running nodes %v, want %v", running, want)
 	}
-	harness.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 		for _, n := range c.Running() {
 			st, err := n.Status(ctx)
 			if err != nil {

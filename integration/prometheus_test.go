@@ -20,6 +20,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // prometheusPort is where the test's Prometheus listens, on the cluster's
@@ -144,7 +145,7 @@ scrape_configs:
 		}
 	})
 	api := prometheusAPI{base: "http://" + listen}
-	harness.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		if proc.Exited() {
 			t.Fatalf("prometheus exited:\n%s", proc.LogTail(20))
 		}
@@ -210,7 +211,7 @@ func TestPrometheusScrapesTheNodesAndDiscoversTheInstances(t *testing.T) {
 	ctx := t.Context()
 
 	// The three nodes are scraped.
-	harness.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		targets, err := api.targets(ctx, "registry")
 		if err != nil {
 			return err
@@ -248,7 +249,7 @@ func TestPrometheusScrapesTheNodesAndDiscoversTheInstances(t *testing.T) {
 		t.Cleanup(func() { cancel(); <-done })
 	}
 	var discovered []target
-	harness.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		targets, err := api.targets(ctx, "services")
 		if err != nil {
 			return err
@@ -269,7 +270,7 @@ func TestPrometheusScrapesTheNodesAndDiscoversTheInstances(t *testing.T) {
 
 	// The goner stops beating: it expires and leaves the target list.
 	stop["goner"]()
-	harness.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		targets, err := api.targets(ctx, "services")
 		if err != nil {
 			return err
@@ -296,7 +297,7 @@ func TestPrometheusScrapesTheNodesAndDiscoversTheInstances(t *testing.T) {
 // and names metrics the cluster exports.
 func checkRulesAndDashboard(t *testing.T, api prometheusAPI) {
 	t.Helper()
-	harness.Eventually(t, 30*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		var data struct {
 			Groups []struct {
 				Rules []struct {

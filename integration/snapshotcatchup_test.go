@@ -15,6 +15,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Snapshot settings small enough that a follower cut off for a second or
@@ -93,7 +94,7 @@ func snapshotCatchupRound(t *testing.T, c *harness.Cluster, round int) reportRow
 	// index of at least cutLast + 1 + trailing logs does.
 	need := cutLast + 1 + snapshotTrailingLogs
 	var snapIndex uint64
-	harness.Eventually(t, replicationTimeout+phase, func(ctx context.Context) error {
+	poll.Eventually(t, replicationTimeout+phase, func(ctx context.Context) error {
 		l, err := c.WaitLeaderAmong(ctx, majority...)
 		if err != nil {
 			return err
@@ -125,7 +126,7 @@ func snapshotCatchupRound(t *testing.T, c *harness.Cluster, round int) reportRow
 	}
 	// hashicorp/raft backs off its replication to a follower that failed
 	// for a while, up to seconds (see convergeTimeout).
-	harness.Eventually(t, convergeTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, convergeTimeout, func(ctx context.Context) error {
 		fst, err := cut.Status(ctx)
 		if err != nil {
 			return err

@@ -18,6 +18,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/integration/check"
 	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // soakEnv, when set to a duration, runs the long (soak) form of the fault
@@ -258,7 +259,7 @@ func (w *workload) finish(t *testing.T, c *harness.Cluster) map[string][]string 
 	leader := waitLeader(t, c)
 	final := map[string][]string{}
 	for _, svc := range w.services {
-		harness.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+		poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 			out := w.do(ctx, int(w.clientIDs.Add(1)-1), leader, check.Input{Kind: check.Get, Service: svc}, callTimeout)
 			if out.Outcome != check.OK {
 				return fmt.Errorf("final read of %s: %s", svc, out.Err)
@@ -290,7 +291,7 @@ func sameStateEverywhere(t *testing.T, c *harness.Cluster, services []string) {
 
 func sameStateEverywhereWithin(t *testing.T, c *harness.Cluster, services []string, timeout time.Duration) {
 	t.Helper()
-	harness.Eventually(t, timeout, func(ctx context.Context) error {
+	poll.Eventually(t, timeout, func(ctx context.Context) error {
 		for _, svc := range services {
 			var (
 				first      []*registryv1.Instance

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
 )
@@ -33,8 +34,6 @@ type cluster struct{ *nodetest.Cluster }
 func (c *cluster) leader() int                              { return c.Leader() }
 func (c *cluster) registry(i int) registryv1.RegistryClient { return c.Registry(i) }
 func (c *cluster) shutdown(i int) error                     { return c.Shutdown(i) }
-
-var eventually = nodetest.Eventually
 
 func testLogger(t testing.TB, id string) *slog.Logger { return nodetest.Logger(t, id) }
 
@@ -68,7 +67,7 @@ func TestRegisterThroughAFollowerIsReplicatedToEveryNode(t *testing.T) {
 	onlyIdentity := protocmp.FilterField(&registryv1.Instance{}, "service", cmp.Comparer(func(a, b string) bool { return a == b }))
 	_ = onlyIdentity
 	for i := range c.Nodes {
-		eventually(t, 5*time.Second, func() error {
+		poll.Eventually(t, 5*time.Second, func(context.Context) error {
 			got, err := c.registry(i).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_STALE})
 			if err != nil {
 				return err
@@ -85,7 +84,7 @@ func TestRegisterThroughAFollowerIsReplicatedToEveryNode(t *testing.T) {
 		})
 	}
 	// Every replica holds the same state.
-	eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		h := c.Nodes[0].FSM().Hash()
 		for _, nd := range c.Nodes[1:] {
 			if got := nd.FSM().Hash(); got != h {
@@ -203,7 +202,7 @@ func TestWatchStartsWithAResetThenStreamsEventsAndResumes(t *testing.T) {
 	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "a")}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		if _, ok := c.Nodes[follower].FSM().Instance("orders", "a"); !ok {
 			return errors.New("not replicated yet")
 		}
@@ -337,7 +336,7 @@ func TestGracefulShutdownOfTheLeaderHandsOverLeadership(t *testing.T) {
 	if err := c.shutdown(leader); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		for i, nd := range c.Nodes {
 			if i != leader && nd.IsLeader() {
 				return nil
@@ -466,7 +465,7 @@ func TestAnInstanceThatStopsBeatingIsSuspectedThenExpiredOnEveryNode(t *testing.
 		t.Errorf("events (-want +got):\n%s", diff)
 	}
 	for i, nd := range c.Nodes {
-		eventually(t, 5*time.Second, func() error {
+		poll.Eventually(t, 5*time.Second, func(context.Context) error {
 			if _, ok := nd.FSM().Instance("orders", "a"); ok {
 				return fmt.Errorf("n%d still holds the expired instance", i+1)
 			}
@@ -478,7 +477,7 @@ func TestAnInstanceThatStopsBeatingIsSuspectedThenExpiredOnEveryNode(t *testing.
 func TestOnlyTheLeaderRunsTheChecker(t *testing.T) {
 	c := newCluster(t, 3)
 	leader := c.leader()
-	eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		for i := range c.Nodes {
 			st, err := registryv1.NewClusterClient(c.Conns[i]).Status(t.Context(), &registryv1.StatusRequest{})
 			if err != nil {

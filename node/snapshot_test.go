@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node/nodetest"
 )
 
@@ -111,7 +113,7 @@ func TestABackupRestoredThroughAFollowerReplacesTheContentsOnEveryNode(t *testin
 	}
 	want := []string{"orders/o1", "orders/o2", "pay/p1"}
 	for i := range c.Nodes {
-		nodetest.Eventually(t, 5*time.Second, func() error {
+		poll.Eventually(t, 5*time.Second, func(context.Context) error {
 			if diff := cmp.Diff(want, idsOn(c, i, "orders", "pay")); diff != "" {
 				return fmt.Errorf("n%d after the restore (-want +got):\n%s", i+1, diff)
 			}
@@ -147,7 +149,7 @@ func TestARestoredInstanceGetsTheFailoverGraceNotAnInstantExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	backup, _ := saveBackup(t, cl)
-	nodetest.Eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
 		if _, ok := c.Nodes[leader].FSM().Instance("orders", "o1"); ok {
 			return errors.New("not expired yet")
 		}

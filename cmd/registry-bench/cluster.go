@@ -6,19 +6,18 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/internal/proc"
 )
 
 // Port offsets from --port-base: gRPC base+1+i, Raft base+101+i, HTTP
@@ -42,17 +41,13 @@ type cluster struct {
 	conns map[string]*grpc.ClientConn
 }
 
-// nodeProc is one node process; restart starts it again with the same
-// flags and data.
+// nodeProc is one node; start runs it (again) with the same flags and
+// data. The process itself is a proc.Process: it dies with this command.
 type nodeProc struct {
-	id, grpcAddr, logPath string
-	httpAddr              string
-	binary                string
-	args                  []string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process is reaped
+	id, grpcAddr string
+	httpAddr     string
+	spec         proc.Spec
+	procs        proc.Slot
 }
 
 // externalCluster uses nodes someone else runs.
@@ -94,16 +89,19 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 			id:       id,
 			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
 			httpAddr: hostPort(ip, portBase+httpOffset+i),
-			logPath:  filepath.Join(dir, id+".log"),
-			binary:   binary,
-			args: append([]string{
-				"--node-id", id, "--data-dir", data,
-				"--raft-addr", hostPort(ip, portBase+raftOffset+i),
-				"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
-				"--http-addr", hostPort(ip, portBase+httpOffset+i),
-				"--bootstrap-peers", strings.Join(peers, ","),
-				"--log-level", "warn",
-			}, extra...),
+			spec: proc.Spec{
+				Name:    id,
+				Binary:  binary,
+				LogPath: filepath.Join(dir, id+".log"),
+				Args: append([]string{
+					"--node-id", id, "--data-dir", data,
+					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
+					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
+					"--http-addr", hostPort(ip, portBase+httpOffset+i),
+					"--bootstrap-peers", strings.Join(peers, ","),
+					"--log-level", "warn",
+				}, extra...),
+			},
 		}
 		c.nodes = append(c.nodes, p)
 		c.endpoints = append(c.endpoints, p.grpcAddr)
@@ -114,79 +112,66 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	for _, p := range c.nodes {
+		if err := c.waitReady(wctx, p); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
 	if _, err := c.waitLeader(wctx, c.endpoints); err != nil {
 		c.close()
-		return nil, fmt.Errorf("the cluster did not elect a leader: %w (logs were in %s)", err, dir)
+		return nil, fmt.Errorf("the cluster did not elect a leader: %w", err)
 	}
 	return c, nil
 }
 
-func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
-
-// start starts the process; the kernel kills it with SIGKILL if this
-// command dies without stopping it (see spawn).
-func (p *nodeProc) start() error {
-	log, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// waitReady waits until p answers Cluster.Status; it gives up with the
+// tail of p's log if the process exits (the log is removed with the
+// cluster's directory).
+func (c *cluster) waitReady(ctx context.Context, p *nodeProc) error {
+	cur, err := p.procs.Live()
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", p.id, err)
 	}
-	defer log.Close()
-	cmd := exec.Command(p.binary, p.args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := spawn(cmd); err != nil {
+	err = cur.WaitReady(ctx, func(ctx context.Context) error {
+		_, err := c.status(ctx, p.grpcAddr)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.id, err)
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
 	return nil
 }
 
-// pid is the running process's id, or 0.
-func (p *nodeProc) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return 0
-	}
-	select {
-	case <-p.done:
-		return 0
-	default:
-		return p.cmd.Process.Pid
-	}
+func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
+
+// start starts a new process for p (see proc.Start): the kernel kills it
+// with SIGKILL if this command dies without stopping it.
+func (p *nodeProc) start() error {
+	_, err := p.procs.Start(p.spec)
+	return err
 }
 
-// kill sends SIGKILL and waits until the process is reaped.
-func (p *nodeProc) kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
+// pid is the running process's id, or 0.
+func (p *nodeProc) pid() int { return p.procs.PID() }
+
+// kill sends SIGKILL and waits until the process is reaped; a node with
+// no live process is left as it is.
+func (p *nodeProc) kill() error {
+	cur, err := p.procs.Live()
+	if err != nil {
+		return nil // nothing to kill
 	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	<-done
+	if err := cur.Kill(); err != nil && !errors.Is(err, proc.ErrNotRunning) {
+		return fmt.Errorf("%s: %w", p.id, err)
+	}
+	return nil
 }
 
 // stop sends SIGTERM, waits up to grace, then kills.
 func (p *nodeProc) stop(grace time.Duration) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(grace):
-		p.kill()
+	if cur, err := p.procs.Live(); err == nil {
+		cur.Stop(grace)
 	}
 }
 
@@ -264,17 +249,13 @@ func (c *cluster) leader(ctx context.Context, addrs []string) (string, error) {
 
 // waitLeader polls until the nodes of addrs agree on a leader among them.
 func (c *cluster) waitLeader(ctx context.Context, addrs []string) (string, error) {
-	for {
+	var leader string
+	err := poll.Until(ctx, func(ctx context.Context) error {
 		l, err := c.leader(ctx, addrs)
-		if err == nil {
-			return l, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		leader = l
+		return err
+	})
+	return leader, err
 }
 
 // node returns the started node serving gRPC on addr, or nil.
@@ -285,36 +266,6 @@ func (c *cluster) node(addr string) *nodeProc {
 		}
 	}
 	return nil
-}
-
-// On Linux, Pdeathsig fires when the thread that forked the child exits,
-// not the process: every node is forked from one goroutine locked to its
-// thread that never returns, so the nodes die with this command however
-// it ends (a panic, SIGKILL), besides the orderly stop at exit.
-var spawner struct {
-	once     sync.Once
-	requests chan spawnRequest
-}
-
-type spawnRequest struct {
-	cmd    *exec.Cmd
-	result chan error
-}
-
-func spawn(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.requests = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread()
-			for r := range spawner.requests {
-				r.result <- r.cmd.Start()
-			}
-		}()
-	})
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	res := make(chan error, 1)
-	spawner.requests <- spawnRequest{cmd: cmd, result: res}
-	return <-res
 }
 
 // procStat is a process's CPU time and resident memory, from /proc.

@@ -14,9 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +24,7 @@ import (
 	"time"
 
 	"github.com/regcenter/registry/client"
+	"github.com/regcenter/registry/internal/proc"
 )
 
 type options struct {
@@ -162,18 +161,15 @@ func (b *bench) run(ctx context.Context) error {
 	if b.o.endpoints == "" {
 		bin := b.o.nodeBinary
 		if bin == "" {
-			dir, err := os.MkdirTemp("", "registry-bench-bin-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			bin = filepath.Join(dir, "registry-node")
 			b.logf("building registry-node")
-			cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/regcenter/registry/cmd/registry-node")
-			cmd.Stdout, cmd.Stderr = b.log, b.log
-			if err := cmd.Run(); err != nil {
+			dir, path, err := proc.Build(ctx, "github.com/regcenter/registry/cmd/registry-node", "registry-node")
+			if dir != "" {
+				defer os.RemoveAll(dir)
+			}
+			if err != nil {
 				return fmt.Errorf("building registry-node: %w", err)
 			}
+			bin = path
 		}
 		b.bin = bin
 	}

@@ -178,7 +178,9 @@ func (b *bench) w4(ctx context.Context) error {
 	b.logf("W4: SIGKILL leader %s", killed.id)
 	fl.record()
 	tk := time.Now()
-	killed.kill()
+	if err := killed.kill(); err != nil {
+		return err
+	}
 	clientWrite := make(chan time.Duration, 1)
 	go func() {
 		err := probe("client-probe-at-kill")

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 
+	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node/nodetest"
 )
 
@@ -112,7 +113,7 @@ func newCluster(t *testing.T) *nodetest.Cluster {
 			t.Fatalf("transfer-leader n1: %s", stderr)
 		}
 	}
-	nodetest.Eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
 		if c.Leader() != 0 {
 			return fmt.Errorf("n%d leads", c.Leader()+1)
 		}
@@ -228,7 +229,7 @@ func TestWatchPrintsAResetThenEventsUntilInterrupted(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"watch", "orders"}, strings.NewReader(""), &stdout, &stderr) }()
-	nodetest.Eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
 		if !strings.Contains(stdout.String(), "RESET") {
 			return fmt.Errorf("no reset yet: %q %q", stdout.String(), stderr.String())
 		}
@@ -242,7 +243,7 @@ func TestWatchPrintsAResetThenEventsUntilInterrupted(t *testing.T) {
 	}
 	want := "N RESET 0 instances\nN REGISTERED orders/w1 10.0.0.9:80 healthy incarnation 1\nN DEREGISTERED orders/w1 10.0.0.9:80 healthy incarnation 1\n"
 	indexes := regexp.MustCompile(`(?m)^\d+ `)
-	nodetest.Eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
 		if got := indexes.ReplaceAllString(stdout.String(), "N "); got != want {
 			return fmt.Errorf("watch printed %q, want %q", got, want)
 		}

@@ -18,7 +18,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
-	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // The registrations: 200 instances over 5 services, kept alive by 4
@@ -212,7 +212,7 @@ func without(nodes []*node, n *node) []*node {
 func settle(t *testing.T, p *project, rec *recorder, f *fleet, since time.Time) {
 	t.Helper()
 	var got map[key]*registryv1.Instance
-	harness.Eventually(t, settleTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, settleTimeout, func(ctx context.Context) error {
 		insts, idx, err := p.readAll(ctx, registryv1.Consistency_CONSISTENCY_LINEARIZABLE)
 		if err != nil {
 			return err
@@ -388,7 +388,7 @@ func (p *project) waitConverged(t *testing.T, f *fleet) {
 	t.Helper()
 	var target uint64
 	var last []string
-	harness.Eventually(t, catchUpTimeout, func(ctx context.Context) error {
+	poll.Eventually(t, catchUpTimeout, func(ctx context.Context) error {
 		if target == 0 {
 			_, idx, err := p.readAll(ctx, registryv1.Consistency_CONSISTENCY_LINEARIZABLE)
 			if err != nil {

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
-	"github.com/regcenter/registry/integration/harness"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Environment variables.
@@ -267,7 +267,7 @@ func (p *project) health(ctx context.Context, n *node) (string, error) {
 // their healthcheck (registry-node health, /readyz) passes.
 func (p *project) waitHealthy(t *testing.T, timeout time.Duration, nodes ...*node) {
 	t.Helper()
-	harness.Eventually(t, timeout, func(ctx context.Context) error {
+	poll.Eventually(t, timeout, func(ctx context.Context) error {
 		for _, n := range nodes {
 			h, err := p.health(ctx, n)
 			if err != nil {
@@ -297,7 +297,7 @@ func status(ctx context.Context, n *node) (*registryv1.StatusResponse, error) {
 func (p *project) waitLeader(t *testing.T, timeout time.Duration, among ...*node) *node {
 	t.Helper()
 	var leader *node
-	harness.Eventually(t, timeout, func(ctx context.Context) error {
+	poll.Eventually(t, timeout, func(ctx context.Context) error {
 		id := ""
 		for _, n := range among {
 			st, err := status(ctx, n)
@@ -335,7 +335,7 @@ func (p *project) waitLeader(t *testing.T, timeout time.Duration, among ...*node
 func (p *project) waitCaughtUp(t *testing.T, timeout time.Duration, n *node, among []*node) {
 	t.Helper()
 	var target uint64
-	harness.Eventually(t, timeout, func(ctx context.Context) error {
+	poll.Eventually(t, timeout, func(ctx context.Context) error {
 		st, err := status(ctx, n)
 		if err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // fakeBeats is a node's Registry client for the Beater: it fails every
@@ -71,7 +72,7 @@ func TestBeaterFailsOverHaltsAndResumes(t *testing.T) {
 	alive, gone := InstanceKey{"s", "alive"}, InstanceKey{"s", "gone"}
 
 	// The lane starts on the node that is down and moves to the other.
-	Eventually(t, 5*time.Second, func(context.Context) error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		r, _ := b.Record(alive)
 		if r.Acks < 3 {
 			return fmt.Errorf("%d beats of %s acknowledged, want 3", r.Acks, alive)
@@ -96,7 +97,7 @@ func TestBeaterFailsOverHaltsAndResumes(t *testing.T) {
 	r, _ = b.Record(alive)
 	// A call in flight when Halt returned may still carry it: skip one.
 	from := len(up.callsSince(0)) + 1
-	Eventually(t, 5*time.Second, func(context.Context) error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		if n := len(up.callsSince(from)); n < 3 {
 			return fmt.Errorf("%d calls since the halt, want 3", n)
 		}
@@ -112,7 +113,7 @@ func TestBeaterFailsOverHaltsAndResumes(t *testing.T) {
 	}
 
 	b.Resume(alive)
-	Eventually(t, 5*time.Second, func(context.Context) error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		now, _ := b.Record(alive)
 		if now.Halted || now.Acks <= r.Acks+1 {
 			return errors.New("not beaten since it resumed")

@@ -2,15 +2,12 @@ package harness
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/regcenter/registry/internal/proc"
 )
 
 // BinaryEnv names an environment variable that, when set, is the path of a
@@ -41,7 +38,9 @@ func Build(t testing.TB) string {
 		return path
 	}
 	build.once.Do(func() {
-		build.dir, build.path, build.err = buildPackage("./cmd/registry-node", "registry-node")
+		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		defer cancel()
+		build.dir, build.path, build.err = proc.Build(ctx, "./cmd/registry-node", "registry-node")
 	})
 	if build.err != nil {
 		t.Fatalf("build registry-node: %v", build.err)
@@ -54,52 +53,5 @@ func Build(t testing.TB) string {
 func RemoveBuild() {
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
-	}
-}
-
-// buildPackage builds the main package pkg (relative to the module root)
-// into a new temporary directory as name.
-func buildPackage(pkg, name string) (dir, path string, err error) {
-	root, err := moduleRoot()
-	if err != nil {
-		return "", "", err
-	}
-	dir, err = os.MkdirTemp("", name+"-build-")
-	if err != nil {
-		return "", "", err
-	}
-	path = filepath.Join(dir, name)
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", path, pkg)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return dir, "", fmt.Errorf("go build %s in %s: %w\n%s", pkg, root, err, out)
-	}
-	return dir, path, nil
-}
-
-// moduleRoot asks the go command for the main module's go.mod and falls back
-// to walking up from the working directory (the test's package directory).
-func moduleRoot() (string, error) {
-	if out, err := exec.Command("go", "env", "GOMOD").Output(); err == nil {
-		gomod := strings.TrimSpace(string(out))
-		if gomod != "" && gomod != os.DevNull {
-			return filepath.Dir(gomod), nil
-		}
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod found above the working directory")
-		}
-		dir = parent
 	}
 }

@@ -18,6 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/internal/proc"
 )
 
 // Fixed port bases, below the kernel's ephemeral range (32768-60999) so that
@@ -114,7 +117,7 @@ type Cluster struct {
 	nodes  []*Node // the members started or added, in slot order
 
 	mu      sync.Mutex
-	procs   []*process         // every process ever started, for the cleanup
+	procs   []*proc.Process    // every process ever started, for the cleanup
 	conns   []*grpc.ClientConn // every connection ever opened, for the cleanup
 	leader  *Node              // as of the last successful WaitLeader
 	removed []*Node            // taken out by RemoveNode, kept for their logs
@@ -294,7 +297,7 @@ func (c *Cluster) dial(addr string) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-func (c *Cluster) track(p *process) {
+func (c *Cluster) track(p *proc.Process) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.procs = append(c.procs, p)
@@ -322,18 +325,18 @@ func (c *Cluster) cleanup() {
 
 	var crashed []string
 	for _, p := range procs {
-		if p.exited() && !p.expected.Load() {
-			crashed = append(crashed, fmt.Sprintf("%s (pid %d): %v", p.node, p.pid, p.state))
+		if p.Exited() && !p.Expected() {
+			crashed = append(crashed, fmt.Sprintf("%s (pid %d): %v", p.Name(), p.PID(), p.State()))
 		}
 	}
 	var wg sync.WaitGroup
 	for _, p := range procs {
-		if p.exited() {
+		if p.Exited() {
 			continue
 		}
 		wg.Go(func() {
-			if p.stop(c.opts.StopTimeout) {
-				c.t.Logf("harness: %s (pid %d) ignored SIGTERM for %v; sent SIGKILL", p.node, p.pid, c.opts.StopTimeout)
+			if p.Stop(c.opts.StopTimeout) {
+				c.t.Logf("harness: %s (pid %d) ignored SIGTERM for %v; sent SIGKILL", p.Name(), p.PID(), c.opts.StopTimeout)
 			}
 		})
 	}
@@ -342,8 +345,8 @@ func (c *Cluster) cleanup() {
 		conn.Close()
 	}
 	for _, p := range procs {
-		if !p.exited() {
-			c.t.Errorf("harness: %s (pid %d) survives SIGKILL", p.node, p.pid)
+		if !p.Exited() {
+			c.t.Errorf("harness: %s (pid %d) survives SIGKILL", p.Name(), p.PID())
 		}
 	}
 	if len(crashed) > 0 && !c.opts.AllowUnexpectedExit {
@@ -402,14 +405,17 @@ func (c *Cluster) Node(id string) *Node {
 }
 
 // Running returns the nodes whose process is alive and not paused.
-func (c *Cluster) Running() []*Node {
-	var running []*Node
+func (c *Cluster) Running() []*Node { return c.nodesWhere((*Node).Running) }
+
+// nodesWhere returns the nodes for which keep is true, in order.
+func (c *Cluster) nodesWhere(keep func(*Node) bool) []*Node {
+	var out []*Node
 	for _, n := range c.nodes {
-		if n.Running() {
-			running = append(running, n)
+		if keep(n) {
+			out = append(out, n)
 		}
 	}
-	return running
+	return out
 }
 
 // Leader returns the leader found by the last successful WaitLeader, or nil
@@ -430,13 +436,7 @@ func (c *Cluster) Followers() []*Node {
 	c.mu.Lock()
 	leader := c.leader
 	c.mu.Unlock()
-	var followers []*Node
-	for _, n := range c.Running() {
-		if n != leader {
-			followers = append(followers, n)
-		}
-	}
-	return followers
+	return c.nodesWhere(func(n *Node) bool { return n != leader && n.Running() })
 }
 
 // WaitLeader waits until every running node answers Status with the same
@@ -455,10 +455,10 @@ func (c *Cluster) WaitLeaderAmong(ctx context.Context, nodes ...*Node) (*Node, e
 }
 
 func (c *Cluster) waitLeader(ctx context.Context, among []*Node) (*Node, error) {
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.LeaderTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.LeaderTimeout)
 	defer cancel()
 	var leader *Node
-	err := Poll(ctx, func(ctx context.Context) error {
+	err := poll.Until(ctx, func(ctx context.Context) error {
 		nodes := among
 		if nodes == nil {
 			nodes = c.Running()
@@ -516,9 +516,9 @@ func (c *Cluster) waitLeader(ctx context.Context, among []*Node) (*Node, error) 
 // WaitApplied waits until every running node's applied_index is at least
 // index, for at most Options.ApplyTimeout unless ctx ends sooner.
 func (c *Cluster) WaitApplied(ctx context.Context, index uint64) error {
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.ApplyTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.ApplyTimeout)
 	defer cancel()
-	err := Poll(ctx, func(ctx context.Context) error {
+	err := poll.Until(ctx, func(ctx context.Context) error {
 		nodes := c.Running()
 		if len(nodes) == 0 {
 			return errors.New("no running node")
@@ -551,10 +551,10 @@ func (c *Cluster) WaitSettled(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.ApplyTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.ApplyTimeout)
 	defer cancel()
 	var index uint64
-	err = Poll(ctx, func(ctx context.Context) error {
+	err = poll.Until(ctx, func(ctx context.Context) error {
 		first, err := leader.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", leader.id, err)
@@ -604,17 +604,17 @@ func (c *Cluster) KillAll() error {
 // nodes died, whatever the reaping takes on a loaded machine.
 func (c *Cluster) KillAllAtOnce() (spread time.Duration, err error) {
 	nodes := c.alive()
-	procs := make([]*process, 0, len(nodes))
+	procs := make([]*proc.Process, 0, len(nodes))
 	var first, last time.Time
 	for _, n := range nodes {
 		p, err := n.live()
 		if err != nil {
 			return 0, err
 		}
-		p.expected.Store(true)
+		p.Expect()
 		now := time.Now()
-		if err := p.signal(syscall.SIGKILL); err != nil {
-			return 0, fmt.Errorf("%s: kill pid %d: %w", n.id, p.pid, err)
+		if err := p.Signal(syscall.SIGKILL); err != nil {
+			return 0, fmt.Errorf("%s: kill pid %d: %w", n.id, p.PID(), err)
 		}
 		if first.IsZero() {
 			first = now
@@ -623,10 +623,10 @@ func (c *Cluster) KillAllAtOnce() (spread time.Duration, err error) {
 		procs = append(procs, p)
 	}
 	for i, p := range procs {
-		if !p.waitFor(reapTimeout) {
-			return 0, fmt.Errorf("%s: pid %d not reaped %v after SIGKILL", nodes[i].id, p.pid, reapTimeout)
+		if !p.WaitFor(proc.ReapTimeout) {
+			return 0, fmt.Errorf("%s: pid %d not reaped %v after SIGKILL", nodes[i].id, p.PID(), proc.ReapTimeout)
 		}
-		c.logf("%s: killed pid %d", nodes[i].id, p.pid)
+		c.logf("%s: killed pid %d", nodes[i].id, p.PID())
 	}
 	return last.Sub(first), nil
 }
@@ -653,15 +653,7 @@ func (c *Cluster) RestartAll() error {
 	return c.waitReady(started)
 }
 
-func (c *Cluster) alive() []*Node {
-	var alive []*Node
-	for _, n := range c.nodes {
-		if n.Alive() {
-			alive = append(alive, n)
-		}
-	}
-	return alive
-}
+func (c *Cluster) alive() []*Node { return c.nodesWhere((*Node).Alive) }
 
 func (c *Cluster) waitReady(nodes []*Node) error {
 	return c.each(nodes, func(n *Node) error { return n.WaitReady(c.ctx) })

@@ -50,25 +50,29 @@
 //
 // # Process lifetime
 //
-// Every process the harness starts is stopped by a t.Cleanup (SIGTERM, then
-// SIGKILL after Options.StopTimeout), also when the test fails or panics. On
-// Linux each process is also started with PR_SET_PDEATHSIG=SIGKILL from a
-// dedicated OS thread that lives as long as the test binary, so a node dies
-// with the test binary even when no cleanup runs (a panic in a non-test
-// goroutine, or the go test -timeout alarm).
+// Processes are started and signalled by package internal/proc, the launcher
+// registry-bench uses too. Every process the harness starts is stopped by a
+// t.Cleanup (SIGTERM, then SIGKILL after Options.StopTimeout), also when the
+// test fails or panics. On Linux each process is also started with
+// PR_SET_PDEATHSIG=SIGKILL from a dedicated OS thread that lives as long as
+// the test binary (proc.Spawn), so a node dies with the test binary even when
+// no cleanup runs (a panic in a non-test goroutine, or the go test -timeout
+// alarm).
 //
 // # Concurrency
 //
 // Node and Cluster methods are safe for concurrent use, so a fault-injection
 // goroutine may kill and restart nodes while others send requests. The
-// exceptions are the helpers that take a testing.TB ([Start], [Build],
-// [Eventually]): like t.Fatal they must be called from the test goroutine.
+// exceptions are the helpers that take a testing.TB ([Start], [Build]): like
+// t.Fatal they must be called from the test goroutine.
 //
 // # Waiting
 //
 // Nothing in the harness sleeps for a fixed time to wait for a state: it polls
-// a condition with a deadline ([Poll], [Eventually], [Cluster.WaitLeader],
-// [Cluster.WaitApplied], [Node.WaitReady]).
+// a condition with a deadline (package internal/poll: poll.Until and, in
+// tests, poll.Eventually; [Cluster.WaitLeader], [Cluster.WaitApplied],
+// [Node.WaitReady]). [Poll] and [Eventually] forward to package poll for the
+// callers not yet moved over.
 //
 // Packages that use the harness should remove the built binary when the test
 // binary ends, for example from TestMain:

@@ -1,18 +1,22 @@
 package harness
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/regcenter/registry/internal/proc"
+)
 
 // Sentinel errors returned by Node and Cluster methods. Compare with errors.Is.
 var (
 	// ErrNotRunning: the node has no live process (never started, exited,
 	// killed or stopped).
-	ErrNotRunning = errors.New("harness: node is not running")
+	ErrNotRunning = proc.ErrNotRunning
 	// ErrAlreadyRunning: Restart was called while the node's process is
 	// still alive; kill or stop it first.
-	ErrAlreadyRunning = errors.New("harness: node is already running")
+	ErrAlreadyRunning = proc.ErrAlreadyRunning
 	// ErrExited: a process exited while the harness waited for it to become
 	// ready.
-	ErrExited = errors.New("harness: node process exited")
+	ErrExited = proc.ErrExited
 	// ErrStopTimeout: a process did not exit within Options.StopTimeout after
 	// SIGTERM and was killed with SIGKILL.
 	ErrStopTimeout = errors.New("harness: node did not stop in time")

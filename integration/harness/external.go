@@ -3,16 +3,16 @@ package harness
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/regcenter/registry/internal/proc"
 )
 
 // Process is an auxiliary program a test runs next to the cluster (a
 // Prometheus server, a client binary), started by StartProcess.
 type Process struct {
-	p       *process
-	logPath string
+	p *proc.Process
 }
 
 // StartProcess starts binary with args, its output appended to logPath,
@@ -21,23 +21,23 @@ type Process struct {
 // even when no cleanup runs (see the package documentation).
 func StartProcess(t testing.TB, binary string, args []string, logPath string) (*Process, error) {
 	t.Helper()
-	p, err := startProcess(filepath.Base(binary), binary, args, os.Environ(), logPath)
+	p, err := proc.Start(proc.Spec{Binary: binary, Args: args, Env: os.Environ(), LogPath: logPath})
 	if err != nil {
 		return nil, fmt.Errorf("harness: start %s: %w", binary, err)
 	}
 	t.Cleanup(func() {
-		if p.stop(10 * time.Second) {
-			t.Logf("harness: %s (pid %d) ignored SIGTERM; sent SIGKILL", binary, p.pid)
+		if p.Stop(10 * time.Second) {
+			t.Logf("harness: %s (pid %d) ignored SIGTERM; sent SIGKILL", binary, p.PID())
 		}
 	})
-	return &Process{p: p, logPath: logPath}, nil
+	return &Process{p: p}, nil
 }
 
 // PID is the process id.
-func (p *Process) PID() int { return p.p.pid }
+func (p *Process) PID() int { return p.p.PID() }
 
 // Exited reports whether the process has exited.
-func (p *Process) Exited() bool { return p.p.exited() }
+func (p *Process) Exited() bool { return p.p.Exited() }
 
 // LogTail returns the last lines of the process's output.
-func (p *Process) LogTail(lines int) string { return tailFile(p.logPath, lines) }
+func (p *Process) LogTail(lines int) string { return p.p.LogTail(lines) }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Faults are the Raft peers a node (started with Options.FaultInjection)
@@ -46,7 +47,7 @@ func (n *Node) SetFaults(ctx context.Context, f Faults) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := withDefaultTimeout(ctx, faultsTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, faultsTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.httpAddr+"/debug/faults", bytes.NewReader(body))
 	if err != nil {
@@ -160,9 +161,9 @@ func (c *Cluster) TransferLeadership(ctx context.Context, target *Node) error {
 	if leader == target {
 		return nil
 	}
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.LeaderTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.LeaderTimeout)
 	defer cancel()
-	err = Poll(ctx, func(ctx context.Context) error {
+	err = poll.Until(ctx, func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_, err := leader.ClusterClient().TransferLeadership(cctx, &registryv1.TransferLeadershipRequest{NodeId: target.id})

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/internal/proc"
 )
 
 // These tests run the harness against testdata/fakenode, which answers
@@ -36,7 +39,7 @@ func fakeNode(t *testing.T) string {
 		return path
 	}
 	fake.once.Do(func() {
-		fake.dir, fake.path, fake.err = buildPackage("./integration/harness/testdata/fakenode", "fakenode")
+		fake.dir, fake.path, fake.err = proc.Build(context.Background(), "./integration/harness/testdata/fakenode", "fakenode")
 	})
 	if fake.err != nil {
 		t.Fatal(fake.err)
@@ -197,7 +200,7 @@ func TestNoProcessOutlivesItsTest(t *testing.T) {
 		if len(pids) != 3 {
 			t.Fatalf("helper reported pids %v, want 3:\n%s", pids, out)
 		}
-		Eventually(t, 10*time.Second, func(context.Context) error {
+		poll.Eventually(t, 10*time.Second, func(context.Context) error {
 			for _, pid := range pids {
 				if !processGone(pid) {
 					return fmt.Errorf("pid %d outlives the test binary that started it", pid)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
 )
 
 // Membership changes. AddNode and RemoveNode change the cluster's list of
@@ -54,9 +55,9 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	if err := n.WaitReady(ctx); err != nil {
 		return nil, err
 	}
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.LeaderTimeout+c.opts.ApplyTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.LeaderTimeout+c.opts.ApplyTimeout)
 	defer cancel()
-	err = Poll(ctx, func(ctx context.Context) error {
+	err = poll.Until(ctx, func(ctx context.Context) error {
 		for _, m := range c.Running() {
 			st, err := m.Status(ctx)
 			if err != nil {
@@ -87,7 +88,7 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 // configuration leaves n out. From then on n is not among Nodes (its log
 // is still printed if the test fails); its process may not be restarted.
 func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.LeaderTimeout+c.opts.ApplyTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.LeaderTimeout+c.opts.ApplyTimeout)
 	defer cancel()
 	var others []*Node
 	for _, m := range c.Running() {
@@ -104,7 +105,7 @@ func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
 		try       int
 		permanent error
 	)
-	err := Poll(ctx, func(ctx context.Context) error {
+	err := poll.Until(ctx, func(ctx context.Context) error {
 		via := others[try%len(others)]
 		try++
 		cctx, cancel := context.WithTimeout(ctx, 2*statusTimeout)
@@ -137,7 +138,7 @@ func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
 		c.leader = nil
 	}
 	c.mu.Unlock()
-	err = Poll(ctx, func(ctx context.Context) error {
+	err = poll.Until(ctx, func(ctx context.Context) error {
 		for _, m := range others {
 			if !m.Running() {
 				continue

@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/internal/proc"
 )
 
 // statusTimeout bounds one Status call made by the harness, so that a paused
@@ -34,9 +35,10 @@ type Node struct {
 	args     []string
 	conn     *grpc.ClientConn // cached; survives restarts
 
+	procs proc.Slot // the current or last process
+
 	mu     sync.Mutex
-	proc   *process // the current or last process; nil before the first start
-	paused bool
+	paused bool // set by Pause; Start and Resume clear it
 }
 
 // ID is the node's --node-id.
@@ -65,35 +67,25 @@ func (n *Node) LogPath() string { return n.logPath }
 func (n *Node) Args() []string { return slices.Clone(n.args) }
 
 // LogTail returns the last lines of the node's log.
-func (n *Node) LogTail(lines int) string { return tailFile(n.logPath, lines) }
+func (n *Node) LogTail(lines int) string { return proc.TailFile(n.logPath, lines) }
 
-func (n *Node) current() *process {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.proc
-}
+func (n *Node) current() *proc.Process { return n.procs.Current() }
 
 // PID is the pid of the node's live process, or 0 if it has none.
-func (n *Node) PID() int {
-	p := n.current()
-	if p == nil || p.exited() {
-		return 0
-	}
-	return p.pid
-}
+func (n *Node) PID() int { return n.procs.PID() }
 
 // Alive reports whether the node has a process that has not exited; a paused
 // process is alive.
 func (n *Node) Alive() bool {
 	p := n.current()
-	return p != nil && !p.exited()
+	return p != nil && !p.Exited()
 }
 
 // Paused reports whether the node's process is stopped by Pause.
 func (n *Node) Paused() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.paused && n.proc != nil && !n.proc.exited()
+	return n.paused && n.Alive()
 }
 
 // Running reports whether the node has a live process that is not paused,
@@ -104,17 +96,17 @@ func (n *Node) Running() bool { return n.Alive() && !n.Paused() }
 // runs or if it never ran.
 func (n *Node) ExitState() *os.ProcessState {
 	p := n.current()
-	if p == nil || !p.exited() {
+	if p == nil || !p.Exited() {
 		return nil
 	}
-	return p.state
+	return p.State()
 }
 
 // live returns the live process or ErrNotRunning.
-func (n *Node) live() (*process, error) {
-	p := n.current()
-	if p == nil || p.exited() {
-		return nil, fmt.Errorf("%s: %w", n.id, ErrNotRunning)
+func (n *Node) live() (*proc.Process, error) {
+	p, err := n.procs.Live()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.id, err)
 	}
 	return p, nil
 }
@@ -123,19 +115,15 @@ func (n *Node) live() (*process, error) {
 func (n *Node) start() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.proc != nil && !n.proc.exited() {
-		return fmt.Errorf("%s: %w (pid %d)", n.id, ErrAlreadyRunning, n.proc.pid)
-	}
-	p, err := startProcess(n.id, n.cluster.binary, n.args, n.cluster.env, n.logPath)
+	p, err := n.procs.Start(proc.Spec{Name: n.id, Binary: n.cluster.binary, Args: n.args, Env: n.cluster.env, LogPath: n.logPath})
 	if err != nil {
 		return fmt.Errorf("%s: start: %w", n.id, err)
 	}
-	n.proc = p
 	n.paused = false
 	n.cluster.track(p)
 	// The connection may be backing off from the previous process.
 	n.conn.ResetConnectBackoff()
-	n.cluster.logf("%s: started pid %d (grpc %s, raft %s)", n.id, p.pid, n.grpcAddr, n.raftAddr)
+	n.cluster.logf("%s: started pid %d (grpc %s, raft %s)", n.id, p.PID(), n.grpcAddr, n.raftAddr)
 	return nil
 }
 
@@ -145,14 +133,10 @@ func (n *Node) Kill() error {
 	if err != nil {
 		return err
 	}
-	p.expected.Store(true)
-	if err := p.signal(syscall.SIGKILL); err != nil {
-		return fmt.Errorf("%s: kill pid %d: %w", n.id, p.pid, err)
+	if err := p.Kill(); err != nil {
+		return fmt.Errorf("%s: %w", n.id, err)
 	}
-	if !p.waitFor(reapTimeout) {
-		return fmt.Errorf("%s: pid %d not reaped %v after SIGKILL", n.id, p.pid, reapTimeout)
-	}
-	n.cluster.logf("%s: killed pid %d", n.id, p.pid)
+	n.cluster.logf("%s: killed pid %d", n.id, p.PID())
 	return nil
 }
 
@@ -167,44 +151,36 @@ func (n *Node) Stop() error {
 	}
 	begin := time.Now()
 	grace := n.cluster.opts.StopTimeout
-	if p.stop(grace) {
+	if p.Stop(grace) {
 		return fmt.Errorf("%s: pid %d: %w: still running %v after SIGTERM, sent SIGKILL",
-			n.id, p.pid, ErrStopTimeout, grace)
+			n.id, p.PID(), ErrStopTimeout, grace)
 	}
-	if code := p.state.ExitCode(); code != 0 {
-		return fmt.Errorf("%s: pid %d: %w: %v", n.id, p.pid, ErrUncleanExit, p.state)
+	if st := p.State(); st.ExitCode() != 0 {
+		return fmt.Errorf("%s: pid %d: %w: %v", n.id, p.PID(), ErrUncleanExit, st)
 	}
-	n.cluster.logf("%s: stopped pid %d in %v", n.id, p.pid, time.Since(begin).Round(time.Millisecond))
+	n.cluster.logf("%s: stopped pid %d in %v", n.id, p.PID(), time.Since(begin).Round(time.Millisecond))
 	return nil
 }
 
 // Pause stops the node's process with SIGSTOP: it keeps its sockets but
 // answers nothing, like a node in a long GC pause or a frozen VM.
-func (n *Node) Pause() error {
-	p, err := n.live()
-	if err != nil {
-		return err
-	}
-	if err := p.signal(syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("%s: SIGSTOP pid %d: %w", n.id, p.pid, err)
-	}
-	n.mu.Lock()
-	n.paused = true
-	n.mu.Unlock()
-	return nil
-}
+func (n *Node) Pause() error { return n.setPaused(syscall.SIGSTOP, "SIGSTOP", true) }
 
 // Resume continues a paused process with SIGCONT.
-func (n *Node) Resume() error {
+func (n *Node) Resume() error { return n.setPaused(syscall.SIGCONT, "SIGCONT", false) }
+
+// setPaused sends sig (SIGSTOP or SIGCONT, named name) to the live process
+// and records whether it is now paused.
+func (n *Node) setPaused(sig syscall.Signal, name string, paused bool) error {
 	p, err := n.live()
 	if err != nil {
 		return err
 	}
-	if err := p.signal(syscall.SIGCONT); err != nil {
-		return fmt.Errorf("%s: SIGCONT pid %d: %w", n.id, p.pid, err)
+	if err := p.Signal(sig); err != nil {
+		return fmt.Errorf("%s: %s pid %d: %w", n.id, name, p.PID(), err)
 	}
 	n.mu.Lock()
-	n.paused = false
+	n.paused = paused
 	n.mu.Unlock()
 	return nil
 }
@@ -227,18 +203,9 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := withDefaultTimeout(ctx, n.cluster.opts.ReadyTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, n.cluster.opts.ReadyTimeout)
 	defer cancel()
-	ctx, cancelExit := context.WithCancelCause(ctx)
-	defer cancelExit(nil)
-	go func() {
-		select {
-		case <-p.done:
-			cancelExit(ErrExited)
-		case <-ctx.Done():
-		}
-	}()
-	err = Poll(ctx, func(ctx context.Context) error {
+	err = p.WaitReady(ctx, func(ctx context.Context) error {
 		s, err := n.Status(ctx)
 		if err != nil {
 			return err
@@ -248,14 +215,10 @@ func (n *Node) WaitReady(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err == nil {
-		return nil
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.id, err)
 	}
-	if errors.Is(context.Cause(ctx), ErrExited) {
-		return fmt.Errorf("%s: pid %d: %w during start-up (%v); log tail:\n%s",
-			n.id, p.pid, ErrExited, p.exitDescription(), n.LogTail(20))
-	}
-	return fmt.Errorf("%s: pid %d not ready: %w", n.id, p.pid, err)
+	return nil
 }
 
 // Conn is the node's cached client connection (insecure, quick reconnect
@@ -282,7 +245,7 @@ func (n *Node) Dial() (*grpc.ClientConn, error) {
 // Status calls Cluster.Status on the node, bounded by 2 s unless ctx ends
 // sooner.
 func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
-	ctx, cancel := withDefaultTimeout(ctx, statusTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, statusTimeout)
 	defer cancel()
 	return n.ClusterClient().Status(ctx, &registryv1.StatusRequest{})
 }
@@ -290,7 +253,7 @@ func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
 // StateHash asks the node for the hash of its replica and the applied index
 // it was taken at (Cluster.Status with include_state_hash).
 func (n *Node) StateHash(ctx context.Context) (hash string, index uint64, err error) {
-	ctx, cancel := withDefaultTimeout(ctx, statusTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, statusTimeout)
 	defer cancel()
 	st, err := n.ClusterClient().Status(ctx, &registryv1.StatusRequest{IncludeStateHash: true})
 	if err != nil {
@@ -304,9 +267,9 @@ func (n *Node) StateHash(ctx context.Context) (hash string, index uint64, err er
 // quiescent (no client writes) for the nodes to meet at one index; it
 // waits at most Options.ApplyTimeout unless ctx ends sooner.
 func (c *Cluster) WaitSameState(ctx context.Context) (hash string, index uint64, err error) {
-	ctx, cancel := withDefaultTimeout(ctx, c.opts.ApplyTimeout)
+	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.ApplyTimeout)
 	defer cancel()
-	err = Poll(ctx, func(ctx context.Context) error {
+	err = poll.Until(ctx, func(ctx context.Context) error {
 		hash, index = "", 0
 		var seen []string
 		for _, n := range c.Running() {

@@ -17,6 +17,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/beatcheck"
+	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node"
 )
 
@@ -130,7 +131,7 @@ func (c *Cluster) Endpoints() []string {
 func (c *Cluster) Leader() int {
 	c.t.Helper()
 	var leader int
-	Eventually(c.t, 10*time.Second, func() error {
+	poll.Eventually(c.t, 10*time.Second, func(context.Context) error {
 		leader = -1
 		for i, nd := range c.Nodes {
 			if !c.down[i] && nd.IsLeader() {
@@ -158,22 +159,11 @@ func (c *Cluster) Registry(i int) registryv1.RegistryClient {
 	return registryv1.NewRegistryClient(c.Conns[i])
 }
 
-// Eventually polls cond until it returns nil or the timeout passes.
+// Eventually is poll.Eventually for a cond that takes no context, kept for
+// the callers not yet moved over; new code calls poll.Eventually.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	wait := time.Millisecond
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 50*time.Millisecond)
-	}
+	poll.Eventually(t, timeout, func(context.Context) error { return cond() })
 }
 
 type logWriter struct{ t testing.TB }
