@@ -17,6 +17,14 @@ import (
 	"google.golang.org/grpc"
 )
 
+// beatItem is one beat submitted to the group commit. It carries whether
+// its request was forwarded to this node: the batcher flushes under a
+// context of its own, so the mark of the incoming call is not seen there.
+type beatItem struct {
+	ref       *registryv1.InstanceRef
+	forwarded bool
+}
+
 // beatOutcome is the result of one beat in a flushed batch.
 type beatOutcome struct {
 	index       uint64                    // the Raft index of the batch
@@ -36,17 +44,22 @@ func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 	} else {
 		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
 	}
-	resp, err := s.beat(ctx, req)
+	resp, err := s.beat(ctx, req, forwarded(ctx))
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
 	return resp, nil
 }
 
-// beat submits a validated request to the group commit and waits for it.
-func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*registryv1.BeatResponse, error) {
+// beat submits a validated request to the group commit and waits for it;
+// fwd says the request was forwarded to this node by another.
+func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest, fwd bool) (*registryv1.BeatResponse, error) {
 	start := time.Now()
-	outcomes, err := s.beats.Submit(ctx, req.Beats)
+	items := make([]beatItem, len(req.Beats))
+	for i, r := range req.Beats {
+		items[i] = beatItem{ref: r, forwarded: fwd}
+	}
+	outcomes, err := s.beats.Submit(ctx, items)
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +80,17 @@ func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 }
 
 // flushBeats is the group commit's flush: on the leader it proposes one
-// BeatBatch; on a follower it forwards the batch to the leader in one call.
-func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef) ([]beatOutcome, error) {
+// BeatBatch; on a follower it forwards the batch to the leader in one call,
+// unless it holds a beat that was forwarded to this node already: then it
+// fails with ErrNotLeader, as forwardOnce does, for leadership moved after
+// the beat was accepted.
+func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcome, error) {
+	refs := make([]*registryv1.InstanceRef, len(items))
+	anyForwarded := false
+	for i, it := range items {
+		refs[i] = it.ref
+		anyForwarded = anyForwarded || it.forwarded
+	}
 	var (
 		index       uint64
 		rejected    []*registryv1.BeatRejection
@@ -100,6 +122,9 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 		}
 		recommended = s.recommendInterval(refs)
 	} else {
+		if anyForwarded {
+			return nil, ErrNotLeader
+		}
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
 		defer cancel()
 		ctx, conn, err := s.toLeader(ctx, registryv1.Registry_Beat_FullMethodName)
@@ -248,7 +273,7 @@ func (s *Server) receiveBeatFrames(ctx context.Context, stream grpc.BidiStreamin
 		}
 		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
 		if !s.goTracked(func() {
-			resp, err := s.beat(ctx, req)
+			resp, err := s.beat(ctx, req, forwarded(ctx))
 			ch <- frameResult{resp: resp, err: err}
 		}) {
 			ch <- frameResult{err: ErrShuttingDown}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -69,5 +71,31 @@ func TestAForwardedBeatToALeaderThatDoesNotAnswerFailsWithinTheForwardTimeout(t 
 	}
 	if ctx.Err() != nil {
 		t.Fatal("the call waited for the caller's deadline instead of the forward timeout")
+	}
+}
+
+// leadershipMoves is a cluster whose node is the leader for the first
+// check of IsLeader only: leadership moves between the acceptance of a
+// beat and the flush of its batch.
+type leadershipMoves struct {
+	fakeCluster
+	checks atomic.Int32
+}
+
+func (c *leadershipMoves) IsLeader() bool { return c.checks.Add(1) == 1 }
+
+func TestAForwardedBeatIsNotForwardedAgainWhenLeadershipMovesInTheBatcher(t *testing.T) {
+	cl, ap := &leadershipMoves{}, &fakeApplier{}
+	_, cc := newTestConn(t, Config{NodeID: "n2", Applier: ap, Cluster: cl, State: &fakeState{}})
+	ctx := metadata.AppendToOutgoingContext(t.Context(), forwardedKey, "n3")
+	_, err := registryv1.NewRegistryClient(cc).Beat(ctx, &registryv1.BeatRequest{Beats: []*registryv1.InstanceRef{{Service: "orders", Id: "a"}}})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("forwarded Beat whose leader stepped down before the flush: got %v, want UNAVAILABLE", err)
+	}
+	if cl.checks.Load() < 2 {
+		t.Fatalf("IsLeader was checked %d times; the test needs the flush to check it again", cl.checks.Load())
+	}
+	if cl.connCalls != 0 || len(ap.calls) != 0 {
+		t.Errorf("the node dialled the leader %d times and proposed %d commands; want neither", cl.connCalls, len(ap.calls))
 	}
 }

@@ -132,7 +132,7 @@ type Server struct {
 	applier Applier
 	cluster Cluster
 	state   StateReader
-	beats   *groupcommit.Batcher[*registryv1.InstanceRef, beatOutcome]
+	beats   *groupcommit.Batcher[beatItem, beatOutcome]
 	rate    rateMeter // beats applied per second, on the leader
 	metrics *Metrics
 
