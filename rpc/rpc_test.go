@@ -195,9 +195,52 @@ func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
 func TestUnavailableCarriesTheLeaderHint(t *testing.T) {
 	s := &Server{cluster: &fakeCluster{}, state: &fakeState{}}
 	st := status.Convert(s.toStatus(raft.ErrNotLeader))
-	want := []any{&registryv1.LeaderHint{LeaderId: "n1", LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201"}}
+	want := []any{
+		&registryv1.WriteOutcome{Proposed: false},
+		&registryv1.LeaderHint{LeaderId: "n1", LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201"},
+	}
 	if diff := cmp.Diff(want, st.Details(), protocmp.Transform()); diff != "" {
 		t.Errorf("details (-want +got):\n%s", diff)
+	}
+}
+
+func TestEveryUnavailableSaysWhetherTheWriteWasProposed(t *testing.T) {
+	s := &Server{cluster: &fakeCluster{}, state: &fakeState{}}
+	tests := []struct {
+		err      error
+		proposed bool
+	}{
+		{ErrNoLeader, false},
+		{fmt.Errorf("forwarding: %w", ErrNotLeader), false},
+		{raft.ErrNotLeader, false},
+		{raft.ErrLeadershipTransferInProgress, false},
+		{raft.ErrEnqueueTimeout, false},
+		{ErrShuttingDown, false},
+		{groupcommit.ErrClosed, false},
+		{raft.ErrLeadershipLost, true},
+		{raft.ErrRaftShutdown, true},
+		{raft.ErrAbortedByRestore, true},
+		// A forwarded call's status without a WriteOutcome: gRPC could not
+		// connect (never sent), or the call failed once sent (unknown).
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), false},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+	}
+	for _, tt := range tests {
+		st := status.Convert(s.toStatus(tt.err))
+		if st.Code() != codes.Unavailable {
+			t.Errorf("toStatus(%v) = %v, want UNAVAILABLE", tt.err, st.Code())
+			continue
+		}
+		want := &registryv1.WriteOutcome{Proposed: tt.proposed}
+		if diff := cmp.Diff(want, detailOf[*registryv1.WriteOutcome](st), protocmp.Transform()); diff != "" {
+			t.Errorf("toStatus(%v) WriteOutcome (-want +got):\n%s", tt.err, diff)
+		}
+	}
+	// The leader's own outcome passes through a forwarding node unchanged.
+	fromLeader, _ := status.New(codes.Unavailable, "leadership lost while committing log").
+		WithDetails(&registryv1.WriteOutcome{Proposed: true})
+	if got := s.toStatus(fromLeader.Err()); !proto.Equal(status.Convert(got).Proto(), fromLeader.Proto()) {
+		t.Errorf("a forwarded status with its outcome became %v", status.Convert(got).Proto())
 	}
 }
 
