@@ -8,13 +8,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/validate"
-	"google.golang.org/grpc"
 )
 
 // beatItem is one beat submitted to the group commit. It carries whether
@@ -210,14 +214,18 @@ func matchRejections(refs []*registryv1.InstanceRef, rejected []*registryv1.Beat
 }
 
 type frameResult struct {
+	seq  uint64
 	resp *registryv1.BeatResponse
 	err  error
 }
 
 // BeatStream implements registry.v1.Registry. Frames are committed
 // concurrently (at most MaxInflightBeatFrames at once) and answered in the
-// order they arrived. A bad frame or a failed commit ends the stream with
-// its status; the client reopens it, on another node if need be.
+// order they arrived. A frame that could not be committed because of
+// leadership (see retryFrame) is answered with a BeatRetry and the stream
+// stays open: a failover costs the client one resend, not a reconnect. A
+// bad frame or any other failure ends the stream with its status; the
+// client reopens it, on another node if need be.
 func (s *Server) BeatStream(stream grpc.BidiStreamingServer[registryv1.BeatRequest, registryv1.BeatResponse]) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -239,7 +247,11 @@ func (s *Server) BeatStream(stream grpc.BidiStreamingServer[registryv1.BeatReque
 			return s.toStatus(ErrShuttingDown)
 		}
 		if r.err != nil {
-			return s.toStatus(r.err)
+			retry := s.retryFrame(r.err)
+			if retry == nil {
+				return s.toStatus(r.err)
+			}
+			r.resp = &registryv1.BeatResponse{Seq: r.seq, Retry: retry}
 		}
 		if err := stream.Send(r.resp); err != nil {
 			return err
@@ -274,10 +286,30 @@ func (s *Server) receiveBeatFrames(ctx context.Context, stream grpc.BidiStreamin
 		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
 		if !s.goTracked(func() {
 			resp, err := s.beat(ctx, req, forwarded(ctx))
-			ch <- frameResult{resp: resp, err: err}
+			ch <- frameResult{seq: req.Seq, resp: resp, err: err}
 		}) {
 			ch <- frameResult{err: ErrShuttingDown}
 			return ErrShuttingDown
 		}
+	}
+}
+
+// retryFrame returns the BeatRetry that answers a frame whose commit failed
+// with err, or nil when err must end the stream. A frame is retried when
+// its status is UNAVAILABLE (not the leader, no leader, leadership lost, a
+// leader that could not be reached) unless this node is stopping: then the
+// client had better reopen the stream elsewhere.
+func (s *Server) retryFrame(err error) *registryv1.BeatRetry {
+	if errors.Is(err, ErrShuttingDown) || errors.Is(err, groupcommit.ErrClosed) || errors.Is(err, raft.ErrRaftShutdown) {
+		return nil
+	}
+	st := status.Convert(s.toStatus(err))
+	if st.Code() != codes.Unavailable {
+		return nil
+	}
+	return &registryv1.BeatRetry{
+		Message: st.Message(),
+		Outcome: detailOf[*registryv1.WriteOutcome](st),
+		Leader:  detailOf[*registryv1.LeaderHint](st),
 	}
 }
