@@ -205,10 +205,11 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// RegisterOn registers both services on a gRPC server.
+// RegisterOn registers both services on a gRPC server, with handlers that
+// decode requests themselves (see decodingRequests).
 func (s *Server) RegisterOn(gs *grpc.Server) {
-	registryv1.RegisterRegistryServer(gs, s)
-	registryv1.RegisterClusterServer(gs, s)
+	gs.RegisterService(s.decodingRequests(&registryv1.Registry_ServiceDesc), s)
+	gs.RegisterService(s.decodingRequests(&registryv1.Cluster_ServiceDesc), s)
 }
 
 // Close ends every watch and beat stream, fails waiting beats, and waits
