@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -189,8 +190,17 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr string) (uint64, error
 	return f.Index(), nil
 }
 
-// RemoveServer implements rpc.Cluster.
+// RemoveServer implements rpc.Cluster; an id that is not in the
+// configuration is rpc.ErrNotMember (Raft itself would commit a
+// configuration change that changes nothing).
 func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !slices.ContainsFunc(conf.Servers, func(srv raft.Server) bool { return string(srv.ID) == id }) {
+		return 0, fmt.Errorf("%w: %q", rpc.ErrNotMember, id)
+	}
 	f := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx))
 	if err := waitFuture(ctx, f); err != nil {
 		return 0, err

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 
@@ -56,7 +57,8 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 	return &registryv1.JoinResponse{Index: index}, nil
 }
 
-// Remove implements registry.v1.Cluster.
+// Remove implements registry.v1.Cluster. A node id that is neither in the
+// Raft configuration nor recorded with addresses is NOT_FOUND.
 func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*registryv1.RemoveResponse, error) {
 	if err := validate.Name("node_id", req.NodeId); err != nil {
 		return nil, s.toStatus(err)
@@ -67,15 +69,24 @@ func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*re
 		})
 	}
 	index, err := s.cluster.RemoveServer(ctx, req.NodeId)
-	if err != nil {
+	_, recorded := s.state.Node(req.NodeId)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotMember) && recorded:
+		// Removed before, by a leader that lost leadership before it
+		// cleared the address record: clear it now.
+	default:
 		return nil, s.toStatus(err)
 	}
-	if _, ok := s.state.Node(req.NodeId); ok {
+	if recorded {
 		// A removed leader may have lost leadership by now; its
 		// address record is then left for the next Remove or Join.
-		res, err := apply[*fsm.NodeMetaResult](ctx, s, fsm.NodeMetaType, &fsmpb.NodeMeta{NodeId: req.NodeId})
-		if err == nil {
+		res, aerr := apply[*fsm.NodeMetaResult](ctx, s, fsm.NodeMetaType, &fsmpb.NodeMeta{NodeId: req.NodeId})
+		switch {
+		case aerr == nil:
 			index = res.Index
+		case err != nil: // the record was all there was to remove
+			return nil, s.toStatus(aerr)
 		}
 	}
 	return &registryv1.RemoveResponse{Index: index}, nil

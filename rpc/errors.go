@@ -27,6 +27,8 @@ var (
 	ErrTooManyWatchers = errors.New("too many watchers on this node")
 	// ErrShuttingDown means the node is stopping. Retryable elsewhere.
 	ErrShuttingDown = errors.New("node is shutting down")
+	// ErrNotMember means a node id is not in the Raft configuration.
+	ErrNotMember = errors.New("not a member of the cluster")
 )
 
 // toStatus maps every error that leaves the gRPC services to a status. It
@@ -48,7 +50,7 @@ func (s *Server) toStatus(err error) error {
 	switch {
 	case errors.Is(err, validate.ErrInvalid), errors.Is(err, fsm.ErrBadSnapshot):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, fsm.ErrNotFound):
+	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrNotMember):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, fsm.ErrFenced):
 		return status.Error(codes.FailedPrecondition, err.Error())

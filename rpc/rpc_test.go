@@ -53,8 +53,10 @@ func (c *fakeCluster) ReadBarrier(context.Context) error { return nil }
 func (c *fakeCluster) Status(context.Context) (*registryv1.StatusResponse, error) {
 	return &registryv1.StatusResponse{}, nil
 }
-func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error)   { return 0, nil }
-func (c *fakeCluster) RemoveServer(context.Context, string) (uint64, error)       { return 0, nil }
+func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error) { return 0, nil }
+func (c *fakeCluster) RemoveServer(_ context.Context, id string) (uint64, error) {
+	return 0, fmt.Errorf("%w: %q", ErrNotMember, id) // no server is a member
+}
 func (c *fakeCluster) TransferLeadership(context.Context, string) (string, error) { return "", nil }
 func (c *fakeCluster) ReleaseExpiryGuard(context.Context) (bool, int, error)      { return false, 0, nil }
 func (c *fakeCluster) RestoreSnapshot(_ context.Context, r io.Reader) (fsm.SnapshotInfo, error) {
@@ -174,6 +176,7 @@ func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
 		{fmt.Errorf("%w: header: unexpected EOF", fsm.ErrBadSnapshot), codes.InvalidArgument},
 		{raft.ErrAbortedByRestore, codes.Unavailable},
 		{fmt.Errorf("%w: orders/a", fsm.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("%w: \"n9\"", ErrNotMember), codes.NotFound},
 		{fmt.Errorf("%w: orders/a at 7", fsm.ErrFenced), codes.FailedPrecondition},
 		{raft.ErrNotLeader, codes.Unavailable},
 		{raft.ErrLeadershipLost, codes.Unavailable},
@@ -259,6 +262,20 @@ func TestAForwardedCallIsNeverForwardedAgain(t *testing.T) {
 	}
 	if cl.connCalls != 0 || len(ap.calls) != 0 {
 		t.Errorf("the follower dialled the leader %d times and proposed %d commands; want neither", cl.connCalls, len(ap.calls))
+	}
+}
+
+func TestRemovingANonMemberIsNotFoundUnlessItsAddressRecordIsLeft(t *testing.T) {
+	ap := &fakeApplier{}
+	s, _ := newTestServer(t, &fakeCluster{leader: true}, ap, &fakeState{})
+	_, err := s.Remove(t.Context(), &registryv1.RemoveRequest{NodeId: "n7"})
+	if status.Code(err) != codes.NotFound || len(ap.calls) != 0 {
+		t.Errorf("Remove of n7, neither a member nor recorded: %v after %d proposals; want NOT_FOUND and none", err, len(ap.calls))
+	}
+	// n1's address record outlived its removal: Remove clears it.
+	s.Remove(t.Context(), &registryv1.RemoveRequest{NodeId: "n1"})
+	if diff := cmp.Diff([]fsm.MessageType{fsm.NodeMetaType}, ap.calls); diff != "" {
+		t.Errorf("Remove of n1, recorded but not a member: proposals (-want +got):\n%s", diff)
 	}
 }
 
