@@ -14,14 +14,15 @@ import (
 
 // Status implements registry.v1.Cluster. It answers from this node.
 func (s *Server) Status(ctx context.Context, req *registryv1.StatusRequest) (*registryv1.StatusResponse, error) {
-	st, err := s.cluster.Status(ctx)
+	st, err := s.admin.Status(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	resp := toAPIStatus(st)
 	if req.GetIncludeStateHash() {
-		st.StateHash, st.StateHashIndex = s.state.HashIndex()
+		resp.StateHash, resp.StateHashIndex = s.state.HashIndex()
 	}
-	return st, nil
+	return resp, nil
 }
 
 // Join implements registry.v1.Cluster: it adds the node as a voter (unless
@@ -39,7 +40,7 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 			return registryv1.NewClusterClient(cc).Join(ctx, req)
 		})
 	}
-	index, err := s.cluster.AddVoter(ctx, req.NodeId, req.RaftAddress)
+	index, err := s.admin.AddVoter(ctx, req.NodeId, req.RaftAddress)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -68,7 +69,7 @@ func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*re
 			return registryv1.NewClusterClient(cc).Remove(ctx, req)
 		})
 	}
-	index, err := s.cluster.RemoveServer(ctx, req.NodeId)
+	index, err := s.admin.RemoveServer(ctx, req.NodeId)
 	_, recorded := s.state.Node(req.NodeId)
 	switch {
 	case err == nil:
@@ -104,7 +105,7 @@ func (s *Server) TransferLeadership(ctx context.Context, req *registryv1.Transfe
 			return registryv1.NewClusterClient(cc).TransferLeadership(ctx, req)
 		})
 	}
-	id, err := s.cluster.TransferLeadership(ctx, req.NodeId)
+	id, err := s.admin.TransferLeadership(ctx, req.NodeId)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -118,7 +119,7 @@ func (s *Server) ReleaseExpiryGuard(ctx context.Context, req *registryv1.Release
 			return registryv1.NewClusterClient(cc).ReleaseExpiryGuard(ctx, req)
 		})
 	}
-	engaged, held, err := s.cluster.ReleaseExpiryGuard(ctx)
+	engaged, held, err := s.admin.ReleaseExpiryGuard(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -36,6 +37,7 @@ type fakeCluster struct {
 	conn      *grpc.ClientConn
 	connCalls int
 	restore   func(io.Reader) (fsm.SnapshotInfo, error)
+	status    Status
 }
 
 func (c *fakeCluster) IsLeader() bool { return c.leader }
@@ -50,8 +52,8 @@ func (c *fakeCluster) LeaderConn() (*grpc.ClientConn, error) {
 	return c.conn, nil
 }
 func (c *fakeCluster) ReadBarrier(context.Context) error { return nil }
-func (c *fakeCluster) Status(context.Context) (*registryv1.StatusResponse, error) {
-	return &registryv1.StatusResponse{}, nil
+func (c *fakeCluster) Status(context.Context) (Status, error) {
+	return c.status, nil
 }
 func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error) { return 0, nil }
 func (c *fakeCluster) RemoveServer(_ context.Context, id string) (uint64, error) {
@@ -276,6 +278,39 @@ func TestRemovingANonMemberIsNotFoundUnlessItsAddressRecordIsLeft(t *testing.T) 
 	s.Remove(t.Context(), &registryv1.RemoveRequest{NodeId: "n1"})
 	if diff := cmp.Diff([]fsm.MessageType{fsm.NodeMetaType}, ap.calls); diff != "" {
 		t.Errorf("Remove of n1, recorded but not a member: proposals (-want +got):\n%s", diff)
+	}
+}
+
+func TestStatusAnswersTheNodesStatusInTheAPIForm(t *testing.T) {
+	cl := &fakeCluster{status: Status{
+		NodeID: "n2", Role: "follower", Term: 3, LeaderID: "n1",
+		LeaderGRPCAddress: "10.1.1.1:7001", LeaderHTTPAddress: "10.1.1.1:7201",
+		AppliedIndex: 40, CommitIndex: 41, LastLogIndex: 42,
+		Members: []Member{
+			{ID: "n1", RaftAddress: "10.1.1.1:7000", GRPCAddress: "10.1.1.1:7001", HTTPAddress: "10.1.1.1:7201", Voter: true, Leader: true},
+			{ID: "n2", RaftAddress: "10.1.1.2:7000", Voter: true},
+		},
+		ExpiryGuardEngaged: true, ExpiriesHeld: 12, FailoverFenceRemaining: 3 * time.Second,
+		ClockSkew: -5 * time.Millisecond, ClockSkewKnown: true,
+	}}
+	s, _ := newTestServer(t, cl, &fakeApplier{}, &fakeState{index: 40})
+	got, err := s.Status(t.Context(), &registryv1.StatusRequest{IncludeStateHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &registryv1.StatusResponse{
+		NodeId: "n2", Role: "follower", Term: 3, LeaderId: "n1",
+		LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201",
+		AppliedIndex: 40, CommitIndex: 41, LastLogIndex: 42,
+		Members: []*registryv1.Member{
+			{Id: "n1", RaftAddress: "10.1.1.1:7000", GrpcAddress: "10.1.1.1:7001", HttpAddress: "10.1.1.1:7201", Voter: true, Leader: true},
+			{Id: "n2", RaftAddress: "10.1.1.2:7000", Voter: true},
+		},
+		ExpiryGuardEngaged: true, ExpiriesHeld: 12, FailoverFenceRemaining: durationpb.New(3 * time.Second),
+		ClockSkew: durationpb.New(-5 * time.Millisecond), StateHash: "fake", StateHashIndex: 40,
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("Status (-want +got):\n%s", diff)
 	}
 }
 
