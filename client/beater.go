@@ -55,6 +55,7 @@ type beater struct {
 	due      dueHeap
 	inflight map[uint64]*frame
 	seq      uint64
+	retries  int // frames answered with a BeatRetry since the last acknowledged one
 }
 
 func newBeater(c *Client) *beater {
@@ -264,6 +265,10 @@ func (b *beater) collect(now time.Time) ([]*registryv1.BeatRequest, time.Time, b
 
 // handle applies the answer to one frame.
 func (b *beater) handle(resp *registryv1.BeatResponse) {
+	if resp.Retry != nil {
+		b.retry(resp)
+		return
+	}
 	type key struct {
 		service, id string
 		inc         uint64
@@ -283,6 +288,7 @@ func (b *beater) handle(resp *registryv1.BeatResponse) {
 		b.mu.Unlock()
 		return
 	}
+	b.retries = 0
 	for i, s := range f.states {
 		if b.states[s.reg] != s || s.incarnation != f.incs[i] {
 			continue // removed, or re-registered since this frame
@@ -320,6 +326,34 @@ func (b *beater) handle(resp *registryv1.BeatResponse) {
 	for _, r := range superseded {
 		r.end(r.spec.Incarnation, "superseded by a higher incarnation")
 	}
+}
+
+// retry handles a frame the node could not commit because of leadership
+// (no leader yet, not the leader, leadership lost): the stream is fine, so
+// the frame's beats are sent again on it after a backoff that grows with
+// consecutive retried frames. The node forwards them once it knows the new
+// leader; the stream is reopened only if it breaks or stalls.
+func (b *beater) retry(resp *registryv1.BeatResponse) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f := b.inflight[resp.Seq]
+	delete(b.inflight, resp.Seq)
+	if f == nil {
+		return
+	}
+	b.c.log.Debug("beat frame not committed; resending it", "reason", resp.Retry.GetMessage(), "beats", len(f.states))
+	again := time.Now().Add(b.c.backoff(b.retries))
+	b.retries++
+	for i, s := range f.states {
+		if b.states[s.reg] != s || s.incarnation != f.incs[i] || s.idx < 0 {
+			continue // removed, re-registered or re-registering since this frame
+		}
+		if again.Before(s.next) {
+			s.next = again
+			heap.Fix(&b.due, s.idx)
+		}
+	}
+	b.poke()
 }
 
 // checkLost emits Lost for registrations with no acknowledged beat for

@@ -19,7 +19,10 @@
 //   - Beats: one BeatStream per Client carries the beats of all its
 //     registrations, each at its own interval (or the longer one the server
 //     recommends when it is loaded). gRPC keepalive pings detect dead
-//     links; a broken or stalled stream is reopened on another node.
+//     links; a broken or stalled stream is reopened on another node. A
+//     frame the node could not commit because of leadership (answered with
+//     a BeatRetry) is resent on the same stream after a backoff: a leader
+//     change costs a resend, not a reconnect.
 //   - Failover: calls and streams move to another endpoint, chosen at
 //     random so that clients losing the same node spread out, after a
 //     capped full-jitter exponential backoff. Writes follow the leader hint

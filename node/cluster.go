@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -11,9 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/durationpb"
 
-	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/validate"
@@ -123,42 +122,42 @@ func (n *Node) ReleaseExpiryGuard(context.Context) (bool, int, error) {
 }
 
 // Status implements rpc.Cluster.
-func (n *Node) Status(ctx context.Context) (*registryv1.StatusResponse, error) {
+func (n *Node) Status(ctx context.Context) (rpc.Status, error) {
 	_, leaderID := n.raft.LeaderWithID()
-	st := &registryv1.StatusResponse{
-		NodeId:       n.cfg.NodeID,
+	st := rpc.Status{
+		NodeID:       n.cfg.NodeID,
 		Role:         strings.ToLower(n.raft.State().String()),
 		Term:         n.raft.CurrentTerm(),
-		LeaderId:     string(leaderID),
+		LeaderID:     string(leaderID),
 		AppliedIndex: n.raft.AppliedIndex(),
 		CommitIndex:  n.raft.CommitIndex(),
 		LastLogIndex: n.raft.LastIndex(),
 	}
 	if meta, ok := n.fsm.Node(string(leaderID)); ok {
-		st.LeaderGrpcAddress, st.LeaderHttpAddress = meta.GRPCAddress, meta.HTTPAddress
+		st.LeaderGRPCAddress, st.LeaderHTTPAddress = meta.GRPCAddress, meta.HTTPAddress
 	}
 	cs := n.checker.Status()
 	st.CheckerRunning = cs.Running
 	st.ExpiryGuardEngaged = cs.GuardEngaged
-	st.ExpiriesHeld = uint32(cs.Held)
+	st.ExpiriesHeld = cs.Held
 	st.ExpiryGuardReleased = cs.Released
-	st.FailoverFenceRemaining = durationpb.New(cs.FenceRemaining)
+	st.FailoverFenceRemaining = cs.FenceRemaining
 	if skew, ok := n.skew.estimate(); ok && !n.IsLeader() {
-		st.ClockSkew = durationpb.New(skew)
+		st.ClockSkew, st.ClockSkewKnown = skew, true
 	}
-	cf := n.raft.GetConfiguration()
-	if err := waitFuture(ctx, cf); err != nil {
-		return nil, err
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return rpc.Status{}, err
 	}
-	for _, srv := range cf.Configuration().Servers {
-		m := &registryv1.Member{
-			Id:          string(srv.ID),
+	for _, srv := range conf.Servers {
+		m := rpc.Member{
+			ID:          string(srv.ID),
 			RaftAddress: string(srv.Address),
 			Voter:       srv.Suffrage == raft.Voter,
 			Leader:      srv.ID == leaderID,
 		}
 		if meta, ok := n.fsm.Node(string(srv.ID)); ok {
-			m.GrpcAddress, m.HttpAddress = meta.GRPCAddress, meta.HTTPAddress
+			m.GRPCAddress, m.HTTPAddress = meta.GRPCAddress, meta.HTTPAddress
 		}
 		st.Members = append(st.Members, m)
 	}
@@ -193,8 +192,17 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr string) (uint64, error
 	return f.Index(), nil
 }
 
-// RemoveServer implements rpc.Cluster.
+// RemoveServer implements rpc.Cluster; an id that is not in the
+// configuration is rpc.ErrNotMember (Raft itself would commit a
+// configuration change that changes nothing).
 func (n *Node) RemoveServer(ctx context.Context, id string) (uint64, error) {
+	conf, _, err := n.configuration(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !slices.ContainsFunc(conf.Servers, func(srv raft.Server) bool { return string(srv.ID) == id }) {
+		return 0, fmt.Errorf("%w: %q", rpc.ErrNotMember, id)
+	}
 	f := n.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx))
 	if err := waitFuture(ctx, f); err != nil {
 		return 0, err

@@ -20,6 +20,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -67,10 +68,10 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{},
 	}))
-	if err := registryv1.RegisterRegistryHandlerClient(n.ctx, api, registryv1.NewRegistryClient(gw)); err != nil {
+	if err := registryv1.RegisterRegistryHandlerClient(n.ctx, api, registryv1.NewRegistryClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err
 	}
-	if err := registryv1.RegisterClusterHandlerClient(n.ctx, api, registryv1.NewClusterClient(gw)); err != nil {
+	if err := registryv1.RegisterClusterHandlerClient(n.ctx, api, registryv1.NewClusterClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err
 	}
 	mux.Handle("/v1/", http.MaxBytesHandler(api, validate.MaxRequestBytes))

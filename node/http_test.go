@@ -74,7 +74,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 	}
 
 	code, body = call(t, "POST", base+"/v1/beat", `{"beats": [{"service": "orders", "id": "orders-1", "incarnation": "1"}, {"service": "orders", "id": "ghost"}]}`)
-	want := `{"index": "*", "recommended_interval": null, "rejected": [{"current_incarnation": "0", "instance": {"id": "ghost", "incarnation": "1", "service": "orders"}, "reason": "BEAT_REJECT_REASON_UNKNOWN"}], "seq": "0"}`
+	want := `{"index": "*", "recommended_interval": null, "rejected": [{"current_incarnation": "0", "instance": {"id": "ghost", "incarnation": "1", "service": "orders"}, "reason": "BEAT_REJECT_REASON_UNKNOWN"}], "retry": null, "seq": "0"}`
 	if code != http.StatusOK || !sameJSON(t, want, body) {
 		t.Errorf("beat: %d %s; want 200 with ghost (only) rejected as unknown", code, body)
 	}

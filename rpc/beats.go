@@ -8,14 +8,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/validate"
-	"google.golang.org/grpc"
 )
+
+// beatItem is one beat submitted to the group commit. It carries whether
+// its request was forwarded to this node: the batcher flushes under a
+// context of its own, so the mark of the incoming call is not seen there.
+type beatItem struct {
+	ref       *registryv1.InstanceRef
+	forwarded bool
+}
 
 // beatOutcome is the result of one beat in a flushed batch.
 type beatOutcome struct {
@@ -36,17 +48,22 @@ func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 	} else {
 		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
 	}
-	resp, err := s.beat(ctx, req)
+	resp, err := s.beat(ctx, req, forwarded(ctx))
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
 	return resp, nil
 }
 
-// beat submits a validated request to the group commit and waits for it.
-func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*registryv1.BeatResponse, error) {
+// beat submits a validated request to the group commit and waits for it;
+// fwd says the request was forwarded to this node by another.
+func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest, fwd bool) (*registryv1.BeatResponse, error) {
 	start := time.Now()
-	outcomes, err := s.beats.Submit(ctx, req.Beats)
+	items := make([]beatItem, len(req.Beats))
+	for i, r := range req.Beats {
+		items[i] = beatItem{ref: r, forwarded: fwd}
+	}
+	outcomes, err := s.beats.Submit(ctx, items)
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +84,17 @@ func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 }
 
 // flushBeats is the group commit's flush: on the leader it proposes one
-// BeatBatch; on a follower it forwards the batch to the leader in one call.
-func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef) ([]beatOutcome, error) {
+// BeatBatch; on a follower it forwards the batch to the leader in one call,
+// unless it holds a beat that was forwarded to this node already: then it
+// fails with ErrNotLeader, as forwardOnce does, for leadership moved after
+// the beat was accepted.
+func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcome, error) {
+	refs := make([]*registryv1.InstanceRef, len(items))
+	anyForwarded := false
+	for i, it := range items {
+		refs[i] = it.ref
+		anyForwarded = anyForwarded || it.forwarded
+	}
 	var (
 		index       uint64
 		rejected    []*registryv1.BeatRejection
@@ -100,6 +126,9 @@ func (s *Server) flushBeats(ctx context.Context, refs []*registryv1.InstanceRef)
 		}
 		recommended = s.recommendInterval(refs)
 	} else {
+		if anyForwarded {
+			return nil, ErrNotLeader
+		}
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
 		defer cancel()
 		ctx, conn, err := s.toLeader(ctx, registryv1.Registry_Beat_FullMethodName)
@@ -185,14 +214,18 @@ func matchRejections(refs []*registryv1.InstanceRef, rejected []*registryv1.Beat
 }
 
 type frameResult struct {
+	seq  uint64
 	resp *registryv1.BeatResponse
 	err  error
 }
 
 // BeatStream implements registry.v1.Registry. Frames are committed
 // concurrently (at most MaxInflightBeatFrames at once) and answered in the
-// order they arrived. A bad frame or a failed commit ends the stream with
-// its status; the client reopens it, on another node if need be.
+// order they arrived. A frame that could not be committed because of
+// leadership (see retryFrame) is answered with a BeatRetry and the stream
+// stays open: a failover costs the client one resend, not a reconnect. A
+// bad frame or any other failure ends the stream with its status; the
+// client reopens it, on another node if need be.
 func (s *Server) BeatStream(stream grpc.BidiStreamingServer[registryv1.BeatRequest, registryv1.BeatResponse]) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
@@ -214,7 +247,11 @@ func (s *Server) BeatStream(stream grpc.BidiStreamingServer[registryv1.BeatReque
 			return s.toStatus(ErrShuttingDown)
 		}
 		if r.err != nil {
-			return s.toStatus(r.err)
+			retry := s.retryFrame(r.err)
+			if retry == nil {
+				return s.toStatus(r.err)
+			}
+			r.resp = &registryv1.BeatResponse{Seq: r.seq, Retry: retry}
 		}
 		if err := stream.Send(r.resp); err != nil {
 			return err
@@ -248,11 +285,31 @@ func (s *Server) receiveBeatFrames(ctx context.Context, stream grpc.BidiStreamin
 		}
 		s.metrics.beatsReceived.Add(float64(len(req.Beats)))
 		if !s.goTracked(func() {
-			resp, err := s.beat(ctx, req)
-			ch <- frameResult{resp: resp, err: err}
+			resp, err := s.beat(ctx, req, forwarded(ctx))
+			ch <- frameResult{seq: req.Seq, resp: resp, err: err}
 		}) {
 			ch <- frameResult{err: ErrShuttingDown}
 			return ErrShuttingDown
 		}
+	}
+}
+
+// retryFrame returns the BeatRetry that answers a frame whose commit failed
+// with err, or nil when err must end the stream. A frame is retried when
+// its status is UNAVAILABLE (not the leader, no leader, leadership lost, a
+// leader that could not be reached) unless this node is stopping: then the
+// client had better reopen the stream elsewhere.
+func (s *Server) retryFrame(err error) *registryv1.BeatRetry {
+	if errors.Is(err, ErrShuttingDown) || errors.Is(err, groupcommit.ErrClosed) || errors.Is(err, raft.ErrRaftShutdown) {
+		return nil
+	}
+	st := status.Convert(s.toStatus(err))
+	if st.Code() != codes.Unavailable {
+		return nil
+	}
+	return &registryv1.BeatRetry{
+		Message: st.Message(),
+		Outcome: detailOf[*registryv1.WriteOutcome](st),
+		Leader:  detailOf[*registryv1.LeaderHint](st),
 	}
 }

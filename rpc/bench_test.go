@@ -27,9 +27,9 @@ func BenchmarkFlushBeatsOnLeader10k(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	refs := make([]*registryv1.InstanceRef, 10_000)
+	refs := make([]beatItem, 10_000)
 	for i := range refs {
-		refs[i] = &registryv1.InstanceRef{Service: fmt.Sprintf("svc-%d", i%100), Id: fmt.Sprintf("inst-%d", i), Incarnation: 1}
+		refs[i].ref = &registryv1.InstanceRef{Service: fmt.Sprintf("svc-%d", i%100), Id: fmt.Sprintf("inst-%d", i), Incarnation: 1}
 	}
 	b.ReportAllocs()
 	for b.Loop() {

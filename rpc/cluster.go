@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 
 	"google.golang.org/grpc"
 
@@ -13,14 +14,15 @@ import (
 
 // Status implements registry.v1.Cluster. It answers from this node.
 func (s *Server) Status(ctx context.Context, req *registryv1.StatusRequest) (*registryv1.StatusResponse, error) {
-	st, err := s.cluster.Status(ctx)
+	st, err := s.admin.Status(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	resp := toAPIStatus(st)
 	if req.GetIncludeStateHash() {
-		st.StateHash, st.StateHashIndex = s.state.HashIndex()
+		resp.StateHash, resp.StateHashIndex = s.state.HashIndex()
 	}
-	return st, nil
+	return resp, nil
 }
 
 // Join implements registry.v1.Cluster: it adds the node as a voter (unless
@@ -38,7 +40,7 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 			return registryv1.NewClusterClient(cc).Join(ctx, req)
 		})
 	}
-	index, err := s.cluster.AddVoter(ctx, req.NodeId, req.RaftAddress)
+	index, err := s.admin.AddVoter(ctx, req.NodeId, req.RaftAddress)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -56,7 +58,8 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 	return &registryv1.JoinResponse{Index: index}, nil
 }
 
-// Remove implements registry.v1.Cluster.
+// Remove implements registry.v1.Cluster. A node id that is neither in the
+// Raft configuration nor recorded with addresses is NOT_FOUND.
 func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*registryv1.RemoveResponse, error) {
 	if err := validate.Name("node_id", req.NodeId); err != nil {
 		return nil, s.toStatus(err)
@@ -66,16 +69,25 @@ func (s *Server) Remove(ctx context.Context, req *registryv1.RemoveRequest) (*re
 			return registryv1.NewClusterClient(cc).Remove(ctx, req)
 		})
 	}
-	index, err := s.cluster.RemoveServer(ctx, req.NodeId)
-	if err != nil {
+	index, err := s.admin.RemoveServer(ctx, req.NodeId)
+	_, recorded := s.state.Node(req.NodeId)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotMember) && recorded:
+		// Removed before, by a leader that lost leadership before it
+		// cleared the address record: clear it now.
+	default:
 		return nil, s.toStatus(err)
 	}
-	if _, ok := s.state.Node(req.NodeId); ok {
+	if recorded {
 		// A removed leader may have lost leadership by now; its
 		// address record is then left for the next Remove or Join.
-		res, err := fsm.Propose[*fsm.NodeMetaResult](ctx, s.applier, &fsmpb.NodeMeta{NodeId: req.NodeId})
-		if err == nil {
+		res, aerr := fsm.Propose[*fsm.NodeMetaResult](ctx, s.applier, &fsmpb.NodeMeta{NodeId: req.NodeId})
+		switch {
+		case aerr == nil:
 			index = res.Index
+		case err != nil: // the record was all there was to remove
+			return nil, s.toStatus(aerr)
 		}
 	}
 	return &registryv1.RemoveResponse{Index: index}, nil
@@ -93,7 +105,7 @@ func (s *Server) TransferLeadership(ctx context.Context, req *registryv1.Transfe
 			return registryv1.NewClusterClient(cc).TransferLeadership(ctx, req)
 		})
 	}
-	id, err := s.cluster.TransferLeadership(ctx, req.NodeId)
+	id, err := s.admin.TransferLeadership(ctx, req.NodeId)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
@@ -107,7 +119,7 @@ func (s *Server) ReleaseExpiryGuard(ctx context.Context, req *registryv1.Release
 			return registryv1.NewClusterClient(cc).ReleaseExpiryGuard(ctx, req)
 		})
 	}
-	engaged, held, err := s.cluster.ReleaseExpiryGuard(ctx)
+	engaged, held, err := s.admin.ReleaseExpiryGuard(ctx)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}

@@ -63,3 +63,33 @@ func toAPIEvent(ev *fsm.Event) *registryv1.Event {
 	}
 	return out
 }
+
+// toAPIStatus converts a node's Status to the API form.
+func toAPIStatus(st Status) *registryv1.StatusResponse {
+	resp := &registryv1.StatusResponse{
+		NodeId:                 st.NodeID,
+		Role:                   st.Role,
+		Term:                   st.Term,
+		LeaderId:               st.LeaderID,
+		LeaderGrpcAddress:      st.LeaderGRPCAddress,
+		LeaderHttpAddress:      st.LeaderHTTPAddress,
+		AppliedIndex:           st.AppliedIndex,
+		CommitIndex:            st.CommitIndex,
+		LastLogIndex:           st.LastLogIndex,
+		CheckerRunning:         st.CheckerRunning,
+		ExpiryGuardEngaged:     st.ExpiryGuardEngaged,
+		ExpiriesHeld:           uint32(st.ExpiriesHeld),
+		ExpiryGuardReleased:    st.ExpiryGuardReleased,
+		FailoverFenceRemaining: durationpb.New(st.FailoverFenceRemaining),
+	}
+	if st.ClockSkewKnown {
+		resp.ClockSkew = durationpb.New(st.ClockSkew)
+	}
+	for _, m := range st.Members {
+		resp.Members = append(resp.Members, &registryv1.Member{
+			Id: m.ID, RaftAddress: m.RaftAddress, GrpcAddress: m.GRPCAddress, HttpAddress: m.HTTPAddress,
+			Voter: m.Voter, Leader: m.Leader,
+		})
+	}
+	return resp
+}

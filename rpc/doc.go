@@ -1,8 +1,10 @@
 // Package rpc implements the registry's gRPC services, registry.v1.Registry
 // and registry.v1.Cluster, on top of small interfaces that the node package
-// implements: an Applier that proposes commands through the local Raft, a
-// Cluster that knows the leader and changes membership, and a StateReader
-// over the local replica (the fsm).
+// implements: an Applier that proposes commands through the local Raft,
+// a Leadership that knows the leader (to route calls), an Admin that
+// changes membership and reports the node's Status (a domain struct that
+// rpc converts to the API's StatusResponse), and a StateReader over the
+// local replica (the fsm).
 //
 // Any node accepts any call. A follower forwards writes, DEFAULT and
 // LINEARIZABLE reads and membership changes to the leader, once: a request

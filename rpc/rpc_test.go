@@ -19,7 +19,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -35,6 +37,7 @@ type fakeCluster struct {
 	conn      *grpc.ClientConn
 	connCalls int
 	restore   func(io.Reader) (fsm.SnapshotInfo, error)
+	status    Status
 }
 
 func (c *fakeCluster) IsLeader() bool { return c.leader }
@@ -49,11 +52,13 @@ func (c *fakeCluster) LeaderConn() (*grpc.ClientConn, error) {
 	return c.conn, nil
 }
 func (c *fakeCluster) ReadBarrier(context.Context) error { return nil }
-func (c *fakeCluster) Status(context.Context) (*registryv1.StatusResponse, error) {
-	return &registryv1.StatusResponse{}, nil
+func (c *fakeCluster) Status(context.Context) (Status, error) {
+	return c.status, nil
 }
-func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error)   { return 0, nil }
-func (c *fakeCluster) RemoveServer(context.Context, string) (uint64, error)       { return 0, nil }
+func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error) { return 0, nil }
+func (c *fakeCluster) RemoveServer(_ context.Context, id string) (uint64, error) {
+	return 0, fmt.Errorf("%w: %q", ErrNotMember, id) // no server is a member
+}
 func (c *fakeCluster) TransferLeadership(context.Context, string) (string, error) { return "", nil }
 func (c *fakeCluster) ReleaseExpiryGuard(context.Context) (bool, int, error)      { return false, 0, nil }
 func (c *fakeCluster) RestoreSnapshot(_ context.Context, r io.Reader) (fsm.SnapshotInfo, error) {
@@ -173,6 +178,7 @@ func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
 		{fmt.Errorf("%w: header: unexpected EOF", fsm.ErrBadSnapshot), codes.InvalidArgument},
 		{raft.ErrAbortedByRestore, codes.Unavailable},
 		{fmt.Errorf("%w: orders/a", fsm.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("%w: \"n9\"", ErrNotMember), codes.NotFound},
 		{fmt.Errorf("%w: orders/a at 7", fsm.ErrFenced), codes.FailedPrecondition},
 		{raft.ErrNotLeader, codes.Unavailable},
 		{raft.ErrLeadershipLost, codes.Unavailable},
@@ -195,9 +201,52 @@ func TestToStatusMapsEachErrorToOneCode(t *testing.T) {
 func TestUnavailableCarriesTheLeaderHint(t *testing.T) {
 	s := &Server{cluster: &fakeCluster{}, state: &fakeState{}}
 	st := status.Convert(s.toStatus(raft.ErrNotLeader))
-	want := []any{&registryv1.LeaderHint{LeaderId: "n1", LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201"}}
+	want := []any{
+		&registryv1.WriteOutcome{Proposed: false},
+		&registryv1.LeaderHint{LeaderId: "n1", LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201"},
+	}
 	if diff := cmp.Diff(want, st.Details(), protocmp.Transform()); diff != "" {
 		t.Errorf("details (-want +got):\n%s", diff)
+	}
+}
+
+func TestEveryUnavailableSaysWhetherTheWriteWasProposed(t *testing.T) {
+	s := &Server{cluster: &fakeCluster{}, state: &fakeState{}}
+	tests := []struct {
+		err      error
+		proposed bool
+	}{
+		{ErrNoLeader, false},
+		{fmt.Errorf("forwarding: %w", ErrNotLeader), false},
+		{raft.ErrNotLeader, false},
+		{raft.ErrLeadershipTransferInProgress, false},
+		{raft.ErrEnqueueTimeout, false},
+		{ErrShuttingDown, false},
+		{groupcommit.ErrClosed, false},
+		{raft.ErrLeadershipLost, true},
+		{raft.ErrRaftShutdown, true},
+		{raft.ErrAbortedByRestore, true},
+		// A forwarded call's status without a WriteOutcome: gRPC could not
+		// connect (never sent), or the call failed once sent (unknown).
+		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), false},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+	}
+	for _, tt := range tests {
+		st := status.Convert(s.toStatus(tt.err))
+		if st.Code() != codes.Unavailable {
+			t.Errorf("toStatus(%v) = %v, want UNAVAILABLE", tt.err, st.Code())
+			continue
+		}
+		want := &registryv1.WriteOutcome{Proposed: tt.proposed}
+		if diff := cmp.Diff(want, detailOf[*registryv1.WriteOutcome](st), protocmp.Transform()); diff != "" {
+			t.Errorf("toStatus(%v) WriteOutcome (-want +got):\n%s", tt.err, diff)
+		}
+	}
+	// The leader's own outcome passes through a forwarding node unchanged.
+	fromLeader, _ := status.New(codes.Unavailable, "leadership lost while committing log").
+		WithDetails(&registryv1.WriteOutcome{Proposed: true})
+	if got := s.toStatus(fromLeader.Err()); !proto.Equal(status.Convert(got).Proto(), fromLeader.Proto()) {
+		t.Errorf("a forwarded status with its outcome became %v", status.Convert(got).Proto())
 	}
 }
 
@@ -216,6 +265,53 @@ func TestAForwardedCallIsNeverForwardedAgain(t *testing.T) {
 	}
 	if cl.connCalls != 0 || len(ap.calls) != 0 {
 		t.Errorf("the follower dialled the leader %d times and proposed %d commands; want neither", cl.connCalls, len(ap.calls))
+	}
+}
+
+func TestRemovingANonMemberIsNotFoundUnlessItsAddressRecordIsLeft(t *testing.T) {
+	ap := &fakeApplier{}
+	s, _ := newTestServer(t, &fakeCluster{leader: true}, ap, &fakeState{})
+	_, err := s.Remove(t.Context(), &registryv1.RemoveRequest{NodeId: "n7"})
+	if status.Code(err) != codes.NotFound || len(ap.calls) != 0 {
+		t.Errorf("Remove of n7, neither a member nor recorded: %v after %d proposals; want NOT_FOUND and none", err, len(ap.calls))
+	}
+	// n1's address record outlived its removal: Remove clears it.
+	s.Remove(t.Context(), &registryv1.RemoveRequest{NodeId: "n1"})
+	if diff := cmp.Diff([]fsm.MessageType{fsm.NodeMetaType}, ap.calls); diff != "" {
+		t.Errorf("Remove of n1, recorded but not a member: proposals (-want +got):\n%s", diff)
+	}
+}
+
+func TestStatusAnswersTheNodesStatusInTheAPIForm(t *testing.T) {
+	cl := &fakeCluster{status: Status{
+		NodeID: "n2", Role: "follower", Term: 3, LeaderID: "n1",
+		LeaderGRPCAddress: "10.1.1.1:7001", LeaderHTTPAddress: "10.1.1.1:7201",
+		AppliedIndex: 40, CommitIndex: 41, LastLogIndex: 42,
+		Members: []Member{
+			{ID: "n1", RaftAddress: "10.1.1.1:7000", GRPCAddress: "10.1.1.1:7001", HTTPAddress: "10.1.1.1:7201", Voter: true, Leader: true},
+			{ID: "n2", RaftAddress: "10.1.1.2:7000", Voter: true},
+		},
+		ExpiryGuardEngaged: true, ExpiriesHeld: 12, FailoverFenceRemaining: 3 * time.Second,
+		ClockSkew: -5 * time.Millisecond, ClockSkewKnown: true,
+	}}
+	s, _ := newTestServer(t, cl, &fakeApplier{}, &fakeState{index: 40})
+	got, err := s.Status(t.Context(), &registryv1.StatusRequest{IncludeStateHash: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &registryv1.StatusResponse{
+		NodeId: "n2", Role: "follower", Term: 3, LeaderId: "n1",
+		LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201",
+		AppliedIndex: 40, CommitIndex: 41, LastLogIndex: 42,
+		Members: []*registryv1.Member{
+			{Id: "n1", RaftAddress: "10.1.1.1:7000", GrpcAddress: "10.1.1.1:7001", HttpAddress: "10.1.1.1:7201", Voter: true, Leader: true},
+			{Id: "n2", RaftAddress: "10.1.1.2:7000", Voter: true},
+		},
+		ExpiryGuardEngaged: true, ExpiriesHeld: 12, FailoverFenceRemaining: durationpb.New(3 * time.Second),
+		ClockSkew: durationpb.New(-5 * time.Millisecond), StateHash: "fake", StateHashIndex: 40,
+	}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("Status (-want +got):\n%s", diff)
 	}
 }
 

@@ -22,8 +22,9 @@ import (
 // with fsm.Propose.
 type Applier = fsm.Proposer
 
-// Cluster is what the services need to know of, and do to, the Raft cluster.
-type Cluster interface {
+// Leadership is what the services need to know of the Raft leadership to
+// route a call: serve it here, forward it, or read locally.
+type Leadership interface {
 	// IsLeader reports whether this node is the leader now.
 	IsLeader() bool
 	// Leader returns the leader's id, and false when none is known.
@@ -35,12 +36,18 @@ type Cluster interface {
 	// this node is the leader, has confirmed it with a quorum, and has
 	// applied everything committed before the call.
 	ReadBarrier(ctx context.Context) error
+}
+
+// Admin is what the Cluster service does to the Raft cluster, on the
+// leader, and what it reports of it.
+type Admin interface {
 	// Status describes the node and the cluster.
-	Status(ctx context.Context) (*registryv1.StatusResponse, error)
+	Status(ctx context.Context) (Status, error)
 	// AddVoter adds a voter, or does nothing if it is one already at that
 	// address; it returns the configuration's index.
 	AddVoter(ctx context.Context, id, raftAddr string) (uint64, error)
-	// RemoveServer removes a server from the configuration.
+	// RemoveServer removes a server from the configuration; an id that is
+	// not in it is ErrNotMember.
 	RemoveServer(ctx context.Context, id string) (uint64, error)
 	// TransferLeadership hands leadership to id, or to any voter if id is
 	// empty, and returns the new leader's id.
@@ -53,6 +60,40 @@ type Cluster interface {
 	// leader's applied index once the backup is installed and what it holds;
 	// a backup that does not decode fails with fsm.ErrBadSnapshot.
 	RestoreSnapshot(ctx context.Context, r io.Reader) (fsm.SnapshotInfo, error)
+}
+
+// Cluster is both: the node package implements it in one type.
+type Cluster interface {
+	Leadership
+	Admin
+}
+
+// Status describes a node and its cluster as the node sees them; the
+// Cluster service answers it as a registry.v1.StatusResponse.
+type Status struct {
+	NodeID string
+	// Role is follower, candidate, leader or shutdown.
+	Role                                 string
+	Term                                 uint64
+	LeaderID                             string
+	LeaderGRPCAddress, LeaderHTTPAddress string
+	AppliedIndex, CommitIndex            uint64
+	LastLogIndex                         uint64
+	Members                              []Member
+
+	// The expiry checker's state (it runs on the leader only).
+	CheckerRunning, ExpiryGuardEngaged, ExpiryGuardReleased bool
+	ExpiriesHeld                                            int
+	FailoverFenceRemaining                                  time.Duration
+	// ClockSkew is this node's clock minus the leader's, when known.
+	ClockSkew      time.Duration
+	ClockSkewKnown bool
+}
+
+// Member is one server of the Raft configuration.
+type Member struct {
+	ID, RaftAddress, GRPCAddress, HTTPAddress string
+	Voter, Leader                             bool
 }
 
 // StateReader reads the local replica. *fsm.FSM implements it.
@@ -128,9 +169,10 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	applier Applier
-	cluster Cluster
+	cluster Leadership // routes calls
+	admin   Admin      // the Cluster service's operations
 	state   StateReader
-	beats   *groupcommit.Batcher[*registryv1.InstanceRef, beatOutcome]
+	beats   *groupcommit.Batcher[beatItem, beatOutcome]
 	rate    rateMeter // beats applied per second, on the leader
 	metrics *Metrics
 
@@ -189,6 +231,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		applier:  cfg.Applier,
 		cluster:  cfg.Cluster,
+		admin:    cfg.Cluster,
 		state:    cfg.State,
 		watchers: make(chan struct{}, cfg.MaxWatchers),
 		done:     make(chan struct{}),
@@ -203,10 +246,11 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// RegisterOn registers both services on a gRPC server.
+// RegisterOn registers both services on a gRPC server, with handlers that
+// decode requests themselves (see decodingRequests).
 func (s *Server) RegisterOn(gs *grpc.Server) {
-	registryv1.RegisterRegistryServer(gs, s)
-	registryv1.RegisterClusterServer(gs, s)
+	gs.RegisterService(s.decodingRequests(&registryv1.Registry_ServiceDesc), s)
+	gs.RegisterService(s.decodingRequests(&registryv1.Cluster_ServiceDesc), s)
 }
 
 // Close ends every watch and beat stream, fails waiting beats, and waits

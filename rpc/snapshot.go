@@ -107,7 +107,7 @@ func (s *Server) SnapshotRestore(stream grpc.ClientStreamingServer[registryv1.Sn
 		}
 		return stream.SendAndClose(resp)
 	}
-	info, err := s.cluster.RestoreSnapshot(ctx, &chunkReader{recv: stream.Recv, limit: validate.MaxSnapshotBytes})
+	info, err := s.admin.RestoreSnapshot(ctx, &chunkReader{recv: stream.Recv, limit: validate.MaxSnapshotBytes})
 	if err != nil {
 		return s.toStatus(err)
 	}

@@ -801,7 +801,13 @@ type BeatResponse struct {
 	// The beat interval the server asks for; zero means keep your own.
 	RecommendedInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=recommended_interval,json=recommendedInterval,proto3" json:"recommended_interval,omitempty"`
 	// The seq of the request frame this answers.
-	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// Set, on a BeatStream, when the node could not commit this frame
+	// because of leadership (it is not the leader, knows no leader, could not
+	// reach it, or leadership was lost while committing): the fields above
+	// are then unset and the stream stays open. Resend the frame's beats;
+	// the node forwards them to the leader once one is known.
+	Retry         *BeatRetry `protobuf:"bytes,5,opt,name=retry,proto3" json:"retry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -864,6 +870,77 @@ func (x *BeatResponse) GetSeq() uint64 {
 	return 0
 }
 
+func (x *BeatResponse) GetRetry() *BeatRetry {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+// BeatRetry says a BeatStream frame was not committed and may be resent.
+type BeatRetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, as the UNAVAILABLE status of a unary Beat would say it.
+	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// Whether the frame's beats may have been applied anyway.
+	Outcome *WriteOutcome `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// The leader, when one is known.
+	Leader        *LeaderHint `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeatRetry) Reset() {
+	*x = BeatRetry{}
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeatRetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeatRetry) ProtoMessage() {}
+
+func (x *BeatRetry) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeatRetry.ProtoReflect.Descriptor instead.
+func (*BeatRetry) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *BeatRetry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BeatRetry) GetOutcome() *WriteOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+func (x *BeatRetry) GetLeader() *LeaderHint {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
 type GetServiceRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Service     string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -876,7 +953,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +965,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +978,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -939,7 +1016,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1028,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1041,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServiceResponse) GetInstances() []*Instance {
@@ -997,7 +1074,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1086,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1099,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListServicesRequest) GetConsistency() Consistency {
@@ -1043,7 +1120,7 @@ type ServiceSummary struct {
 
 func (x *ServiceSummary) Reset() {
 	*x = ServiceSummary{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1132,7 @@ func (x *ServiceSummary) String() string {
 func (*ServiceSummary) ProtoMessage() {}
 
 func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1145,7 @@ func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSummary.ProtoReflect.Descriptor instead.
 func (*ServiceSummary) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceSummary) GetService() string {
@@ -1104,7 +1181,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1193,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1206,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceSummary {
@@ -1166,7 +1243,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1255,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1268,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchRequest) GetService() string {
@@ -1228,7 +1305,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1317,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1330,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Event) GetType() EventType {
@@ -1319,7 +1396,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1331,7 +1408,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1421,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchResponse) GetIsReset() bool {
@@ -1395,7 +1472,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1484,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1497,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaderHint) GetLeaderId() string {
@@ -1444,6 +1521,56 @@ func (x *LeaderHint) GetLeaderHttpAddress() string {
 	return ""
 }
 
+// WriteOutcome is a detail of every UNAVAILABLE status the services
+// return: it says whether the call may have taken effect, so that a caller
+// need not read the message.
+type WriteOutcome struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True: the write was proposed to Raft (or forwarded to the leader and
+	// its answer lost) and may yet be applied. False: it was certainly not
+	// applied; reads and refused writes say false.
+	Proposed      bool `protobuf:"varint,1,opt,name=proposed,proto3" json:"proposed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteOutcome) Reset() {
+	*x = WriteOutcome{}
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteOutcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteOutcome) ProtoMessage() {}
+
+func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteOutcome.ProtoReflect.Descriptor instead.
+func (*WriteOutcome) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WriteOutcome) GetProposed() bool {
+	if x != nil {
+		return x.Proposed
+	}
+	return false
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Also compute state_hash: the SHA-256 of this node's registry in its
@@ -1457,7 +1584,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1596,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1609,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -1507,7 +1634,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1646,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1659,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Member) GetId() string {
@@ -1615,7 +1742,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1754,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1767,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1781,7 +1908,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1920,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1933,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1846,7 +1973,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +1985,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +1998,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -1890,7 +2017,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2029,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2042,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -1934,7 +2061,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2073,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2086,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveResponse) GetIndex() uint64 {
@@ -1979,7 +2106,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2118,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2131,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -2023,7 +2150,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2035,7 +2162,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2048,7 +2175,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2066,7 +2193,7 @@ type ReleaseExpiryGuardRequest struct {
 
 func (x *ReleaseExpiryGuardRequest) Reset() {
 	*x = ReleaseExpiryGuardRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2205,7 @@ func (x *ReleaseExpiryGuardRequest) String() string {
 func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2218,7 @@ func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 type ReleaseExpiryGuardResponse struct {
@@ -2106,7 +2233,7 @@ type ReleaseExpiryGuardResponse struct {
 
 func (x *ReleaseExpiryGuardResponse) Reset() {
 	*x = ReleaseExpiryGuardResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2118,7 +2245,7 @@ func (x *ReleaseExpiryGuardResponse) String() string {
 func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2131,7 +2258,7 @@ func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
@@ -2156,7 +2283,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2295,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2308,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 // SnapshotChunk is one piece of a backup stream.
@@ -2198,7 +2325,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2337,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2350,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -2260,7 +2387,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2399,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2412,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -2348,12 +2475,17 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\rBeatRejection\x124\n" +
 	"\binstance\x18\x01 \x01(\v2\x18.registry.v1.InstanceRefR\binstance\x125\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.registry.v1.BeatRejectReasonR\x06reason\x12/\n" +
-	"\x13current_incarnation\x18\x03 \x01(\x04R\x12currentIncarnation\"\xbc\x01\n" +
+	"\x13current_incarnation\x18\x03 \x01(\x04R\x12currentIncarnation\"\xea\x01\n" +
 	"\fBeatResponse\x126\n" +
 	"\brejected\x18\x01 \x03(\v2\x1a.registry.v1.BeatRejectionR\brejected\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12L\n" +
 	"\x14recommended_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x13recommendedInterval\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"\x92\x01\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12,\n" +
+	"\x05retry\x18\x05 \x01(\v2\x16.registry.v1.BeatRetryR\x05retry\"\x8b\x01\n" +
+	"\tBeatRetry\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x123\n" +
+	"\aoutcome\x18\x02 \x01(\v2\x19.registry.v1.WriteOutcomeR\aoutcome\x12/\n" +
+	"\x06leader\x18\x03 \x01(\v2\x17.registry.v1.LeaderHintR\x06leader\"\x92\x01\n" +
 	"\x11GetServiceRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12:\n" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x18.registry.v1.ConsistencyR\vconsistency\x12'\n" +
@@ -2394,7 +2526,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"LeaderHint\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
 	"\x13leader_grpc_address\x18\x02 \x01(\tR\x11leaderGrpcAddress\x12.\n" +
-	"\x13leader_http_address\x18\x03 \x01(\tR\x11leaderHttpAddress\"=\n" +
+	"\x13leader_http_address\x18\x03 \x01(\tR\x11leaderHttpAddress\"*\n" +
+	"\fWriteOutcome\x12\x1a\n" +
+	"\bproposed\x18\x01 \x01(\bR\bproposed\"=\n" +
 	"\rStatusRequest\x12,\n" +
 	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xaf\x01\n" +
 	"\x06Member\x12\x0e\n" +
@@ -2507,7 +2641,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -2522,95 +2656,100 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*BeatRequest)(nil),                // 10: registry.v1.BeatRequest
 	(*BeatRejection)(nil),              // 11: registry.v1.BeatRejection
 	(*BeatResponse)(nil),               // 12: registry.v1.BeatResponse
-	(*GetServiceRequest)(nil),          // 13: registry.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),         // 14: registry.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),        // 15: registry.v1.ListServicesRequest
-	(*ServiceSummary)(nil),             // 16: registry.v1.ServiceSummary
-	(*ListServicesResponse)(nil),       // 17: registry.v1.ListServicesResponse
-	(*WatchRequest)(nil),               // 18: registry.v1.WatchRequest
-	(*Event)(nil),                      // 19: registry.v1.Event
-	(*WatchResponse)(nil),              // 20: registry.v1.WatchResponse
-	(*LeaderHint)(nil),                 // 21: registry.v1.LeaderHint
-	(*StatusRequest)(nil),              // 22: registry.v1.StatusRequest
-	(*Member)(nil),                     // 23: registry.v1.Member
-	(*StatusResponse)(nil),             // 24: registry.v1.StatusResponse
-	(*JoinRequest)(nil),                // 25: registry.v1.JoinRequest
-	(*JoinResponse)(nil),               // 26: registry.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 27: registry.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 28: registry.v1.RemoveResponse
-	(*TransferLeadershipRequest)(nil),  // 29: registry.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 30: registry.v1.TransferLeadershipResponse
-	(*ReleaseExpiryGuardRequest)(nil),  // 31: registry.v1.ReleaseExpiryGuardRequest
-	(*ReleaseExpiryGuardResponse)(nil), // 32: registry.v1.ReleaseExpiryGuardResponse
-	(*SnapshotSaveRequest)(nil),        // 33: registry.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 34: registry.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 35: registry.v1.SnapshotRestoreResponse
-	nil,                                // 36: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
+	(*BeatRetry)(nil),                  // 13: registry.v1.BeatRetry
+	(*GetServiceRequest)(nil),          // 14: registry.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),         // 15: registry.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),        // 16: registry.v1.ListServicesRequest
+	(*ServiceSummary)(nil),             // 17: registry.v1.ServiceSummary
+	(*ListServicesResponse)(nil),       // 18: registry.v1.ListServicesResponse
+	(*WatchRequest)(nil),               // 19: registry.v1.WatchRequest
+	(*Event)(nil),                      // 20: registry.v1.Event
+	(*WatchResponse)(nil),              // 21: registry.v1.WatchResponse
+	(*LeaderHint)(nil),                 // 22: registry.v1.LeaderHint
+	(*WriteOutcome)(nil),               // 23: registry.v1.WriteOutcome
+	(*StatusRequest)(nil),              // 24: registry.v1.StatusRequest
+	(*Member)(nil),                     // 25: registry.v1.Member
+	(*StatusResponse)(nil),             // 26: registry.v1.StatusResponse
+	(*JoinRequest)(nil),                // 27: registry.v1.JoinRequest
+	(*JoinResponse)(nil),               // 28: registry.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 29: registry.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 30: registry.v1.RemoveResponse
+	(*TransferLeadershipRequest)(nil),  // 31: registry.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 32: registry.v1.TransferLeadershipResponse
+	(*ReleaseExpiryGuardRequest)(nil),  // 33: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 34: registry.v1.ReleaseExpiryGuardResponse
+	(*SnapshotSaveRequest)(nil),        // 35: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 36: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 37: registry.v1.SnapshotRestoreResponse
+	nil,                                // 38: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 39: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 40: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	36, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	37, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	37, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	37, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	38, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	39, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	39, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	39, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	38, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	38, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	40, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	40, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
 	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	37, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
-	1,  // 14: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
-	4,  // 15: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
-	1,  // 16: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
-	16, // 17: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
-	3,  // 18: registry.v1.Event.type:type_name -> registry.v1.EventType
-	4,  // 19: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	37, // 20: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	38, // 21: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	38, // 22: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
-	4,  // 23: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
-	19, // 24: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
-	23, // 25: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	37, // 26: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	37, // 27: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	5,  // 28: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 29: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 30: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 31: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	13, // 32: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	15, // 33: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	18, // 34: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	22, // 35: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	25, // 36: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	27, // 37: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	29, // 38: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	31, // 39: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	33, // 40: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	34, // 41: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	6,  // 42: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 43: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 44: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 45: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	14, // 46: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	17, // 47: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	20, // 48: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	24, // 49: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	26, // 50: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	28, // 51: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	30, // 52: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	32, // 53: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	34, // 54: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	35, // 55: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	42, // [42:56] is the sub-list for method output_type
-	28, // [28:42] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	39, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	13, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
+	23, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
+	22, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
+	1,  // 17: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
+	4,  // 18: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
+	1,  // 19: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
+	17, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
+	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
+	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
+	39, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	40, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	40, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
+	20, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
+	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
+	39, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	39, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	5,  // 31: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 32: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	10, // 33: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	10, // 34: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	14, // 35: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	16, // 36: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	19, // 37: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	24, // 38: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	27, // 39: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	29, // 40: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	31, // 41: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	33, // 42: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	35, // 43: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	36, // 44: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	6,  // 45: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 46: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 47: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 48: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	15, // 49: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	18, // 50: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	21, // 51: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	26, // 52: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	28, // 53: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	30, // 54: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	32, // 55: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	34, // 56: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	36, // 57: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	37, // 58: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	45, // [45:59] is the sub-list for method output_type
+	31, // [31:45] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -2624,7 +2763,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -147,6 +147,7 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		{"guard-status", []string{"guard", "status"}},
 		{"guard-override", []string{"guard", "override"}},
 		{"cluster-remove-unknown", []string{"cluster", "remove", "bad id"}},
+		{"cluster-remove-not-a-member", []string{"cluster", "remove", "n9"}},
 		{"failover-to-the-next-endpoint", []string{"--endpoints", "127.0.0.1:1," + strings.Split(os.Getenv(endpointsEnv), ",")[1], "services"}},
 		{"no-endpoint-reachable", []string{"--endpoints", "127.0.0.1:1,127.0.0.1:2", "services"}},
 	})

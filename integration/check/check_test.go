@@ -185,6 +185,15 @@ func TestFalseExpirations(t *testing.T) {
 	}
 }
 
+// unavailable is an UNAVAILABLE status with the registry's WriteOutcome.
+func unavailable(msg string, proposed bool) error {
+	st, err := status.New(codes.Unavailable, msg).WithDetails(&registryv1.WriteOutcome{Proposed: proposed})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
+}
+
 func TestOutcomeOf(t *testing.T) {
 	tests := []struct {
 		err  error
@@ -193,10 +202,13 @@ func TestOutcomeOf(t *testing.T) {
 		{nil, OK},
 		{status.Error(codes.NotFound, "not found"), NotFound},
 		{status.Error(codes.FailedPrecondition, "fenced"), Fenced},
-		{status.Error(codes.Unavailable, "no leader is known"), Failed},
-		{status.Error(codes.Unavailable, "this node is not the leader"), Failed},
+		{unavailable("no leader is known", false), Failed},
+		{unavailable("any text", false), Failed},
+		{unavailable("leadership lost while committing log", true), Unknown},
+		// Text alone no longer decides: the detail does.
+		{status.Error(codes.Unavailable, "no leader is known"), Unknown},
+		// No server answered: gRPC could not connect, or lost the call.
 		{status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"`), Failed},
-		{status.Error(codes.Unavailable, "leadership lost while committing log"), Unknown},
 		{status.Error(codes.Unavailable, "error reading from server: EOF"), Unknown},
 		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), Unknown},
 	}

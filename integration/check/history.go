@@ -11,6 +11,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 // Kind is an operation's kind.
@@ -155,42 +157,28 @@ func (h *History) Ops() []Op {
 	return slices.DeleteFunc(slices.Clone(h.ops), func(o Op) bool { return o.Input.Kind == 0 })
 }
 
-// notProposed are the messages of the UNAVAILABLE statuses that come
-// before anything is proposed: rpc.ErrNoLeader (nowhere to forward),
-// rpc.ErrNotLeader (a forwarded request reached a non-leader),
-// raft.ErrNotLeader (Apply on a follower appends nothing), and gRPC's own
-// failure to connect (the request was never sent: by the client to a
-// killed node, or by a node forwarding to one, whose status it passes on).
-// The API has no structured detail that says "not applied", so the test
-// matches the messages; raft.ErrLeadershipLost ("leadership lost while
-// committing log") and a connection lost mid-call are not among them: those
-// may still take effect.
-var notProposed = []string{
-	"no leader is known",
-	"this node is not the leader",
-	"node is not the leader",
-	"connection error: desc = \"transport: Error while dialing",
-}
+// dialFailure is in the message of grpc-go's own UNAVAILABLE for a call it
+// could not send because it could not connect (to a killed node): no
+// server answered, so there is no WriteOutcome detail, and the text is all
+// grpc-go gives.
+const dialFailure = "transport: Error while dialing"
 
 // OutcomeOf classifies the error of a write: nil is OK, NOT_FOUND and
-// FAILED_PRECONDITION are definite refusals, an UNAVAILABLE that comes
-// before any proposal is Failed, anything else may or may not have taken
-// effect.
+// FAILED_PRECONDITION are definite refusals, an UNAVAILABLE whose
+// registry.v1.WriteOutcome says it was not proposed, or that gRPC could not
+// send, is Failed; anything else may or may not have taken effect.
 func OutcomeOf(err error) Output {
 	if err == nil {
 		return Output{Outcome: OK}
 	}
-	switch status.Code(err) {
+	switch st := status.Convert(err); st.Code() {
 	case codes.NotFound:
 		return Output{Outcome: NotFound}
 	case codes.FailedPrecondition:
 		return Output{Outcome: Fenced}
 	case codes.Unavailable:
-		msg := status.Convert(err).Message()
-		for _, p := range notProposed {
-			if strings.HasPrefix(msg, p) {
-				return Output{Outcome: Failed, Err: msg}
-			}
+		if notProposed(st) {
+			return Output{Outcome: Failed, Err: st.Message()}
 		}
 	}
 	msg := err.Error()
@@ -198,6 +186,18 @@ func OutcomeOf(err error) Output {
 		msg = "deadline exceeded: " + msg
 	}
 	return Output{Outcome: Unknown, Err: strings.TrimSpace(msg)}
+}
+
+// notProposed reports whether an UNAVAILABLE write certainly was not
+// applied: the server's WriteOutcome says so, or, with none, gRPC could not
+// connect to send it.
+func notProposed(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if o, ok := d.(*registryv1.WriteOutcome); ok {
+			return !o.GetProposed()
+		}
+	}
+	return strings.Contains(st.Message(), dialFailure)
 }
 
 // Counts summarise a history.
