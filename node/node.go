@@ -52,6 +52,7 @@ type Node struct {
 	barriers *groupcommit.Batcher[struct{}, uint64]
 	checker  *beatcheck.Checker
 	skew     *skewTracker
+	clock    *leaderClock // stamps commands and times the checker
 
 	metrics   *Metrics
 	snapshots *snapshotStore
@@ -77,6 +78,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node_id", cfg.NodeID), ctx: ctx, cancel: cancel}
 	n.skew = &skewTracker{clock: cfg.Clock}
+	n.clock = newLeaderClock(cfg.Clock)
 	reg, grpcMetrics, rpcMetrics := n.newRegistry()
 	raftGatherer, err := raftMetrics()
 	if err != nil {
@@ -86,13 +88,13 @@ func New(cfg Config) (_ *Node, err error) {
 	n.fsm = fsm.New(fsm.Config{
 		HistorySize:   cfg.WatchHistory,
 		Logger:        n.log,
-		ObserveStamp:  n.skew.observe,
+		ObserveStamp:  n.observeStamp,
 		ObserveEvents: n.metrics.observeEvents,
 		// Restored instances carry the backup's last-beat timestamps.
 		OnRestore: func(uint64) { n.checker.GrantGrace() },
 	})
 	checkerCfg := cfg.Checker
-	checkerCfg.Clock = cfg.Clock
+	checkerCfg.Clock = n.clock.now
 	checkerCfg.Logger = n.log.With("component", "beatcheck")
 	if n.checker, err = beatcheck.New(checkerCfg, n.fsm, n); err != nil {
 		cancel()
@@ -139,7 +141,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Cluster:     n,
 		State:       n.fsm,
 		Logger:      n.log,
-		Clock:       cfg.Clock,
+		Clock:       n.clock.now,
 		Beats:       cfg.Beats,
 		MaxWatchers: cfg.MaxWatchers,
 		MaxBeatRate: cfg.MaxBeatRate,
@@ -192,6 +194,13 @@ func New(cfg Config) (_ *Node, err error) {
 	go n.publishAddresses()
 	n.log.Info("node started", "raft_addr", n.transport.LocalAddr(), "grpc_addr", n.GRPCAddr(), "http_addr", n.HTTPAddr())
 	return n, nil
+}
+
+// observeStamp is the fsm's ObserveStamp hook: a leader timestamp of an
+// applied command feeds the skew estimate and the command clock.
+func (n *Node) observeStamp(unixNs int64) {
+	n.skew.observe(unixNs)
+	n.clock.observe(unixNs)
 }
 
 // prepareDataDir creates the data dir and checks that it is writable, so

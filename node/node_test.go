@@ -491,3 +491,60 @@ func TestOnlyTheLeaderRunsTheChecker(t *testing.T) {
 		return nil
 	})
 }
+
+// A leader whose clock is behind the previous leader's continues from the
+// previous leader's time base: an instance that stopped beating under the
+// old leader is removed about its ttl after its last beat, not the clock
+// offset later (it was a minute here, before the node adopted the offset).
+func TestALeaderWithASlowClockRemovesDeadInstancesOnTime(t *testing.T) {
+	const behind = time.Minute
+	c := &cluster{nodetest.New(t, 3, func(cfg *node.Config) {
+		if cfg.NodeID == "n3" {
+			cfg.Clock = func() time.Time { return time.Now().Add(-behind) }
+		}
+	})}
+	const slow = 2 // n3
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	leader := c.leader()
+	if leader == slow {
+		if _, err := c.Nodes[slow].TransferLeadership(ctx, "n1"); err != nil {
+			t.Fatal(err)
+		}
+		leader = c.leader()
+	}
+	in := instance("orders", "dies")
+	const ttl = 2 * time.Second
+	in.BeatInterval, in.SuspectAfter, in.Ttl = durationpb.New(100*time.Millisecond), durationpb.New(time.Second), durationpb.New(ttl)
+	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+		t.Fatal(err)
+	}
+	lastBeat := time.Now() // by the real clock; the instance never beats again
+	if _, err := c.Nodes[leader].TransferLeadership(ctx, "n3"); err != nil {
+		t.Fatal(err)
+	}
+	if c.leader() != slow {
+		t.Fatal("n3 does not lead after the transfer")
+	}
+	// The bound: ttl, or the failover grace (1s here) plus the beat interval
+	// after the promotion, plus sweeps, commits and a loaded machine.
+	const bound = ttl + 3*time.Second
+	var gone time.Duration
+	eventually(t, bound+time.Second, func() error {
+		if _, ok := c.Nodes[slow].FSM().Instance("orders", "dies"); ok {
+			return fmt.Errorf("n3 still holds the dead instance %v after its last beat", time.Since(lastBeat))
+		}
+		gone = time.Since(lastBeat)
+		return nil
+	})
+	if !c.Nodes[slow].IsLeader() {
+		t.Fatal("n3 lost leadership: another leader may have removed the instance")
+	}
+	t.Logf("removed %v after its last beat (ttl %v, leader's clock %v behind)", gone, ttl, behind)
+	if gone < ttl {
+		t.Errorf("removed %v after its last beat, before its ttl of %v", gone, ttl)
+	}
+	if gone > bound {
+		t.Errorf("removed %v after its last beat, later than %v", gone, bound)
+	}
+}
