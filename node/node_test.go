@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -546,5 +550,75 @@ func TestALeaderWithASlowClockRemovesDeadInstancesOnTime(t *testing.T) {
 	}
 	if gone > bound {
 		t.Errorf("removed %v after its last beat, later than %v", gone, bound)
+	}
+}
+
+// blockingReader blocks every Read until release is closed, then fails.
+type blockingReader struct{ release chan struct{} }
+
+func (r blockingReader) Read([]byte) (int, error) {
+	<-r.release
+	return 0, errors.New("released")
+}
+
+// A scrape reads Raft without going through its main loop: it answers, with
+// the last snapshot's index, while the leader's main loop is held up (here
+// in a user restore whose reader blocks; a large restore or a slow disk hold
+// it the same way).
+func TestAScrapeDoesNotWaitForRaftsMainLoop(t *testing.T) {
+	c, leader, _ := newHTTPCluster(t)
+	nd := c.Nodes[leader]
+	snap := nd.Raft().Snapshot()
+	if err := snap.Error(); err != nil {
+		t.Fatal(err)
+	}
+	meta, rc, err := snap.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	wantLine := fmt.Sprintf("registry_raft_last_snapshot_index %d\n", meta.Index)
+	if body := scrape(t, nd); !strings.Contains(body, wantLine) {
+		t.Fatalf("after a snapshot at %d: /metrics has no %q:\n%s", meta.Index, wantLine, grepLines(body, "snapshot"))
+	}
+
+	release := make(chan struct{})
+	restored := make(chan error, 1)
+	go func() {
+		restored <- nd.Raft().Restore(&raft.SnapshotMeta{Version: raft.SnapshotVersionMax}, blockingReader{release}, 0)
+	}()
+	defer func() {
+		close(release)
+		<-restored
+	}()
+	// The main loop is busy once it no longer answers a leadership check.
+	eventually(t, 5*time.Second, func() error {
+		f := nd.Raft().VerifyLeader()
+		done := make(chan struct{})
+		go func() { f.Error(); close(done) }()
+		select {
+		case <-done:
+			return errors.New("the main loop still answers")
+		case <-time.After(200 * time.Millisecond):
+			return nil
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+nd.HTTPAddr()+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape while Raft's main loop is busy: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("scrape while Raft's main loop is busy: %v", err)
+	}
+	if !strings.Contains(string(body), wantLine) {
+		t.Errorf("scrape while Raft's main loop is busy: no %q", wantLine)
 	}
 }
