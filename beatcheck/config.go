@@ -30,9 +30,10 @@ type Config struct {
 	// MaxSuspectsPerSweep caps the SUSPECT marks of one sweep. Default 10,000.
 	MaxSuspectsPerSweep int
 	// GuardShare and GuardMinCount: the mass-expiry guard engages when the
-	// instances due to expire plus those expired in the last GuardWindow
-	// exceed both GuardShare of (live + expired in the window) and
-	// GuardMinCount. Defaults 0.3, 10 and 30s.
+	// silent instances (no beat for their suspect_after, whether due to
+	// expire yet or not) plus those this leader expired in the last
+	// GuardWindow exceed both GuardShare of (live + expired in the window)
+	// and GuardMinCount. Defaults 0.3, 10 and 30s.
 	GuardShare    float64
 	GuardMinCount int
 	GuardWindow   time.Duration
@@ -60,8 +61,8 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills the zero fields.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with each zero field set to its default.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.SweepInterval == 0 {
 		c.SweepInterval = d.SweepInterval
