@@ -108,7 +108,50 @@ type Config struct {
 	ForwardTimeout time.Duration
 }
 
-// Validate reports a config that cannot work.
+// DefaultConfig returns the defaults of every setting but the
+// dependencies (NodeID, Applier, Cluster, State, Metrics).
+func DefaultConfig() Config {
+	return Config{
+		Logger:                slog.New(slog.DiscardHandler),
+		Clock:                 time.Now,
+		Beats:                 groupcommit.DefaultConfig(),
+		MaxWatchers:           10_000,
+		WatchBatch:            256,
+		MaxInflightBeatFrames: 64,
+		MaxBeatRate:           200_000,
+		ForwardTimeout:        time.Second,
+	}
+}
+
+// WithDefaults returns c with each zero setting set to its default.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	c.Beats = c.Beats.WithDefaults()
+	if c.MaxWatchers == 0 {
+		c.MaxWatchers = d.MaxWatchers
+	}
+	if c.WatchBatch == 0 {
+		c.WatchBatch = d.WatchBatch
+	}
+	if c.MaxInflightBeatFrames == 0 {
+		c.MaxInflightBeatFrames = d.MaxInflightBeatFrames
+	}
+	if c.MaxBeatRate == 0 {
+		c.MaxBeatRate = d.MaxBeatRate
+	}
+	if c.ForwardTimeout == 0 {
+		c.ForwardTimeout = d.ForwardTimeout
+	}
+	return c
+}
+
+// Validate reports the first setting that cannot work.
 func (c *Config) Validate() error {
 	switch {
 	case c.NodeID == "":
@@ -146,42 +189,9 @@ type Server struct {
 
 // New returns a Server; zero fields of cfg take their defaults.
 func New(cfg Config) (*Server, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	def := groupcommit.DefaultConfig()
-	if cfg.Beats.Window == 0 {
-		cfg.Beats.Window = def.Window
-	}
-	if cfg.Beats.MaxItems == 0 {
-		cfg.Beats.MaxItems = def.MaxItems
-	}
-	if cfg.Beats.MaxPending == 0 {
-		cfg.Beats.MaxPending = max(def.MaxPending, cfg.Beats.MaxItems)
-	}
-	if cfg.Beats.FlushTimeout == 0 {
-		cfg.Beats.FlushTimeout = def.FlushTimeout
-	}
-	if cfg.MaxWatchers == 0 {
-		cfg.MaxWatchers = 10_000
-	}
-	if cfg.WatchBatch == 0 {
-		cfg.WatchBatch = 256
-	}
-	if cfg.MaxInflightBeatFrames == 0 {
-		cfg.MaxInflightBeatFrames = 64
-	}
-	if cfg.MaxBeatRate == 0 {
-		cfg.MaxBeatRate = 200_000
-	}
+	cfg = cfg.WithDefaults()
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
-	}
-	if cfg.ForwardTimeout == 0 {
-		cfg.ForwardTimeout = time.Second
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
