@@ -68,6 +68,10 @@ type Node struct {
 	stopErr  error
 }
 
+// barrierBatching groups concurrent linearizable reads into shared Raft
+// barriers: one at a time, each at most a millisecond after the last.
+var barrierBatching = groupcommit.Config{Window: time.Millisecond, MaxItems: 100_000}
+
 // New starts a node: it opens the data dir, binds its addresses, starts
 // Raft (bootstrapping or joining if it has no state) and serves.
 func New(cfg Config) (_ *Node, err error) {
@@ -131,7 +135,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
-	if n.barriers, err = groupcommit.New(groupcommit.Config{Window: time.Millisecond, MaxItems: 100_000}, n.flushBarrier); err != nil {
+	if n.barriers, err = groupcommit.New(barrierBatching, n.flushBarrier); err != nil {
 		return nil, err
 	}
 	closers = append(closers, n.barriers.Close)
@@ -288,18 +292,10 @@ func (n *Node) startRaft(closers *[]func()) error {
 	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
-	if cfg.Raft.CommitTimeout > 0 {
-		rc.CommitTimeout = cfg.Raft.CommitTimeout
-	}
-	if cfg.Raft.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.Raft.SnapshotInterval
-	}
-	if cfg.Raft.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
-	}
-	if cfg.Raft.TrailingLogs > 0 {
-		rc.TrailingLogs = cfg.Raft.TrailingLogs
-	}
+	rc.CommitTimeout = cfg.Raft.CommitTimeout
+	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft timing: %w", err)
 	}
