@@ -23,6 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
 )
@@ -620,5 +622,32 @@ func TestAScrapeDoesNotWaitForRaftsMainLoop(t *testing.T) {
 	}
 	if !strings.Contains(string(body), wantLine) {
 		t.Errorf("scrape while Raft's main loop is busy: no %q", wantLine)
+	}
+}
+
+// Each node publishes its own addresses: a stale record (as a restore from
+// an older backup leaves) is repaired on every replica, the leader's by the
+// leader itself, a follower's through the leader.
+func TestEveryNodeRepairsItsAddressRecord(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	ctx := t.Context()
+	for _, i := range []int{leader, follower} {
+		id := c.Nodes[i].ID()
+		if _, err := c.Nodes[leader].Apply(ctx, fsm.NodeMetaType, &fsmpb.NodeMeta{NodeId: id, GrpcAddress: "127.0.0.1:1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{leader, follower} {
+		want := c.Nodes[i].GRPCAddr()
+		for j, nd := range c.Nodes {
+			eventually(t, 10*time.Second, func() error {
+				if meta, ok := nd.FSM().Node(c.Nodes[i].ID()); !ok || meta.GRPCAddress != want {
+					return fmt.Errorf("n%d's record of %s: %+v, want gRPC address %s", j+1, c.Nodes[i].ID(), meta, want)
+				}
+				return nil
+			})
+		}
 	}
 }
