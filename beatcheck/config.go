@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/regcenter/registry/internal/defaults"
 )
 
 // Config tunes the checker. DefaultConfig documents the defaults.
@@ -64,38 +66,18 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to its default.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.SweepInterval == 0 {
-		c.SweepInterval = d.SweepInterval
-	}
-	if c.FailoverGrace == 0 {
-		c.FailoverGrace = d.FailoverGrace
-	}
-	if c.StallFactor == 0 {
-		c.StallFactor = d.StallFactor
-	}
-	if c.ClockJumpThreshold == 0 {
-		c.ClockJumpThreshold = d.ClockJumpThreshold
-	}
-	if c.MaxExpiriesPerSweep == 0 {
-		c.MaxExpiriesPerSweep = d.MaxExpiriesPerSweep
-	}
-	if c.MaxSuspectsPerSweep == 0 {
-		c.MaxSuspectsPerSweep = d.MaxSuspectsPerSweep
-	}
-	if c.GuardShare == 0 {
-		c.GuardShare = d.GuardShare
-	}
-	if c.GuardMinCount == 0 {
-		c.GuardMinCount = d.GuardMinCount
-	}
-	if c.GuardWindow == 0 {
-		c.GuardWindow = d.GuardWindow
-	}
+	defaults.Set(&c.SweepInterval, d.SweepInterval)
+	defaults.Set(&c.FailoverGrace, d.FailoverGrace)
+	defaults.Set(&c.StallFactor, d.StallFactor)
+	defaults.Set(&c.ClockJumpThreshold, d.ClockJumpThreshold)
+	defaults.Set(&c.MaxExpiriesPerSweep, d.MaxExpiriesPerSweep)
+	defaults.Set(&c.MaxSuspectsPerSweep, d.MaxSuspectsPerSweep)
+	defaults.Set(&c.GuardShare, d.GuardShare)
+	defaults.Set(&c.GuardMinCount, d.GuardMinCount)
+	defaults.Set(&c.GuardWindow, d.GuardWindow)
+	defaults.Set(&c.Logger, d.Logger)
 	if c.Clock == nil {
 		c.Clock = d.Clock
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
 	}
 	return c
 }

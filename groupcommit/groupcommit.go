@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/regcenter/registry/internal/defaults"
 )
 
 var (
@@ -40,18 +42,10 @@ func DefaultConfig() Config {
 // MaxPending becomes the larger of its default and MaxItems.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Window == 0 {
-		c.Window = d.Window
-	}
-	if c.MaxItems == 0 {
-		c.MaxItems = d.MaxItems
-	}
-	if c.MaxPending == 0 {
-		c.MaxPending = max(d.MaxPending, c.MaxItems)
-	}
-	if c.FlushTimeout == 0 {
-		c.FlushTimeout = d.FlushTimeout
-	}
+	defaults.Set(&c.Window, d.Window)
+	defaults.Set(&c.MaxItems, d.MaxItems)
+	defaults.Set(&c.MaxPending, max(d.MaxPending, c.MaxItems))
+	defaults.Set(&c.FlushTimeout, d.FlushTimeout)
 	return c
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
+	"github.com/regcenter/registry/internal/defaults"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/validate"
 )
@@ -63,22 +64,13 @@ type RaftTiming struct {
 // withDefaults returns t with each zero field set from DefaultConfig.
 func (t RaftTiming) withDefaults() RaftTiming {
 	d := DefaultConfig().Raft
-	fill := func(p *time.Duration, def time.Duration) {
-		if *p == 0 {
-			*p = def
-		}
-	}
-	fill(&t.HeartbeatTimeout, d.HeartbeatTimeout)
-	fill(&t.ElectionTimeout, d.ElectionTimeout)
-	fill(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
-	fill(&t.CommitTimeout, d.CommitTimeout)
-	fill(&t.SnapshotInterval, d.SnapshotInterval)
-	if t.SnapshotThreshold == 0 {
-		t.SnapshotThreshold = d.SnapshotThreshold
-	}
-	if t.TrailingLogs == 0 {
-		t.TrailingLogs = d.TrailingLogs
-	}
+	defaults.Set(&t.HeartbeatTimeout, d.HeartbeatTimeout)
+	defaults.Set(&t.ElectionTimeout, d.ElectionTimeout)
+	defaults.Set(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	defaults.Set(&t.CommitTimeout, d.CommitTimeout)
+	defaults.Set(&t.SnapshotInterval, d.SnapshotInterval)
+	defaults.Set(&t.SnapshotThreshold, d.SnapshotThreshold)
+	defaults.Set(&t.TrailingLogs, d.TrailingLogs)
 	return t
 }
 
@@ -201,30 +193,18 @@ func DefaultConfig() Config {
 // field of the embedded configs from their packages' defaults.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	defaults.Set(&c.Logger, d.Logger)
 	c.Raft = c.Raft.withDefaults()
 	c.Beats = c.Beats.WithDefaults()
 	c.Checker = c.Checker.WithDefaults()
-	if c.MaxBeatRate == 0 {
-		c.MaxBeatRate = d.MaxBeatRate
-	}
-	if c.WatchHistory == 0 {
-		c.WatchHistory = d.WatchHistory
-	}
-	if c.MaxWatchers == 0 {
-		c.MaxWatchers = d.MaxWatchers
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = d.ShutdownTimeout
-	}
+	defaults.Set(&c.MaxBeatRate, d.MaxBeatRate)
+	defaults.Set(&c.WatchHistory, d.WatchHistory)
+	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
+	defaults.Set(&c.ShutdownTimeout, d.ShutdownTimeout)
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
-	if c.RaftAdvertise == "" {
-		c.RaftAdvertise = c.RaftAddr
-	}
+	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
 	return c
 }
 

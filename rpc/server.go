@@ -16,6 +16,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
+	"github.com/regcenter/registry/internal/defaults"
 )
 
 // Applier proposes a command through the local Raft and returns the fsm's
@@ -126,28 +127,16 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero setting set to its default.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	defaults.Set(&c.Logger, d.Logger)
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
 	c.Beats = c.Beats.WithDefaults()
-	if c.MaxWatchers == 0 {
-		c.MaxWatchers = d.MaxWatchers
-	}
-	if c.WatchBatch == 0 {
-		c.WatchBatch = d.WatchBatch
-	}
-	if c.MaxInflightBeatFrames == 0 {
-		c.MaxInflightBeatFrames = d.MaxInflightBeatFrames
-	}
-	if c.MaxBeatRate == 0 {
-		c.MaxBeatRate = d.MaxBeatRate
-	}
-	if c.ForwardTimeout == 0 {
-		c.ForwardTimeout = d.ForwardTimeout
-	}
+	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
+	defaults.Set(&c.WatchBatch, d.WatchBatch)
+	defaults.Set(&c.MaxInflightBeatFrames, d.MaxInflightBeatFrames)
+	defaults.Set(&c.MaxBeatRate, d.MaxBeatRate)
+	defaults.Set(&c.ForwardTimeout, d.ForwardTimeout)
 	return c
 }
 
