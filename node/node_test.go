@@ -631,15 +631,14 @@ func TestAScrapeDoesNotWaitForRaftsMainLoop(t *testing.T) {
 func TestEveryNodeRepairsItsAddressRecord(t *testing.T) {
 	c := newCluster(t, 3)
 	leader := c.leader()
-	follower := (leader + 1) % 3
-	ctx := t.Context()
-	for _, i := range []int{leader, follower} {
-		id := c.Nodes[i].ID()
-		if _, err := c.Nodes[leader].Apply(ctx, fsm.NodeMetaType, &fsmpb.NodeMeta{NodeId: id, GrpcAddress: "127.0.0.1:1"}); err != nil {
+	stale := []int{leader, (leader + 1) % 3} // the leader and a follower
+	for _, i := range stale {
+		meta := &fsmpb.NodeMeta{NodeId: c.Nodes[i].ID(), GrpcAddress: "127.0.0.1:1"}
+		if _, err := c.Nodes[leader].Apply(t.Context(), fsm.NodeMetaType, meta); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, i := range []int{leader, follower} {
+	for _, i := range stale {
 		want := c.Nodes[i].GRPCAddr()
 		for j, nd := range c.Nodes {
 			eventually(t, 10*time.Second, func() error {
