@@ -526,6 +526,12 @@ func TestALeaderWithASlowClockRemovesDeadInstancesOnTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	lastBeat := time.Now() // by the real clock; the instance never beats again
+	eventually(t, 5*time.Second, func() error {
+		if _, ok := c.Nodes[slow].FSM().Instance("orders", "dies"); !ok {
+			return errors.New("n3 has not applied the registration yet")
+		}
+		return nil
+	})
 	if _, err := c.Nodes[leader].TransferLeadership(ctx, "n3"); err != nil {
 		t.Fatal(err)
 	}
