@@ -61,7 +61,7 @@ type Checker struct {
 
 // New returns a Checker; zero fields of cfg take the defaults.
 func New(cfg Config, state State, proposer Proposer) (*Checker, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

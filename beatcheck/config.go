@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/regcenter/registry/internal/defaults"
 )
 
 // Config tunes the checker. DefaultConfig documents the defaults.
@@ -30,9 +32,10 @@ type Config struct {
 	// MaxSuspectsPerSweep caps the SUSPECT marks of one sweep. Default 10,000.
 	MaxSuspectsPerSweep int
 	// GuardShare and GuardMinCount: the mass-expiry guard engages when the
-	// instances due to expire plus those expired in the last GuardWindow
-	// exceed both GuardShare of (live + expired in the window) and
-	// GuardMinCount. Defaults 0.3, 10 and 30s.
+	// silent instances (no beat for their suspect_after, whether due to
+	// expire yet or not) plus those this leader expired in the last
+	// GuardWindow exceed both GuardShare of (live + expired in the window)
+	// and GuardMinCount. Defaults 0.3, 10 and 30s.
 	GuardShare    float64
 	GuardMinCount int
 	GuardWindow   time.Duration
@@ -60,41 +63,21 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills the zero fields.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with each zero field set to its default.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.SweepInterval == 0 {
-		c.SweepInterval = d.SweepInterval
-	}
-	if c.FailoverGrace == 0 {
-		c.FailoverGrace = d.FailoverGrace
-	}
-	if c.StallFactor == 0 {
-		c.StallFactor = d.StallFactor
-	}
-	if c.ClockJumpThreshold == 0 {
-		c.ClockJumpThreshold = d.ClockJumpThreshold
-	}
-	if c.MaxExpiriesPerSweep == 0 {
-		c.MaxExpiriesPerSweep = d.MaxExpiriesPerSweep
-	}
-	if c.MaxSuspectsPerSweep == 0 {
-		c.MaxSuspectsPerSweep = d.MaxSuspectsPerSweep
-	}
-	if c.GuardShare == 0 {
-		c.GuardShare = d.GuardShare
-	}
-	if c.GuardMinCount == 0 {
-		c.GuardMinCount = d.GuardMinCount
-	}
-	if c.GuardWindow == 0 {
-		c.GuardWindow = d.GuardWindow
-	}
+	defaults.Set(&c.SweepInterval, d.SweepInterval)
+	defaults.Set(&c.FailoverGrace, d.FailoverGrace)
+	defaults.Set(&c.StallFactor, d.StallFactor)
+	defaults.Set(&c.ClockJumpThreshold, d.ClockJumpThreshold)
+	defaults.Set(&c.MaxExpiriesPerSweep, d.MaxExpiriesPerSweep)
+	defaults.Set(&c.MaxSuspectsPerSweep, d.MaxSuspectsPerSweep)
+	defaults.Set(&c.GuardShare, d.GuardShare)
+	defaults.Set(&c.GuardMinCount, d.GuardMinCount)
+	defaults.Set(&c.GuardWindow, d.GuardWindow)
+	defaults.Set(&c.Logger, d.Logger)
 	if c.Clock == nil {
 		c.Clock = d.Clock
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
 	}
 	return c
 }

@@ -42,10 +42,12 @@
 //
 // A sweep proposes at most MaxExpiriesPerSweep expiries, chosen in random
 // order across services so that no service is drained first. If the
-// silent instances (no beat for their suspect_after), together with those
-// this leader expired in the last GuardWindow, exceed GuardShare of the
-// live set (and GuardMinCount), the mass-expiry guard engages: the checker
-// marks them SUSPECT and holds the expiries. Instances cut off together go
+// silent instances (no beat for their suspect_after, whether due to expire
+// yet or not), together with those this leader expired in the last
+// GuardWindow, exceed GuardShare of the live set at the window's start (the
+// live instances plus those expired in the window) and GuardMinCount, the
+// mass-expiry guard engages: the checker marks them SUSPECT and holds the
+// expiries. Instances cut off together go
 // silent within one beat interval, before the first is due to expire
 // (suspect_after + beat_interval ≤ ttl with the defaults), so none is
 // removed. It clears by itself when beats recover and the silent count falls

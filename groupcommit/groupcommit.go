@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/regcenter/registry/internal/defaults"
 )
 
 var (
@@ -36,7 +38,18 @@ func DefaultConfig() Config {
 	return Config{Window: 10 * time.Millisecond, MaxItems: 10_000, MaxPending: 200_000, FlushTimeout: 10 * time.Second}
 }
 
-// Validate reports a config that cannot work.
+// WithDefaults returns c with each zero field set to its default. A zero
+// MaxPending becomes the larger of its default and MaxItems.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	defaults.Set(&c.Window, d.Window)
+	defaults.Set(&c.MaxItems, d.MaxItems)
+	defaults.Set(&c.MaxPending, max(d.MaxPending, c.MaxItems))
+	defaults.Set(&c.FlushTimeout, d.FlushTimeout)
+	return c
+}
+
+// Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	switch {
 	case c.Window < 0:
@@ -84,19 +97,7 @@ type Batcher[T, R any] struct {
 
 // New starts a Batcher. Zero fields of cfg take the defaults.
 func New[T, R any](cfg Config, flush FlushFunc[T, R]) (*Batcher[T, R], error) {
-	def := DefaultConfig()
-	if cfg.Window == 0 {
-		cfg.Window = def.Window
-	}
-	if cfg.MaxItems == 0 {
-		cfg.MaxItems = def.MaxItems
-	}
-	if cfg.MaxPending == 0 {
-		cfg.MaxPending = max(def.MaxPending, cfg.MaxItems)
-	}
-	if cfg.FlushTimeout == 0 {
-		cfg.FlushTimeout = def.FlushTimeout
-	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

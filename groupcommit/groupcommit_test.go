@@ -245,3 +245,25 @@ func TestConfigValidateNamesTheBadValue(t *testing.T) {
 		t.Errorf("New: got %v, want it to name MaxPending and MaxItems", err)
 	}
 }
+
+func TestWithDefaultsFillsEachZeroField(t *testing.T) {
+	d := groupcommit.DefaultConfig()
+	tests := []struct {
+		name string
+		in   groupcommit.Config
+		want groupcommit.Config
+	}{
+		{"zero", groupcommit.Config{}, d},
+		{"window set", groupcommit.Config{Window: time.Millisecond},
+			groupcommit.Config{Window: time.Millisecond, MaxItems: d.MaxItems, MaxPending: d.MaxPending, FlushTimeout: d.FlushTimeout}},
+		{"max items above the default pending", groupcommit.Config{MaxItems: 2 * d.MaxPending},
+			groupcommit.Config{Window: d.Window, MaxItems: 2 * d.MaxPending, MaxPending: 2 * d.MaxPending, FlushTimeout: d.FlushTimeout}},
+		{"all set", groupcommit.Config{Window: 1, MaxItems: 2, MaxPending: 3, FlushTimeout: 4},
+			groupcommit.Config{Window: 1, MaxItems: 2, MaxPending: 3, FlushTimeout: 4}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, tt.in.WithDefaults()); diff != "" {
+			t.Errorf("%s: WithDefaults (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}

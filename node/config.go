@@ -12,7 +12,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/regcenter/registry/beatcheck"
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
+	"github.com/regcenter/registry/internal/defaults"
+	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -46,7 +49,8 @@ func ParsePeers(s string) ([]Peer, error) {
 	return peers, nil
 }
 
-// RaftTiming tunes the Raft protocol; see hashicorp/raft's Config.
+// RaftTiming tunes the Raft protocol; see hashicorp/raft's Config. Zero
+// fields take DefaultConfig's values, field by field.
 type RaftTiming struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
@@ -55,6 +59,19 @@ type RaftTiming struct {
 	SnapshotInterval   time.Duration
 	SnapshotThreshold  uint64
 	TrailingLogs       uint64
+}
+
+// withDefaults returns t with each zero field set from DefaultConfig.
+func (t RaftTiming) withDefaults() RaftTiming {
+	d := DefaultConfig().Raft
+	defaults.Set(&t.HeartbeatTimeout, d.HeartbeatTimeout)
+	defaults.Set(&t.ElectionTimeout, d.ElectionTimeout)
+	defaults.Set(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	defaults.Set(&t.CommitTimeout, d.CommitTimeout)
+	defaults.Set(&t.SnapshotInterval, d.SnapshotInterval)
+	defaults.Set(&t.SnapshotThreshold, d.SnapshotThreshold)
+	defaults.Set(&t.TrailingLogs, d.TrailingLogs)
+	return t
 }
 
 // Config configures a Node.
@@ -93,18 +110,20 @@ type Config struct {
 	RaftLogLevel slog.Level
 	// Raft tunes the protocol.
 	Raft RaftTiming
-	// Beats tunes the beat group commit (default window 10 ms: at most
-	// 100 beat entries a second).
+	// Beats tunes the beat group commit; zero fields take groupcommit's
+	// defaults.
 	Beats groupcommit.Config
 	// Checker tunes the leader's expiry checker; zero fields take its
 	// defaults (Clock and Logger come from this Config).
 	Checker beatcheck.Config
 	// MaxBeatRate is the beats per second the leader takes before its beat
-	// replies recommend longer intervals (0: rpc's default, 200,000).
+	// replies recommend longer intervals (rpc.Config.MaxBeatRate).
 	MaxBeatRate int
-	// WatchHistory is the number of events kept for watches to resume from.
+	// WatchHistory is the number of events kept for watches to resume from
+	// (fsm.Config.HistorySize).
 	WatchHistory int
-	// MaxWatchers bounds the watches one node serves.
+	// MaxWatchers bounds the watches one node serves
+	// (rpc.Config.MaxWatchers).
 	MaxWatchers int
 	// ShutdownTimeout bounds a graceful shutdown's leadership transfer and
 	// the drain of in-flight calls.
@@ -127,8 +146,11 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with every default filled in; the caller
-// sets NodeID, DataDir, addresses and how the cluster forms.
+// sets NodeID, DataDir, addresses and how the cluster forms. The settings
+// of the components the node configures (the checker, the beat group
+// commit, the services, the fsm) take their packages' defaults.
 func DefaultConfig() Config {
+	services := rpc.DefaultConfig()
 	return Config{
 		RaftAddr:     "127.0.0.1:7101",
 		GRPCAddr:     "127.0.0.1:7001",
@@ -146,7 +168,8 @@ func DefaultConfig() Config {
 		// heartbeat timeout (its maximum) so that a busy leader does not
 		// step down sooner than a follower would give up on it. Raise all
 		// three together (--raft-*-timeout) for links with round trips of
-		// tens of milliseconds or long pauses.
+		// tens of milliseconds or long pauses. The rest are hashicorp/raft's
+		// defaults.
 		Raft: RaftTiming{
 			HeartbeatTimeout:   200 * time.Millisecond,
 			ElectionTimeout:    200 * time.Millisecond,
@@ -156,45 +179,37 @@ func DefaultConfig() Config {
 			SnapshotThreshold:  8192,
 			TrailingLogs:       10240,
 		},
-		Beats:           groupcommit.DefaultConfig(),
-		WatchHistory:    4096,
-		MaxWatchers:     10_000,
+		Beats:           services.Beats,
+		Checker:         beatcheck.DefaultConfig(),
+		MaxBeatRate:     services.MaxBeatRate,
+		WatchHistory:    fsm.DefaultConfig().HistorySize,
+		MaxWatchers:     services.MaxWatchers,
 		ShutdownTimeout: 10 * time.Second,
 		Clock:           time.Now,
 	}
 }
 
-// withDefaults fills zero fields from DefaultConfig.
+// withDefaults fills each zero field from DefaultConfig, and each zero
+// field of the embedded configs from their packages' defaults.
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Raft == (RaftTiming{}) {
-		c.Raft = d.Raft
-	}
-	if c.Beats == (groupcommit.Config{}) {
-		c.Beats = d.Beats
-	}
-	if c.WatchHistory == 0 {
-		c.WatchHistory = d.WatchHistory
-	}
-	if c.MaxWatchers == 0 {
-		c.MaxWatchers = d.MaxWatchers
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = d.ShutdownTimeout
-	}
+	defaults.Set(&c.Logger, d.Logger)
+	c.Raft = c.Raft.withDefaults()
+	c.Beats = c.Beats.WithDefaults()
+	c.Checker = c.Checker.WithDefaults()
+	defaults.Set(&c.MaxBeatRate, d.MaxBeatRate)
+	defaults.Set(&c.WatchHistory, d.WatchHistory)
+	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
+	defaults.Set(&c.ShutdownTimeout, d.ShutdownTimeout)
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
-	if c.RaftAdvertise == "" {
-		c.RaftAdvertise = c.RaftAddr
-	}
+	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
 	return c
 }
 
-// Validate names the first setting that cannot work.
+// Validate reports every setting that cannot work, one error each, joined
+// (errors.Join): a start-up failure names all the problems at once.
 func (c *Config) Validate() error {
 	var errs []error
 	if err := validate.Name("node id", c.NodeID); err != nil {
@@ -243,6 +258,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("raft timing: leader lease (%v) must be positive and not above the heartbeat timeout (%v)", r.LeaderLeaseTimeout, r.HeartbeatTimeout))
 	}
 	if err := c.Beats.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Checker.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.WatchHistory < 1 || c.MaxWatchers < 1 {

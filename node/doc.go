@@ -17,6 +17,12 @@
 // this node's own gRPC server so that HTTP calls are validated, forwarded
 // and fail exactly as gRPC ones.
 //
+// One clock stamps the commands this node proposes and times its checker
+// (leaderClock, clock.go): Config.Clock, never below the latest leader
+// timestamp applied, and moved onto the previous leader's time base when
+// this node gains leadership, so that a leader whose clock is behind does
+// not see the last beats in the future.
+//
 // RestoreSnapshot installs a backup with raft's user restore; the fsm's
 // OnRestore hook makes the expiry checker grant its failover grace again.
 //

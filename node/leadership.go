@@ -64,8 +64,11 @@ func (n *Node) leaderDuties(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	n.log.Info("leading", "term", term, "index", n.raft.AppliedIndex())
+	// Everything from earlier terms is applied: continue from the previous
+	// leader's time base if it is ahead of this node's clock.
+	offset := n.clock.adopt()
+	n.log.Info("leading", "term", term, "index", n.raft.AppliedIndex(), "clock_offset", offset.String())
 	// Promoted now: the checker's failover fence starts here, after the
 	// barrier, so it also covers the time the barrier took.
-	n.checker.Run(ctx, n.cfg.Clock())
+	n.checker.Run(ctx, n.clock.now())
 }

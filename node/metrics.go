@@ -1,7 +1,6 @@
 package node
 
 import (
-	"strconv"
 	"strings"
 	"time"
 
@@ -95,7 +94,9 @@ func (n *Node) newRegistry() (*prometheus.Registry, *grpcprom.ServerMetrics, *rp
 }
 
 // collector reads Raft, the fsm, the checker and the skew estimate at
-// scrape time.
+// scrape time. It calls only Raft accessors that read atomics (State,
+// CurrentTerm, LastIndex, ...), none that waits for Raft's main loop, and
+// takes the last snapshot from the node's snapshot store.
 type collector struct{ n *Node }
 
 var (
@@ -198,10 +199,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descApplied, float64(n.raft.AppliedIndex()))
 	gauge(descCommit, float64(n.raft.CommitIndex()))
 	gauge(descLastLog, float64(n.raft.LastIndex()))
-	if idx, err := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64); err == nil {
-		gauge(descSnapshotIndex, float64(idx))
-	}
-	if at := n.snapshots.lastAt(); !at.IsZero() {
-		gauge(descSnapshotAge, time.Since(at).Seconds())
+	// From the snapshot store, not raft.Stats: a scrape reads atomics only.
+	snap, _ := n.snapshots.lastSnapshot()
+	gauge(descSnapshotIndex, float64(snap.Index))
+	if !snap.At.IsZero() {
+		gauge(descSnapshotAge, time.Since(snap.At).Seconds())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -52,6 +53,7 @@ type Node struct {
 	barriers *groupcommit.Batcher[struct{}, uint64]
 	checker  *beatcheck.Checker
 	skew     *skewTracker
+	clock    *leaderClock // stamps commands and times the checker
 
 	metrics   *Metrics
 	snapshots *snapshotStore
@@ -59,6 +61,7 @@ type Node struct {
 	ready     readiness
 
 	conns connCache
+	undo  undoList // what New closes again if a later step fails
 
 	ctx      context.Context // ends at Shutdown
 	cancel   context.CancelFunc
@@ -67,8 +70,13 @@ type Node struct {
 	stopErr  error
 }
 
+// barrierBatching groups concurrent linearizable reads into shared Raft
+// barriers: one at a time, each at most a millisecond after the last.
+var barrierBatching = groupcommit.Config{Window: time.Millisecond, MaxItems: 100_000}
+
 // New starts a node: it opens the data dir, binds its addresses, starts
-// Raft (bootstrapping or joining if it has no state) and serves.
+// Raft (bootstrapping or joining if it has no state) and serves. If a step
+// fails, what the earlier ones opened is closed again, last first.
 func New(cfg Config) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -76,127 +84,106 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node_id", cfg.NodeID), ctx: ctx, cancel: cancel}
-	n.skew = &skewTracker{clock: cfg.Clock}
-	reg, grpcMetrics, rpcMetrics := n.newRegistry()
-	raftGatherer, err := raftMetrics()
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	n.fsm = fsm.New(fsm.Config{
-		HistorySize:   cfg.WatchHistory,
-		Logger:        n.log,
-		ObserveStamp:  n.skew.observe,
-		ObserveEvents: n.metrics.observeEvents,
-		// Restored instances carry the backup's last-beat timestamps.
-		OnRestore: func(uint64) { n.checker.GrantGrace() },
-	})
-	checkerCfg := cfg.Checker
-	checkerCfg.Clock = cfg.Clock
-	checkerCfg.Logger = n.log.With("component", "beatcheck")
-	if n.checker, err = beatcheck.New(checkerCfg, n.fsm, n); err != nil {
-		cancel()
-		return nil, err
-	}
-
-	// Undo whatever was opened if a later step fails.
-	var closers []func()
 	defer func() {
 		if err != nil {
 			cancel()
-			for i := len(closers) - 1; i >= 0; i-- {
-				closers[i]()
-			}
+			n.undo.run()
 		}
+		n.undo = nil
 	}()
 
-	if !cfg.InMemory {
-		if err := prepareDataDir(cfg.DataDir); err != nil {
-			return nil, err
-		}
-	}
-	if n.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("grpc addr: %w", err)
-	}
-	closers = append(closers, func() { n.grpcLis.Close() })
-	if cfg.HTTPAddr != "" {
-		if n.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			return nil, fmt.Errorf("http addr: %w", err)
-		}
-		closers = append(closers, func() { n.httpLis.Close() })
-	}
-	if err := n.startRaft(&closers); err != nil {
+	m, err := n.buildMetrics()
+	if err != nil {
 		return nil, err
 	}
-
-	if n.barriers, err = groupcommit.New(groupcommit.Config{Window: time.Millisecond, MaxItems: 100_000}, n.flushBarrier); err != nil {
+	if err := n.buildFSM(); err != nil {
 		return nil, err
 	}
-	closers = append(closers, n.barriers.Close)
-	if n.rpc, err = rpc.New(rpc.Config{
-		NodeID:      cfg.NodeID,
-		Applier:     n,
-		Cluster:     n,
-		State:       n.fsm,
-		Logger:      n.log,
-		Clock:       cfg.Clock,
-		Beats:       cfg.Beats,
-		MaxWatchers: cfg.MaxWatchers,
-		MaxBeatRate: cfg.MaxBeatRate,
-		Metrics:     rpcMetrics,
-	}); err != nil {
+	if err := n.prepareDataDir(); err != nil {
 		return nil, err
 	}
-	closers = append(closers, n.rpc.Close)
-
-	n.grpc = grpc.NewServer(
-		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor()),
-	)
-	n.rpc.RegisterOn(n.grpc)
-	n.health = health.NewServer()
-	healthpb.RegisterHealthServer(n.grpc, n.health)
-	reflection.Register(n.grpc)
-	grpcMetrics.InitializeMetrics(n.grpc)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.grpc.Serve(n.grpcLis); err != nil {
-			n.log.Error("grpc server stopped", "error", err)
-		}
-	}()
-	if n.httpLis != nil {
-		if n.gateway, err = dialSelf(n.GRPCAddr()); err != nil {
-			return nil, fmt.Errorf("http api: %w", err)
-		}
-		closers = append(closers, func() { n.gateway.Close() })
-		handler, err := n.httpHandler(n.gateway, prometheus.Gatherers{reg, raftGatherer})
-		if err != nil {
-			return nil, fmt.Errorf("http api: %w", err)
-		}
-		n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := n.http.Serve(n.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				n.log.Error("http server stopped", "error", err)
-			}
-		}()
+	if err := n.listen(); err != nil {
+		return nil, err
 	}
-
-	n.wg.Add(2)
-	go n.runLeadership()
-	go n.publishAddresses()
+	stores, err := n.openStores()
+	if err != nil {
+		return nil, err
+	}
+	if err := n.buildRaft(stores); err != nil {
+		return nil, err
+	}
+	if err := n.startServers(m); err != nil {
+		return nil, err
+	}
+	n.startLeaderLoop()
+	n.startPublishing()
 	n.log.Info("node started", "raft_addr", n.transport.LocalAddr(), "grpc_addr", n.GRPCAddr(), "http_addr", n.HTTPAddr())
 	return n, nil
 }
 
+// undoList is what New runs, last first, when a later step fails.
+type undoList []func()
+
+func (u *undoList) add(fn func()) { *u = append(*u, fn) }
+
+func (u undoList) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// nodeMetrics are the registry and the collectors the servers need.
+type nodeMetrics struct {
+	gatherer prometheus.Gatherers // the node's registry and Raft's metrics
+	grpc     *grpcprom.ServerMetrics
+	rpc      *rpc.Metrics
+}
+
+// buildMetrics builds the node's metrics registry and bridges Raft's.
+func (n *Node) buildMetrics() (nodeMetrics, error) {
+	reg, grpcMetrics, rpcMetrics := n.newRegistry()
+	raftGatherer, err := raftMetrics()
+	if err != nil {
+		return nodeMetrics{}, err
+	}
+	return nodeMetrics{gatherer: prometheus.Gatherers{reg, raftGatherer}, grpc: grpcMetrics, rpc: rpcMetrics}, nil
+}
+
+// buildFSM builds the replica, the clocks fed by its applied timestamps and
+// the leader's expiry checker that reads it.
+func (n *Node) buildFSM() error {
+	n.skew = &skewTracker{clock: n.cfg.Clock}
+	n.clock = newLeaderClock(n.cfg.Clock)
+	n.fsm = fsm.New(fsm.Config{
+		HistorySize:   n.cfg.WatchHistory,
+		Logger:        n.log,
+		ObserveStamp:  n.observeStamp,
+		ObserveEvents: n.metrics.observeEvents,
+		// Restored instances carry the backup's last-beat timestamps.
+		OnRestore: func(uint64) { n.checker.GrantGrace() },
+	})
+	checkerCfg := n.cfg.Checker
+	checkerCfg.Clock = n.clock.now
+	checkerCfg.Logger = n.log.With("component", "beatcheck")
+	var err error
+	n.checker, err = beatcheck.New(checkerCfg, n.fsm, n)
+	return err
+}
+
+// observeStamp is the fsm's ObserveStamp hook: a leader timestamp of an
+// applied command feeds the skew estimate and the command clock.
+func (n *Node) observeStamp(unixNs int64) {
+	n.skew.observe(unixNs)
+	n.clock.observe(unixNs)
+}
+
 // prepareDataDir creates the data dir and checks that it is writable, so
 // that the error names the directory rather than a file deep inside.
-func prepareDataDir(dir string) error {
+func (n *Node) prepareDataDir() error {
+	if n.cfg.InMemory {
+		return nil
+	}
+	dir := n.cfg.DataDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -208,51 +195,75 @@ func prepareDataDir(dir string) error {
 	return os.Remove(probe.Name())
 }
 
-// startRaft opens the stores and the transport and starts Raft,
-// bootstrapping the cluster if this node has no state and was given peers.
-func (n *Node) startRaft(closers *[]func()) error {
-	cfg := n.cfg
-	hl := hclog.FromStandardLogger(
-		slog.NewLogLogger(n.log.With("component", "raft").Handler(), cfg.RaftLogLevel),
-		&hclog.LoggerOptions{Name: "raft", Level: hclogLevel(cfg.RaftLogLevel)},
-	)
+// listen binds the gRPC address and, unless HTTP is off, the HTTP address.
+func (n *Node) listen() error {
+	var err error
+	if n.grpcLis, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("grpc addr: %w", err)
+	}
+	n.undo.add(func() { n.grpcLis.Close() })
+	if n.cfg.HTTPAddr != "" {
+		if n.httpLis, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("http addr: %w", err)
+		}
+		n.undo.add(func() { n.httpLis.Close() })
+	}
+	return nil
+}
 
-	var (
-		logs   raft.LogStore
-		stable raft.StableStore
-		snaps  raft.SnapshotStore
-		err    error
+// raftStores are Raft's log, stable and snapshot stores.
+type raftStores struct {
+	logs   raft.LogStore
+	stable raft.StableStore
+	snaps  raft.SnapshotStore
+}
+
+// raftLogger sends hashicorp/raft's log lines to the node's logger.
+func (n *Node) raftLogger() hclog.Logger {
+	return hclog.FromStandardLogger(
+		slog.NewLogLogger(n.log.With("component", "raft").Handler(), n.cfg.RaftLogLevel),
+		&hclog.LoggerOptions{Name: "raft", Level: hclogLevel(n.cfg.RaftLogLevel)},
 	)
+}
+
+// openStores opens raft.db and the snapshots in the data dir, or in-memory
+// stores; the snapshot store is wrapped to note the last snapshot written.
+func (n *Node) openStores() (raftStores, error) {
+	cfg := n.cfg
 	if cfg.InMemory {
 		mem := raft.NewInmemStore()
-		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
-	} else {
-		n.bolt, err = raftboltdb.New(raftboltdb.Options{
-			Path:        filepath.Join(cfg.DataDir, "raft.db"),
-			BoltOptions: &bbolt.Options{Timeout: time.Second},
-		})
-		if errors.Is(err, bbolt.ErrTimeout) {
-			return fmt.Errorf("%w: %s", ErrDataDirInUse, cfg.DataDir)
-		}
-		if err != nil {
-			return fmt.Errorf("data dir: opening raft.db: %w", err)
-		}
-		*closers = append(*closers, func() { n.bolt.Close() })
-		stable = n.bolt
-		if logs, err = raft.NewLogCache(512, n.bolt); err != nil {
-			return err
-		}
-		if snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl); err != nil {
-			return fmt.Errorf("data dir: snapshots: %w", err)
-		}
+		n.snapshots = newSnapshotStore(raft.NewInmemSnapshotStore(), "")
+		return raftStores{logs: mem, stable: mem, snaps: n.snapshots}, nil
 	}
-	snapDir := cfg.DataDir
-	if cfg.InMemory {
-		snapDir = ""
+	var err error
+	n.bolt, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(cfg.DataDir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return raftStores{}, fmt.Errorf("%w: %s", ErrDataDirInUse, cfg.DataDir)
 	}
-	n.snapshots = newSnapshotStore(snaps, snapDir)
-	snaps = n.snapshots
+	if err != nil {
+		return raftStores{}, fmt.Errorf("data dir: opening raft.db: %w", err)
+	}
+	n.undo.add(func() { n.bolt.Close() })
+	logs, err := raft.NewLogCache(512, n.bolt)
+	if err != nil {
+		return raftStores{}, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, n.raftLogger())
+	if err != nil {
+		return raftStores{}, fmt.Errorf("data dir: snapshots: %w", err)
+	}
+	n.snapshots = newSnapshotStore(snaps, cfg.DataDir)
+	return raftStores{logs: logs, stable: n.bolt, snaps: n.snapshots}, nil
+}
 
+// buildRaft sets up the transport and starts Raft on the stores,
+// bootstrapping the cluster if this node has no state and was given peers.
+func (n *Node) buildRaft(st raftStores) error {
+	cfg := n.cfg
+	hl := n.raftLogger()
 	if cfg.RaftTransport != nil {
 		n.transport = cfg.RaftTransport
 	} else {
@@ -265,7 +276,7 @@ func (n *Node) startRaft(closers *[]func()) error {
 			return fmt.Errorf("raft addr: %w", err)
 		}
 		n.transport = tr
-		*closers = append(*closers, func() { tr.Close() })
+		n.undo.add(func() { tr.Close() })
 		if cfg.WrapRaftTransport != nil {
 			n.transport = cfg.WrapRaftTransport(tr)
 		}
@@ -279,23 +290,15 @@ func (n *Node) startRaft(closers *[]func()) error {
 	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.Raft.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLeaseTimeout
-	if cfg.Raft.CommitTimeout > 0 {
-		rc.CommitTimeout = cfg.Raft.CommitTimeout
-	}
-	if cfg.Raft.SnapshotInterval > 0 {
-		rc.SnapshotInterval = cfg.Raft.SnapshotInterval
-	}
-	if cfg.Raft.SnapshotThreshold > 0 {
-		rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
-	}
-	if cfg.Raft.TrailingLogs > 0 {
-		rc.TrailingLogs = cfg.Raft.TrailingLogs
-	}
+	rc.CommitTimeout = cfg.Raft.CommitTimeout
+	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft timing: %w", err)
 	}
 
-	hasState, err := raft.HasExistingState(logs, stable, snaps)
+	hasState, err := raft.HasExistingState(st.logs, st.stable, st.snaps)
 	if err != nil {
 		return fmt.Errorf("data dir: reading raft state: %w", err)
 	}
@@ -304,16 +307,106 @@ func (n *Node) startRaft(closers *[]func()) error {
 		for _, p := range cfg.BootstrapPeers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Address), Suffrage: raft.Voter})
 		}
-		if err := raft.BootstrapCluster(rc, logs, stable, snaps, n.transport, raft.Configuration{Servers: servers}); err != nil {
+		if err := raft.BootstrapCluster(rc, st.logs, st.stable, st.snaps, n.transport, raft.Configuration{Servers: servers}); err != nil {
 			return fmt.Errorf("bootstrap: %w", err)
 		}
 		n.log.Info("bootstrapped a new cluster", "peers", len(servers))
 	}
-	if n.raft, err = raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport); err != nil {
+	if n.raft, err = raft.NewRaft(rc, n.fsm, st.logs, st.stable, st.snaps, n.transport); err != nil {
 		return fmt.Errorf("starting raft: %w", err)
 	}
-	*closers = append(*closers, func() { n.raft.Shutdown().Error() })
+	n.undo.add(func() { n.raft.Shutdown().Error() })
 	return nil
+}
+
+// startServers builds the read barrier batcher and the gRPC services, and
+// serves gRPC and, unless it is off, HTTP.
+func (n *Node) startServers(m nodeMetrics) error {
+	var err error
+	if n.barriers, err = groupcommit.New(barrierBatching, n.flushBarrier); err != nil {
+		return err
+	}
+	n.undo.add(n.barriers.Close)
+	if n.rpc, err = rpc.New(rpc.Config{
+		NodeID:      n.cfg.NodeID,
+		Applier:     n,
+		Cluster:     n,
+		State:       n.fsm,
+		Logger:      n.log,
+		Clock:       n.clock.now,
+		Beats:       n.cfg.Beats,
+		MaxWatchers: n.cfg.MaxWatchers,
+		MaxBeatRate: n.cfg.MaxBeatRate,
+		Metrics:     m.rpc,
+	}); err != nil {
+		return err
+	}
+	n.undo.add(n.rpc.Close)
+	n.serveGRPC(m.grpc)
+	return n.serveHTTP(m.gatherer)
+}
+
+// serveGRPC serves the registry, cluster, health and reflection services.
+func (n *Node) serveGRPC(metrics *grpcprom.ServerMetrics) {
+	n.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
+	)
+	n.rpc.RegisterOn(n.grpc)
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.grpc, n.health)
+	reflection.Register(n.grpc)
+	metrics.InitializeMetrics(n.grpc)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.grpc.Serve(n.grpcLis); err != nil {
+			n.log.Error("grpc server stopped", "error", err)
+		}
+	}()
+}
+
+// serveHTTP serves the HTTP API (through a connection to this node's gRPC
+// server), the metrics and the health endpoints, unless HTTP is off.
+func (n *Node) serveHTTP(gatherer prometheus.Gatherers) error {
+	if n.httpLis == nil {
+		return nil
+	}
+	var err error
+	if n.gateway, err = dialSelf(n.GRPCAddr()); err != nil {
+		return fmt.Errorf("http api: %w", err)
+	}
+	n.undo.add(func() { n.gateway.Close() })
+	handler, err := n.httpHandler(n.gateway, gatherer)
+	if err != nil {
+		return fmt.Errorf("http api: %w", err)
+	}
+	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.http.Serve(n.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// startLeaderLoop starts the goroutine that runs the leader duties while
+// this node leads.
+func (n *Node) startLeaderLoop() {
+	n.wg.Add(1)
+	go n.runLeadership()
+}
+
+// startPublishing starts the goroutine that keeps this node a member with
+// its addresses published.
+func (n *Node) startPublishing() {
+	n.wg.Add(1)
+	go n.publishAddresses()
 }
 
 func hclogLevel(l slog.Level) hclog.Level {

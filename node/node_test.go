@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,6 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
@@ -489,4 +495,163 @@ func TestOnlyTheLeaderRunsTheChecker(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A leader whose clock is behind the previous leader's continues from the
+// previous leader's time base: an instance that stopped beating under the
+// old leader is removed about its ttl after its last beat, not the clock
+// offset later (it was a minute here, before the node adopted the offset).
+func TestALeaderWithASlowClockRemovesDeadInstancesOnTime(t *testing.T) {
+	const behind = time.Minute
+	c := &cluster{nodetest.New(t, 3, func(cfg *node.Config) {
+		if cfg.NodeID == "n3" {
+			cfg.Clock = func() time.Time { return time.Now().Add(-behind) }
+		}
+	})}
+	const slow = 2 // n3
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	leader := c.leader()
+	if leader == slow {
+		if _, err := c.Nodes[slow].TransferLeadership(ctx, "n1"); err != nil {
+			t.Fatal(err)
+		}
+		leader = c.leader()
+	}
+	in := instance("orders", "dies")
+	const ttl = 2 * time.Second
+	in.BeatInterval, in.SuspectAfter, in.Ttl = durationpb.New(100*time.Millisecond), durationpb.New(time.Second), durationpb.New(ttl)
+	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+		t.Fatal(err)
+	}
+	lastBeat := time.Now() // by the real clock; the instance never beats again
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
+		if _, ok := c.Nodes[slow].FSM().Instance("orders", "dies"); !ok {
+			return errors.New("n3 has not applied the registration yet")
+		}
+		return nil
+	})
+	if _, err := c.Nodes[leader].TransferLeadership(ctx, "n3"); err != nil {
+		t.Fatal(err)
+	}
+	if c.leader() != slow {
+		t.Fatal("n3 does not lead after the transfer")
+	}
+	// The bound: ttl, or the failover grace (1s here) plus the beat interval
+	// after the promotion, plus sweeps, commits and a loaded machine.
+	const bound = ttl + 3*time.Second
+	var gone time.Duration
+	poll.Eventually(t, bound+time.Second, func(context.Context) error {
+		if _, ok := c.Nodes[slow].FSM().Instance("orders", "dies"); ok {
+			return fmt.Errorf("n3 still holds the dead instance %v after its last beat", time.Since(lastBeat))
+		}
+		gone = time.Since(lastBeat)
+		return nil
+	})
+	if !c.Nodes[slow].IsLeader() {
+		t.Fatal("n3 lost leadership: another leader may have removed the instance")
+	}
+	t.Logf("removed %v after its last beat (ttl %v, leader's clock %v behind)", gone, ttl, behind)
+	if gone < ttl {
+		t.Errorf("removed %v after its last beat, before its ttl of %v", gone, ttl)
+	}
+	if gone > bound {
+		t.Errorf("removed %v after its last beat, later than %v", gone, bound)
+	}
+}
+
+// blockingReader blocks every Read until release is closed, then fails.
+type blockingReader struct{ release chan struct{} }
+
+func (r blockingReader) Read([]byte) (int, error) {
+	<-r.release
+	return 0, errors.New("released")
+}
+
+// A scrape reads Raft without going through its main loop: it answers, with
+// the last snapshot's index, while the leader's main loop is held up (here
+// in a user restore whose reader blocks; a large restore or a slow disk hold
+// it the same way).
+func TestAScrapeDoesNotWaitForRaftsMainLoop(t *testing.T) {
+	c, leader, _ := newHTTPCluster(t)
+	nd := c.Nodes[leader]
+	snap := nd.Raft().Snapshot()
+	if err := snap.Error(); err != nil {
+		t.Fatal(err)
+	}
+	meta, rc, err := snap.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Close()
+	wantLine := fmt.Sprintf("registry_raft_last_snapshot_index %d\n", meta.Index)
+	if body := scrape(t, nd); !strings.Contains(body, wantLine) {
+		t.Fatalf("after a snapshot at %d: /metrics has no %q:\n%s", meta.Index, wantLine, grepLines(body, "snapshot"))
+	}
+
+	release := make(chan struct{})
+	restored := make(chan error, 1)
+	go func() {
+		restored <- nd.Raft().Restore(&raft.SnapshotMeta{Version: raft.SnapshotVersionMax}, blockingReader{release}, 0)
+	}()
+	defer func() {
+		close(release)
+		<-restored
+	}()
+	// The main loop is busy once it no longer answers a leadership check.
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
+		f := nd.Raft().VerifyLeader()
+		done := make(chan struct{})
+		go func() { f.Error(); close(done) }()
+		select {
+		case <-done:
+			return errors.New("the main loop still answers")
+		case <-time.After(200 * time.Millisecond):
+			return nil
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+nd.HTTPAddr()+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("scrape while Raft's main loop is busy: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("scrape while Raft's main loop is busy: %v", err)
+	}
+	if !strings.Contains(string(body), wantLine) {
+		t.Errorf("scrape while Raft's main loop is busy: no %q", wantLine)
+	}
+}
+
+// Each node publishes its own addresses: a stale record (as a restore from
+// an older backup leaves) is repaired on every replica, the leader's by the
+// leader itself, a follower's through the leader.
+func TestEveryNodeRepairsItsAddressRecord(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	stale := []int{leader, (leader + 1) % 3} // the leader and a follower
+	for _, i := range stale {
+		meta := &fsmpb.NodeMeta{NodeId: c.Nodes[i].ID(), GrpcAddress: "127.0.0.1:1"}
+		if _, err := fsm.Propose[*fsm.NodeMetaResult](t.Context(), c.Nodes[leader], meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range stale {
+		want := c.Nodes[i].GRPCAddr()
+		for j, nd := range c.Nodes {
+			poll.Eventually(t, 10*time.Second, func(context.Context) error {
+				if meta, ok := nd.FSM().Node(c.Nodes[i].ID()); !ok || meta.GRPCAddress != want {
+					return fmt.Errorf("n%d's record of %s: %+v, want gRPC address %s", j+1, c.Nodes[i].ID(), meta, want)
+				}
+				return nil
+			})
+		}
+	}
 }

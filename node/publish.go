@@ -9,6 +9,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
 )
 
 // publishInterval is how often the publisher checks that this node is a
@@ -18,9 +20,9 @@ const publishInterval = time.Second
 // publishAddresses makes sure this node is in the cluster and its client
 // addresses are in the replicated state, so that every node can name and
 // reach the leader. A node started with --join asks that address to add it;
-// a member calls Join on itself, which the leader turns into a NodeMeta
-// entry. It checks again every publishInterval (cheap, local reads), which
-// also repairs the record after a restore from an older backup.
+// a member publishes its addresses itself (publishOnce). It checks again
+// every publishInterval (cheap, local reads), which also repairs the record
+// after a restore from an older backup.
 func (n *Node) publishAddresses() {
 	defer n.wg.Done()
 	grpcAddr, httpAddr := n.advertised()
@@ -50,25 +52,55 @@ func (n *Node) publishAddresses() {
 	}
 }
 
+// publishOnce takes one step towards this node's membership and address
+// record: a node that is not yet a member asks its --join address to add
+// it; the leader adds itself if needed and proposes its record through its
+// own Raft; a follower asks the leader to do both (the leader's
+// Cluster.Join).
 func (n *Node) publishOnce(req *registryv1.JoinRequest) error {
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
 	if n.cfg.Join != "" && !n.isMember(ctx) {
-		cc, err := grpc.NewClient(n.cfg.Join, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		_, err = registryv1.NewClusterClient(cc).Join(ctx, req)
-		if err == nil {
-			n.log.Info("joined the cluster", "via", n.cfg.Join)
-		}
-		return err
+		return n.joinVia(ctx, n.cfg.Join, req)
+	}
+	if n.IsLeader() {
+		return n.publishAsLeader(ctx, req)
 	}
 	if _, ok := n.Leader(); !ok {
 		return nil
 	}
-	_, err := n.rpc.Join(ctx, req)
+	cc, err := n.LeaderConn()
+	if err != nil {
+		return err
+	}
+	_, err = registryv1.NewClusterClient(cc).Join(ctx, req)
+	return err
+}
+
+// joinVia asks the member at addr to add this node as a voter and record
+// its addresses.
+func (n *Node) joinVia(ctx context.Context, addr string, req *registryv1.JoinRequest) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	if _, err := registryv1.NewClusterClient(cc).Join(ctx, req); err != nil {
+		return err
+	}
+	n.log.Info("joined the cluster", "via", addr)
+	return nil
+}
+
+// publishAsLeader makes sure the leader is a voter at its Raft address (a
+// no-op unless that changed) and proposes its address record.
+func (n *Node) publishAsLeader(ctx context.Context, req *registryv1.JoinRequest) error {
+	if _, err := n.AddVoter(ctx, req.NodeId, req.RaftAddress); err != nil {
+		return err
+	}
+	_, err := fsm.Propose[*fsm.NodeMetaResult](ctx, n, &fsmpb.NodeMeta{
+		NodeId: req.NodeId, GrpcAddress: req.GrpcAddress, HttpAddress: req.HttpAddress,
+	})
 	return err
 }
 

@@ -45,11 +45,18 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) (fsm.SnapshotIn
 	return info, nil
 }
 
-// snapshotStore wraps raft's snapshot store to note when the last snapshot
-// was written: taken, installed from the leader or restored.
+// snapshotStore wraps raft's snapshot store to note the last snapshot
+// written (taken, installed from the leader or restored): its index, term
+// and time. The metrics read them at scrape time without asking Raft.
 type snapshotStore struct {
 	raft.SnapshotStore
-	last atomic.Int64 // Unix ns; 0 while unknown
+	last atomic.Pointer[snapshotMark] // nil while there is none
+}
+
+// snapshotMark is the last snapshot written. At is zero when unknown.
+type snapshotMark struct {
+	Index, Term uint64
+	At          time.Time
 }
 
 // newSnapshotStore wraps store. dir is the file store's base directory, or
@@ -57,23 +64,29 @@ type snapshotStore struct {
 // its directory's modification time.
 func newSnapshotStore(store raft.SnapshotStore, dir string) *snapshotStore {
 	s := &snapshotStore{SnapshotStore: store}
-	if dir == "" {
+	metas, err := store.List()
+	if err != nil || len(metas) == 0 {
 		return s
 	}
-	if metas, err := store.List(); err == nil && len(metas) > 0 {
+	mark := &snapshotMark{Index: metas[0].Index, Term: metas[0].Term}
+	if dir != "" {
 		if fi, err := os.Stat(filepath.Join(dir, "snapshots", metas[0].ID)); err == nil {
-			s.last.Store(fi.ModTime().UnixNano())
+			mark.At = fi.ModTime()
 		}
 	}
+	s.last.Store(mark)
 	return s
 }
 
-// lastAt is when the last snapshot was written, or the zero time.
-func (s *snapshotStore) lastAt() time.Time {
-	if s == nil || s.last.Load() == 0 {
-		return time.Time{}
+// lastSnapshot is the last snapshot written, and false when there is none.
+func (s *snapshotStore) lastSnapshot() (snapshotMark, bool) {
+	if s == nil {
+		return snapshotMark{}, false
 	}
-	return time.Unix(0, s.last.Load())
+	if m := s.last.Load(); m != nil {
+		return *m, true
+	}
+	return snapshotMark{}, false
 }
 
 // Create implements raft.SnapshotStore.
@@ -83,12 +96,13 @@ func (s *snapshotStore) Create(version raft.SnapshotVersion, index, term uint64,
 	if err != nil {
 		return nil, err
 	}
-	return &trackedSink{SnapshotSink: sink, store: s}, nil
+	return &trackedSink{SnapshotSink: sink, store: s, index: index, term: term}, nil
 }
 
 type trackedSink struct {
 	raft.SnapshotSink
-	store *snapshotStore
+	store       *snapshotStore
+	index, term uint64
 }
 
 // Close implements raft.SnapshotSink: a snapshot is written once its sink
@@ -97,6 +111,6 @@ func (k *trackedSink) Close() error {
 	if err := k.SnapshotSink.Close(); err != nil {
 		return err
 	}
-	k.store.last.Store(time.Now().UnixNano())
+	k.store.last.Store(&snapshotMark{Index: k.index, Term: k.term, At: time.Now()})
 	return nil
 }

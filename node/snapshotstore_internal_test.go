@@ -17,8 +17,8 @@ func TestTheSnapshotStoreNotesWhenASnapshotIsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSnapshotStore(files, dir)
-	if !s.lastAt().IsZero() {
-		t.Fatalf("a store without snapshots says %v", s.lastAt())
+	if m, ok := s.lastSnapshot(); ok {
+		t.Fatalf("a store without snapshots says %+v", m)
 	}
 	write := func(index uint64, keep bool) {
 		t.Helper()
@@ -38,13 +38,17 @@ func TestTheSnapshotStoreNotesWhenASnapshotIsWritten(t *testing.T) {
 		}
 	}
 	write(5, false)
-	if !s.lastAt().IsZero() {
+	if _, ok := s.lastSnapshot(); ok {
 		t.Fatal("a cancelled snapshot counts as written")
 	}
 	before := time.Now()
 	write(6, true)
-	if at := s.lastAt(); at.Before(before) || time.Since(at) > time.Minute {
-		t.Fatalf("after a snapshot: %v, want about now", at)
+	m, _ := s.lastSnapshot()
+	if m.At.Before(before) || time.Since(m.At) > time.Minute {
+		t.Fatalf("after a snapshot: %v, want about now", m.At)
+	}
+	if m.Index != 6 || m.Term != 1 {
+		t.Errorf("after a snapshot at 6 in term 1: index %d term %d", m.Index, m.Term)
 	}
 
 	// A store opened later dates its newest snapshot by its directory.
@@ -53,7 +57,7 @@ func TestTheSnapshotStoreNotesWhenASnapshotIsWritten(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(dir, "snapshots", metas[0].ID), old, old); err != nil {
 		t.Fatal(err)
 	}
-	if at := newSnapshotStore(files, dir).lastAt(); !at.Equal(old) {
-		t.Errorf("reopened store dates its snapshot %v, want %v", at, old)
+	if m, _ := newSnapshotStore(files, dir).lastSnapshot(); !m.At.Equal(old) || m.Index != 6 || m.Term != 1 {
+		t.Errorf("reopened store: snapshot %+v, want index 6 term 1 at %v", m, old)
 	}
 }

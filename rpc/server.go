@@ -15,6 +15,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
+	"github.com/regcenter/registry/internal/defaults"
 )
 
 // Applier proposes a command through the local Raft and returns the fsm's
@@ -147,7 +148,38 @@ type Config struct {
 	ForwardTimeout time.Duration
 }
 
-// Validate reports a config that cannot work.
+// DefaultConfig returns the defaults of every setting but the
+// dependencies (NodeID, Applier, Cluster, State, Metrics).
+func DefaultConfig() Config {
+	return Config{
+		Logger:                slog.New(slog.DiscardHandler),
+		Clock:                 time.Now,
+		Beats:                 groupcommit.DefaultConfig(),
+		MaxWatchers:           10_000,
+		WatchBatch:            256,
+		MaxInflightBeatFrames: 64,
+		MaxBeatRate:           200_000,
+		ForwardTimeout:        time.Second,
+	}
+}
+
+// WithDefaults returns c with each zero setting set to its default.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	defaults.Set(&c.Logger, d.Logger)
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	c.Beats = c.Beats.WithDefaults()
+	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
+	defaults.Set(&c.WatchBatch, d.WatchBatch)
+	defaults.Set(&c.MaxInflightBeatFrames, d.MaxInflightBeatFrames)
+	defaults.Set(&c.MaxBeatRate, d.MaxBeatRate)
+	defaults.Set(&c.ForwardTimeout, d.ForwardTimeout)
+	return c
+}
+
+// Validate reports the first setting that cannot work.
 func (c *Config) Validate() error {
 	switch {
 	case c.NodeID == "":
@@ -186,42 +218,9 @@ type Server struct {
 
 // New returns a Server; zero fields of cfg take their defaults.
 func New(cfg Config) (*Server, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	def := groupcommit.DefaultConfig()
-	if cfg.Beats.Window == 0 {
-		cfg.Beats.Window = def.Window
-	}
-	if cfg.Beats.MaxItems == 0 {
-		cfg.Beats.MaxItems = def.MaxItems
-	}
-	if cfg.Beats.MaxPending == 0 {
-		cfg.Beats.MaxPending = max(def.MaxPending, cfg.Beats.MaxItems)
-	}
-	if cfg.Beats.FlushTimeout == 0 {
-		cfg.Beats.FlushTimeout = def.FlushTimeout
-	}
-	if cfg.MaxWatchers == 0 {
-		cfg.MaxWatchers = 10_000
-	}
-	if cfg.WatchBatch == 0 {
-		cfg.WatchBatch = 256
-	}
-	if cfg.MaxInflightBeatFrames == 0 {
-		cfg.MaxInflightBeatFrames = 64
-	}
-	if cfg.MaxBeatRate == 0 {
-		cfg.MaxBeatRate = 200_000
-	}
+	cfg = cfg.WithDefaults()
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
-	}
-	if cfg.ForwardTimeout == 0 {
-		cfg.ForwardTimeout = time.Second
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

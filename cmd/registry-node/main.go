@@ -17,7 +17,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/faultinject"
 )
@@ -52,25 +51,27 @@ type options struct {
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("registry-node", flag.ContinueOnError)
+	// Every default is node.DefaultConfig's (and so its components').
+	d := node.DefaultConfig()
 	str := func(p *string, name, def, usage string) {
 		fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
 	}
 	str(&o.nodeID, "node-id", "", "this node's id, unique in the cluster: 1-128 characters of [A-Za-z0-9._:-] (required)")
 	str(&o.dataDir, "data-dir", "", "directory for the Raft log, stable store and snapshots (required)")
-	str(&o.raftAddr, "raft-addr", "127.0.0.1:7101", "Raft bind address")
+	str(&o.raftAddr, "raft-addr", d.RaftAddr, "Raft bind address")
 	str(&o.raftAdvertise, "raft-advertise", "", "Raft address the other nodes dial (default: --raft-addr)")
-	str(&o.grpcAddr, "grpc-addr", "127.0.0.1:7001", "gRPC API address")
+	str(&o.grpcAddr, "grpc-addr", d.GRPCAddr, "gRPC API address")
 	str(&o.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients reach this node at (default: --grpc-addr)")
-	str(&o.httpAddr, "http-addr", "127.0.0.1:7201", "HTTP address for the JSON API, /metrics, /healthz, /readyz and Prometheus service discovery; empty disables it")
+	str(&o.httpAddr, "http-addr", d.HTTPAddr, "HTTP address for the JSON API, /metrics, /healthz, /readyz and Prometheus service discovery; empty disables it")
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
 	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
-	def := beatcheck.DefaultConfig()
+	def := d.Checker
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", def.SweepInterval, "how often the leader's expiry checker looks for missed beats (env "+envName("sweep-interval")+")")
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", def.GuardShare, "the mass-expiry guard holds expiries when more than this share of the live instances would expire (env "+envName("expiry-guard-share")+")")
 	fs.IntVar(&o.guardMin, "expiry-guard-min", def.GuardMinCount, "the guard also needs more than this many instances to expire (env "+envName("expiry-guard-min")+")")
-	rt := node.DefaultConfig().Raft
+	rt := d.Raft
 	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
 		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
 	}

@@ -6,6 +6,10 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/regcenter/registry/node"
 )
 
 func TestHelpDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
@@ -105,5 +109,27 @@ func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
 	}
 	if cfg, err = o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo); err != nil || !cfg.EnablePprof {
 		t.Errorf("REGISTRY_ENABLE_PPROF=true: EnablePprof %v, error %v; want on", cfg.EnablePprof, err)
+	}
+}
+
+// With no flags, the node runs with node.DefaultConfig: the flags' defaults
+// are taken from it, not restated.
+func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
+	dir := t.TempDir()
+	o, err := parse([]string{"--node-id", "n1", "--data-dir", dir}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := node.DefaultConfig()
+	want.NodeID, want.DataDir = "n1", dir
+	for _, c := range []*node.Config{&got, &want} {
+		c.Logger, c.Clock, c.Checker.Logger, c.Checker.Clock = nil, nil, nil, nil
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("config without flags (-node.DefaultConfig +got):\n%s", diff)
 	}
 }
