@@ -500,3 +500,46 @@ func TestOneFramePerBeatAndTheAckObserver(t *testing.T) {
 		t.Error("MaxBeatsPerFrame above the server's batch limit was accepted")
 	}
 }
+
+// A Watch racing Close either fails with ErrClosed or starts a goroutine
+// that Close waits for: once Close has returned, every channel a Watch
+// returned is closed. (Run under -race: a WaitGroup added to while Close waits on
+// it is reported.)
+func TestWatchRacingCloseIsWaitedFor(t *testing.T) {
+	for range 300 {
+		c, err := client.New(client.Config{Endpoints: []string{"127.0.0.1:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const watchers = 4
+		chans := make(chan (<-chan client.Event), watchers)
+		var wg sync.WaitGroup
+		for range watchers {
+			wg.Go(func() {
+				ch, err := c.Watch(t.Context(), "orders")
+				if err != nil {
+					if !errors.Is(err, client.ErrClosed) {
+						t.Errorf("Watch: %v, want nil or ErrClosed", err)
+					}
+					return
+				}
+				chans <- ch
+			})
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(chans)
+		for ch := range chans {
+			select {
+			case _, ok := <-ch:
+				if ok {
+					t.Fatal("Watch delivered an event from an unreachable endpoint")
+				}
+			default:
+				t.Fatal("a Watch's goroutine still runs after Close returned")
+			}
+		}
+	}
+}
