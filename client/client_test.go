@@ -446,9 +446,12 @@ func TestCloseDeregistersWhatItRegistered(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := cl.Registry(leader).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE})
-	if len(got.GetInstances()) != 0 {
-		t.Errorf("after Close the registry holds %d instances, want 0", len(got.GetInstances()))
+	got, err := cl.Registry(leader).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE, IncludeSuspect: true})
+	if err != nil {
+		t.Fatalf("GetService after Close: %v", err)
+	}
+	if len(got.Instances) != 0 {
+		t.Errorf("after Close the registry holds %d instances, want 0", len(got.Instances))
 	}
 	if _, err := c.Discover(ctx, "orders"); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Discover after Close: %v, want ErrClosed", err)
