@@ -94,12 +94,24 @@ func TestAClientKeepsItsInstanceHealthyWhileItsNodeIsKilled(t *testing.T) {
 	if c.Endpoint() == leader.GRPCAddr() {
 		t.Error("the client still names the killed node as its endpoint")
 	}
-	select {
-	case ev := <-reg.Events():
-		if ev.Type != client.Registered {
-			t.Errorf("registration event %v", ev.Type)
+	// The client saw what the registry saw: registered, then never lost
+	// (and so never re-registered).
+	var got []client.RegistrationEventType
+	for drained := false; !drained; {
+		select {
+		case ev := <-reg.Events():
+			got = append(got, ev.Type)
+		default:
+			drained = true
 		}
-	default:
+	}
+	if len(got) == 0 || got[0] != client.Registered {
+		t.Errorf("registration events %v; want registered first", got)
+	}
+	for _, typ := range []client.RegistrationEventType{client.Lost, client.Reregistered} {
+		if slices.Contains(got, typ) {
+			t.Errorf("registration events %v; want no %v while the client kept beating", got, typ)
+		}
 	}
 }
 
