@@ -34,11 +34,22 @@ func newHTTPCluster(t *testing.T) (c *nodetest.Cluster, leader, follower int) {
 // call sends an HTTP request and returns the status and the body.
 func call(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
+	resp, data := send(t, method, url, "", body)
+	return resp.StatusCode, data
+}
+
+// send sends an HTTP request with a Content-Type (if not empty) and
+// returns the response, its body read.
+func send(t *testing.T, method, url, contentType, body string) (*http.Response, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -49,7 +60,7 @@ func call(t *testing.T, method, url, body string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, string(data)
+	return resp, string(data)
 }
 
 func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.T) {
@@ -174,6 +185,55 @@ func TestTheHTTPAPIRefusesBadInputNamingTheField(t *testing.T) {
 				t.Errorf("%d %s; want %d naming %q", code, body, tt.code, tt.says)
 			}
 		})
+	}
+}
+
+func TestAWrongMethodIs405WithTheAllowedMethods(t *testing.T) {
+	c, _, follower := newHTTPCluster(t)
+	base := "http://" + c.Nodes[follower].HTTPAddr()
+	tests := []struct {
+		method, path, contentType string
+		allow                     string
+	}{
+		{"PATCH", "/v1/services", "", "GET"},
+		{"POST", "/v1/services/orders", "application/json", "GET"},
+		// Not served as a GET either (grpc-gateway's path length fallback).
+		{"POST", "/v1/services/orders", "application/x-www-form-urlencoded", "GET"},
+		{"POST", "/v1/services/orders/instances/a", "application/json", "DELETE, PUT"},
+		{"GET", "/v1/beat", "", "POST"},
+		{"DELETE", "/v1/services/orders/watch", "", "GET"},
+		{"POST", "/v1/cluster/status", "", "GET"},
+		{"POST", "/metrics", "", "GET, HEAD"},
+		{"DELETE", "/healthz", "", "GET, HEAD"},
+		{"PUT", "/readyz", "", "GET, HEAD"},
+		{"POST", "/v1/sd/prometheus", "", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path+" "+tt.contentType, func(t *testing.T) {
+			resp, body := send(t, tt.method, base+tt.path, tt.contentType, "")
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.allow {
+				t.Errorf("%d, Allow %q, %s; want 405, Allow %q", resp.StatusCode, resp.Header.Get("Allow"), body, tt.allow)
+			}
+		})
+	}
+	if code, body := call(t, "PATCH", base+"/v1/nothing", ""); code != http.StatusNotFound {
+		t.Errorf("PATCH of an unknown path: %d %s; want 404", code, body)
+	}
+}
+
+func TestTheHTTPAPIReadsGoDurations(t *testing.T) {
+	c, _, follower := newHTTPCluster(t)
+	base := "http://" + c.Nodes[follower].HTTPAddr()
+	code, body := call(t, "PUT", base+"/v1/services/orders/instances/a",
+		`{"address": "127.0.0.1:8080", "beat_interval": "1m30s", "suspect_after": "3m", "ttl": "1h"}`)
+	if code != http.StatusOK || !sameJSON(t, `{"instance": {"service": "orders", "id": "a", "address": "127.0.0.1:8080", "metadata": {},
+		"incarnation": "*", "beat_interval": "90s", "suspect_after": "180s", "ttl": "3600s", "state": "INSTANCE_STATE_HEALTHY",
+		"create_index": "*", "modify_index": "*", "last_beat_index": "*", "registered_at": "*", "last_beat_at": "*"}, "index": "*"}`, body) {
+		t.Errorf("register with Go durations: %d %s; want 200 with them in seconds", code, body)
+	}
+	code, body = call(t, "PUT", base+"/v1/services/orders/instances/b", `{"address": "127.0.0.1:8081", "ttl": "an hour"}`)
+	if want := `field ttl: \"an hour\" is not a duration`; code != http.StatusBadRequest || !strings.Contains(body, want) {
+		t.Errorf("register with a bad duration: %d %s; want 400 with %s", code, body, want)
 	}
 }
 
