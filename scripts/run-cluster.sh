@@ -32,11 +32,13 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
+# Job control puts each node in its own process group: Ctrl-C reaches this
+# script, not the nodes (the script stops them in order); the log prefix
+# ignores it, so that it outlives them.
+set -m
 for i in 1 2 3; do
   mkdir -p "$data/n$i"
-  # setsid: Ctrl-C reaches this script, not the nodes (the script stops them
-  # in order); the log prefix ignores it too, so that it outlives them.
-  setsid "$bin" --node-id "n$i" --data-dir "$data/n$i" \
+  "$bin" --node-id "n$i" --data-dir "$data/n$i" \
     --raft-addr "127.0.0.1:710$i" --grpc-addr "127.0.0.1:700$i" --http-addr "127.0.0.1:720$i" \
     --bootstrap-peers "$peers" ${LOG_FORMAT:+--log-format "$LOG_FORMAT"} \
     2> >(trap '' INT; exec sed -u "s/^/[n$i] /" >&2) &
@@ -50,4 +52,5 @@ registry: three nodes on 127.0.0.1 (data in $data/)
   n3  grpc 127.0.0.1:7003  http 127.0.0.1:7203  raft 127.0.0.1:7103
 Ctrl-C stops all three.
 MSG
+set +m
 wait
