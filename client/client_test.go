@@ -49,7 +49,7 @@ func newClient(t *testing.T, endpoints []string) *client.Client {
 }
 
 func instance(id string) client.Instance {
-	return client.Instance{Service: "orders", ID: id, Address: "10.0.0.5:8080", Metadata: map[string]string{"zone": "a"}}
+	return client.Instance{Service: "orders", ID: id, Address: "127.0.0.5:8080", Metadata: map[string]string{"zone": "a"}}
 }
 
 func ids(ins []client.Instance) []string {
@@ -79,7 +79,7 @@ func TestRegisterDiscoverAndDeregister(t *testing.T) {
 	if diff := cmp.Diff([]string{"orders-1"}, ids(got)); diff != "" {
 		t.Fatalf("Discover (-want +got):\n%s", diff)
 	}
-	if got[0].Address != "10.0.0.5:8080" || got[0].Metadata["zone"] != "a" || got[0].State != client.Healthy {
+	if got[0].Address != "127.0.0.5:8080" || got[0].Metadata["zone"] != "a" || got[0].State != client.Healthy {
 		t.Errorf("discovered %+v", got[0])
 	}
 	if err := reg.Deregister(ctx); err != nil {

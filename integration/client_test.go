@@ -61,7 +61,7 @@ func TestAClientKeepsItsInstanceHealthyWhileItsNodeIsKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := clientOn(t, endpoints(cl.Nodes()), leader.GRPCAddr())
-	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "10.0.0.1:80"},
+	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "127.0.0.1:80"},
 		client.WithBeatInterval(500*time.Millisecond), client.WithTTL(2500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func TestAnExpiredInstanceIsBackWithinTwoIntervalsOfReachingTheClusterAgain(t *t
 		t.Fatal(err)
 	}
 	defer c.Close()
-	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "10.0.0.1:80"},
+	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "127.0.0.1:80"},
 		client.WithBeatInterval(interval), client.WithTTL(3*interval), client.WithIncarnation(5))
 	if err != nil {
 		t.Fatal(err)

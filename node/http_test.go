@@ -68,7 +68,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 	base := "http://" + c.Nodes[follower].HTTPAddr()
 
 	code, body := call(t, "PUT", base+"/v1/services/orders/instances/orders-1",
-		`{"address": "10.0.0.5:8080", "metadata": {"zone": "a"}, "beat_interval": "1s", "ttl": "30s"}`)
+		`{"address": "127.0.0.5:8080", "metadata": {"zone": "a"}, "beat_interval": "1s", "ttl": "30s"}`)
 	if code != http.StatusOK {
 		t.Fatalf("register: %d %s", code, body)
 	}
@@ -90,7 +90,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 		t.Errorf("beat: %d %s; want 200 with ghost (only) rejected as unknown", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services/orders?consistency=CONSISTENCY_LINEARIZABLE", "")
-	if code != http.StatusOK || !strings.Contains(body, "10.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true}`, body) {
+	if code != http.StatusOK || !strings.Contains(body, "127.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true}`, body) {
 		t.Errorf("get service: %d %s", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services", "")
@@ -155,7 +155,7 @@ func matchJSON(want, got any) bool {
 func TestTheHTTPAPIRefusesBadInputNamingTheField(t *testing.T) {
 	c, leader, follower := newHTTPCluster(t)
 	base := "http://" + c.Nodes[follower].HTTPAddr()
-	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "10.0.0.1:80", Incarnation: 5}
+	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "127.0.0.1:80", Incarnation: 5}
 	if _, err := c.Registry(leader).Register(t.Context(), &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestTheHTTPWatchStreamsAResetThenEvents(t *testing.T) {
 	if first := next(); first["is_reset"] != true {
 		t.Fatalf("first message %v, want a reset", first)
 	}
-	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "10.0.0.1:80"}
+	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "127.0.0.1:80"}
 	if _, err := c.Registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatal(err)
 	}
@@ -305,8 +305,8 @@ func TestPrometheusSDListsTheInstancesOfThisReplica(t *testing.T) {
 	c, leader, follower := newHTTPCluster(t)
 	reg := c.Registry(leader)
 	for _, in := range []*registryv1.Instance{
-		{Service: "orders", Id: "o1", Address: "10.0.0.1:80", Metadata: map[string]string{"zone": "eu-1a"}},
-		{Service: "pay", Id: "p1", Address: "10.0.0.2:80"},
+		{Service: "orders", Id: "o1", Address: "127.0.0.1:80", Metadata: map[string]string{"zone": "eu-1a"}},
+		{Service: "pay", Id: "p1", Address: "127.0.0.2:80"},
 	} {
 		if _, err := reg.Register(t.Context(), &registryv1.RegisterRequest{Instance: in}); err != nil {
 			t.Fatal(err)
@@ -340,8 +340,8 @@ func TestPrometheusSDListsTheInstancesOfThisReplica(t *testing.T) {
 		"__meta_registry_state":         "healthy",
 		"__meta_registry_metadata_zone": "eu-1a",
 	}
-	if !slices.Equal(groups[0].Targets, []string{"10.0.0.1:80"}) || fmt.Sprint(groups[0].Labels) != fmt.Sprint(want) {
-		t.Errorf("target group %+v, want 10.0.0.1:80 with %v", groups[0], want)
+	if !slices.Equal(groups[0].Targets, []string{"127.0.0.1:80"}) || fmt.Sprint(groups[0].Labels) != fmt.Sprint(want) {
+		t.Errorf("target group %+v, want 127.0.0.1:80 with %v", groups[0], want)
 	}
 }
 
@@ -359,7 +359,7 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 	c, leader, follower := newHTTPCluster(t)
 	reg := c.Registry(follower)
 	ctx := t.Context()
-	in := &registryv1.Instance{Service: "orders", Id: "o1", Address: "10.0.0.1:80", BeatInterval: durationpb.New(time.Second)}
+	in := &registryv1.Instance{Service: "orders", Id: "o1", Address: "127.0.0.1:80", BeatInterval: durationpb.New(time.Second)}
 	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatal(err)
 	}
