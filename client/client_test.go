@@ -49,7 +49,7 @@ func newClient(t *testing.T, endpoints []string) *client.Client {
 }
 
 func instance(id string) client.Instance {
-	return client.Instance{Service: "orders", ID: id, Address: "10.0.0.5:8080", Metadata: map[string]string{"zone": "a"}}
+	return client.Instance{Service: "orders", ID: id, Address: "127.0.0.5:8080", Metadata: map[string]string{"zone": "a"}}
 }
 
 func ids(ins []client.Instance) []string {
@@ -79,7 +79,7 @@ func TestRegisterDiscoverAndDeregister(t *testing.T) {
 	if diff := cmp.Diff([]string{"orders-1"}, ids(got)); diff != "" {
 		t.Fatalf("Discover (-want +got):\n%s", diff)
 	}
-	if got[0].Address != "10.0.0.5:8080" || got[0].Metadata["zone"] != "a" || got[0].State != client.Healthy {
+	if got[0].Address != "127.0.0.5:8080" || got[0].Metadata["zone"] != "a" || got[0].State != client.Healthy {
 		t.Errorf("discovered %+v", got[0])
 	}
 	if err := reg.Deregister(ctx); err != nil {
@@ -446,9 +446,12 @@ func TestCloseDeregistersWhatItRegistered(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := cl.Registry(leader).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE})
-	if len(got.GetInstances()) != 0 {
-		t.Errorf("after Close the registry holds %d instances, want 0", len(got.GetInstances()))
+	got, err := cl.Registry(leader).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE, IncludeSuspect: true})
+	if err != nil {
+		t.Fatalf("GetService after Close: %v", err)
+	}
+	if len(got.Instances) != 0 {
+		t.Errorf("after Close the registry holds %d instances, want 0", len(got.Instances))
 	}
 	if _, err := c.Discover(ctx, "orders"); !errors.Is(err, client.ErrClosed) {
 		t.Errorf("Discover after Close: %v, want ErrClosed", err)
@@ -498,5 +501,48 @@ func TestOneFramePerBeatAndTheAckObserver(t *testing.T) {
 	})
 	if _, err := client.New(client.Config{Endpoints: []string{"x:1"}, MaxBeatsPerFrame: 10_001}); err == nil {
 		t.Error("MaxBeatsPerFrame above the server's batch limit was accepted")
+	}
+}
+
+// A Watch racing Close either fails with ErrClosed or starts a goroutine
+// that Close waits for: once Close has returned, every channel a Watch
+// returned is closed. (Run under -race: a WaitGroup added to while Close waits on
+// it is reported.)
+func TestWatchRacingCloseIsWaitedFor(t *testing.T) {
+	for range 300 {
+		c, err := client.New(client.Config{Endpoints: []string{"127.0.0.1:1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const watchers = 4
+		chans := make(chan (<-chan client.Event), watchers)
+		var wg sync.WaitGroup
+		for range watchers {
+			wg.Go(func() {
+				ch, err := c.Watch(t.Context(), "orders")
+				if err != nil {
+					if !errors.Is(err, client.ErrClosed) {
+						t.Errorf("Watch: %v, want nil or ErrClosed", err)
+					}
+					return
+				}
+				chans <- ch
+			})
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		close(chans)
+		for ch := range chans {
+			select {
+			case _, ok := <-ch:
+				if ok {
+					t.Fatal("Watch delivered an event from an unreachable endpoint")
+				}
+			default:
+				t.Fatal("a Watch's goroutine still runs after Close returned")
+			}
+		}
 	}
 }

@@ -7,7 +7,7 @@
 //	c, err := client.New(client.Config{Endpoints: []string{"127.0.0.1:7001", "127.0.0.1:7002"}})
 //	defer c.Close()
 //	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "orders-1",
-//		Address: "10.0.0.5:8080", Metadata: map[string]string{"zone": "a"}},
+//		Address: "127.0.0.5:8080", Metadata: map[string]string{"zone": "a"}},
 //		client.WithBeatInterval(time.Second), client.WithTTL(5*time.Second))
 //	defer reg.Deregister(ctx)
 //	insts, err := c.Discover(ctx, "orders")       // []client.Instance, healthy ones

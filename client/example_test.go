@@ -38,7 +38,7 @@ func Example() {
 	}
 	defer c.Close()
 	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "orders-1",
-		Address: "10.0.0.5:8080", Metadata: map[string]string{"zone": "a"}},
+		Address: "127.0.0.5:8080", Metadata: map[string]string{"zone": "a"}},
 		client.WithBeatInterval(time.Second), client.WithTTL(5*time.Second))
 	if err != nil {
 		log.Fatal(err)
@@ -51,5 +51,5 @@ func Example() {
 	for _, in := range insts {
 		fmt.Println(in.Service, in.ID, in.Address, in.Metadata["zone"], in.State)
 	}
-	// Output: orders orders-1 10.0.0.5:8080 a healthy
+	// Output: orders orders-1 127.0.0.5:8080 a healthy
 }

@@ -115,13 +115,19 @@ func (c *Client) followOnce(ctx context.Context, addr, service string, after *ui
 // changes. A consumer that stops reading holds the stream back; the
 // server then sends a reset rather than a gap.
 func (c *Client) Watch(ctx context.Context, service string) (<-chan Event, error) {
-	if c.ctx.Err() != nil {
-		return nil, ErrClosed
-	}
 	if service != "" {
 		if err := validateService(service); err != nil {
 			return nil, err
 		}
+	}
+	// closed is checked and the WaitGroup added to under c.mu, which Close
+	// takes to set closed before it waits: a Watch racing Close either
+	// starts a goroutine Close waits for or returns ErrClosed, never adds
+	// to the WaitGroup Close is already waiting on.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
 	}
 	out := make(chan Event, 64)
 	ctx, cancel := context.WithCancel(ctx)

@@ -61,7 +61,7 @@ func TestAClientKeepsItsInstanceHealthyWhileItsNodeIsKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := clientOn(t, endpoints(cl.Nodes()), leader.GRPCAddr())
-	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "10.0.0.1:80"},
+	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "127.0.0.1:80"},
 		client.WithBeatInterval(500*time.Millisecond), client.WithTTL(2500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -94,12 +94,24 @@ func TestAClientKeepsItsInstanceHealthyWhileItsNodeIsKilled(t *testing.T) {
 	if c.Endpoint() == leader.GRPCAddr() {
 		t.Error("the client still names the killed node as its endpoint")
 	}
-	select {
-	case ev := <-reg.Events():
-		if ev.Type != client.Registered {
-			t.Errorf("registration event %v", ev.Type)
+	// The client saw what the registry saw: registered, then never lost
+	// (and so never re-registered).
+	var got []client.RegistrationEventType
+	for drained := false; !drained; {
+		select {
+		case ev := <-reg.Events():
+			got = append(got, ev.Type)
+		default:
+			drained = true
 		}
-	default:
+	}
+	if len(got) == 0 || got[0] != client.Registered {
+		t.Errorf("registration events %v; want registered first", got)
+	}
+	for _, typ := range []client.RegistrationEventType{client.Lost, client.Reregistered} {
+		if slices.Contains(got, typ) {
+			t.Errorf("registration events %v; want no %v while the client kept beating", got, typ)
+		}
 	}
 }
 
@@ -203,7 +215,7 @@ func TestAnExpiredInstanceIsBackWithinTwoIntervalsOfReachingTheClusterAgain(t *t
 		t.Fatal(err)
 	}
 	defer c.Close()
-	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "10.0.0.1:80"},
+	reg, err := c.Register(ctx, client.Instance{Service: "orders", ID: "o1", Address: "127.0.0.1:80"},
 		client.WithBeatInterval(interval), client.WithTTL(3*interval), client.WithIncarnation(5))
 	if err != nil {
 		t.Fatal(err)

@@ -1,22 +1,32 @@
 package node
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -62,20 +72,218 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 		mux.Handle(pattern, h)
 	}
 
-	api := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-		// Proto field names (snake_case) in and out, every field in the
-		// output, unknown input fields refused.
-		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
-		UnmarshalOptions: protojson.UnmarshalOptions{},
+	// A wrong method on a path the stdlib mux serves gets its 405 and Allow
+	// header from the mux; this path would otherwise fall to the gateway.
+	mux.Handle("/v1/sd/prometheus", methodNotAllowed("GET, HEAD"))
+
+	// probe has the API's routes, each answering only that it matched: the
+	// gateway's mux does not say which methods a path has, so a 405 asks
+	// probe for each method in turn.
+	probe, err := n.gatewayMux(gw, runtime.WithMiddlewares(func(runtime.HandlerFunc) runtime.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request, _ map[string]string) { w.WriteHeader(http.StatusOK) }
+	}), runtime.WithRoutingErrorHandler(func(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, _ *http.Request, code int) {
+		w.WriteHeader(code)
 	}))
+	if err != nil {
+		return nil, err
+	}
+	api, err := n.gatewayMux(gw, runtime.WithRoutingErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+		if code != http.StatusMethodNotAllowed {
+			runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, code)
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allowedMethods(probe, r), ", "))
+		runtime.HTTPError(ctx, mux, m, w, r, &runtime.HTTPStatusError{
+			HTTPStatus: code,
+			Err:        status.Error(codes.Unimplemented, http.StatusText(code)),
+		})
+	}))
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("/v1/", http.MaxBytesHandler(api, validate.MaxRequestBytes))
+	return mux, nil
+}
+
+// gatewayMux is the HTTP/JSON API's mux, calling this node's gRPC server
+// through gw.
+func (n *Node) gatewayMux(gw *grpc.ClientConn, opts ...runtime.ServeMuxOption) (*runtime.ServeMux, error) {
+	api := runtime.NewServeMux(append([]runtime.ServeMuxOption{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, durationJSONPb{&runtime.JSONPb{
+			// Proto field names (snake_case) in and out, every field in
+			// the output, unknown input fields refused.
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{},
+		}}),
+		// A POST form is not a GET: a method a path does not have is a
+		// 405, whatever the content type.
+		runtime.WithDisablePathLengthFallback(),
+	}, opts...)...)
 	if err := registryv1.RegisterRegistryHandlerClient(n.ctx, api, registryv1.NewRegistryClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err
 	}
 	if err := registryv1.RegisterClusterHandlerClient(n.ctx, api, registryv1.NewClusterClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err
 	}
-	mux.Handle("/v1/", http.MaxBytesHandler(api, validate.MaxRequestBytes))
-	return mux, nil
+	return api, nil
+}
+
+// gatewayMethods are the methods an HTTP rule can bind.
+var gatewayMethods = []string{http.MethodDelete, http.MethodGet, http.MethodPatch, http.MethodPost, http.MethodPut}
+
+// allowedMethods returns the methods probe has a route for at r's path.
+func allowedMethods(probe *runtime.ServeMux, r *http.Request) []string {
+	var allowed []string
+	for _, m := range gatewayMethods {
+		pr := r.Clone(r.Context())
+		pr.Method, pr.Body = m, http.NoBody
+		rec := &statusRecorder{header: http.Header{}}
+		probe.ServeHTTP(rec, pr)
+		if rec.code == http.StatusOK {
+			allowed = append(allowed, m)
+		}
+	}
+	return allowed
+}
+
+// statusRecorder is a ResponseWriter that keeps only the status.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusRecorder) Header() http.Header         { return s.header }
+func (s *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (s *statusRecorder) WriteHeader(code int)        { s.code = code }
+
+// methodNotAllowed answers 405 with the Allow header the stdlib mux sends.
+func methodNotAllowed(allow string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", allow)
+		http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+	})
+}
+
+// durationJSONPb is the gateway's JSONPb that also reads a
+// google.protobuf.Duration written as a Go duration ("1h", "1m30s"), not
+// only protojson's seconds ("3600s"), and names the field of a value that
+// is neither.
+type durationJSONPb struct{ *runtime.JSONPb }
+
+func (j durationJSONPb) Unmarshal(data []byte, v any) error {
+	err := j.JSONPb.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	md, ok := messageDescriptor(v)
+	if !ok {
+		return err
+	}
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	var doc any
+	if d.Decode(&doc) != nil {
+		return err
+	}
+	changed, derr := rewriteDurations(doc, md, "")
+	if derr != nil {
+		return derr
+	}
+	if !changed {
+		return err
+	}
+	fixed, merr := json.Marshal(doc)
+	if merr != nil {
+		return err
+	}
+	return j.JSONPb.Unmarshal(fixed, v)
+}
+
+func (j durationJSONPb) NewDecoder(r io.Reader) runtime.Decoder {
+	d := json.NewDecoder(r)
+	return runtime.DecoderFunc(func(v any) error {
+		var raw json.RawMessage
+		if err := d.Decode(&raw); err != nil {
+			return err
+		}
+		return j.Unmarshal(raw, v)
+	})
+}
+
+// messageDescriptor is the descriptor of the message v is, or points to
+// (the gateway decodes a body field through a pointer to its pointer).
+func messageDescriptor(v any) (protoreflect.MessageDescriptor, bool) {
+	for t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer; t = t.Elem() {
+		if m, ok := reflect.Zero(t).Interface().(proto.Message); ok {
+			return m.ProtoReflect().Descriptor(), true
+		}
+	}
+	return nil, false
+}
+
+// rewriteDurations replaces, in doc (JSON decoded with UseNumber) for a
+// message md, every Duration given as a Go duration with protojson's form.
+// It reports whether it changed anything, and fails naming the field of a
+// Duration that is no duration at all. Other mistakes it leaves to protojson.
+func rewriteDurations(doc any, md protoreflect.MessageDescriptor, prefix string) (bool, error) {
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return false, nil
+	}
+	changed := false
+	for key, val := range obj {
+		fd := md.Fields().ByJSONName(key)
+		if fd == nil {
+			fd = md.Fields().ByName(protoreflect.Name(key))
+		}
+		if fd == nil || fd.Message() == nil || fd.IsMap() {
+			continue
+		}
+		name := prefix + key
+		if fd.Message().FullName() == "google.protobuf.Duration" && !fd.IsList() {
+			s, ok := val.(string)
+			if !ok {
+				continue
+			}
+			dur, err := time.ParseDuration(s)
+			if err != nil {
+				return false, fmt.Errorf(`field %s: %q is not a duration: use seconds with an s suffix ("3600s") or a Go duration ("1h")`, name, s)
+			}
+			if out := formatDuration(dur); out != s {
+				obj[key], changed = out, true
+			}
+			continue
+		}
+		items := []any{val}
+		if fd.IsList() {
+			items, _ = val.([]any)
+		}
+		for i, item := range items {
+			itemName := name + "."
+			if fd.IsList() {
+				itemName = fmt.Sprintf("%s[%d].", name, i)
+			}
+			c, err := rewriteDurations(item, fd.Message(), itemName)
+			if err != nil {
+				return false, err
+			}
+			changed = changed || c
+		}
+	}
+	return changed, nil
+}
+
+// formatDuration writes d as protojson does: seconds, an s suffix.
+func formatDuration(d time.Duration) string {
+	b, err := protojson.Marshal(durationpb.New(d))
+	if err != nil {
+		panic(err) // every time.Duration is a valid Duration
+	}
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		panic(err)
+	}
+	return s
 }
 
 func writeText(w http.ResponseWriter, code int, msg string) {

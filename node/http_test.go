@@ -34,11 +34,22 @@ func newHTTPCluster(t *testing.T) (c *nodetest.Cluster, leader, follower int) {
 // call sends an HTTP request and returns the status and the body.
 func call(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
+	resp, data := send(t, method, url, "", body)
+	return resp.StatusCode, data
+}
+
+// send sends an HTTP request with a Content-Type (if not empty) and
+// returns the response, its body read.
+func send(t *testing.T, method, url, contentType, body string) (*http.Response, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -49,7 +60,7 @@ func call(t *testing.T, method, url, body string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, string(data)
+	return resp, string(data)
 }
 
 func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.T) {
@@ -57,7 +68,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 	base := "http://" + c.Nodes[follower].HTTPAddr()
 
 	code, body := call(t, "PUT", base+"/v1/services/orders/instances/orders-1",
-		`{"address": "10.0.0.5:8080", "metadata": {"zone": "a"}, "beat_interval": "1s", "ttl": "30s"}`)
+		`{"address": "127.0.0.5:8080", "metadata": {"zone": "a"}, "beat_interval": "1s", "ttl": "30s"}`)
 	if code != http.StatusOK {
 		t.Fatalf("register: %d %s", code, body)
 	}
@@ -79,7 +90,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 		t.Errorf("beat: %d %s; want 200 with ghost (only) rejected as unknown", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services/orders?consistency=CONSISTENCY_LINEARIZABLE", "")
-	if code != http.StatusOK || !strings.Contains(body, "10.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true}`, body) {
+	if code != http.StatusOK || !strings.Contains(body, "127.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true}`, body) {
 		t.Errorf("get service: %d %s", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services", "")
@@ -144,7 +155,7 @@ func matchJSON(want, got any) bool {
 func TestTheHTTPAPIRefusesBadInputNamingTheField(t *testing.T) {
 	c, leader, follower := newHTTPCluster(t)
 	base := "http://" + c.Nodes[follower].HTTPAddr()
-	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "10.0.0.1:80", Incarnation: 5}
+	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "127.0.0.1:80", Incarnation: 5}
 	if _, err := c.Registry(leader).Register(t.Context(), &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +185,55 @@ func TestTheHTTPAPIRefusesBadInputNamingTheField(t *testing.T) {
 				t.Errorf("%d %s; want %d naming %q", code, body, tt.code, tt.says)
 			}
 		})
+	}
+}
+
+func TestAWrongMethodIs405WithTheAllowedMethods(t *testing.T) {
+	c, _, follower := newHTTPCluster(t)
+	base := "http://" + c.Nodes[follower].HTTPAddr()
+	tests := []struct {
+		method, path, contentType string
+		allow                     string
+	}{
+		{"PATCH", "/v1/services", "", "GET"},
+		{"POST", "/v1/services/orders", "application/json", "GET"},
+		// Not served as a GET either (grpc-gateway's path length fallback).
+		{"POST", "/v1/services/orders", "application/x-www-form-urlencoded", "GET"},
+		{"POST", "/v1/services/orders/instances/a", "application/json", "DELETE, PUT"},
+		{"GET", "/v1/beat", "", "POST"},
+		{"DELETE", "/v1/services/orders/watch", "", "GET"},
+		{"POST", "/v1/cluster/status", "", "GET"},
+		{"POST", "/metrics", "", "GET, HEAD"},
+		{"DELETE", "/healthz", "", "GET, HEAD"},
+		{"PUT", "/readyz", "", "GET, HEAD"},
+		{"POST", "/v1/sd/prometheus", "", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path+" "+tt.contentType, func(t *testing.T) {
+			resp, body := send(t, tt.method, base+tt.path, tt.contentType, "")
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.allow {
+				t.Errorf("%d, Allow %q, %s; want 405, Allow %q", resp.StatusCode, resp.Header.Get("Allow"), body, tt.allow)
+			}
+		})
+	}
+	if code, body := call(t, "PATCH", base+"/v1/nothing", ""); code != http.StatusNotFound {
+		t.Errorf("PATCH of an unknown path: %d %s; want 404", code, body)
+	}
+}
+
+func TestTheHTTPAPIReadsGoDurations(t *testing.T) {
+	c, _, follower := newHTTPCluster(t)
+	base := "http://" + c.Nodes[follower].HTTPAddr()
+	code, body := call(t, "PUT", base+"/v1/services/orders/instances/a",
+		`{"address": "127.0.0.1:8080", "beat_interval": "1m30s", "suspect_after": "3m", "ttl": "1h"}`)
+	if code != http.StatusOK || !sameJSON(t, `{"instance": {"service": "orders", "id": "a", "address": "127.0.0.1:8080", "metadata": {},
+		"incarnation": "*", "beat_interval": "90s", "suspect_after": "180s", "ttl": "3600s", "state": "INSTANCE_STATE_HEALTHY",
+		"create_index": "*", "modify_index": "*", "last_beat_index": "*", "registered_at": "*", "last_beat_at": "*"}, "index": "*"}`, body) {
+		t.Errorf("register with Go durations: %d %s; want 200 with them in seconds", code, body)
+	}
+	code, body = call(t, "PUT", base+"/v1/services/orders/instances/b", `{"address": "127.0.0.1:8081", "ttl": "an hour"}`)
+	if want := `field ttl: \"an hour\" is not a duration`; code != http.StatusBadRequest || !strings.Contains(body, want) {
+		t.Errorf("register with a bad duration: %d %s; want 400 with %s", code, body, want)
 	}
 }
 
@@ -207,7 +267,7 @@ func TestTheHTTPWatchStreamsAResetThenEvents(t *testing.T) {
 	if first := next(); first["is_reset"] != true {
 		t.Fatalf("first message %v, want a reset", first)
 	}
-	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "10.0.0.1:80"}
+	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "127.0.0.1:80"}
 	if _, err := c.Registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatal(err)
 	}
@@ -245,8 +305,8 @@ func TestPrometheusSDListsTheInstancesOfThisReplica(t *testing.T) {
 	c, leader, follower := newHTTPCluster(t)
 	reg := c.Registry(leader)
 	for _, in := range []*registryv1.Instance{
-		{Service: "orders", Id: "o1", Address: "10.0.0.1:80", Metadata: map[string]string{"zone": "eu-1a"}},
-		{Service: "pay", Id: "p1", Address: "10.0.0.2:80"},
+		{Service: "orders", Id: "o1", Address: "127.0.0.1:80", Metadata: map[string]string{"zone": "eu-1a"}},
+		{Service: "pay", Id: "p1", Address: "127.0.0.2:80"},
 	} {
 		if _, err := reg.Register(t.Context(), &registryv1.RegisterRequest{Instance: in}); err != nil {
 			t.Fatal(err)
@@ -280,8 +340,8 @@ func TestPrometheusSDListsTheInstancesOfThisReplica(t *testing.T) {
 		"__meta_registry_state":         "healthy",
 		"__meta_registry_metadata_zone": "eu-1a",
 	}
-	if !slices.Equal(groups[0].Targets, []string{"10.0.0.1:80"}) || fmt.Sprint(groups[0].Labels) != fmt.Sprint(want) {
-		t.Errorf("target group %+v, want 10.0.0.1:80 with %v", groups[0], want)
+	if !slices.Equal(groups[0].Targets, []string{"127.0.0.1:80"}) || fmt.Sprint(groups[0].Labels) != fmt.Sprint(want) {
+		t.Errorf("target group %+v, want 127.0.0.1:80 with %v", groups[0], want)
 	}
 }
 
@@ -299,7 +359,7 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 	c, leader, follower := newHTTPCluster(t)
 	reg := c.Registry(follower)
 	ctx := t.Context()
-	in := &registryv1.Instance{Service: "orders", Id: "o1", Address: "10.0.0.1:80", BeatInterval: durationpb.New(time.Second)}
+	in := &registryv1.Instance{Service: "orders", Id: "o1", Address: "127.0.0.1:80", BeatInterval: durationpb.New(time.Second)}
 	if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatal(err)
 	}

@@ -165,8 +165,8 @@ func Timing(interval, suspectAfter, ttl time.Duration) error {
 	case ttl > MaxTTL:
 		return FieldErrorf("instance.ttl", "is %v, the maximum is %v", ttl, MaxTTL)
 	case ttl < TTLIntervalFactor*interval:
-		return FieldErrorf("instance.ttl", "is %v, it must be at least %d × beat_interval (%v)",
-			ttl, TTLIntervalFactor, TTLIntervalFactor*interval)
+		return FieldErrorf("instance.ttl", "is %v, it must be at least %v (%d × beat_interval %v)",
+			ttl, TTLIntervalFactor*interval, TTLIntervalFactor, interval)
 	case suspectAfter <= interval:
 		return FieldErrorf("instance.suspect_after", "is %v, it must be longer than beat_interval (%v)", suspectAfter, interval)
 	case suspectAfter > ttl:

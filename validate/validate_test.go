@@ -57,7 +57,7 @@ func TestNormalizeRegisterRejectsEachLimitNamingTheField(t *testing.T) {
 		{"long metadata value", func(in *registryv1.Instance) { in.Metadata = map[string]string{"k": strings.Repeat("v", 513)} }, "instance.metadata[k]", "limit is 512"},
 		{"invalid UTF-8 value", func(in *registryv1.Instance) { in.Metadata = map[string]string{"k": "\xff"} }, "instance.metadata", "UTF-8"},
 		{"interval below 100ms", func(in *registryv1.Instance) { in.BeatInterval = durationpb.New(50 * time.Millisecond) }, "instance.beat_interval", "minimum is 100ms"},
-		{"TTL below 3 × interval", func(in *registryv1.Instance) { in.Ttl = durationpb.New(2500 * time.Millisecond) }, "instance.ttl", "at least 3 × beat_interval"},
+		{"TTL below 3 × interval", func(in *registryv1.Instance) { in.Ttl = durationpb.New(2500 * time.Millisecond) }, "instance.ttl", "is 2.5s, it must be at least 3s (3 × beat_interval 1s)"},
 		{"TTL above 24h", func(in *registryv1.Instance) { in.Ttl = durationpb.New(25 * time.Hour) }, "instance.ttl", "maximum is 24h"},
 		{"suspect_after not above interval", func(in *registryv1.Instance) { in.SuspectAfter = durationpb.New(time.Second) }, "instance.suspect_after", "longer than beat_interval"},
 		{"suspect_after above TTL", func(in *registryv1.Instance) { in.SuspectAfter = durationpb.New(6 * time.Second) }, "instance.suspect_after", "not be longer than ttl"},
