@@ -12,6 +12,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
+	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node/nodetest"
 )
 
@@ -86,7 +87,7 @@ func TestABeatFrameAnsweredWithRetryIsResentOnTheSameStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		node.mu.Lock()
 		defer node.mu.Unlock()
 		if len(node.frames) < 2 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/regcenter/registry/internal/poll"
 	"net"
 	"slices"
 	"strings"
@@ -85,7 +86,7 @@ func TestRegisterDiscoverAndDeregister(t *testing.T) {
 	if err := reg.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		got, err := c.Discover(ctx, "orders")
 		if err != nil || len(got) != 0 {
 			return fmt.Errorf("Discover after Deregister: %v, %v", ids(got), err)
@@ -188,7 +189,7 @@ func TestTheClientFailsOverWhenItsNodeDies(t *testing.T) {
 	other := (connected + 1) % 3
 	// Beats continue through another node: the leader stamps beats after
 	// the node died, and the client has moved on.
-	nodetest.Eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
 		now, ok := cl.Nodes[other].FSM().Instance("orders", "a")
 		if !ok {
 			return errors.New("instance gone")
@@ -266,7 +267,7 @@ func TestWatchDeliversEveryChangeOnceInOrderAcrossANodeFailure(t *testing.T) {
 	var rec recorder
 	done := make(chan struct{})
 	go func() { defer close(done); rec.run(ch) }()
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		if len(rec.snapshot()) == 0 {
 			return errors.New("no reset yet")
 		}
@@ -292,7 +293,7 @@ func TestWatchDeliversEveryChangeOnceInOrderAcrossANodeFailure(t *testing.T) {
 	for i := range 5 {
 		write(fmt.Sprint("after-", i))
 	}
-	nodetest.Eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
 		got := changes(rec.snapshot())
 		if len(got) < len(want) {
 			return fmt.Errorf("%d of %d changes so far", len(got), len(want))
@@ -346,7 +347,7 @@ func TestTheCacheAgreesWithALinearizableReadAfterChurn(t *testing.T) {
 	if len(truth) != 4*25-4*9 {
 		t.Fatalf("linearizable read: %d instances, want %d", len(truth), 4*25-4*9)
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		cached, err := c.Discover(ctx, "orders")
 		if err != nil {
 			return err
@@ -409,7 +410,7 @@ func TestTheResolverReachesOnlyRegisteredInstances(t *testing.T) {
 		}
 		return seen
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		if seen := reached(20); len(seen) != 2 {
 			return fmt.Errorf("calls reached %v, want both backends", seen)
 		}
@@ -418,7 +419,7 @@ func TestTheResolverReachesOnlyRegisteredInstances(t *testing.T) {
 	if err := r1.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		seen := reached(20)
 		if seen[b1.addr] > 0 || seen[b2.addr] != 20 {
 			return fmt.Errorf("after b1 left, calls reached %v; want only %s", seen, b2.addr)
@@ -488,7 +489,7 @@ func TestOneFramePerBeatAndTheAckObserver(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if acks < 30 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/regcenter/registry/internal/poll"
 	"io"
 	"net"
 	"slices"
@@ -225,7 +226,7 @@ func TestAnExpiredInstanceIsBackWithinTwoIntervalsOfReachingTheClusterAgain(t *t
 	for _, p := range proxies {
 		p.setCut(true)
 	}
-	harness.Eventually(t, 15*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 15*time.Second, func(ctx context.Context) error {
 		resp, err := linearizable(ctx, leader, "orders")
 		if err != nil {
 			return err
@@ -239,7 +240,7 @@ func TestAnExpiredInstanceIsBackWithinTwoIntervalsOfReachingTheClusterAgain(t *t
 		p.setCut(false)
 	}
 	var back time.Time
-	harness.Eventually(t, 15*time.Second, func(ctx context.Context) error {
+	poll.Eventually(t, 15*time.Second, func(ctx context.Context) error {
 		resp, err := linearizable(ctx, leader, "orders")
 		if err != nil {
 			return err
@@ -312,7 +313,7 @@ func TestWatchDeliversEveryChangeExactlyOnceAcrossANodeKill(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	harness.Eventually(t, 5*time.Second, func(context.Context) error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) == 0 {
@@ -341,7 +342,7 @@ func TestWatchDeliversEveryChangeExactlyOnceAcrossANodeKill(t *testing.T) {
 			}
 		}
 	}
-	harness.Eventually(t, 15*time.Second, func(context.Context) error {
+	poll.Eventually(t, 15*time.Second, func(context.Context) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(got) < len(want) {

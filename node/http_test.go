@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/regcenter/registry/internal/poll"
 	"io"
 	"net/http"
 	"os/exec"
@@ -284,7 +285,7 @@ func TestHealthAndReadiness(t *testing.T) {
 		if code, body := call(t, "GET", base+"/healthz", ""); code != http.StatusOK {
 			t.Errorf("%s /healthz: %d %s", nd.ID(), code, body)
 		}
-		nodetest.Eventually(t, 10*time.Second, func() error {
+		poll.Eventually(t, 10*time.Second, func(context.Context) error {
 			if code, body := call(t, "GET", base+"/readyz", ""); code != http.StatusOK {
 				return fmt.Errorf("%s /readyz: %d %s", nd.ID(), code, body)
 			}
@@ -317,7 +318,7 @@ func TestPrometheusSDListsTheInstancesOfThisReplica(t *testing.T) {
 		Targets []string          `json:"targets"`
 		Labels  map[string]string `json:"labels"`
 	}
-	nodetest.Eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
 		if code, body := call(t, "GET", url, ""); code != http.StatusOK || strings.Count(body, `"targets"`) != 2 {
 			return fmt.Errorf("all services: %d %s; want two groups", code, body)
 		}
@@ -418,7 +419,7 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 	}
 	for i, lines := range want {
 		nd := c.Nodes[i]
-		nodetest.Eventually(t, 5*time.Second, func() error {
+		poll.Eventually(t, 5*time.Second, func(context.Context) error {
 			body := scrape(t, nd)
 			for _, line := range lines {
 				if !strings.Contains(body, line) {

@@ -159,13 +159,6 @@ func (c *Cluster) Registry(i int) registryv1.RegistryClient {
 	return registryv1.NewRegistryClient(c.Conns[i])
 }
 
-// Eventually is poll.Eventually for a cond that takes no context, kept for
-// the callers not yet moved over; new code calls poll.Eventually.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	poll.Eventually(t, timeout, func(context.Context) error { return cond() })
-}
-
 type logWriter struct{ t testing.TB }
 
 func (w logWriter) Write(p []byte) (int, error) {
