@@ -65,20 +65,7 @@ func DefaultConfig() Config {
 
 // WithDefaults returns c with each zero field set to its default.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	defaults.Set(&c.SweepInterval, d.SweepInterval)
-	defaults.Set(&c.FailoverGrace, d.FailoverGrace)
-	defaults.Set(&c.StallFactor, d.StallFactor)
-	defaults.Set(&c.ClockJumpThreshold, d.ClockJumpThreshold)
-	defaults.Set(&c.MaxExpiriesPerSweep, d.MaxExpiriesPerSweep)
-	defaults.Set(&c.MaxSuspectsPerSweep, d.MaxSuspectsPerSweep)
-	defaults.Set(&c.GuardShare, d.GuardShare)
-	defaults.Set(&c.GuardMinCount, d.GuardMinCount)
-	defaults.Set(&c.GuardWindow, d.GuardWindow)
-	defaults.Set(&c.Logger, d.Logger)
-	if c.Clock == nil {
-		c.Clock = d.Clock
-	}
+	defaults.Fill(&c, DefaultConfig())
 	return c
 }
 

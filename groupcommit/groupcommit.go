@@ -41,11 +41,8 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to its default. A zero
 // MaxPending becomes the larger of its default and MaxItems.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	defaults.Set(&c.Window, d.Window)
-	defaults.Set(&c.MaxItems, d.MaxItems)
-	defaults.Set(&c.MaxPending, max(d.MaxPending, c.MaxItems))
-	defaults.Set(&c.FlushTimeout, d.FlushTimeout)
+	defaults.Set(&c.MaxPending, max(DefaultConfig().MaxPending, c.MaxItems))
+	defaults.Fill(&c, DefaultConfig())
 	return c
 }
 

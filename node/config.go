@@ -63,14 +63,7 @@ type RaftTiming struct {
 
 // withDefaults returns t with each zero field set from DefaultConfig.
 func (t RaftTiming) withDefaults() RaftTiming {
-	d := DefaultConfig().Raft
-	defaults.Set(&t.HeartbeatTimeout, d.HeartbeatTimeout)
-	defaults.Set(&t.ElectionTimeout, d.ElectionTimeout)
-	defaults.Set(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
-	defaults.Set(&t.CommitTimeout, d.CommitTimeout)
-	defaults.Set(&t.SnapshotInterval, d.SnapshotInterval)
-	defaults.Set(&t.SnapshotThreshold, d.SnapshotThreshold)
-	defaults.Set(&t.TrailingLogs, d.TrailingLogs)
+	defaults.Fill(&t, DefaultConfig().Raft)
 	return t
 }
 

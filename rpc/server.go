@@ -165,17 +165,8 @@ func DefaultConfig() Config {
 
 // WithDefaults returns c with each zero setting set to its default.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	defaults.Set(&c.Logger, d.Logger)
-	if c.Clock == nil {
-		c.Clock = d.Clock
-	}
 	c.Beats = c.Beats.WithDefaults()
-	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
-	defaults.Set(&c.WatchBatch, d.WatchBatch)
-	defaults.Set(&c.MaxInflightBeatFrames, d.MaxInflightBeatFrames)
-	defaults.Set(&c.MaxBeatRate, d.MaxBeatRate)
-	defaults.Set(&c.ForwardTimeout, d.ForwardTimeout)
+	defaults.Fill(&c, DefaultConfig())
 	return c
 }
 
