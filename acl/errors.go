@@ -6,4 +6,20 @@ import "errors"
 var (
 	// ErrInvalidPolicy is wrapped by every error of Parse.
 	ErrInvalidPolicy = errors.New("acl: invalid policy")
+	// ErrPermissionDenied is wrapped by *PermissionDeniedError, which
+	// Decision.Err returns on a deny.
+	ErrPermissionDenied = errors.New("permission denied")
 )
+
+// PermissionDeniedError names the permission a denied request needed, for a
+// PermissionDenied status.
+type PermissionDeniedError struct {
+	Needed Permission
+}
+
+func (e *PermissionDeniedError) Error() string {
+	return "permission denied: needs " + e.Needed.String()
+}
+
+// Unwrap makes errors.Is(err, ErrPermissionDenied) hold.
+func (e *PermissionDeniedError) Unwrap() error { return ErrPermissionDenied }
