@@ -9,6 +9,9 @@ var (
 	// ErrPermissionDenied is wrapped by *PermissionDeniedError, which
 	// Decision.Err returns on a deny.
 	ErrPermissionDenied = errors.New("permission denied")
+	// ErrInvalidBearer is wrapped by every error of ParseBearer. Its
+	// messages never quote the header value.
+	ErrInvalidBearer = errors.New("acl: invalid authorization header")
 )
 
 // PermissionDeniedError names the permission a denied request needed, for a
