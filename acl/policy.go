@@ -102,7 +102,9 @@ type serviceBlock struct {
 // non-space character is '{'). Every error wraps ErrInvalidPolicy and names
 // the line and column, the field, or the limit at fault. Unknown keys, policy
 // values other than read, write and deny, two rules for the same service or
-// prefix, and names that no service could have are errors.
+// prefix, and names that no service could have are errors. HCL's
+// expressions and templates are not part of the language: a value is a
+// quoted string.
 func Parse(rules []byte) (*Policy, error) {
 	if len(rules) > MaxRulesBytes {
 		return nil, invalidf("rules are %d bytes, the limit is %d (MaxRulesBytes)", len(rules), MaxRulesBytes)
@@ -112,8 +114,14 @@ func Parse(rules []byte) (*Policy, error) {
 		diags hcl.Diagnostics
 	)
 	if t := bytes.TrimLeft(rules, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		if err := checkJSONNesting(rules); err != nil {
+			return nil, err
+		}
 		file, diags = hcljson.Parse(rules, rulesFile)
 	} else {
+		if err := checkHCLTokens(rules); err != nil {
+			return nil, err
+		}
 		file, diags = hclsyntax.ParseConfig(rules, rulesFile, hcl.InitialPos)
 	}
 	if diags.HasErrors() {
@@ -141,6 +149,74 @@ func Parse(rules []byte) (*Policy, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// maxNesting bounds how deep braces and brackets nest in rules text. The
+// rules need 2 levels in HCL and 4 in JSON. hcl's parsers are recursive
+// descent: thousands of nested brackets or unary operators overflow the
+// goroutine stack, which is a fatal error in Go, not a panic to recover.
+// So the text is checked before hcl parses it.
+const maxNesting = 8
+
+// checkHCLTokens lexes HCL rules and accepts only the tokens the rules
+// language needs: identifiers, =, quoted strings without templates, numbers
+// (for a clear "not one of read, write, deny"), braces nested at most
+// maxNesting deep, comments and newlines. Expressions (operators, brackets,
+// parentheses, templates, heredocs) cannot appear, so neither can their
+// recursion.
+func checkHCLTokens(src []byte) error {
+	toks, diags := hclsyntax.LexConfig(src, rulesFile, hcl.InitialPos)
+	if diags.HasErrors() {
+		return invalidf("%s", diags.Error())
+	}
+	depth := 0
+	for _, t := range toks {
+		switch t.Type {
+		case hclsyntax.TokenOBrace:
+			if depth++; depth > maxNesting {
+				return invalidf("%s: blocks nest more than %d deep", t.Range, maxNesting)
+			}
+		case hclsyntax.TokenCBrace:
+			depth = max(depth-1, 0)
+		case hclsyntax.TokenIdent, hclsyntax.TokenEqual, hclsyntax.TokenOQuote, hclsyntax.TokenQuotedLit,
+			hclsyntax.TokenCQuote, hclsyntax.TokenNumberLit, hclsyntax.TokenComment, hclsyntax.TokenNewline,
+			hclsyntax.TokenEOF:
+		default:
+			return invalidf("%s: %q: the rules have no expressions or templates; a policy is a quoted string such as \"read\"",
+				t.Range, truncate(string(t.Bytes)))
+		}
+	}
+	return nil
+}
+
+// checkJSONNesting bounds how deep objects and arrays nest in JSON rules,
+// skipping strings. Other errors are left to the JSON parser.
+func checkJSONNesting(src []byte) error {
+	depth, line, inString, escaped := 0, 1, false, false
+	for _, c := range src {
+		switch {
+		case c == '\n':
+			line++
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			if depth++; depth > maxNesting {
+				return invalidf("%s:%d: objects and arrays nest more than %d deep", rulesFile, line, maxNesting)
+			}
+		case c == '}' || c == ']':
+			depth = max(depth-1, 0)
+		}
+	}
+	return nil
 }
 
 func serviceRules(kind string, blocks []serviceBlock, prefix bool) ([]ServiceRule, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -109,8 +110,14 @@ func TestParseErrors(t *testing.T) {
 		{"name with a space", `service "a b" { policy = "read" }`, []string{"rules:1,9-14", `has ' ' at byte 1`}},
 		{"name too long", fmt.Sprintf(`service_prefix %q { policy = "read" }`, strings.Repeat("n", MaxNameLen+1)),
 			[]string{"rules:1,", "the name is 129 bytes, the limit is 128 (MaxNameLen)"}},
-		{"variable", `service "a" { policy = var.x }`, []string{"rules:1,24-27", "Variables not allowed"}},
-		{"function", `service "a" { policy = upper("read") }`, []string{"rules:1,", "Function calls not allowed"}},
+		{"variable", `service "a" { policy = var.x }`, []string{"rules:1,27-28", `".": the rules have no expressions or templates`}},
+		{"function", `service "a" { policy = upper("read") }`, []string{"rules:1,29-30", `"(": the rules have no expressions`}},
+		{"template", `operator = "${"read"}"`, []string{"rules:1,13-15", `"${": the rules have no expressions`}},
+		{"heredoc", "operator = <<EOT\nread\nEOT\n", []string{"rules:1,12-2,1", `"<<EOT\n": the rules have no expressions`}},
+		{"list", `operator = ["read"]`, []string{"rules:1,12-13", `"[": the rules have no expressions`}},
+		{"blocks nested too deep", strings.Repeat("service \"a\" {\n", 9), []string{"rules:9,13-14", "blocks nest more than 8 deep"}},
+		{"json nested too deep", `{"service": [[[[[[[[{}]]]]]]]]}`, []string{"rules:1", "objects and arrays nest more than 8 deep"}},
+		{"json brackets in strings do not count", `{"service": {"[[[[[[[[[[": {"policy": "read"}}}`, []string{"rules:1,14-26", `has '[' at byte 0`}},
 		{"syntax error", "service \"a\" {\n policy = \n}", []string{"rules:2,", "Invalid expression"}},
 		{"json unknown key", `{"service": {"a": {"policy": "read", "x": 1}}}`, []string{"rules:1,38-41", `No argument or block type is named "x"`}},
 		{"json truncated", `{"service": {"a": {"policy": "read"`, []string{"rules:1,", "Unclosed object"}},
@@ -135,6 +142,35 @@ func TestParseErrors(t *testing.T) {
 				rest = rest[i+len(w):]
 			}
 		})
+	}
+}
+
+// TestParseHostileNesting: text that nests as deep as MaxRulesBytes allows
+// is an error, quickly. Before the token check, hcl's parser overflowed the
+// goroutine stack on the first of these and the process died.
+func TestParseHostileNesting(t *testing.T) {
+	n := MaxRulesBytes - 32
+	for _, in := range []string{
+		"operator = " + strings.Repeat("[", n),
+		"operator = " + strings.Repeat("(", n),
+		"operator = " + strings.Repeat("-", n) + "1",
+		"operator = " + strings.Repeat("!", n) + "true",
+		"operator = \"" + strings.Repeat("${\"", n/3),
+		"operator = " + strings.Repeat("1+", n/2) + "1",
+		strings.Repeat("service \"a\" {\n", n/14),
+		strings.Repeat("a {", n/3),
+		`{"operator": ` + strings.Repeat("[", n),
+		`{"service": ` + strings.Repeat(`{"a":`, n/5),
+	} {
+		start := time.Now()
+		if _, err := Parse([]byte(in)); err == nil {
+			t.Errorf("Parse(%.20q...) succeeded", in)
+		}
+		// Generous for -race on a loaded machine (0.1 s each without
+		// -race, under 1 s with it); it catches a parse that goes quadratic.
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("Parse(%.20q...) took %v", in, d)
+		}
 	}
 }
 
