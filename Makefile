@@ -59,8 +59,10 @@ bench-go: ## run the Go benchmarks of the hot paths (fsm apply, encode/decode, s
 	$(GO) test -run '^$$' -bench . -benchmem $${BENCH_PKGS:-./fsm/ ./beatcheck/ ./rpc/ ./validate/}
 
 .PHONY: fuzz
-fuzz: ## fuzz command decoding and Apply for FUZZTIME (default 60s)
-	$(GO) test ./fsm -run '^$$' -fuzz FuzzApply -fuzztime $${FUZZTIME:-60s}
+fuzz: ## fuzz Apply, the ACL rules parser and Bearer parsing for FUZZTIME each (default 20s)
+	$(GO) test ./fsm -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $${FUZZTIME:-20s}
+	$(GO) test ./acl -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-20s}
+	$(GO) test ./acl -run '^$$' -fuzz '^FuzzBearer$$' -fuzztime $${FUZZTIME:-20s}
 
 .PHONY: proto
 proto: ## regenerate the protobuf code with buf
@@ -68,7 +70,7 @@ proto: ## regenerate the protobuf code with buf
 	$(BUF) generate
 
 .PHONY: verify
-verify: ## gofmt, vet, staticcheck, buf lint, protos in sync, go mod tidy, fsm determinism and client import checks
+verify: ## gofmt, vet, staticcheck, buf lint, protos in sync, go mod tidy, fsm determinism, client and acl import checks
 	@echo "gofmt"; out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@echo "go vet"; $(GO) vet ./...
 	@echo "staticcheck"; $(STATICCHECK) ./...
@@ -85,6 +87,9 @@ verify: ## gofmt, vet, staticcheck, buf lint, protos in sync, go mod tidy, fsm d
 	@echo "client/ imports no server package"; \
 		if [ -d client ]; then bad=$$($(GO) list -deps ./client/... | grep -E 'hashicorp/raft|/registry/(fsm|beatcheck|node|rpc|groupcommit)(/|$$)' || true); \
 		if [ -n "$$bad" ]; then echo "client/ depends on: $$bad"; exit 1; fi; fi
+	@echo "acl/ imports no server package and no grpc"; \
+		bad=$$($(GO) list -deps ./acl | grep -E 'hashicorp/raft|google.golang.org/grpc|/registry/(fsm|beatcheck|node|rpc|groupcommit)(/|$$)' || true); \
+		if [ -n "$$bad" ]; then echo "acl/ depends on: $$bad"; exit 1; fi
 	@echo "verify: ok"
 
 .PHONY: deploy-check
