@@ -7,59 +7,21 @@ import (
 	"errors"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/tlsutil"
+	"github.com/regcenter/registry/tlsutil/tlstest"
 )
 
-// files are a CA and one certificate written to a directory.
-type files struct {
-	ca   tlsutil.PEMPair
-	cfg  tlsutil.Config
-	cert tlsutil.PEMPair
-}
-
-func newCA(t *testing.T) tlsutil.PEMPair {
-	t.Helper()
-	ca, err := tlsutil.CreateCA(tlsutil.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
-
-func newCert(t *testing.T, ca tlsutil.PEMPair, server bool) tlsutil.PEMPair {
-	t.Helper()
-	p, err := tlsutil.CreateCert(ca, tlsutil.CertOptions{Server: server, CommonName: "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// writeFiles writes ca and cert to dir (replacing what is there) and
-// returns a Config naming them.
-func writeFiles(t *testing.T, dir string, ca, cert tlsutil.PEMPair) tlsutil.Config {
-	t.Helper()
-	cfg := tlsutil.Config{
-		CAFile:   filepath.Join(dir, "ca.pem"),
-		CertFile: filepath.Join(dir, "cert.pem"),
-		KeyFile:  filepath.Join(dir, "key.pem"),
-	}
-	for name, data := range map[string][]byte{cfg.CAFile: ca.Cert, cfg.CertFile: cert.Cert, cfg.KeyFile: cert.Key} {
-		if err := os.WriteFile(name+".tmp", data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(name+".tmp", name); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return cfg
-}
+var (
+	newCA      = tlstest.CA
+	newCert    = tlstest.Cert
+	writeFiles = tlstest.WriteFiles
+	parse      = tlstest.Parse
+)
 
 func newSource(t *testing.T, cfg tlsutil.Config) *tlsutil.Source {
 	t.Helper()
@@ -69,15 +31,6 @@ func newSource(t *testing.T, cfg tlsutil.Config) *tlsutil.Source {
 	}
 	t.Cleanup(s.Close)
 	return s
-}
-
-func parse(t *testing.T, p tlsutil.PEMPair) *x509.Certificate {
-	t.Helper()
-	pp, err := tlsutil.ParsePair(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pp.Leaf
 }
 
 func TestCreatedCertificatesVerify(t *testing.T) {
@@ -176,9 +129,9 @@ func TestPeersMustBeServersOfTheCA(t *testing.T) {
 		{"another CA's node dials", nodeSrc.PeerServerConfig(), strangerSrc.PeerClientConfig(), false},
 		{"another CA's node is dialed", strangerSrc.PeerServerConfig(), nodeSrc.PeerClientConfig(), false},
 		{"another CA's node dials a node that trusts it", trustingSrc.PeerServerConfig(), strangerSrc.PeerClientConfig(), false},
-		{"no certificate on the Raft port", nodeSrc.PeerServerConfig(), &tls.Config{ServerName: tlsutil.ServerName, RootCAs: mustPool(t, ca)}, false},
+		{"no certificate on the Raft port", nodeSrc.PeerServerConfig(), tlstest.ClientConfig(t, ca, tlsutil.PEMPair{}), false},
 		{"client to the API", nodeSrc.ServerConfig(), clientConfig(t, ca, newCert(t, ca, false)), true},
-		{"no certificate to the API under require", nodeSrc.ServerConfig(), &tls.Config{ServerName: tlsutil.ServerName, RootCAs: mustPool(t, ca)}, false},
+		{"no certificate to the API under require", nodeSrc.ServerConfig(), tlstest.ClientConfig(t, ca, tlsutil.PEMPair{}), false},
 		{"another CA's client to the API", nodeSrc.ServerConfig(), clientConfig(t, ca, newCert(t, otherCA, false)), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -190,13 +143,8 @@ func TestPeersMustBeServersOfTheCA(t *testing.T) {
 	}
 }
 
-func mustPool(t *testing.T, ca tlsutil.PEMPair) *x509.CertPool {
-	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(parse(t, ca))
-	return pool
-}
-
+// clientConfig is a client's config loaded by tlsutil.ClientConfig from
+// files.
 func clientConfig(t *testing.T, ca, cert tlsutil.PEMPair) *tls.Config {
 	t.Helper()
 	cfg := writeFiles(t, t.TempDir(), ca, cert)
@@ -209,7 +157,7 @@ func clientConfig(t *testing.T, ca, cert tlsutil.PEMPair) *tls.Config {
 
 func TestClientAuthModes(t *testing.T) {
 	ca := newCA(t)
-	noCert := &tls.Config{ServerName: tlsutil.ServerName, RootCAs: mustPool(t, ca)}
+	noCert := tlstest.ClientConfig(t, ca, tlsutil.PEMPair{})
 	for mode, ok := range map[string]bool{tlsutil.ClientAuthRequire: false, tlsutil.ClientAuthVerifyIfGiven: true, tlsutil.ClientAuthNone: true} {
 		cfg := writeFiles(t, t.TempDir(), ca, newCert(t, ca, true))
 		cfg.ClientAuth = mode
