@@ -202,3 +202,16 @@ func writeNew(name string, data []byte, mode os.FileMode) error {
 	}
 	return f.Close()
 }
+
+// ReadPair reads a PEM certificate and key from files.
+func ReadPair(certFile, keyFile string) (PEMPair, error) {
+	c, err := os.ReadFile(certFile)
+	if err != nil {
+		return PEMPair{}, err
+	}
+	k, err := os.ReadFile(keyFile)
+	if err != nil {
+		return PEMPair{}, err
+	}
+	return PEMPair{Cert: c, Key: k}, nil
+}
