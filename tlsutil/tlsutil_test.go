@@ -73,9 +73,9 @@ func TestCreatedCertificatesVerify(t *testing.T) {
 }
 
 // handshake runs a TLS handshake over loopback TCP between a server and a
-// client config and returns the client's and server's errors and the
-// serial the client saw.
-func handshake(t *testing.T, server, client *tls.Config) (clientErr, serverErr error, serial string) {
+// client config and returns the serial the client saw and the client's and
+// server's errors.
+func handshake(t *testing.T, server, client *tls.Config) (serial string, clientErr, serverErr error) {
 	t.Helper()
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", server)
 	if err != nil {
@@ -105,7 +105,7 @@ func handshake(t *testing.T, server, client *tls.Config) (clientErr, serverErr e
 		_, err = c.Read(make([]byte, 1))
 		c.Close()
 	}
-	return err, <-srvErr, serial
+	return serial, err, <-srvErr
 }
 
 func TestPeersMustBeServersOfTheCA(t *testing.T) {
@@ -135,7 +135,7 @@ func TestPeersMustBeServersOfTheCA(t *testing.T) {
 		{"another CA's client to the API", nodeSrc.ServerConfig(), clientConfig(t, ca, newCert(t, otherCA, false)), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cerr, serr, _ := handshake(t, tc.server, tc.client)
+			_, cerr, serr := handshake(t, tc.server, tc.client)
 			if ok := cerr == nil && serr == nil; ok != tc.ok {
 				t.Errorf("client error %v, server error %v; want ok=%v", cerr, serr, tc.ok)
 			}
@@ -161,7 +161,7 @@ func TestClientAuthModes(t *testing.T) {
 	for mode, ok := range map[string]bool{tlsutil.ClientAuthRequire: false, tlsutil.ClientAuthVerifyIfGiven: true, tlsutil.ClientAuthNone: true} {
 		cfg := writeFiles(t, t.TempDir(), ca, newCert(t, ca, true))
 		cfg.ClientAuth = mode
-		cerr, serr, _ := handshake(t, newSource(t, cfg).ServerConfig(), noCert)
+		_, cerr, serr := handshake(t, newSource(t, cfg).ServerConfig(), noCert)
 		if got := cerr == nil && serr == nil; got != ok {
 			t.Errorf("%s: a client without a certificate: client error %v, server error %v; want ok=%v", mode, cerr, serr, ok)
 		}
@@ -184,7 +184,7 @@ func TestReloadPicksUpReplacedFiles(t *testing.T) {
 	reloads = append(reloads, <-reloaded)
 	peer := newSource(t, writeFiles(t, t.TempDir(), ca, newCert(t, ca, true)))
 
-	_, _, serial := handshake(t, src.PeerServerConfig(), peer.PeerClientConfig())
+	serial, _, _ := handshake(t, src.PeerServerConfig(), peer.PeerClientConfig())
 	if want := parse(t, first).SerialNumber.String(); serial != want {
 		t.Fatalf("serial %s, want the first certificate's %s", serial, want)
 	}
@@ -192,7 +192,7 @@ func TestReloadPicksUpReplacedFiles(t *testing.T) {
 	writeFiles(t, dir, ca, second)
 	want := parse(t, second).SerialNumber.String()
 	poll.Eventually(t, 10*time.Second, func(context.Context) error {
-		if _, _, serial := handshake(t, src.PeerServerConfig(), peer.PeerClientConfig()); serial != want {
+		if serial, _, _ := handshake(t, src.PeerServerConfig(), peer.PeerClientConfig()); serial != want {
 			return errors.New("still the first certificate: " + serial)
 		}
 		return nil
