@@ -59,11 +59,7 @@ func CreateCA(o CAOptions) (PEMPair, error) {
 	if o.CommonName == "" {
 		o.CommonName = "Registry Agent CA"
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return PEMPair{}, err
-	}
-	tmpl, err := template(o.CommonName, o.Days, DefaultCADays, o.Now)
+	key, tmpl, err := newKeyAndTemplate(o.CommonName, o.Days, DefaultCADays, o.Now)
 	if err != nil {
 		return PEMPair{}, err
 	}
@@ -84,11 +80,7 @@ func CreateCert(ca PEMPair, o CertOptions) (PEMPair, error) {
 	if caCert == nil || !caCert.IsCA {
 		return PEMPair{}, errors.New("ca: the certificate is not a CA")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return PEMPair{}, err
-	}
-	tmpl, err := template(o.CommonName, o.Days, DefaultCertDays, o.Now)
+	key, tmpl, err := newKeyAndTemplate(o.CommonName, o.Days, DefaultCertDays, o.Now)
 	if err != nil {
 		return PEMPair{}, err
 	}
@@ -107,11 +99,16 @@ func CreateCert(ca PEMPair, o CertOptions) (PEMPair, error) {
 	return sign(tmpl, caCert, &key.PublicKey, key, caKey)
 }
 
-// template is a certificate template with a random serial, valid from a
-// minute before now for days days (def when days is 0).
-func template(cn string, days, def int, now time.Time) (*x509.Certificate, error) {
+// newKeyAndTemplate makes a P-256 key and a certificate template with a
+// random serial, valid from a minute before now for days days (def when
+// days is 0).
+func newKeyAndTemplate(cn string, days, def int, now time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	if days < 0 {
-		return nil, fmt.Errorf("days %d: must be positive", days)
+		return nil, nil, fmt.Errorf("days %d: must be positive", days)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
 	}
 	if days == 0 {
 		days = def
@@ -121,9 +118,9 @@ func template(cn string, days, def int, now time.Time) (*x509.Certificate, error
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &x509.Certificate{
+	return key, &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    now.Add(-time.Minute),

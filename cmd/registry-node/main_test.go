@@ -91,14 +91,7 @@ func TestTLSFilesComeFromFlagsOrEnvironment(t *testing.T) {
 	t.Setenv("REGISTRY_TLS_CERT", "env-cert.pem")
 	t.Setenv("REGISTRY_TLS_KEY", "env-key.pem")
 	t.Setenv("REGISTRY_TLS_CA", "env-ca.pem")
-	o, err := parse([]string{"--node-id", "n1", "--data-dir", t.TempDir(), "--tls-ca", "flag-ca.pem"}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := nodeConfigOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-ca", "flag-ca.pem")
 	want := tlsutil.DefaultConfig()
 	want.CertFile, want.KeyFile, want.CAFile = "env-cert.pem", "env-key.pem", "flag-ca.pem"
 	if cfg.TLS != want {
@@ -139,14 +132,7 @@ func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
 // are taken from it, not restated.
 func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	o, err := parse([]string{"--node-id", "n1", "--data-dir", dir}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := nodeConfigOf(t, "--node-id", "n1", "--data-dir", dir)
 	want := node.DefaultConfig()
 	want.NodeID, want.DataDir = "n1", dir
 	for _, c := range []*node.Config{&got, &want} {
@@ -155,4 +141,18 @@ func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config without flags (-node.DefaultConfig +got):\n%s", diff)
 	}
+}
+
+// nodeConfigOf is the node's Config for a command line.
+func nodeConfigOf(t *testing.T, args ...string) node.Config {
+	t.Helper()
+	o, err := parse(args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
