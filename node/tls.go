@@ -13,9 +13,13 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/tlsutil"
 )
 
@@ -53,12 +57,30 @@ func (n *Node) ReloadTLS() error {
 }
 
 // grpcServerCreds is the gRPC server's TLS, with the configured client
-// authentication; none without TLS.
+// authentication, and the check that only nodes join; none without TLS.
 func (n *Node) grpcServerCreds() []grpc.ServerOption {
 	if n.tls == nil {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(n.tls.ServerConfig("h2")))}
+	return []grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(n.tls.GRPCServerConfig())),
+		grpc.ChainUnaryInterceptor(onlyNodesJoin),
+	}
+}
+
+// onlyNodesJoin refuses Cluster.Join unless the caller presented a
+// registry node's certificate: a client's certificate of the same CA must
+// not add voters to the Raft configuration.
+func onlyNodesJoin(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if info.FullMethod != registryv1.Cluster_Join_FullMethodName {
+		return handler(ctx, req)
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && tlsutil.VerifyServer(ti.State) == nil {
+			return handler(ctx, req)
+		}
+	}
+	return nil, status.Errorf(codes.PermissionDenied, "join: only a registry node may join: present a certificate that names %s", tlsutil.ServerName)
 }
 
 // tlsHTTPListener wraps the HTTP listener in TLS, with the configured

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
@@ -238,6 +240,15 @@ func TestTLSClusterRefusesWhatItMust(t *testing.T) {
 			if _, err := peerSerial(t, leader.RaftAddr(), tc.cfg); (err == nil) != tc.ok {
 				t.Errorf("%s: error %v, want ok=%v", tc.name, err, tc.ok)
 			}
+		}
+	})
+
+	t.Run("a client certificate cannot join", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		_, err := registryv1.NewClusterClient(dial(t, follower.GRPCAddr(), clientCreds)).Join(ctx, &registryv1.JoinRequest{NodeId: "n8", RaftAddress: "127.0.0.1:1", GrpcAddress: "127.0.0.1:2"})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("Join with a client certificate: %v, want PERMISSION_DENIED", err)
 		}
 	})
 

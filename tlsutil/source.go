@@ -153,10 +153,17 @@ func (s *Source) ServerConfig(nextProtos ...string) *tls.Config {
 	return s.serverConfig(s.auth, nil, nextProtos)
 }
 
+// GRPCServerConfig is for the gRPC listener: ServerConfig("h2"), except
+// that it always asks for a certificate (and verifies one given), so that
+// a node can prove itself a node (VerifyServer) even under ClientAuthNone.
+func (s *Source) GRPCServerConfig() *tls.Config {
+	return s.serverConfig(max(s.auth, tls.VerifyClientCertIfGiven), nil, []string{"h2"})
+}
+
 // PeerServerConfig is for the Raft listener: the peer must present a
 // registry server's certificate from the CA.
 func (s *Source) PeerServerConfig() *tls.Config {
-	return s.serverConfig(tls.RequireAndVerifyClientCert, verifyServerName, nil)
+	return s.serverConfig(tls.RequireAndVerifyClientCert, VerifyServer, nil)
 }
 
 func (s *Source) serverConfig(auth tls.ClientAuthType, verify func(tls.ConnectionState) error, nextProtos []string) *tls.Config {
@@ -190,9 +197,9 @@ func (s *Source) PeerClientConfig() *tls.Config {
 	}
 }
 
-// verifyServerName checks, after the chain verified, that the peer's
-// certificate names ServerName.
-func verifyServerName(cs tls.ConnectionState) error {
+// VerifyServer checks that a connection's peer presented a certificate
+// that verified against the CA and names ServerName: a registry node.
+func VerifyServer(cs tls.ConnectionState) error {
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 		return ErrNotServer
 	}

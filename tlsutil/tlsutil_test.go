@@ -156,14 +156,23 @@ func clientConfig(t *testing.T, ca, cert tlsutil.PEMPair) *tls.Config {
 }
 
 func TestClientAuthModes(t *testing.T) {
-	ca := newCA(t)
+	ca, otherCA := newCA(t), newCA(t)
 	noCert := tlstest.ClientConfig(t, ca, tlsutil.PEMPair{})
 	for mode, ok := range map[string]bool{tlsutil.ClientAuthRequire: false, tlsutil.ClientAuthVerifyIfGiven: true, tlsutil.ClientAuthNone: true} {
 		cfg := writeFiles(t, t.TempDir(), ca, newCert(t, ca, true))
 		cfg.ClientAuth = mode
-		_, cerr, serr := handshake(t, newSource(t, cfg).ServerConfig(), noCert)
-		if got := cerr == nil && serr == nil; got != ok {
-			t.Errorf("%s: a client without a certificate: client error %v, server error %v; want ok=%v", mode, cerr, serr, ok)
+		src := newSource(t, cfg)
+		for name, server := range map[string]*tls.Config{"http": src.ServerConfig(), "grpc": src.GRPCServerConfig()} {
+			_, cerr, serr := handshake(t, server, noCert)
+			if got := cerr == nil && serr == nil; got != ok {
+				t.Errorf("%s %s: a client without a certificate: client error %v, server error %v; want ok=%v", mode, name, cerr, serr, ok)
+			}
+		}
+		// The gRPC port asks for a certificate even under none, and refuses
+		// one that does not verify, so that Cluster.Join can tell nodes.
+		_, cerr, serr := handshake(t, src.GRPCServerConfig(), tlstest.ClientConfig(t, ca, newCert(t, otherCA, true)))
+		if cerr == nil && serr == nil {
+			t.Errorf("%s grpc: another CA's certificate was accepted", mode)
 		}
 	}
 }
