@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"sync"
@@ -31,9 +30,7 @@ func (n *Node) setupTLS() error {
 		n.conns.creds = insecure.NewCredentials()
 		return nil
 	}
-	src, err := tlsutil.NewSource(n.cfg.TLS, func(c *x509.Certificate) {
-		n.log.Info("tls certificate loaded", "serial", c.SerialNumber.String(), "not_after", c.NotAfter)
-	})
+	src, err := tlsutil.NewSource(n.cfg.TLS, n.log.With("component", "tls"), nil)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -27,8 +28,10 @@ type material struct {
 type Source struct {
 	cfg      Config
 	auth     tls.ClientAuthType
+	log      *slog.Logger
 	cur      atomic.Pointer[material]
 	onReload func(*x509.Certificate)
+	failed   string // the stamp of files that did not load, logged once
 
 	reloadMu sync.Mutex
 	stop     chan struct{}
@@ -37,10 +40,11 @@ type Source struct {
 }
 
 // NewSource loads the files of cfg (which must be Enabled and valid) and
-// starts a goroutine that reloads them when they change, until Close.
-// onReload, if not nil, is called with the certificate after the first
-// load and after each reload that changed something.
-func NewSource(cfg Config, onReload func(*x509.Certificate)) (*Source, error) {
+// starts a goroutine that reloads them when they change, until Close. It
+// logs each load and, once per change of the files, a reload that failed
+// (log may be nil). onReload, if not nil, is called with the certificate
+// after the first load and after each reload that changed something.
+func NewSource(cfg Config, log *slog.Logger, onReload func(*x509.Certificate)) (*Source, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -49,7 +53,10 @@ func NewSource(cfg Config, onReload func(*x509.Certificate)) (*Source, error) {
 		return nil, errors.New("tls: no files configured")
 	}
 	auth, _ := clientAuthType(cfg.ClientAuth)
-	s := &Source{cfg: cfg, auth: auth, onReload: onReload, stop: make(chan struct{})}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{cfg: cfg, auth: auth, log: log, onReload: onReload, stop: make(chan struct{})}
 	if _, err := s.Reload(); err != nil {
 		return nil, err
 	}
@@ -75,8 +82,13 @@ func (s *Source) watch() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			if stamp(s.cfg) != s.cur.Load().stamp {
-				s.Reload() // a failed reload keeps the old files; the next tick tries again
+			if st := stamp(s.cfg); st != s.cur.Load().stamp && st != s.failed {
+				// A failed reload keeps the old files; the files are
+				// tried again when they change again.
+				if _, err := s.Reload(); err != nil {
+					s.failed = st
+					s.log.Error("tls files did not load; the previous ones stay in use", "error", err)
+				}
 			}
 		}
 	}
@@ -112,6 +124,7 @@ func (s *Source) Reload() (bool, error) {
 		return false, nil
 	}
 	s.cur.Store(m)
+	s.log.Info("tls files loaded", "serial", m.cert.Leaf.SerialNumber.String(), "not_after", m.cert.Leaf.NotAfter)
 	if s.onReload != nil {
 		s.onReload(m.cert.Leaf)
 	}

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +27,7 @@ var (
 
 func newSource(t *testing.T, cfg tlsutil.Config) *tlsutil.Source {
 	t.Helper()
-	s, err := tlsutil.NewSource(cfg, nil)
+	s, err := tlsutil.NewSource(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +187,9 @@ func TestReloadPicksUpReplacedFiles(t *testing.T) {
 	cfg.ReloadInterval = 10 * time.Millisecond
 	var reloads []*x509.Certificate
 	reloaded := make(chan *x509.Certificate, 10)
-	src, err := tlsutil.NewSource(cfg, func(c *x509.Certificate) { reloaded <- c })
+	logs := make(logLines, 10)
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	src, err := tlsutil.NewSource(cfg, log, func(c *x509.Certificate) { reloaded <- c })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,9 +215,18 @@ func TestReloadPicksUpReplacedFiles(t *testing.T) {
 		t.Errorf("onReload got serial %s, want %s", got, want)
 	}
 
-	// A broken file keeps the last good certificate.
+	// A broken file keeps the last good certificate; the watcher says so.
 	if err := os.WriteFile(cfg.CertFile, []byte("not PEM"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	timeout := time.After(10 * time.Second)
+	for logged := false; !logged; {
+		select {
+		case line := <-logs:
+			logged = strings.Contains(line, "tls files did not load")
+		case <-timeout:
+			t.Fatal("the watcher logged no error for the broken file")
+		}
 	}
 	if _, err := src.Reload(); err == nil {
 		t.Error("Reload of a broken certificate file: no error")
@@ -238,4 +251,15 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%+v: Validate() = %v, want ok=%v", tc.cfg, err, tc.ok)
 		}
 	}
+}
+
+// logLines passes each log line on, dropping lines nobody waits for.
+type logLines chan string
+
+func (c logLines) Write(p []byte) (int, error) {
+	select {
+	case c <- string(p):
+	default:
+	}
+	return len(p), nil
 }

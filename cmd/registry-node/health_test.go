@@ -76,7 +76,7 @@ func TestHealthHelp(t *testing.T) {
 func TestHealthSpeaksTLSWithTheNodesFiles(t *testing.T) {
 	ca := tlstest.CA(t)
 	files := tlstest.WriteFiles(t, t.TempDir(), ca, tlstest.Cert(t, ca, true))
-	src, err := tlsutil.NewSource(files, nil)
+	src, err := tlsutil.NewSource(files, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
