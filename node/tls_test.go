@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -121,35 +120,7 @@ func clusterStatus(t *testing.T, cc *grpc.ClientConn) (*registryv1.StatusRespons
 	return registryv1.NewClusterClient(cc).Status(ctx, &registryv1.StatusRequest{})
 }
 
-// peerCert completes a TLS handshake with addr as cfg and returns the
-// certificate the node presented, or the error of the handshake or, for a
-// refused client certificate, of the first read.
-func peerCert(t *testing.T, addr string, cfg *tls.Config) (*x509.Certificate, error) {
-	t.Helper()
-	cfg = cfg.Clone()
-	cfg.NextProtos = []string{"h2", "http/1.1"} // the gRPC port insists on h2
-	d := tls.Dialer{Config: cfg}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	tc := conn.(*tls.Conn)
-	cert := tc.ConnectionState().PeerCertificates[0]
-	// A TLS 1.3 server refuses a client certificate after the client's
-	// handshake has returned: the refusal arrives as an alert on the first
-	// read. A Raft port that accepted us waits for a request: a timeout.
-	tc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if _, err := tc.Read(make([]byte, 1)); err != nil {
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			return nil, err
-		}
-	}
-	return cert, nil
-}
+var peerCert = tlstest.PeerCertificate
 
 func TestTLSClusterRefusesWhatItMust(t *testing.T) {
 	c := newTLSCluster(t)

@@ -3,11 +3,15 @@
 package tlstest
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/regcenter/registry/tlsutil"
 )
@@ -78,4 +82,34 @@ func ClientConfig(t testing.TB, ca, cert tlsutil.PEMPair) *tls.Config {
 		c.Certificates = []tls.Certificate{kp}
 	}
 	return c
+}
+
+// PeerCertificate completes a TLS handshake with a node's port at addr as
+// cfg and returns the certificate the node presented, or the error of the
+// handshake or, for a refused client certificate, of the first read.
+func PeerCertificate(t testing.TB, addr string, cfg *tls.Config) (*x509.Certificate, error) {
+	t.Helper()
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"h2", "http/1.1"} // the gRPC port insists on h2
+	d := tls.Dialer{Config: cfg}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	tc := conn.(*tls.Conn)
+	cert := tc.ConnectionState().PeerCertificates[0]
+	// A TLS 1.3 server refuses a client certificate after the client's
+	// handshake has returned: the refusal arrives as an alert on the first
+	// read. A Raft port that accepted us waits for a request: a timeout.
+	tc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := tc.Read(make([]byte, 1)); err != nil {
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return nil, err
+		}
+	}
+	return cert, nil
 }
