@@ -22,12 +22,13 @@ import (
 // Three registry-node processes with --tls-*: they elect a leader and
 // replicate over TLS (a write through a follower is forwarded over TLS); a
 // plaintext client and one without a certificate are refused; a node whose
-// certificate files are replaced and who gets SIGHUP presents the new
-// certificate on new connections to all three ports, with no election and
-// the same process.
+// certificate files are replaced and who gets SIGHUP (the only trigger:
+// polling is off) presents the new certificate on new connections to all
+// three ports, with no election and the same process.
 func TestATLSClusterServesAndRotatesCertificatesWithoutAnElection(t *testing.T) {
 	t.Parallel()
-	c := harness.Start(t, harness.Options{TLS: true})
+	// No polling for changed files: only SIGHUP can make the node read them.
+	c := harness.Start(t, harness.Options{TLS: true, ExtraArgs: []string{"--tls-reload-interval=0"}})
 	leader := waitLeader(t, c)
 	follower := c.Followers()[0]
 	ctx := t.Context()

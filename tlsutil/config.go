@@ -22,8 +22,9 @@ type Config struct {
 	// certificates: ClientAuthRequire (default), ClientAuthVerifyIfGiven or
 	// ClientAuthNone. Node-to-node connections always require one.
 	ClientAuth string
-	// ReloadInterval is how often the files' modification times are
-	// checked (default 5s).
+	// ReloadInterval is how often the files' sizes and modification times
+	// are checked (default 5s); negative turns the checks off (Reload
+	// only).
 	ReloadInterval time.Duration
 }
 
@@ -58,9 +59,6 @@ func (c Config) Validate() error {
 	}
 	if _, err := clientAuthType(c.ClientAuth); err != nil {
 		errs = append(errs, err)
-	}
-	if c.ReloadInterval < 0 {
-		errs = append(errs, fmt.Errorf("tls: reload interval %v: must not be negative", c.ReloadInterval))
 	}
 	return errors.Join(errs...)
 }

@@ -97,6 +97,9 @@ func TestTLSFilesComeFromFlagsOrEnvironment(t *testing.T) {
 	if cfg.TLS != want {
 		t.Errorf("TLS config %+v, want %+v", cfg.TLS, want)
 	}
+	if got := nodeConfigOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-reload-interval", "0").TLS.ReloadInterval; got >= 0 {
+		t.Errorf("--tls-reload-interval 0: ReloadInterval %v, want negative (off)", got)
+	}
 }
 
 func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
