@@ -12,7 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
@@ -25,8 +25,9 @@ var ErrClosed = errors.New("client: closed")
 // Client registers instances and keeps them alive, and discovers and
 // watches services. It is safe for concurrent use. Close it when done.
 type Client struct {
-	cfg Config
-	log *slog.Logger
+	cfg   Config
+	log   *slog.Logger
+	creds credentials.TransportCredentials // TLS or plaintext, from cfg
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -50,9 +51,14 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	creds, err := cfg.transportCredentials()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
 		cfg:    cfg,
+		creds:  creds,
 		log:    cfg.Logger,
 		ctx:    ctx,
 		cancel: cancel,
@@ -115,7 +121,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		return cc, nil
 	}
 	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(c.creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                c.cfg.KeepaliveTime,
 			Timeout:             c.cfg.KeepaliveTimeout,

@@ -1,13 +1,17 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/regcenter/registry/tlsutil"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -43,9 +47,17 @@ type Config struct {
 	// KeepRegistrationsOnClose leaves registrations in place on Close; by
 	// default Close deregisters what the Client registered.
 	KeepRegistrationsOnClose bool
-	// DialOptions are added to every connection (e.g. TLS credentials; the
-	// default is plaintext).
+	// DialOptions are added to every connection.
 	DialOptions []grpc.DialOption
+	// TLS, if set, secures every connection; an empty ServerName is taken
+	// as tlsutil.ServerName, the name every node's certificate carries.
+	// Without TLS and files the connections are plaintext.
+	TLS *tls.Config
+	// CAFile, CertFile and KeyFile build the TLS config from PEM files
+	// (registryctl tls ... create) when TLS is nil: the CA that signed the
+	// nodes' certificates, and this client's certificate and key for nodes
+	// that require one (--tls-client-auth require, their default).
+	CAFile, CertFile, KeyFile string
 	// MaxBeatsPerFrame bounds the beats of one BeatStream frame (default and
 	// maximum 10,000). 1 sends every beat in a frame of its own.
 	MaxBeatsPerFrame int
@@ -90,6 +102,25 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// transportCredentials are the connections' TLS, or plaintext.
+func (c *Config) transportCredentials() (credentials.TransportCredentials, error) {
+	cfg := c.TLS
+	if cfg == nil && (c.CAFile != "" || c.CertFile != "") {
+		var err error
+		if cfg, err = tlsutil.ClientConfig(c.CAFile, c.CertFile, c.KeyFile); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	if cfg == nil {
+		return insecure.NewCredentials(), nil
+	}
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = tlsutil.ServerName
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
 // ErrNoEndpoints is returned by New without endpoints.
 var ErrNoEndpoints = errors.New("client: Config.Endpoints is empty: name at least one registry node (host:port)")
 
@@ -112,6 +143,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("client: BackoffBase (%v) must be positive and not above BackoffMax (%v)", c.BackoffBase, c.BackoffMax)
 	case c.MaxBeatsPerFrame < 1 || c.MaxBeatsPerFrame > validate.MaxBeatBatch:
 		return fmt.Errorf("client: MaxBeatsPerFrame is %d, it must be 1 to %d", c.MaxBeatsPerFrame, validate.MaxBeatBatch)
+	case c.TLS != nil && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != ""):
+		return errors.New("client: set TLS or the CAFile, CertFile and KeyFile, not both")
+	case (c.CertFile == "") != (c.KeyFile == ""):
+		return fmt.Errorf("client: CertFile (%q) and KeyFile (%q): set both or neither", c.CertFile, c.KeyFile)
 	}
 	return nil
 }

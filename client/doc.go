@@ -14,6 +14,10 @@
 //	events, err := c.Watch(ctx, "orders")         // <-chan client.Event, until ctx ends
 //	conn, err := grpc.NewClient("registry:///orders", grpc.WithResolvers(c.Resolver()), ...)
 //
+// Against nodes that run TLS (registry-node --tls-*), set Config.CAFile,
+// CertFile and KeyFile (files from registryctl tls cert create --client), or
+// Config.TLS.
+//
 // After that the application need not think about the registry again:
 //
 //   - Beats: one BeatStream per Client carries the beats of all its
@@ -46,6 +50,7 @@
 // stream, one watch per cached service, one per Watch, re-registrations)
 // and Close stops them all and closes its connections.
 //
-// The package depends on the public API only (api/registryv1 and the
-// validate limits), never on the server's packages.
+// The package depends on the public API only (api/registryv1, the
+// validate limits and tlsutil, which imports only the standard library),
+// never on the server's packages.
 package client

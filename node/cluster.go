@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/rpc"
@@ -263,6 +263,7 @@ func (n *Node) hasOtherVoters() bool {
 
 // connCache keeps one client connection per node address.
 type connCache struct {
+	creds credentials.TransportCredentials // set before first use: TLS or insecure
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
@@ -273,7 +274,7 @@ func (c *connCache) get(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(c.creds))
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/internal/defaults"
 	"github.com/regcenter/registry/rpc"
+	"github.com/regcenter/registry/tlsutil"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -83,6 +84,12 @@ type Config struct {
 	RaftAdvertise string
 	// RaftTransport replaces the TCP transport on RaftAddr, for tests.
 	RaftTransport raft.Transport
+	// RaftListener, if set, is the bound Raft listener to use instead of
+	// binding RaftAddr, for tests (port 0); RaftAdvertise must name it.
+	RaftListener net.Listener
+	// TLS names the certificate, key and CA files; with them every port
+	// (gRPC, HTTP, Raft) and every node-to-node connection uses TLS.
+	TLS tlsutil.Config
 	// GRPCAddr is the client API address; HTTPAddr serves metrics and
 	// health (empty disables it). Port 0 picks a free port.
 	GRPCAddr string
@@ -179,6 +186,7 @@ func DefaultConfig() Config {
 		MaxWatchers:     services.MaxWatchers,
 		ShutdownTimeout: 10 * time.Second,
 		Clock:           time.Now,
+		TLS:             tlsutil.DefaultConfig(),
 	}
 }
 
@@ -198,6 +206,7 @@ func (c Config) withDefaults() Config {
 		c.Clock = d.Clock
 	}
 	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
+	c.TLS = c.TLS.WithDefaults()
 	return c
 }
 
@@ -254,6 +263,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Checker.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.TLS.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.WatchHistory < 1 || c.MaxWatchers < 1 {

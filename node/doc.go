@@ -23,11 +23,19 @@
 // this node gains leadership, so that a leader whose clock is behind does
 // not see the last beats in the future.
 //
+// With Config.TLS (tls.go) every port speaks TLS from one tlsutil.Source:
+// gRPC and HTTP with the configured client authentication, Raft through a
+// NetworkTransport over a TLS stream layer that accepts and dials only
+// certificates naming tlsutil.ServerName, and the node's own gRPC clients
+// (forwarding, joining, the HTTP gateway) with that same check. Cluster.Join
+// takes only a node's certificate. Replaced files are read again by the
+// Source (or ReloadTLS, on SIGHUP) and used by new connections.
+//
 // RestoreSnapshot installs a backup with raft's user restore; the fsm's
 // OnRestore hook makes the expiry checker grant its failover grace again.
 //
 // Goroutines: New starts the gRPC and HTTP servers, the leadership loop
-// (which owns at most one set of leader duties at a time) and the address
-// publisher. Shutdown stops all of them and waits; after it returns no
+// (which owns at most one set of leader duties at a time), the address
+// publisher and, with TLS, the Source's file watcher. Shutdown stops all of them and waits; after it returns no
 // goroutine of the node is left.
 package node

@@ -295,7 +295,7 @@ func writeText(w http.ResponseWriter, code int, msg string) {
 // dialSelf opens the gateway's connection to this node's own gRPC address
 // (a loopback address when the node listens on all of them), so that HTTP
 // calls take the same path as gRPC ones: validation, forwarding, errors.
-func dialSelf(grpcAddr string) (*grpc.ClientConn, error) {
+func dialSelf(grpcAddr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	host, port, err := net.SplitHostPort(grpcAddr)
 	if err != nil {
 		return nil, err
@@ -310,9 +310,10 @@ func dialSelf(grpcAddr string) (*grpc.ClientConn, error) {
 			host = "localhost"
 		}
 	}
-	return grpc.NewClient(net.JoinHostPort(host, port),
+	return grpc.NewClient(net.JoinHostPort(host, port), append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(validate.MaxRequestBytes)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(validate.MaxRequestBytes)),
+	}, extra...)...)
 }
 
 // readiness latches the commit index a starting node must apply before it

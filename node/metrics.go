@@ -88,7 +88,7 @@ func (n *Node) newRegistry() (*prometheus.Registry, *grpcprom.ServerMetrics, *rp
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 	))
-	reg.MustRegister(grpcMetrics, &collector{n: n})
+	reg.MustRegister(grpcMetrics, &collector{n: n}, tlsCollector{n})
 	n.metrics = NewMetrics(reg)
 	return reg, grpcMetrics, rpc.NewMetrics(reg)
 }

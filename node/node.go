@@ -28,6 +28,7 @@ import (
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/rpc"
+	"github.com/regcenter/registry/tlsutil"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -63,6 +64,8 @@ type Node struct {
 	conns connCache
 	undo  undoList // what New closes again if a later step fails
 
+	tls *tlsutil.Source // nil without TLS
+
 	ctx      context.Context // ends at Shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -97,6 +100,9 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.buildFSM(); err != nil {
+		return nil, err
+	}
+	if err := n.setupTLS(); err != nil {
 		return nil, err
 	}
 	if err := n.prepareDataDir(); err != nil {
@@ -207,6 +213,7 @@ func (n *Node) listen() error {
 			return fmt.Errorf("http addr: %w", err)
 		}
 		n.undo.add(func() { n.httpLis.Close() })
+		n.httpLis = n.tlsHTTPListener(n.httpLis)
 	}
 	return nil
 }
@@ -267,13 +274,9 @@ func (n *Node) buildRaft(st raftStores) error {
 	if cfg.RaftTransport != nil {
 		n.transport = cfg.RaftTransport
 	} else {
-		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAdvertise)
+		tr, err := n.newRaftTransport(hl)
 		if err != nil {
-			return fmt.Errorf("raft advertise %q: %w", cfg.RaftAdvertise, err)
-		}
-		tr, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 10*time.Second, hl)
-		if err != nil {
-			return fmt.Errorf("raft addr: %w", err)
+			return err
 		}
 		n.transport = tr
 		n.undo.add(func() { tr.Close() })
@@ -348,13 +351,13 @@ func (n *Node) startServers(m nodeMetrics) error {
 
 // serveGRPC serves the registry, cluster, health and reflection services.
 func (n *Node) serveGRPC(metrics *grpcprom.ServerMetrics) {
-	n.grpc = grpc.NewServer(
+	n.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
-	)
+	}, n.grpcServerCreds()...)...)
 	n.rpc.RegisterOn(n.grpc)
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)
@@ -376,7 +379,7 @@ func (n *Node) serveHTTP(gatherer prometheus.Gatherers) error {
 		return nil
 	}
 	var err error
-	if n.gateway, err = dialSelf(n.GRPCAddr()); err != nil {
+	if n.gateway, err = dialSelf(n.GRPCAddr(), grpc.WithTransportCredentials(n.conns.creds)); err != nil {
 		return fmt.Errorf("http api: %w", err)
 	}
 	n.undo.add(func() { n.gateway.Close() })
@@ -509,6 +512,9 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 	}
 	n.conns.closeAll()
+	if n.tls != nil {
+		n.tls.Close()
+	}
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -80,7 +79,7 @@ func (n *Node) publishOnce(req *registryv1.JoinRequest) error {
 // joinVia asks the member at addr to add this node as a voter and record
 // its addresses.
 func (n *Node) joinVia(ctx context.Context, addr string, req *registryv1.JoinRequest) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(n.conns.creds))
 	if err != nil {
 		return err
 	}

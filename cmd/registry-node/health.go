@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/regcenter/registry/tlsutil"
 )
 
 // health implements "registry-node health": it asks a node's /readyz (or
@@ -25,6 +27,10 @@ func health(args []string, stderr io.Writer) int {
 		"the node's HTTP address, as given to the node (env "+envName("http-addr")+"); an unspecified host means 127.0.0.1")
 	url := fs.String("url", "", "the URL to ask instead of http://<http-addr>/readyz (e.g. .../healthz: the process serves)")
 	timeout := fs.Duration("timeout", 2*time.Second, "how long to wait for the answer")
+	var tlsFiles [3]string // ca, cert, key
+	for i, name := range []string{"tls-ca", "tls-cert", "tls-key"} {
+		fs.StringVar(&tlsFiles[i], name, os.Getenv(envName(name)), "as given to the node (env "+envName(name)+"); with --tls-ca, https with the node's certificate as the client's")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -52,6 +58,18 @@ func health(args []string, stderr io.Writer) int {
 			host = "127.0.0.1"
 		}
 		target = "http://" + net.JoinHostPort(host, port) + "/readyz"
+		if tlsFiles[0] != "" {
+			target = "https://" + strings.TrimPrefix(target, "http://")
+		}
+	}
+	client := &http.Client{}
+	if tlsFiles[0] != "" {
+		cfg, err := tlsutil.ClientConfig(tlsFiles[0], tlsFiles[1], tlsFiles[2])
+		if err != nil {
+			fmt.Fprintf(stderr, "registry-node health: %v\n", err)
+			return exitUsage
+		}
+		client.Transport = &http.Transport{TLSClientConfig: cfg}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -60,7 +78,7 @@ func health(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "registry-node health: %v\n", err)
 		return exitUsage
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "registry-node health: %s: %v\n", target, err)
 		return exitFailure

@@ -7,6 +7,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/regcenter/registry/tlsutil"
+	"github.com/regcenter/registry/tlsutil/tlstest"
 )
 
 func TestHealthExitsZeroOnlyWhenTheNodeIsReady(t *testing.T) {
@@ -67,5 +70,31 @@ func TestHealthHelp(t *testing.T) {
 	var out bytes.Buffer
 	if code := run([]string{"health", "--help"}, &out); code != exitOK || !strings.Contains(out.String(), "-url") {
 		t.Errorf("health --help: exit %d\n%s", code, out.String())
+	}
+}
+
+func TestHealthSpeaksTLSWithTheNodesFiles(t *testing.T) {
+	ca := tlstest.CA(t)
+	files := tlstest.WriteFiles(t, t.TempDir(), ca, tlstest.Cert(t, ca, true))
+	src, err := tlsutil.NewSource(files, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	}))
+	srv.TLS = src.ServerConfig("http/1.1")
+	srv.StartTLS()
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	withTLS := []string{"--http-addr", addr, "--tls-ca", files.CAFile, "--tls-cert", files.CertFile, "--tls-key", files.KeyFile}
+	var out bytes.Buffer
+	if code := health(withTLS, &out); code != exitOK {
+		t.Errorf("with the node's files: exit %d, want 0: %s", code, out.String())
+	}
+	out.Reset()
+	if code := health([]string{"--http-addr", addr, "--tls-ca", files.CAFile}, &out); code != exitFailure {
+		t.Errorf("without a client certificate: exit %d, want 1: %s", code, out.String())
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/faultinject"
+	"github.com/regcenter/registry/tlsutil"
 )
 
 // Exit statuses.
@@ -47,6 +48,7 @@ type options struct {
 	testFaults                   bool
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
+	tls                          tlsutil.Config
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -85,6 +87,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on --http-addr; anyone who reaches that address can take them (env "+envName("enable-pprof")+")")
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
+	addTLSFlags(fs, str, &o.tls)
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -160,6 +163,12 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
 	cfg.Raft = o.raft
+	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile = o.tls.CertFile, o.tls.KeyFile, o.tls.CAFile
+	cfg.TLS.ClientAuth = o.tls.ClientAuth
+	cfg.TLS.ReloadInterval = o.tls.ReloadInterval
+	if cfg.TLS.ReloadInterval <= 0 {
+		cfg.TLS.ReloadInterval = -1 // off; zero would mean the default
+	}
 	cfg.Checker.SweepInterval = o.sweepInterval
 	cfg.Checker.FailoverGrace = o.failoverGrace
 	cfg.Checker.GuardShare = o.guardShare
@@ -230,8 +239,11 @@ func run(args []string, stderr io.Writer) int {
 		return exitUsage
 	}
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	s := <-sig
+	for ; s == syscall.SIGHUP; s = <-sig {
+		reloadTLS(n, log)
+	}
 	log.Info("stopping", "signal", s.String())
 	signal.Stop(sig)
 	if err := n.Shutdown(context.Background()); err != nil {
@@ -245,4 +257,21 @@ func run(args []string, stderr io.Writer) int {
 // as one line.
 func oneLine(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// addTLSFlags adds --tls-cert, --tls-key, --tls-ca, --tls-client-auth and
+// --tls-reload-interval.
+func addTLSFlags(fs *flag.FlagSet, str func(p *string, name, def, usage string), c *tlsutil.Config) {
+	str(&c.CertFile, "tls-cert", "", "this node's certificate (PEM; from registryctl tls cert create --server); with --tls-key and --tls-ca, every port and node-to-node connection uses TLS. Re-read when it changes or on SIGHUP")
+	str(&c.KeyFile, "tls-key", "", "the key of --tls-cert (PEM)")
+	str(&c.CAFile, "tls-ca", "", "the CA certificate (PEM) that clients' and nodes' certificates must chain to")
+	str(&c.ClientAuth, "tls-client-auth", tlsutil.DefaultConfig().ClientAuth, "client certificates on the gRPC and HTTP ports: require, verify-if-given or none (nodes always require one from each other)")
+	fs.DurationVar(&c.ReloadInterval, "tls-reload-interval", tlsutil.DefaultConfig().ReloadInterval, "how often the node checks whether the --tls-* files changed; 0 turns the checks off (SIGHUP only) (env "+envName("tls-reload-interval")+")")
+}
+
+// reloadTLS re-reads the TLS files (on SIGHUP).
+func reloadTLS(n *node.Node, log *slog.Logger) {
+	if err := n.ReloadTLS(); err != nil {
+		log.Error("reloading tls files; the previous ones stay in use", "error", err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/regcenter/registry/node"
+	"github.com/regcenter/registry/tlsutil"
 )
 
 func TestHelpDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
@@ -53,6 +54,9 @@ func TestStartupProblemsPrintOneLineAndExit2(t *testing.T) {
 			"--grpc-addr", busy.Addr().String(), "--http-addr", ""}, "address already in use"},
 		{"pprof without http", []string{"--node-id", "n1", "--data-dir", dir, "--http-addr", "", "--enable-pprof"}, "--enable-pprof needs --http-addr"},
 		{"stray argument", []string{"--node-id", "n1", "extra"}, `unexpected argument "extra"`},
+		{"tls cert without key and ca", []string{"--node-id", "n1", "--data-dir", dir, "--tls-cert", "c.pem"}, "set all three or none"},
+		{"bad tls client auth", []string{"--node-id", "n1", "--data-dir", dir, "--tls-client-auth", "maybe"}, `client auth "maybe"`},
+		{"missing tls files", []string{"--node-id", "n1", "--data-dir", dir, "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"}, "c.pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +84,21 @@ func TestEnvironmentSetsFlagsAndTheCommandLineWins(t *testing.T) {
 	}
 	if o.nodeID != "from-env" || o.grpcAddr != "127.0.0.1:8888" {
 		t.Errorf("node id %q grpc addr %q; want from-env (environment) and 127.0.0.1:8888 (flag)", o.nodeID, o.grpcAddr)
+	}
+}
+
+func TestTLSFilesComeFromFlagsOrEnvironment(t *testing.T) {
+	t.Setenv("REGISTRY_TLS_CERT", "env-cert.pem")
+	t.Setenv("REGISTRY_TLS_KEY", "env-key.pem")
+	t.Setenv("REGISTRY_TLS_CA", "env-ca.pem")
+	cfg := nodeConfigOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-ca", "flag-ca.pem")
+	want := tlsutil.DefaultConfig()
+	want.CertFile, want.KeyFile, want.CAFile = "env-cert.pem", "env-key.pem", "flag-ca.pem"
+	if cfg.TLS != want {
+		t.Errorf("TLS config %+v, want %+v", cfg.TLS, want)
+	}
+	if got := nodeConfigOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-reload-interval", "0").TLS.ReloadInterval; got >= 0 {
+		t.Errorf("--tls-reload-interval 0: ReloadInterval %v, want negative (off)", got)
 	}
 }
 
@@ -116,14 +135,7 @@ func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
 // are taken from it, not restated.
 func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	o, err := parse([]string{"--node-id", "n1", "--data-dir", dir}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := nodeConfigOf(t, "--node-id", "n1", "--data-dir", dir)
 	want := node.DefaultConfig()
 	want.NodeID, want.DataDir = "n1", dir
 	for _, c := range []*node.Config{&got, &want} {
@@ -132,4 +144,18 @@ func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config without flags (-node.DefaultConfig +got):\n%s", diff)
 	}
+}
+
+// nodeConfigOf is the node's Config for a command line.
+func nodeConfigOf(t *testing.T, args ...string) node.Config {
+	t.Helper()
+	o, err := parse(args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

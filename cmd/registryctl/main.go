@@ -22,7 +22,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -114,6 +114,9 @@ type cli struct {
 	output    string
 	timeout   time.Duration
 
+	tlsFiles tlsFiles
+	creds    credentials.TransportCredentials
+
 	conns map[string]*grpc.ClientConn
 }
 
@@ -153,7 +156,7 @@ no endpoint reachable, a rejected beat); 2 a usage error.`,
 			if c.timeout <= 0 {
 				return fmt.Errorf("--timeout %v: must be positive", c.timeout)
 			}
-			return nil
+			return c.setupTLS(cmd)
 		},
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
@@ -162,9 +165,10 @@ no endpoint reachable, a rejected beat); 2 a usage error.`,
 	pf.StringVar(&endpoints, "endpoints", "127.0.0.1:7001", "comma-separated gRPC addresses of registry nodes (env "+endpointsEnv+")")
 	pf.StringVarP(&c.output, "output", "o", "table", "output format: table or json (proto field names)")
 	pf.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on each call (not on watch)")
+	c.tlsFiles.addFlags(root)
 
 	root.AddCommand(c.servicesCmd(), c.instancesCmd(), c.watchCmd(), c.registerCmd(), c.deregisterCmd(), c.beatCmd(),
-		c.clusterCmd(), c.guardCmd(), c.snapshotCmd())
+		c.clusterCmd(), c.guardCmd(), c.snapshotCmd(), c.tlsCmd())
 	return root
 }
 
@@ -173,7 +177,7 @@ func (c *cli) conn(endpoint string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[endpoint]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(c.creds))
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", endpoint, err)
 	}

@@ -75,6 +75,12 @@ type Options struct {
 	// AllowUnexpectedExit stops the cleanup from failing the test when a
 	// process exited without being killed or stopped by the harness.
 	AllowUnexpectedExit bool
+	// TLS creates a CA (Cluster.CA) and starts every node with a node
+	// certificate of it (--tls-*, with the default --tls-client-auth
+	// require); the harness's connections present a client certificate.
+	// Not with FaultInjection (its control endpoint is called over plain
+	// HTTP).
+	TLS bool
 	// Spare is the number of port slots after the Nodes bootstrapped ones
 	// that Start also checks are free, for the nodes Cluster.AddNode adds.
 	Spare int
@@ -123,6 +129,8 @@ type Cluster struct {
 	removed []*Node            // taken out by RemoveNode, kept for their logs
 	done    bool               // the cleanup has run
 
+	tls *clusterTLS // with Options.TLS
+
 	faultMu sync.Mutex                // serialises fault changes
 	blocked map[*Node]map[string]bool // node → peer ids it drops (Partition, Isolate)
 }
@@ -137,6 +145,9 @@ func Start(t *testing.T, opts Options) *Cluster {
 	opts = opts.withDefaults()
 	if opts.Nodes < 1 || opts.Spare < 0 || opts.Nodes+opts.Spare > maxNodes {
 		t.Fatalf("harness: Options.Nodes = %d, Spare = %d: want 1..%d nodes in all", opts.Nodes, opts.Spare, maxNodes)
+	}
+	if opts.TLS && opts.FaultInjection {
+		t.Fatal("harness: Options.TLS and FaultInjection do not go together")
 	}
 	binary := opts.Binary
 	if binary == "" {
@@ -157,6 +168,11 @@ func Start(t *testing.T, opts Options) *Cluster {
 	// t.TempDir's own cleanup must run after c.cleanup has read the logs.
 	c.base = t.TempDir()
 	t.Cleanup(c.cleanup)
+	if opts.TLS {
+		if c.tls, err = newClusterTLS(filepath.Join(c.base, "client-tls")); err != nil {
+			t.Fatalf("harness: %v", err)
+		}
+	}
 
 	peers := make([]string, opts.Nodes)
 	for i := range opts.Nodes {
@@ -215,7 +231,11 @@ func (c *Cluster) newNode(slot int, membership string) (*Node, error) {
 	if off := c.opts.ClockOffsets[n.id]; off != 0 {
 		n.args = append(n.args, "--test-clock-offset="+off.String())
 	}
-	var err error
+	tlsArgs, err := c.tlsArgs(n)
+	if err != nil {
+		return nil, err
+	}
+	n.args = append(n.args, tlsArgs...)
 	if n.conn, err = c.dial(n.grpcAddr); err != nil {
 		return nil, err
 	}
@@ -272,8 +292,12 @@ func nodeEnv(extra []string) []string {
 
 // dial opens a client connection that reconnects quickly after a restart.
 func (c *Cluster) dial(addr string) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if c.tls != nil {
+		creds = c.tls.creds
+	}
 	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  20 * time.Millisecond,

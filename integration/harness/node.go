@@ -15,6 +15,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/internal/proc"
+	"github.com/regcenter/registry/tlsutil"
 )
 
 // statusTimeout bounds one Status call made by the harness, so that a paused
@@ -34,6 +35,7 @@ type Node struct {
 	httpAddr string
 	args     []string
 	conn     *grpc.ClientConn // cached; survives restarts
+	tlsFiles tlsutil.Config   // with Options.TLS
 
 	procs proc.Slot // the current or last process
 
@@ -221,8 +223,8 @@ func (n *Node) WaitReady(ctx context.Context) error {
 	return nil
 }
 
-// Conn is the node's cached client connection (insecure, quick reconnect
-// backoff). It survives restarts and is closed by the cluster's cleanup; do
+// Conn is the node's cached client connection (plaintext, or TLS with
+// Options.TLS; quick reconnect backoff). It survives restarts and is closed by the cluster's cleanup; do
 // not close it.
 func (n *Node) Conn() *grpc.ClientConn { return n.conn }
 

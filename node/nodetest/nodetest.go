@@ -170,3 +170,37 @@ func (w logWriter) Write(p []byte) (int, error) {
 func Logger(t testing.TB, id string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", id)
 }
+
+// Single starts one node that is a cluster of its own and waits until it
+// leads; configure, if not nil, adjusts its Config first (its TLS files,
+// say). Unlike New it opens no connection to the node, so that the test
+// chooses how to connect. t.Cleanup shuts it down.
+func Single(t testing.TB, configure func(*node.Config)) *node.Node {
+	t.Helper()
+	addr, tr := raft.NewInmemTransport("")
+	cfg := node.DefaultConfig()
+	cfg.NodeID, cfg.InMemory, cfg.RaftTransport = "n1", true, tr
+	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", ""
+	cfg.BootstrapPeers = []node.Peer{{ID: "n1", Address: string(addr)}}
+	cfg.Raft = FastRaft
+	cfg.Logger = Logger(t, "n1")
+	if configure != nil {
+		configure(&cfg)
+	}
+	nd, err := node.New(cfg)
+	if err != nil {
+		t.Fatalf("starting n1: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := nd.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown n1: %v", err)
+		}
+	})
+	poll.Eventually(t, 10*time.Second, func(context.Context) error {
+		if !nd.IsLeader() {
+			return errors.New("n1 does not lead yet")
+		}
+		return nil
+	})
+	return nd
+}

@@ -1,0 +1,109 @@
+package harness
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/regcenter/registry/tlsutil"
+)
+
+// clusterTLS is a cluster's CA and the harness's own client certificate,
+// with Options.TLS.
+type clusterTLS struct {
+	ca    tlsutil.PEMPair
+	files tlsutil.Config // the CA file and the harness's client certificate
+	creds credentials.TransportCredentials
+}
+
+// newClusterTLS creates a CA and a client certificate in dir.
+func newClusterTLS(dir string) (*clusterTLS, error) {
+	ca, err := tlsutil.CreateCA(tlsutil.CAOptions{})
+	if err != nil {
+		return nil, err
+	}
+	client, err := tlsutil.CreateCert(ca, tlsutil.CertOptions{CommonName: "harness"})
+	if err != nil {
+		return nil, err
+	}
+	files, err := writeTLSFiles(dir, ca, client)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := tlsutil.ClientConfig(files.CAFile, files.CertFile, files.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &clusterTLS{ca: ca, files: files, creds: credentials.NewTLS(cfg)}, nil
+}
+
+// writeTLSFiles writes ca's certificate and cert into dir (ca.pem, cert.pem,
+// key.pem), each replaced by a rename so that a node never reads half a
+// file.
+func writeTLSFiles(dir string, ca, cert tlsutil.PEMPair) (tlsutil.Config, error) {
+	files := tlsutil.Config{
+		CAFile:   filepath.Join(dir, "ca.pem"),
+		CertFile: filepath.Join(dir, "cert.pem"),
+		KeyFile:  filepath.Join(dir, "key.pem"),
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return files, err
+	}
+	for name, data := range map[string][]byte{files.CAFile: ca.Cert, files.CertFile: cert.Cert, files.KeyFile: cert.Key} {
+		if err := os.WriteFile(name+".tmp", data, 0o600); err != nil {
+			return files, err
+		}
+		if err := os.Rename(name+".tmp", name); err != nil {
+			return files, err
+		}
+	}
+	return files, nil
+}
+
+// tlsArgs gives node n a node certificate (naming the cluster's IP too) in
+// its directory and returns its --tls-* flags; none without Options.TLS.
+func (c *Cluster) tlsArgs(n *Node) ([]string, error) {
+	if c.tls == nil {
+		return nil, nil
+	}
+	if _, err := n.RotateCertificate(); err != nil {
+		return nil, err
+	}
+	return []string{"--tls-cert=" + n.tlsFiles.CertFile, "--tls-key=" + n.tlsFiles.KeyFile, "--tls-ca=" + n.tlsFiles.CAFile}, nil
+}
+
+// CA is the cluster's CA (Options.TLS), to make more certificates with.
+func (c *Cluster) CA() tlsutil.PEMPair { return c.tls.ca }
+
+// ClientTLSFiles are the CA file and the harness's client certificate and
+// key (Options.TLS).
+func (c *Cluster) ClientTLSFiles() tlsutil.Config { return c.tls.files }
+
+// RotateCertificate writes a new node certificate for n over its files
+// (Options.TLS) and returns it; the node reads it within seconds, or at
+// once on SIGHUP (Node.Signal).
+func (n *Node) RotateCertificate() (tlsutil.PEMPair, error) {
+	c := n.cluster
+	cert, err := tlsutil.CreateCert(c.tls.ca, tlsutil.CertOptions{Server: true, CommonName: n.id, IPs: []net.IP{net.ParseIP(c.ip)}})
+	if err != nil {
+		return cert, err
+	}
+	n.tlsFiles, err = writeTLSFiles(filepath.Join(n.dir, "tls"), c.tls.ca, cert)
+	if err != nil {
+		return cert, fmt.Errorf("%s: tls files: %w", n.id, err)
+	}
+	return cert, nil
+}
+
+// Signal sends sig to the node's live process.
+func (n *Node) Signal(sig syscall.Signal) error {
+	p, err := n.live()
+	if err != nil {
+		return err
+	}
+	return p.Signal(sig)
+}
