@@ -146,6 +146,20 @@ type Config struct {
 	// than refusing them) must not hold every beat of this node for long.
 	// Default 1s: a commit takes milliseconds.
 	ForwardTimeout time.Duration
+	// WriteRate is the writes per second one client address may make
+	// (token bucket of WriteBurst): a Register, a Deregister, a Beat call
+	// or one BeatStream frame is one write, however many instances it
+	// names. Beyond it a call is ResourceExhausted with a RetryInfo.
+	// Counted on the node the client reached, never again on the leader a
+	// call is forwarded to. Default 10,000/s, burst 20,000.
+	WriteRate  float64
+	WriteBurst int
+	// MaxClients bounds the client addresses whose write rate is tracked;
+	// beyond it the least recently seen is forgotten. Default 65,536.
+	MaxClients int
+	// MaxWatchesPerClient bounds the concurrent watches of one client
+	// address on this node. Default 256.
+	MaxWatchesPerClient int
 }
 
 // DefaultConfig returns the defaults of every setting but the
@@ -160,6 +174,10 @@ func DefaultConfig() Config {
 		MaxInflightBeatFrames: 64,
 		MaxBeatRate:           200_000,
 		ForwardTimeout:        time.Second,
+		WriteRate:             10_000,
+		WriteBurst:            20_000,
+		MaxClients:            65_536,
+		MaxWatchesPerClient:   256,
 	}
 }
 

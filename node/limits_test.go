@@ -1,0 +1,159 @@
+package node_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+
+	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/node"
+	"github.com/regcenter/registry/node/nodetest"
+)
+
+// oneHTTPNode is a one-node cluster with HTTP on and limits adjusted.
+func oneHTTPNode(t *testing.T, limits func(*node.Limits)) *node.Node {
+	t.Helper()
+	c := nodetest.New(t, 1, func(cfg *node.Config) {
+		cfg.HTTPAddr = "127.0.0.1:0"
+		limits(&cfg.Limits)
+	})
+	c.Leader()
+	return c.Nodes[0]
+}
+
+func TestASlowHTTPBodyIsCutWithinTheReadTimeout(t *testing.T) {
+	const readTimeout = 500 * time.Millisecond
+	nd := oneHTTPNode(t, func(l *node.Limits) { l.HTTPReadTimeout = readTimeout })
+	conn, err := net.Dial("tcp", nd.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprintf(conn, "PUT /v1/services/s/instances/i HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", nd.HTTPAddr())
+	// A byte every 50 ms: far slower than any real client, never idle
+	// long enough for a per-read timeout to fire.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := conn.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// The node answers and closes, closes, or resets: anything but our
+	// own read deadline.
+	_, err = io.ReadAll(conn)
+	var ne net.Error
+	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > readTimeout+2*time.Second {
+		t.Fatalf("the slow request was still open after %v (read: %v); want it cut soon after %v", elapsed, err, readTimeout)
+	}
+}
+
+func TestConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
+	const limit = 10
+	nd := oneHTTPNode(t, func(l *node.Limits) { l.MaxConnections = limit })
+	url := "http://" + nd.HTTPAddr() + "/healthz"
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range limit {
+		c, err := net.Dial("tcp", nd.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	get := func(timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	if err := get(700 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("request %d with %d idle connections held: %v, want it not served (deadline exceeded)", limit+1, limit, err)
+	}
+	held[0].Close()
+	held = held[1:]
+	poll.Eventually(t, 5*time.Second, func(context.Context) error { return get(time.Second) })
+}
+
+func TestAnIdleGRPCConnectionIsClosedAfterTheIdleTimeout(t *testing.T) {
+	nd := oneHTTPNode(t, func(l *node.Limits) { l.GRPCMaxConnectionIdle = 300 * time.Millisecond })
+	cc, err := grpc.NewClient(nd.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := registryv1.NewRegistryClient(cc).ListServices(t.Context(), &registryv1.ListServicesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The server's GOAWAY sends the client's channel to IDLE; left open it
+	// would stay READY for the client's own idle timeout (30 minutes).
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
+		if s := cc.GetState(); s != connectivity.Idle {
+			return fmt.Errorf("connection is %v", s)
+		}
+		return nil
+	})
+}
+
+func TestAnHTTPWatchOutlivesTheReadAndWriteTimeouts(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	nd := oneHTTPNode(t, func(l *node.Limits) { l.HTTPReadTimeout, l.HTTPWriteTimeout = timeout, timeout })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+nd.HTTPAddr()+"/v1/services/orders/watch", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	if !lines.Scan() {
+		t.Fatalf("no reset: %v", lines.Err())
+	}
+	// The passing of time is what this test is about: three timeouts.
+	<-time.After(3 * timeout)
+	cc, err := grpc.NewClient(nd.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	in := &registryv1.Instance{Service: "orders", Id: "a", Address: "127.0.0.1:80"}
+	if _, err := registryv1.NewRegistryClient(cc).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() {
+		t.Fatalf("the watch ended after %v: %v", 3*timeout, lines.Err())
+	}
+}
