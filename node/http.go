@@ -118,6 +118,9 @@ func (n *Node) gatewayMux(gw *grpc.ClientConn, opts ...runtime.ServeMuxOption) (
 		// A POST form is not a GET: a method a path does not have is a
 		// 405, whatever the content type.
 		runtime.WithDisablePathLengthFallback(),
+		runtime.WithIncomingHeaderMatcher(incomingHeaders),
+		runtime.WithMetadata(n.clientAddrMetadata),
+		runtime.WithErrorHandler(retryAfterErrorHandler),
 	}, opts...)...)
 	if err := registryv1.RegisterRegistryHandlerClient(n.ctx, api, registryv1.NewRegistryClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err

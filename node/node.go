@@ -339,6 +339,10 @@ func (n *Node) startServers(m nodeMetrics) error {
 		MaxWatchers: n.cfg.MaxWatchers,
 		MaxBeatRate: n.cfg.MaxBeatRate,
 		Metrics:     m.rpc,
+		WriteRate:   n.cfg.Limits.WriteRate,
+		WriteBurst:  n.cfg.Limits.WriteBurst,
+
+		MaxWatchesPerClient: n.cfg.Limits.MaxWatchesPerClient,
 	}); err != nil {
 		return err
 	}

@@ -198,6 +198,9 @@ func (c *Config) Validate() error {
 	case c.MaxWatchers < 0 || c.WatchBatch < 0 || c.MaxInflightBeatFrames < 0 || c.MaxBeatRate < 0:
 		return fmt.Errorf("rpc: MaxWatchers (%d), WatchBatch (%d) and MaxInflightBeatFrames (%d) must not be negative",
 			c.MaxWatchers, c.WatchBatch, c.MaxInflightBeatFrames)
+	case c.WriteRate <= 0 || c.WriteBurst < 1 || c.MaxClients < 1 || c.MaxWatchesPerClient < 1:
+		return fmt.Errorf("rpc: WriteRate (%v) must be positive, WriteBurst (%d), MaxClients (%d) and MaxWatchesPerClient (%d) at least 1",
+			c.WriteRate, c.WriteBurst, c.MaxClients, c.MaxWatchesPerClient)
 	}
 	return c.Beats.Validate()
 }
@@ -217,12 +220,14 @@ type Server struct {
 	rate    rateMeter // beats applied per second, on the leader
 	metrics *Metrics
 
-	watchers chan struct{} // a slot per watch
-	done     chan struct{} // closed by Close
-	wg       sync.WaitGroup
-	closeMu  sync.Once
-	goMu     sync.Mutex // guards closed and wg.Add
-	closed   bool
+	watchers     chan struct{} // a slot per watch
+	clients      *clients      // write rates and watches per client address
+	gatewayToken string        // see GatewayToken
+	done         chan struct{} // closed by Close
+	wg           sync.WaitGroup
+	closeMu      sync.Once
+	goMu         sync.Mutex // guards closed and wg.Add
+	closed       bool
 }
 
 // New returns a Server; zero fields of cfg take their defaults.
@@ -245,6 +250,9 @@ func New(cfg Config) (*Server, error) {
 		done:     make(chan struct{}),
 		rate:     rateMeter{clock: cfg.Clock},
 		metrics:  cfg.Metrics,
+		clients:  newClients(cfg),
+
+		gatewayToken: newGatewayToken(),
 	}
 	b, err := groupcommit.New(cfg.Beats, s.flushBeats)
 	if err != nil {
