@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -131,5 +132,28 @@ func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config without flags (-node.DefaultConfig +got):\n%s", diff)
+	}
+}
+
+func TestLimitFlagsReachTheNodeConfig(t *testing.T) {
+	dir := t.TempDir()
+	o, err := parse([]string{"--node-id", "n1", "--data-dir", dir, "--max-connections", "10", "--write-rate", "5",
+		"--write-burst", "7", "--max-watches-per-client", "3", "--grpc-max-concurrent-streams", "9",
+		"--http-read-timeout", "2s", "--http-allowed-origins", "https://a.example, http://b.example:80",
+		"--http-allowed-hosts", "a.example"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := node.DefaultLimits()
+	want.MaxConnections, want.WriteRate, want.WriteBurst, want.MaxWatchesPerClient = 10, 5, 7, 3
+	want.GRPCMaxConcurrentStreams, want.HTTPReadTimeout = 9, 2*time.Second
+	want.HTTPAllowedOrigins = []string{"https://a.example", "http://b.example:80"}
+	want.HTTPAllowedHosts = []string{"a.example"}
+	if diff := cmp.Diff(want, got.Limits); diff != "" {
+		t.Errorf("limits (-want +got):\n%s", diff)
 	}
 }
