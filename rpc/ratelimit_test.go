@@ -49,8 +49,10 @@ func TestClientsForgetTheLeastRecentlySeenBeyondTheirBound(t *testing.T) {
 func TestClientWatchesAreCountedPerAddressAndReleased(t *testing.T) {
 	c := newClients(Config{WriteRate: 1, WriteBurst: 1, MaxClients: 1})
 	a := netip.MustParseAddr("10.0.0.1")
-	if !c.addWatch(a, 2) || !c.addWatch(a, 2) {
-		t.Fatal("watches within the limit refused")
+	for i := range 2 {
+		if !c.addWatch(a, 2) {
+			t.Fatalf("watch %d within the limit refused", i+1)
+		}
 	}
 	if c.addWatch(a, 2) {
 		t.Fatal("a third watch with a limit of 2 was allowed")
