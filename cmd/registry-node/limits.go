@@ -3,27 +3,44 @@ package main
 import (
 	"flag"
 	"strings"
+	"time"
 
 	"github.com/regcenter/registry/node"
 )
 
 // limitFlags defines the flags of node.Limits on fs, with d's defaults.
 func limitFlags(fs *flag.FlagSet, l *node.Limits, origins, hosts *string, d node.Limits) {
+	*l = d // each flag's default is the value it starts with
+	for _, f := range []struct {
+		p           any
+		name, usage string
+	}{
+		{&l.MaxConnections, "max-connections", "open connections per client listener (gRPC and HTTP each); beyond it a new connection waits until one closes"},
+		{&l.GRPCMaxConcurrentStreams, "grpc-max-concurrent-streams", "concurrent calls (streams) per gRPC connection"},
+		{&l.GRPCMaxConnectionIdle, "grpc-max-connection-idle", "close a gRPC connection without a call for this long"},
+		{&l.GRPCKeepaliveMinTime, "grpc-keepalive-min-time", "a gRPC client that sends keepalive pings more often is disconnected"},
+		{&l.HTTPReadHeaderTimeout, "http-read-header-timeout", "time to read an HTTP request's header"},
+		{&l.HTTPReadTimeout, "http-read-timeout", "time to read a whole HTTP request, body included (a slow body is cut)"},
+		{&l.HTTPWriteTimeout, "http-write-timeout", "time to write an HTTP response; watches are exempt"},
+		{&l.HTTPIdleTimeout, "http-idle-timeout", "close an idle HTTP keep-alive connection after this long"},
+		{&l.HTTPMaxHeaderBytes, "http-max-header-bytes", "largest HTTP request header"},
+		{&l.WriteRate, "write-rate", "writes per second per client address (Register, Deregister, a Beat call or a BeatStream frame each count one)"},
+		{&l.WriteBurst, "write-burst", "writes one client address may make at once above --write-rate"},
+		{&l.MaxWatchesPerClient, "max-watches-per-client", "concurrent watches per client address"},
+	} {
+		usage := f.usage + " (env " + envName(f.name) + ")"
+		switch p := f.p.(type) {
+		case *int:
+			fs.IntVar(p, f.name, *p, usage)
+		case *float64:
+			fs.Float64Var(p, f.name, *p, usage)
+		case *time.Duration:
+			fs.DurationVar(p, f.name, *p, usage)
+		}
+	}
 	env := func(name string) string { return " (env " + envName(name) + ")" }
-	fs.IntVar(&l.MaxConnections, "max-connections", d.MaxConnections, "open connections per client listener (gRPC and HTTP each); beyond it a new connection waits until one closes"+env("max-connections"))
-	fs.IntVar(&l.GRPCMaxConcurrentStreams, "grpc-max-concurrent-streams", d.GRPCMaxConcurrentStreams, "concurrent calls (streams) per gRPC connection"+env("grpc-max-concurrent-streams"))
-	fs.DurationVar(&l.GRPCMaxConnectionIdle, "grpc-max-connection-idle", d.GRPCMaxConnectionIdle, "close a gRPC connection without a call for this long"+env("grpc-max-connection-idle"))
-	fs.DurationVar(&l.GRPCKeepaliveMinTime, "grpc-keepalive-min-time", d.GRPCKeepaliveMinTime, "a gRPC client that sends keepalive pings more often is disconnected"+env("grpc-keepalive-min-time"))
-	fs.DurationVar(&l.HTTPReadHeaderTimeout, "http-read-header-timeout", d.HTTPReadHeaderTimeout, "time to read an HTTP request's header"+env("http-read-header-timeout"))
-	fs.DurationVar(&l.HTTPReadTimeout, "http-read-timeout", d.HTTPReadTimeout, "time to read a whole HTTP request, body included (a slow body is cut)"+env("http-read-timeout"))
-	fs.DurationVar(&l.HTTPWriteTimeout, "http-write-timeout", d.HTTPWriteTimeout, "time to write an HTTP response; watches are exempt"+env("http-write-timeout"))
-	fs.DurationVar(&l.HTTPIdleTimeout, "http-idle-timeout", d.HTTPIdleTimeout, "close an idle HTTP keep-alive connection after this long"+env("http-idle-timeout"))
-	fs.IntVar(&l.HTTPMaxHeaderBytes, "http-max-header-bytes", d.HTTPMaxHeaderBytes, "largest HTTP request header"+env("http-max-header-bytes"))
-	fs.Float64Var(&l.WriteRate, "write-rate", d.WriteRate, "writes per second per client address (Register, Deregister, a Beat call or a BeatStream frame each count one)"+env("write-rate"))
-	fs.IntVar(&l.WriteBurst, "write-burst", d.WriteBurst, "writes one client address may make at once above --write-rate"+env("write-burst"))
-	fs.IntVar(&l.MaxWatchesPerClient, "max-watches-per-client", d.MaxWatchesPerClient, "concurrent watches per client address"+env("max-watches-per-client"))
 	fs.StringVar(origins, "http-allowed-origins", "", "comma-separated browser origins (scheme://host:port) allowed to write through the HTTP API; \"*\" any (default: this node's HTTP addresses and localhost)"+env("http-allowed-origins"))
-	fs.StringVar(hosts, "http-allowed-hosts", "", "comma-separated Host headers (host or host:port) the HTTP API answers; \"*\" any (default: this node's HTTP addresses and localhost)"+env("http-allowed-hosts"))
+	fs.StringVar(hosts, "http-allowed-hosts", "", "comma-separated host names the HTTP API answers under /v1/ (IP addresses always); \"*\" any (default: this node's HTTP address names and localhost)"+env("http-allowed-hosts"))
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

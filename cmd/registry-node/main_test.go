@@ -117,14 +117,7 @@ func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
 // are taken from it, not restated.
 func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	o, err := parse([]string{"--node-id", "n1", "--data-dir", dir}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := configOf(t, "--node-id", "n1", "--data-dir", dir)
 	want := node.DefaultConfig()
 	want.NodeID, want.DataDir = "n1", dir
 	for _, c := range []*node.Config{&got, &want} {
@@ -136,18 +129,10 @@ func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 }
 
 func TestLimitFlagsReachTheNodeConfig(t *testing.T) {
-	dir := t.TempDir()
-	o, err := parse([]string{"--node-id", "n1", "--data-dir", dir, "--max-connections", "10", "--write-rate", "5",
+	got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--max-connections", "10", "--write-rate", "5",
 		"--write-burst", "7", "--max-watches-per-client", "3", "--grpc-max-concurrent-streams", "9",
 		"--http-read-timeout", "2s", "--http-allowed-origins", "https://a.example, http://b.example:80",
-		"--http-allowed-hosts", "a.example"}, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
-	if err != nil {
-		t.Fatal(err)
-	}
+		"--http-allowed-hosts", "a.example")
 	want := node.DefaultLimits()
 	want.MaxConnections, want.WriteRate, want.WriteBurst, want.MaxWatchesPerClient = 10, 5, 7, 3
 	want.GRPCMaxConcurrentStreams, want.HTTPReadTimeout = 9, 2*time.Second
@@ -156,4 +141,18 @@ func TestLimitFlagsReachTheNodeConfig(t *testing.T) {
 	if diff := cmp.Diff(want, got.Limits); diff != "" {
 		t.Errorf("limits (-want +got):\n%s", diff)
 	}
+}
+
+// configOf is the node.Config the command line args give.
+func configOf(t *testing.T, args ...string) node.Config {
+	t.Helper()
+	o, err := parse(args, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := o.nodeConfig(slog.New(slog.DiscardHandler), slog.LevelInfo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
