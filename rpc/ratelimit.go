@@ -62,6 +62,12 @@ type clients struct {
 	lru     *list.List // of *clientRate, most recent first
 	byAddr  map[netip.Addr]*list.Element
 	watches map[netip.Addr]int
+	names   map[string]resolvedName // members' host names
+}
+
+type resolvedName struct {
+	ips []netip.Addr
+	at  time.Time
 }
 
 type clientRate struct {
@@ -73,6 +79,7 @@ func newClients(c Config) *clients {
 	return &clients{
 		rate: rate.Limit(c.WriteRate), burst: c.WriteBurst, max: c.MaxClients,
 		lru: list.New(), byAddr: map[netip.Addr]*list.Element{}, watches: map[netip.Addr]int{},
+		names: map[string]resolvedName{},
 	}
 }
 
@@ -179,18 +186,37 @@ func (s *Server) isMember(ctx context.Context, id string, addr netip.Addr) bool 
 	if a, err := netip.ParseAddr(host); err == nil {
 		return a.Unmap() == addr
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return false
-	}
-	for _, ip := range ips {
-		if ip.Unmap() == addr {
+	for _, ip := range s.clients.resolve(ctx, host) {
+		if ip == addr {
 			return true
 		}
 	}
 	return false
+}
+
+// memberNameTTL is how long a member's resolved host name is kept.
+const memberNameTTL = 30 * time.Second
+
+// resolve returns the addresses of a member's host name, from a cache kept
+// memberNameTTL (the names are the members' own, a handful), so that
+// forwarded calls do not each wait on DNS. A failed lookup is cached too.
+func (c *clients) resolve(ctx context.Context, host string) []netip.Addr {
+	c.mu.Lock()
+	r, ok := c.names[host]
+	c.mu.Unlock()
+	if ok && time.Since(r.at) < memberNameTTL {
+		return r.ips
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	ips, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	for i := range ips {
+		ips[i] = ips[i].Unmap()
+	}
+	c.mu.Lock()
+	c.names[host] = resolvedName{ips: ips, at: time.Now()}
+	c.mu.Unlock()
+	return ips
 }
 
 // admitWrite counts one write against the calling client's rate, or

@@ -1,10 +1,17 @@
 package rpc
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+
+	"github.com/regcenter/registry/fsm"
 )
 
 func TestClientsLimitEachAddressAndSayWhenToRetry(t *testing.T) {
@@ -75,5 +82,50 @@ func TestIPv6ClientsAreCountedByTheirSlash64(t *testing.T) {
 	}
 	if got := clientKey(netip.MustParseAddr("::ffff:10.0.0.1")); got != netip.MustParseAddr("10.0.0.1") {
 		t.Errorf("clientKey of a v4-mapped address = %v, want 10.0.0.1", got)
+	}
+}
+
+// namedMember is fakeState with member n3 published under a host name.
+type namedMember struct{ *fakeState }
+
+func (s namedMember) Node(id string) (fsm.NodeMeta, bool) {
+	if id == "n3" {
+		return fsm.NodeMeta{NodeID: id, GRPCAddress: "localhost:7001"}, true
+	}
+	return s.fakeState.Node(id)
+}
+
+func TestCallsAreCountedAgainstTheRightClient(t *testing.T) {
+	s := &Server{state: namedMember{&fakeState{}}, gatewayToken: "tok", clients: newClients(DefaultConfig())}
+	call := func(from string, md ...string) context.Context {
+		ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(from))})
+		return metadata.NewIncomingContext(ctx, metadata.Pairs(md...))
+	}
+	tests := []struct {
+		name string
+		ctx  context.Context
+		want string // "" for not counted
+	}{
+		{"a client", call("10.0.0.9:5000"), "10.0.0.9"},
+		{"forwarded by member n1 from its address", call("10.1.1.1:5000", forwardedKey, "n1"), ""},
+		{"a forwarding mark from another address", call("10.0.0.9:5000", forwardedKey, "n1"), "10.0.0.9"},
+		{"a forwarding mark naming no member", call("10.1.1.1:5000", forwardedKey, "n9"), "10.1.1.1"},
+		{"forwarded by a member published by name", call("127.0.0.1:5000", forwardedKey, "n3"), ""},
+		{"the gateway for an HTTP client", call("127.0.0.1:5000", GatewayTokenKey, "tok", ClientAddrKey, "192.0.2.7"), "192.0.2.7"},
+		{"a wrong gateway token", call("127.0.0.1:5000", GatewayTokenKey, "guess", ClientAddrKey, "192.0.2.7"), "127.0.0.1"},
+		{"the token from off the machine", call("10.0.0.9:5000", GatewayTokenKey, "tok", ClientAddrKey, "192.0.2.7"), "10.0.0.9"},
+		{"an IPv6 client, by /64", call("[2001:db8::5]:5000"), "2001:db8::"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr, counted := s.client(tt.ctx)
+			got := ""
+			if counted {
+				got = addr.String()
+			}
+			if got != tt.want {
+				t.Errorf("counted against %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
