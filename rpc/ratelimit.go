@@ -184,7 +184,9 @@ func (s *Server) isMember(ctx context.Context, id string, addr netip.Addr) bool 
 		return false
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
-		return a.Unmap() == addr
+		// Any loopback address is this machine: a connection to
+		// 127.1.2.3 leaves from 127.0.0.1.
+		return a.Unmap() == addr || a.IsLoopback() && addr.IsLoopback()
 	}
 	for _, ip := range s.clients.resolve(ctx, host) {
 		if ip == addr {

@@ -89,8 +89,11 @@ func TestIPv6ClientsAreCountedByTheirSlash64(t *testing.T) {
 type namedMember struct{ *fakeState }
 
 func (s namedMember) Node(id string) (fsm.NodeMeta, bool) {
-	if id == "n3" {
+	switch id {
+	case "n3":
 		return fsm.NodeMeta{NodeID: id, GRPCAddress: "localhost:7001"}, true
+	case "n4":
+		return fsm.NodeMeta{NodeID: id, GRPCAddress: "127.197.1.2:7001"}, true
 	}
 	return s.fakeState.Node(id)
 }
@@ -111,6 +114,7 @@ func TestCallsAreCountedAgainstTheRightClient(t *testing.T) {
 		{"a forwarding mark from another address", call("10.0.0.9:5000", forwardedKey, "n1"), "10.0.0.9"},
 		{"a forwarding mark naming no member", call("10.1.1.1:5000", forwardedKey, "n9"), "10.1.1.1"},
 		{"forwarded by a member published by name", call("127.0.0.1:5000", forwardedKey, "n3"), ""},
+		{"forwarded by a member on another loopback address", call("127.0.0.1:5000", forwardedKey, "n4"), ""},
 		{"the gateway for an HTTP client", call("127.0.0.1:5000", GatewayTokenKey, "tok", ClientAddrKey, "192.0.2.7"), "192.0.2.7"},
 		{"a wrong gateway token", call("127.0.0.1:5000", GatewayTokenKey, "guess", ClientAddrKey, "192.0.2.7"), "127.0.0.1"},
 		{"the token from off the machine", call("10.0.0.9:5000", GatewayTokenKey, "tok", ClientAddrKey, "192.0.2.7"), "10.0.0.9"},
