@@ -151,7 +151,10 @@ type Config struct {
 	// or one BeatStream frame is one write, however many instances it
 	// names. Beyond it a call is ResourceExhausted with a RetryInfo.
 	// Counted on the node the client reached, never again on the leader a
-	// call is forwarded to. Default 10,000/s, burst 20,000.
+	// call is forwarded to. Default 100,000/s, burst 100,000: above the
+	// benchmarks' single-beat frames from one address (W1 single, up to
+	// 50,000 frames/s from 127.0.0.1); deployments with many client
+	// addresses can set far less.
 	WriteRate  float64
 	WriteBurst int
 	// MaxClients bounds the client addresses whose write rate is tracked;
@@ -174,8 +177,8 @@ func DefaultConfig() Config {
 		MaxInflightBeatFrames: 64,
 		MaxBeatRate:           200_000,
 		ForwardTimeout:        time.Second,
-		WriteRate:             10_000,
-		WriteBurst:            20_000,
+		WriteRate:             100_000,
+		WriteBurst:            100_000,
 		MaxClients:            65_536,
 		MaxWatchesPerClient:   256,
 	}
