@@ -161,7 +161,7 @@ type Config struct {
 	// beyond it the least recently seen is forgotten. Default 65,536.
 	MaxClients int
 	// MaxWatchesPerClient bounds the concurrent watches of one client
-	// address on this node. Default 256.
+	// address on this node. Default 1,024.
 	MaxWatchesPerClient int
 }
 
@@ -180,7 +180,7 @@ func DefaultConfig() Config {
 		WriteRate:             100_000,
 		WriteBurst:            100_000,
 		MaxClients:            65_536,
-		MaxWatchesPerClient:   256,
+		MaxWatchesPerClient:   1024,
 	}
 }
 
