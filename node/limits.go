@@ -31,6 +31,9 @@ type Limits struct {
 	// GRPCMaxConnectionIdle closes a gRPC connection that has had no call
 	// for this long (a GOAWAY; a client reconnects when it next calls).
 	GRPCMaxConnectionIdle time.Duration
+	// GRPCConnectionTimeout bounds a new gRPC connection's handshake: a
+	// connection that sends nothing is closed after it.
+	GRPCConnectionTimeout time.Duration
 	// GRPCKeepaliveMinTime is the shortest keepalive ping interval a client
 	// may use; a client that pings more often is disconnected.
 	GRPCKeepaliveMinTime time.Duration
@@ -76,6 +79,7 @@ func DefaultLimits() Limits {
 		MaxConnections:           8192,
 		GRPCMaxConcurrentStreams: 1024,
 		GRPCMaxConnectionIdle:    5 * time.Minute,
+		GRPCConnectionTimeout:    10 * time.Second,
 		GRPCKeepaliveMinTime:     5 * time.Second,
 		HTTPReadHeaderTimeout:    10 * time.Second,
 		HTTPReadTimeout:          30 * time.Second,
@@ -107,6 +111,7 @@ func (l *Limits) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"grpc max connection idle": l.GRPCMaxConnectionIdle, "grpc keepalive min time": l.GRPCKeepaliveMinTime,
+		"grpc connection timeout":  l.GRPCConnectionTimeout,
 		"http read header timeout": l.HTTPReadHeaderTimeout, "http read timeout": l.HTTPReadTimeout,
 		"http write timeout": l.HTTPWriteTimeout, "http idle timeout": l.HTTPIdleTimeout,
 	} {
@@ -131,6 +136,7 @@ func (n *Node) grpcLimits() []grpc.ServerOption {
 	l := n.cfg.Limits
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(uint32(l.GRPCMaxConcurrentStreams)),
+		grpc.ConnectionTimeout(l.GRPCConnectionTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.GRPCKeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: l.GRPCMaxConnectionIdle,

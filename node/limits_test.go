@@ -157,3 +157,20 @@ func TestAnHTTPWatchOutlivesTheReadAndWriteTimeouts(t *testing.T) {
 		t.Fatalf("the watch ended after %v: %v", 3*timeout, lines.Err())
 	}
 }
+
+func TestASilentConnectionToGRPCIsClosedAfterTheConnectionTimeout(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	nd := oneHTTPNode(t, func(l *node.Limits) { l.GRPCConnectionTimeout = timeout })
+	conn, err := net.Dial("tcp", nd.GRPCAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(conn) // the server's settings frame, then the close
+	var ne net.Error
+	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > timeout+2*time.Second {
+		t.Fatalf("a connection that sent nothing was still open after %v (read: %v); want it closed soon after %v", elapsed, err, timeout)
+	}
+}

@@ -18,6 +18,7 @@ func limitFlags(fs *flag.FlagSet, l *node.Limits, origins, hosts *string, d node
 		{&l.MaxConnections, "max-connections", "open connections per client listener (gRPC and HTTP each); beyond it a new connection waits until one closes"},
 		{&l.GRPCMaxConcurrentStreams, "grpc-max-concurrent-streams", "concurrent calls (streams) per gRPC connection"},
 		{&l.GRPCMaxConnectionIdle, "grpc-max-connection-idle", "close a gRPC connection without a call for this long"},
+		{&l.GRPCConnectionTimeout, "grpc-connection-timeout", "close a new gRPC connection that has not completed its handshake in this long"},
 		{&l.GRPCKeepaliveMinTime, "grpc-keepalive-min-time", "a gRPC client that sends keepalive pings more often is disconnected"},
 		{&l.HTTPReadHeaderTimeout, "http-read-header-timeout", "time to read an HTTP request's header"},
 		{&l.HTTPReadTimeout, "http-read-timeout", "time to read a whole HTTP request, body included (a slow body is cut)"},
