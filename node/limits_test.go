@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
@@ -173,4 +175,44 @@ func TestASilentConnectionToGRPCIsClosedAfterTheConnectionTimeout(t *testing.T) 
 	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > timeout+2*time.Second {
 		t.Fatalf("a connection that sent nothing was still open after %v (read: %v); want it closed soon after %v", elapsed, err, timeout)
 	}
+}
+
+func TestGRPCConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
+	const limit = 5
+	c := nodetest.New(t, 1, func(cfg *node.Config) { cfg.Limits.MaxConnections = limit })
+	nd := c.Nodes[c.Leader()]
+	// limit more connections: whatever the test cluster holds already, the
+	// listener is full.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range limit {
+		c, err := net.Dial("tcp", nd.GRPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	call := func(timeout time.Duration) error {
+		cc, err := grpc.NewClient(nd.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		_, err = registryv1.NewRegistryClient(cc).ListServices(ctx, &registryv1.ListServicesRequest{}, grpc.WaitForReady(true))
+		return err
+	}
+	if err := call(700 * time.Millisecond); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a new connection with the listener full: %v, want it not served (DeadlineExceeded)", err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	poll.Eventually(t, 5*time.Second, func(context.Context) error { return call(time.Second) })
 }
