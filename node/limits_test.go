@@ -216,3 +216,34 @@ func TestGRPCConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
 	held = nil
 	poll.Eventually(t, 5*time.Second, func(context.Context) error { return call(time.Second) })
 }
+
+func TestCallsBeyondTheStreamLimitOfAConnectionWait(t *testing.T) {
+	c := nodetest.New(t, 1, func(cfg *node.Config) { cfg.Limits.GRPCMaxConcurrentStreams = 2 })
+	reg := c.Registry(c.Leader())
+	watch := func(ctx context.Context) error {
+		w, err := reg.Watch(ctx, &registryv1.WatchRequest{Service: "orders"})
+		if err != nil {
+			return err
+		}
+		_, err = w.Recv()
+		return err
+	}
+	first, cancelFirst := context.WithCancel(t.Context())
+	defer cancelFirst()
+	for range 2 {
+		if err := watch(first); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
+	defer cancel()
+	if err := watch(ctx); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a third stream on a connection limited to 2: %v, want it to wait (DeadlineExceeded)", err)
+	}
+	cancelFirst()
+	poll.Eventually(t, 5*time.Second, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return watch(ctx)
+	})
+}
