@@ -37,11 +37,7 @@ func oneHTTPNode(t *testing.T, limits func(*node.Limits)) *node.Node {
 func TestASlowHTTPBodyIsCutWithinTheReadTimeout(t *testing.T) {
 	const readTimeout = 500 * time.Millisecond
 	nd := oneHTTPNode(t, func(l *node.Limits) { l.HTTPReadTimeout = readTimeout })
-	conn, err := net.Dial("tcp", nd.HTTPAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialIdle(t, nd.HTTPAddr(), 1)[0]
 	start := time.Now()
 	fmt.Fprintf(conn, "PUT /v1/services/s/instances/i HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", nd.HTTPAddr())
 	// A byte every 50 ms: far slower than any real client, never idle
@@ -62,33 +58,14 @@ func TestASlowHTTPBodyIsCutWithinTheReadTimeout(t *testing.T) {
 			}
 		}
 	}()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	// The node answers and closes, closes, or resets: anything but our
-	// own read deadline.
-	_, err = io.ReadAll(conn)
-	var ne net.Error
-	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > readTimeout+2*time.Second {
-		t.Fatalf("the slow request was still open after %v (read: %v); want it cut soon after %v", elapsed, err, readTimeout)
-	}
+	closedWithin(t, conn, start, readTimeout)
 }
 
 func TestConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
 	const limit = 10
 	nd := oneHTTPNode(t, func(l *node.Limits) { l.MaxConnections = limit })
 	url := "http://" + nd.HTTPAddr() + "/healthz"
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range limit {
-		c, err := net.Dial("tcp", nd.HTTPAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
+	held := dialIdle(t, nd.HTTPAddr(), limit)
 	get := func(timeout time.Duration) error {
 		ctx, cancel := context.WithTimeout(t.Context(), timeout)
 		defer cancel()
@@ -105,7 +82,6 @@ func TestConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
 		t.Fatalf("request %d with %d idle connections held: %v, want it not served (deadline exceeded)", limit+1, limit, err)
 	}
 	held[0].Close()
-	held = held[1:]
 	poll.Eventually(t, 5*time.Second, func(context.Context) error { return get(time.Second) })
 }
 
@@ -163,18 +139,7 @@ func TestAnHTTPWatchOutlivesTheReadAndWriteTimeouts(t *testing.T) {
 func TestASilentConnectionToGRPCIsClosedAfterTheConnectionTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	nd := oneHTTPNode(t, func(l *node.Limits) { l.GRPCConnectionTimeout = timeout })
-	conn, err := net.Dial("tcp", nd.GRPCAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	start := time.Now()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, err = io.ReadAll(conn) // the server's settings frame, then the close
-	var ne net.Error
-	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > timeout+2*time.Second {
-		t.Fatalf("a connection that sent nothing was still open after %v (read: %v); want it closed soon after %v", elapsed, err, timeout)
-	}
+	closedWithin(t, dialIdle(t, nd.GRPCAddr(), 1)[0], time.Now(), timeout)
 }
 
 func TestGRPCConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
@@ -183,19 +148,7 @@ func TestGRPCConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
 	nd := c.Nodes[c.Leader()]
 	// limit more connections: whatever the test cluster holds already, the
 	// listener is full.
-	var held []net.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	for range limit {
-		c, err := net.Dial("tcp", nd.GRPCAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
+	held := dialIdle(t, nd.GRPCAddr(), limit)
 	call := func(timeout time.Duration) error {
 		cc, err := grpc.NewClient(nd.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -213,7 +166,6 @@ func TestGRPCConnectionsBeyondTheLimitAreNotServedUntilOneCloses(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	held = nil
 	poll.Eventually(t, 5*time.Second, func(context.Context) error { return call(time.Second) })
 }
 
@@ -246,4 +198,32 @@ func TestCallsBeyondTheStreamLimitOfAConnectionWait(t *testing.T) {
 		defer cancel()
 		return watch(ctx)
 	})
+}
+
+// dialIdle opens n TCP connections to addr that send nothing; the test's
+// cleanup closes them.
+func dialIdle(t *testing.T, addr string, n int) []net.Conn {
+	t.Helper()
+	var held []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		held = append(held, c)
+	}
+	return held
+}
+
+// closedWithin reads conn until the node closes (or resets) it, and fails
+// unless that happens within timeout of start, with 2 s of slack.
+func closedWithin(t *testing.T, conn net.Conn, start time.Time, timeout time.Duration) {
+	t.Helper()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.ReadAll(conn) // whatever the node answers, then the close
+	var ne net.Error
+	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > timeout+2*time.Second {
+		t.Fatalf("the connection was still open after %v (read: %v); want it closed soon after %v", elapsed, err, timeout)
+	}
 }
