@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -225,5 +226,46 @@ func closedWithin(t *testing.T, conn net.Conn, start time.Time, timeout time.Dur
 	var ne net.Error
 	if elapsed := time.Since(start); errors.As(err, &ne) && ne.Timeout() || elapsed > timeout+2*time.Second {
 		t.Fatalf("the connection was still open after %v (read: %v); want it closed soon after %v", elapsed, err, timeout)
+	}
+}
+
+func TestTheWriteTimeoutCutsASlowResponseButNotAProfile(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	c := nodetest.New(t, 1, func(cfg *node.Config) {
+		cfg.HTTPAddr = "127.0.0.1:0"
+		cfg.EnablePprof = true
+		cfg.Limits.HTTPWriteTimeout = timeout
+		// A response that takes three write timeouts to finish.
+		cfg.DebugHandlers = map[string]http.Handler{"/debug/slow": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			for range 3 {
+				fmt.Fprintln(w, "part")
+				http.NewResponseController(w).Flush()
+				select {
+				case <-time.After(timeout):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			fmt.Fprintln(w, "end")
+		})}
+	})
+	base := "http://" + c.Nodes[c.Leader()].HTTPAddr()
+	get := func(path string) (int, string, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), err
+	}
+	if _, body, err := get("/debug/slow"); err == nil && strings.Contains(body, "end") {
+		t.Errorf("a response taking 3 write timeouts was written whole: %q", body)
+	}
+	if code, body, err := get("/debug/pprof/profile?seconds=1"); err != nil || code != http.StatusOK {
+		t.Errorf("a 1 s profile with a %v write timeout: %d %.80q %v, want 200", timeout, code, body, err)
 	}
 }
