@@ -46,7 +46,8 @@ type Limits struct {
 	HTTPReadTimeout time.Duration
 	// HTTPWriteTimeout bounds writing a response, from the end of its
 	// request's header. Watches (GET /v1/watch, /v1/services/{s}/watch)
-	// are exempt: they stream for as long as the client reads.
+	// are exempt: they stream for as long as the client reads. pprof's
+	// profile and trace extend it by the seconds asked for.
 	HTTPWriteTimeout time.Duration
 	// HTTPIdleTimeout closes a keep-alive connection idle this long.
 	HTTPIdleTimeout time.Duration
