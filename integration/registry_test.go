@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -78,6 +79,9 @@ func TestInvalidRegistrationsAreRejectedBeforeTheLog(t *testing.T) {
 			in.Ttl = durationpb.New(2500 * time.Millisecond)
 		}},
 		{"empty address", "address", func(in *registryv1.Instance) { in.Address = "" }},
+		{"address host not a host name", "address", func(in *registryv1.Instance) { in.Address = "a_b c:80" }},
+		{"address port 70000", "address", func(in *registryv1.Instance) { in.Address = "10.0.0.1:70000" }},
+		{"incarnation 2^64-1, which would fence the id for good", "incarnation", func(in *registryv1.Instance) { in.Incarnation = math.MaxUint64 }},
 	}
 
 	for _, tt := range tests {

@@ -125,6 +125,8 @@ type Config struct {
 	// MaxWatchers bounds the watches one node serves
 	// (rpc.Config.MaxWatchers).
 	MaxWatchers int
+	// Limits bound what clients can take of the node (node/limits.go).
+	Limits Limits
 	// ShutdownTimeout bounds a graceful shutdown's leadership transfer and
 	// the drain of in-flight calls.
 	ShutdownTimeout time.Duration
@@ -187,6 +189,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout: 10 * time.Second,
 		Clock:           time.Now,
 		TLS:             tlsutil.DefaultConfig(),
+		Limits:          DefaultLimits(),
 	}
 }
 
@@ -202,6 +205,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.WatchHistory, d.WatchHistory)
 	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
 	defaults.Set(&c.ShutdownTimeout, d.ShutdownTimeout)
+	c.Limits = c.Limits.WithDefaults()
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
@@ -270,6 +274,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WatchHistory < 1 || c.MaxWatchers < 1 {
 		errs = append(errs, fmt.Errorf("watch history (%d) and max watchers (%d) must be at least 1", c.WatchHistory, c.MaxWatchers))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -57,3 +57,42 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+func TestLimitsValidateNamesEachProblemAndDefaultsFill(t *testing.T) {
+	l := Limits{MaxConnections: 1, GRPCMaxConcurrentStreams: 1, HTTPMaxHeaderBytes: 10, HTTPReadTimeout: -1,
+		WriteRate: -1, WriteBurst: 1, MaxWatchesPerClient: 1}.WithDefaults()
+	err := l.Validate()
+	for _, want := range []string{"max connections", "http max header bytes", "http read timeout", "write rate"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v, want it to name %s", err, want)
+		}
+	}
+	d := DefaultLimits()
+	if got := (Limits{}).WithDefaults(); !cmp.Equal(got, d) {
+		t.Errorf("zero Limits with defaults:\n%s", cmp.Diff(d, got))
+	}
+	if err := d.Validate(); err != nil {
+		t.Errorf("DefaultLimits do not validate: %v", err)
+	}
+}
+
+func TestTheAllowListAcceptsIPsAndOwnNamesOnly(t *testing.T) {
+	n := &Node{cfg: Config{HTTPAddr: "127.0.0.1:7201", HTTPAdvertise: "node1.example:7201"}}
+	a := n.httpAllowList()
+	for host, want := range map[string]bool{
+		"127.0.0.1:7201": true, "10.1.2.3": true, "[::1]:7201": true, "localhost:7201": true,
+		"node1.example:7201": true, "NODE1.example.": true, "evil.example:7201": false, "localhost.evil.example": false,
+	} {
+		if got := a.hostAllowed(host); got != want {
+			t.Errorf("hostAllowed(%q) = %v, want %v", host, got, want)
+		}
+	}
+	for _, o := range []string{"http://node1.example:7201", "https://localhost:7201", "http://127.0.0.1:7201", "http://[::1]:7201"} {
+		if !a.origins[o] {
+			t.Errorf("origin %q not allowed by default", o)
+		}
+	}
+	if a.origins["http://node1.example"] || a.origins["null"] {
+		t.Errorf("an origin on another port, or null, is allowed")
+	}
+}

@@ -17,6 +17,12 @@
 // this node's own gRPC server so that HTTP calls are validated, forwarded
 // and fail exactly as gRPC ones.
 //
+// Limits (limits.go, httpguard.go) bound what a client can take: open
+// connections per listener, gRPC streams per connection and idle
+// connections, HTTP read/write/idle timeouts (watches exempt), and on the
+// HTTP API browser writes (Content-Type, Origin) and unknown Host names
+// (DNS rebinding) are refused with 403.
+//
 // One clock stamps the commands this node proposes and times its checker
 // (leaderClock, clock.go): Config.Clock, never below the latest leader
 // timestamp applied, and moved onto the previous leader's time base when

@@ -87,7 +87,8 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 	if err != nil {
 		return nil, err
 	}
-	api, err := n.gatewayMux(gw, runtime.WithRoutingErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
+	allow := n.httpAllowList()
+	api, err := n.gatewayMux(gw, runtime.WithMiddlewares(allow.browserWrites), runtime.WithRoutingErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, code int) {
 		if code != http.StatusMethodNotAllowed {
 			runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, code)
 			return
@@ -102,7 +103,7 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 		return nil, err
 	}
 	mux.Handle("/v1/", http.MaxBytesHandler(api, validate.MaxRequestBytes))
-	return mux, nil
+	return allow.guardHosts(mux), nil
 }
 
 // gatewayMux is the HTTP/JSON API's mux, calling this node's gRPC server
@@ -118,6 +119,9 @@ func (n *Node) gatewayMux(gw *grpc.ClientConn, opts ...runtime.ServeMuxOption) (
 		// A POST form is not a GET: a method a path does not have is a
 		// 405, whatever the content type.
 		runtime.WithDisablePathLengthFallback(),
+		runtime.WithIncomingHeaderMatcher(incomingHeaders),
+		runtime.WithMetadata(n.clientAddrMetadata),
+		runtime.WithErrorHandler(retryAfterErrorHandler),
 	}, opts...)...)
 	if err := registryv1.RegisterRegistryHandlerClient(n.ctx, api, registryv1.NewRegistryClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err

@@ -32,10 +32,15 @@ func newHTTPCluster(t *testing.T) (c *nodetest.Cluster, leader, follower int) {
 	return c, leader, (leader + 1) % 3
 }
 
-// call sends an HTTP request and returns the status and the body.
+// call sends an HTTP request, with Content-Type application/json when it
+// has a body, and returns the status and the body.
 func call(t *testing.T, method, url, body string) (int, string) {
 	t.Helper()
-	resp, data := send(t, method, url, "", body)
+	contentType := ""
+	if body != "" {
+		contentType = "application/json"
+	}
+	resp, data := send(t, method, url, contentType, body)
 	return resp.StatusCode, data
 }
 

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/regcenter/registry/beatcheck"
@@ -208,12 +207,14 @@ func (n *Node) listen() error {
 		return fmt.Errorf("grpc addr: %w", err)
 	}
 	n.undo.add(func() { n.grpcLis.Close() })
+	n.grpcLis = n.limitListener(n.grpcLis)
 	if n.cfg.HTTPAddr != "" {
 		if n.httpLis, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("http addr: %w", err)
 		}
 		n.undo.add(func() { n.httpLis.Close() })
-		n.httpLis = n.tlsHTTPListener(n.httpLis)
+		// The limit counts TCP connections; TLS runs inside each one.
+		n.httpLis = n.tlsHTTPListener(n.limitListener(n.httpLis))
 	}
 	return nil
 }
@@ -341,6 +342,10 @@ func (n *Node) startServers(m nodeMetrics) error {
 		MaxWatchers: n.cfg.MaxWatchers,
 		MaxBeatRate: n.cfg.MaxBeatRate,
 		Metrics:     m.rpc,
+		WriteRate:   n.cfg.Limits.WriteRate,
+		WriteBurst:  n.cfg.Limits.WriteBurst,
+
+		MaxWatchesPerClient: n.cfg.Limits.MaxWatchesPerClient,
 	}); err != nil {
 		return err
 	}
@@ -351,13 +356,12 @@ func (n *Node) startServers(m nodeMetrics) error {
 
 // serveGRPC serves the registry, cluster, health and reflection services.
 func (n *Node) serveGRPC(metrics *grpcprom.ServerMetrics) {
-	n.grpc = grpc.NewServer(append([]grpc.ServerOption{
+	opts := append(n.grpcLimits(), n.grpcServerCreds()...)
+	n.grpc = grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
-	}, n.grpcServerCreds()...)...)
+	)...)
 	n.rpc.RegisterOn(n.grpc)
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpc, n.health)
@@ -387,7 +391,7 @@ func (n *Node) serveHTTP(gatherer prometheus.Gatherers) error {
 	if err != nil {
 		return fmt.Errorf("http api: %w", err)
 	}
-	n.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	n.http = n.httpServer(n.guardHTTP(handler))
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

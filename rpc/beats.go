@@ -41,6 +41,9 @@ func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 	if err := validate.NormalizeBeat(req); err != nil {
 		return nil, s.toStatus(err)
 	}
+	if err := s.admitWrite(ctx); err != nil {
+		return nil, s.toStatus(err)
+	}
 	if forwarded(ctx) {
 		if !s.cluster.IsLeader() {
 			return nil, s.toStatus(ErrNotLeader)
@@ -280,6 +283,12 @@ func (s *Server) receiveBeatFrames(ctx context.Context, stream grpc.BidiStreamin
 			return ErrShuttingDown
 		}
 		if err := validate.NormalizeBeat(req); err != nil {
+			ch <- frameResult{err: err}
+			return err
+		}
+		// A frame is one write, however many beats it carries; a frame
+		// over the client's rate ends the stream with its RetryInfo.
+		if err := s.admitWrite(ctx); err != nil {
 			ch <- frameResult{err: err}
 			return err
 		}

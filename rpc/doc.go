@@ -16,6 +16,15 @@
 // Requests are validated (package validate) before anything is proposed;
 // every error leaves through one mapping, toStatus.
 //
+// Per client address (ratelimit.go): writes are rate-limited (a Register,
+// Deregister, Beat call or BeatStream frame is one write), answered
+// RESOURCE_EXHAUSTED with a RetryInfo, and watches are counted. A call is
+// counted where the client reached the cluster: one forwarded by a member
+// is not counted again, and one from the node's own HTTP gateway is
+// counted against the HTTP client's address (ClientAddrKey, believed only
+// with the gateway's GatewayToken from a loopback peer). The limiters are
+// an LRU of at most MaxClients addresses, guarded by one mutex.
+//
 // Cluster.SnapshotSave streams the leader's state (after a read barrier) in
 // the fsm's snapshot format; Cluster.SnapshotRestore reads a backup of at
 // most validate.MaxSnapshotBytes and hands it to Cluster.RestoreSnapshot on

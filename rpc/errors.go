@@ -6,9 +6,11 @@ import (
 	"strings"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -29,6 +31,12 @@ var (
 	ErrShuttingDown = errors.New("node is shutting down")
 	// ErrNotMember means a node id is not in the Raft configuration.
 	ErrNotMember = errors.New("not a member of the cluster")
+	// ErrRateLimited means a client address made more writes than
+	// Config.WriteRate allows; see RateLimitedError for when to retry.
+	ErrRateLimited = errors.New("too many writes from this client address")
+	// ErrTooManyClientWatches means a client address has
+	// Config.MaxWatchesPerClient watches on this node already.
+	ErrTooManyClientWatches = errors.New("too many watches from this client address")
 )
 
 // toStatus maps every error that leaves the gRPC services to a status. It
@@ -61,7 +69,14 @@ func (s *Server) toStatus(err error) error {
 		errors.Is(err, raft.ErrAbortedByRestore),
 		errors.Is(err, ErrShuttingDown), errors.Is(err, groupcommit.ErrClosed):
 		return s.unavailable(err)
-	case errors.Is(err, groupcommit.ErrOverloaded), errors.Is(err, ErrTooManyWatchers):
+	case errors.Is(err, ErrRateLimited):
+		var rl *RateLimitedError
+		details := []protoadapt.MessageV1{}
+		if errors.As(err, &rl) {
+			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(rl.RetryAfter)})
+		}
+		return withDetails(status.New(codes.ResourceExhausted, err.Error()), details...)
+	case errors.Is(err, groupcommit.ErrOverloaded), errors.Is(err, ErrTooManyWatchers), errors.Is(err, ErrTooManyClientWatches):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())

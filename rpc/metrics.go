@@ -20,6 +20,7 @@ type Metrics struct {
 	watchEvents       prometheus.Counter
 	watchResets       prometheus.Counter
 	forwarded         *prometheus.CounterVec
+	rateLimited       prometheus.Counter
 }
 
 // NewMetrics returns the metrics, registered with reg unless reg is nil.
@@ -64,12 +65,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Calls this node forwarded to the leader, by gRPC method; forwarded beat batches count one each.",
 		}, []string{"method"}),
 	}
+	m.rateLimited = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "registry_writes_rate_limited_total",
+		Help: "Writes (Register, Deregister, Beat calls and BeatStream frames) this node refused with RESOURCE_EXHAUSTED because their client address exceeded --write-rate.",
+	})
 	for _, reason := range []fsm.RejectReason{fsm.RejectUnknown, fsm.RejectFenced} {
 		m.beatsRejected.WithLabelValues(rejectLabel(reason))
 	}
 	if reg != nil {
 		reg.MustRegister(m.beatsReceived, m.beatsApplied, m.beatsRejected, m.beatBatchSize, m.beatCommitLatency,
-			m.watchers, m.watchEvents, m.watchResets, m.forwarded)
+			m.watchers, m.watchEvents, m.watchResets, m.forwarded, m.rateLimited)
 	}
 	return m
 }

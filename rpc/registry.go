@@ -17,6 +17,9 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	if err := s.admitWrite(ctx); err != nil {
+		return nil, s.toStatus(err)
+	}
 	if !s.cluster.IsLeader() {
 		return forward(ctx, s, registryv1.Registry_Register_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RegisterResponse, error) {
 			return registryv1.NewRegistryClient(cc).Register(ctx, req)
@@ -42,6 +45,9 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 // Deregister implements registry.v1.Registry.
 func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterRequest) (*registryv1.DeregisterResponse, error) {
 	if err := validate.Deregister(req); err != nil {
+		return nil, s.toStatus(err)
+	}
+	if err := s.admitWrite(ctx); err != nil {
 		return nil, s.toStatus(err)
 	}
 	if !s.cluster.IsLeader() {

@@ -19,6 +19,11 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 	if err := validate.Service("service", req.Service, true); err != nil {
 		return s.toStatus(err)
 	}
+	release, err := s.admitWatch(stream.Context())
+	if err != nil {
+		return s.toStatus(err)
+	}
+	defer release()
 	select {
 	case s.watchers <- struct{}{}:
 		s.metrics.watchers.Inc()

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -39,6 +41,13 @@ const (
 	MaxBeatBatch = 10_000
 	// MaxSnapshotBytes bounds a backup given to Cluster.SnapshotRestore.
 	MaxSnapshotBytes = 1 << 30
+	// MaxIncarnation bounds an incarnation (2^53-1, the largest integer a
+	// JSON number holds exactly). A registration at the bound can still be
+	// superseded by nothing, but every writer can clear it: Deregister
+	// without an incarnation (or with the stored one) removes it, and the
+	// id is free again. No value above the bound is ever proposed, so no
+	// write can fence an id beyond the reach of a client that keeps to it.
+	MaxIncarnation = 1<<53 - 1
 )
 
 // The defaults of omitted fields. With them an instance beats every 5 s, is
@@ -107,7 +116,18 @@ func nameRune(r rune) bool {
 		r == '.' || r == '_' || r == ':' || r == '-'
 }
 
-// Address checks an instance address: host:port, at most MaxAddressLen bytes.
+// Incarnation checks an incarnation against MaxIncarnation.
+func Incarnation(field string, inc uint64) error {
+	if inc > MaxIncarnation {
+		return FieldErrorf(field, "is %d, the maximum is %d (2^53-1)", inc, uint64(MaxIncarnation))
+	}
+	return nil
+}
+
+// Address checks an instance address: host:port, at most MaxAddressLen
+// bytes, where host is an IP address or a host name of RFC 1123 labels
+// (1-63 characters of [A-Za-z0-9-], not starting or ending with "-",
+// joined by dots; one trailing dot allowed), and port is 1-65535.
 func Address(field, addr string) error {
 	if addr == "" {
 		return FieldErrorf(field, "must not be empty (host:port)")
@@ -125,7 +145,30 @@ func Address(field, addr string) error {
 	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
 		return FieldErrorf(field, "port %q is not a number from 1 to 65535", port)
 	}
+	if _, err := netip.ParseAddr(host); err != nil && (addr[0] == '[' || !hostNameOK(host)) {
+		return FieldErrorf(field, "host %q is neither an IP address nor a host name (RFC 1123 labels of 1-63 characters of [A-Za-z0-9-], not starting or ending with \"-\", joined by dots)", host)
+	}
 	return nil
+}
+
+// hostNameOK reports whether s is a host name of RFC 1123 labels.
+func hostNameOK(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Metadata checks an instance's metadata.
@@ -208,6 +251,9 @@ func NormalizeRegister(req *registryv1.RegisterRequest) (*registryv1.Instance, e
 	if err := Address("instance.address", in.GetAddress()); err != nil {
 		return nil, err
 	}
+	if err := Incarnation("instance.incarnation", in.GetIncarnation()); err != nil {
+		return nil, err
+	}
 	if err := Metadata("instance.metadata", in.GetMetadata()); err != nil {
 		return nil, err
 	}
@@ -252,7 +298,10 @@ func Deregister(req *registryv1.DeregisterRequest) error {
 	if err := Name("service", req.GetService()); err != nil {
 		return err
 	}
-	return Name("id", req.GetId())
+	if err := Name("id", req.GetId()); err != nil {
+		return err
+	}
+	return Incarnation("incarnation", req.GetIncarnation())
 }
 
 // NormalizeBeat validates a BeatRequest and sets incarnation 0 to 1 in
@@ -279,6 +328,8 @@ func NormalizeBeat(req *registryv1.BeatRequest) error {
 		}
 		if b.Incarnation == 0 {
 			b.Incarnation = 1
+		} else if b.Incarnation > MaxIncarnation {
+			return Incarnation(fmt.Sprintf("beats[%d].incarnation", i), b.Incarnation)
 		}
 	}
 	return nil

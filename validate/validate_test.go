@@ -3,6 +3,7 @@ package validate_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,21 @@ func TestNormalizeRegisterRejectsEachLimitNamingTheField(t *testing.T) {
 		{"suspect_after not above interval", func(in *registryv1.Instance) { in.SuspectAfter = durationpb.New(time.Second) }, "instance.suspect_after", "longer than beat_interval"},
 		{"suspect_after above TTL", func(in *registryv1.Instance) { in.SuspectAfter = durationpb.New(6 * time.Second) }, "instance.suspect_after", "not be longer than ttl"},
 		{"negative interval", func(in *registryv1.Instance) { in.BeatInterval = durationpb.New(-time.Second) }, "instance.beat_interval", "negative"},
+		{"incarnation 2^64-1", func(in *registryv1.Instance) { in.Incarnation = math.MaxUint64 }, "instance.incarnation", "maximum is 9007199254740991"},
+		{"incarnation 2^53", func(in *registryv1.Instance) { in.Incarnation = 1 << 53 }, "instance.incarnation", "maximum is 9007199254740991"},
+		{"host with a space", func(in *registryv1.Instance) { in.Address = "a b:80" }, "instance.address", "RFC 1123"},
+		{"host with an underscore", func(in *registryv1.Instance) { in.Address = "a_b.example:80" }, "instance.address", "RFC 1123"},
+		{"label starting with -", func(in *registryv1.Instance) { in.Address = "-a.example:80" }, "instance.address", "RFC 1123"},
+		{"label ending with -", func(in *registryv1.Instance) { in.Address = "a-.example:80" }, "instance.address", "RFC 1123"},
+		{"empty label", func(in *registryv1.Instance) { in.Address = "a..example:80" }, "instance.address", "RFC 1123"},
+		{"64-character label", func(in *registryv1.Instance) { in.Address = strings.Repeat("a", 64) + ".example:80" }, "instance.address", "RFC 1123"},
+		{"host of a dot", func(in *registryv1.Instance) { in.Address = ".:80" }, "instance.address", "RFC 1123"},
+		{"URL, not host:port", func(in *registryv1.Instance) { in.Address = "http://a:80" }, "instance.address", "host:port"},
+		{"bracketed non-IP", func(in *registryv1.Instance) { in.Address = "[host]:80" }, "instance.address", "RFC 1123"},
+		{"port 65536", func(in *registryv1.Instance) { in.Address = "h:65536" }, "instance.address", "1 to 65535"},
+		{"port -1", func(in *registryv1.Instance) { in.Address = "h:-1" }, "instance.address", "1 to 65535"},
+		{"named port", func(in *registryv1.Instance) { in.Address = "h:http" }, "instance.address", "1 to 65535"},
+		{"unicode host", func(in *registryv1.Instance) { in.Address = "bücher.example:80" }, "instance.address", "RFC 1123"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +109,35 @@ func TestNormalizeRegisterAcceptsTheLimitsThemselves(t *testing.T) {
 	in.Ttl = durationpb.New(300 * time.Millisecond)
 	if _, err := validate.NormalizeRegister(&registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatalf("NormalizeRegister at the limits: %v", err)
+	}
+}
+
+func TestAddressAcceptsHostNamesAndIPs(t *testing.T) {
+	for _, addr := range []string{
+		"10.0.0.5:8080", "h:1", "localhost:65535", "orders-1.svc.cluster.local:80",
+		"orders-1.svc.cluster.local.:80", "[::1]:7001", "[fe80::1%eth0]:80", "[2001:db8::1]:443",
+		"0.0.0.0:1", "a:80", "1a.example:80", "xn--bcher-kva.example:80",
+		strings.Repeat("a", 63) + ".example:80",
+	} {
+		if err := validate.Address("instance.address", addr); err != nil {
+			t.Errorf("Address(%q): %v", addr, err)
+		}
+	}
+}
+
+func TestIncarnationBoundIsTheMaximumAllowed(t *testing.T) {
+	in := valid()
+	in.Incarnation = validate.MaxIncarnation
+	if _, err := validate.NormalizeRegister(&registryv1.RegisterRequest{Instance: in}); err != nil {
+		t.Errorf("NormalizeRegister at MaxIncarnation: %v", err)
+	}
+	err := validate.Deregister(&registryv1.DeregisterRequest{Service: "s", Id: "i", Incarnation: validate.MaxIncarnation + 1})
+	var fe *validate.FieldError
+	if !errors.As(err, &fe) || fe.Field != "incarnation" {
+		t.Errorf("Deregister above MaxIncarnation: got %v, want a FieldError for incarnation", err)
+	}
+	if err := validate.Deregister(&registryv1.DeregisterRequest{Service: "s", Id: "i", Incarnation: validate.MaxIncarnation}); err != nil {
+		t.Errorf("Deregister at MaxIncarnation: %v", err)
 	}
 }
 
@@ -153,6 +198,7 @@ func TestNormalizeBeat(t *testing.T) {
 		{"id too long", []*registryv1.InstanceRef{ref("s", strings.Repeat("i", validate.MaxNameLen+1), 1)}, "beats[0].id"},
 		{"non-ASCII service", []*registryv1.InstanceRef{ref("s", "i", 1), ref("sé", "i", 1)}, "beats[1].service"},
 		{"long non-ASCII id", []*registryv1.InstanceRef{ref("s", strings.Repeat("é", validate.MaxNameLen), 1)}, "beats[0].id"},
+		{"incarnation above the bound", []*registryv1.InstanceRef{ref("s", "i", 1), ref("s", "j", math.MaxUint64)}, "beats[1].incarnation"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -253,12 +253,15 @@ type Instance struct {
 	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// Instance id, unique within the service: 1-128 characters of [A-Za-z0-9._:-].
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	// Address as host:port, at most 255 bytes.
+	// Address as host:port, at most 255 bytes: host an IP address (IPv6 in
+	// brackets) or a host name of RFC 1123 labels, port 1-65535.
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// Metadata: at most 64 pairs, keys at most 128 bytes, values at most 512
 	// bytes, valid UTF-8.
 	Metadata map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Incarnation chosen by the client: a higher one supersedes a lower one.
+	// At most 2^53-1; 0 means 1. Deregister without an incarnation frees the
+	// id for any incarnation.
 	Incarnation uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// How often the instance beats.
 	BeatInterval *durationpb.Duration `protobuf:"bytes,6,opt,name=beat_interval,json=beatInterval,proto3" json:"beat_interval,omitempty"`
@@ -514,8 +517,8 @@ type DeregisterRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	Id      string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	// If non-zero, only this incarnation is removed; any other is
-	// FAILED_PRECONDITION.
+	// If non-zero (at most 2^53-1), only this incarnation is removed; any
+	// other is FAILED_PRECONDITION. Zero removes whatever is registered.
 	Incarnation   uint64 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -49,6 +49,8 @@ type options struct {
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
 	tls                          tlsutil.Config
+	limits                       node.Limits
+	allowedOrigins, allowedHosts string
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -84,6 +86,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	dur(&o.raft.SnapshotInterval, "snapshot-interval", rt.SnapshotInterval, "how often the node checks whether it should snapshot its state and compact the log")
 	fs.Uint64Var(&o.raft.SnapshotThreshold, "snapshot-threshold", rt.SnapshotThreshold, "log entries since the last snapshot above which the node snapshots (env "+envName("snapshot-threshold")+")")
 	fs.Uint64Var(&o.raft.TrailingLogs, "trailing-logs", rt.TrailingLogs, "log entries kept after a snapshot, so that a briefly lagging follower catches up from the log rather than a snapshot (env "+envName("trailing-logs")+")")
+	limitFlags(fs, &o.limits, &o.allowedOrigins, &o.allowedHosts, d.Limits)
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on --http-addr; anyone who reaches that address can take them (env "+envName("enable-pprof")+")")
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
@@ -173,6 +176,8 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Checker.FailoverGrace = o.failoverGrace
 	cfg.Checker.GuardShare = o.guardShare
 	cfg.Checker.GuardMinCount = o.guardMin
+	cfg.Limits = o.limits
+	cfg.Limits.HTTPAllowedOrigins, cfg.Limits.HTTPAllowedHosts = splitList(o.allowedOrigins), splitList(o.allowedHosts)
 	if o.enablePprof {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--enable-pprof needs --http-addr")

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -91,13 +92,13 @@ func TestTLSFilesComeFromFlagsOrEnvironment(t *testing.T) {
 	t.Setenv("REGISTRY_TLS_CERT", "env-cert.pem")
 	t.Setenv("REGISTRY_TLS_KEY", "env-key.pem")
 	t.Setenv("REGISTRY_TLS_CA", "env-ca.pem")
-	cfg := nodeConfigOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-ca", "flag-ca.pem")
+	cfg := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-ca", "flag-ca.pem")
 	want := tlsutil.DefaultConfig()
 	want.CertFile, want.KeyFile, want.CAFile = "env-cert.pem", "env-key.pem", "flag-ca.pem"
 	if cfg.TLS != want {
 		t.Errorf("TLS config %+v, want %+v", cfg.TLS, want)
 	}
-	if got := nodeConfigOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-reload-interval", "0").TLS.ReloadInterval; got >= 0 {
+	if got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--tls-reload-interval", "0").TLS.ReloadInterval; got >= 0 {
 		t.Errorf("--tls-reload-interval 0: ReloadInterval %v, want negative (off)", got)
 	}
 }
@@ -135,7 +136,7 @@ func TestEnablePprofIsOffByDefaultAndSetByFlagOrEnvironment(t *testing.T) {
 // are taken from it, not restated.
 func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	got := nodeConfigOf(t, "--node-id", "n1", "--data-dir", dir)
+	got := configOf(t, "--node-id", "n1", "--data-dir", dir)
 	want := node.DefaultConfig()
 	want.NodeID, want.DataDir = "n1", dir
 	for _, c := range []*node.Config{&got, &want} {
@@ -146,8 +147,23 @@ func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	}
 }
 
-// nodeConfigOf is the node's Config for a command line.
-func nodeConfigOf(t *testing.T, args ...string) node.Config {
+func TestLimitFlagsReachTheNodeConfig(t *testing.T) {
+	got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--max-connections", "10", "--write-rate", "5",
+		"--write-burst", "7", "--max-watches-per-client", "3", "--grpc-max-concurrent-streams", "9",
+		"--http-read-timeout", "2s", "--http-allowed-origins", "https://a.example, http://b.example:80",
+		"--http-allowed-hosts", "a.example")
+	want := node.DefaultLimits()
+	want.MaxConnections, want.WriteRate, want.WriteBurst, want.MaxWatchesPerClient = 10, 5, 7, 3
+	want.GRPCMaxConcurrentStreams, want.HTTPReadTimeout = 9, 2*time.Second
+	want.HTTPAllowedOrigins = []string{"https://a.example", "http://b.example:80"}
+	want.HTTPAllowedHosts = []string{"a.example"}
+	if diff := cmp.Diff(want, got.Limits); diff != "" {
+		t.Errorf("limits (-want +got):\n%s", diff)
+	}
+}
+
+// configOf is the node.Config the command line args give.
+func configOf(t *testing.T, args ...string) node.Config {
 	t.Helper()
 	o, err := parse(args, &bytes.Buffer{})
 	if err != nil {
