@@ -304,6 +304,7 @@ func TestPrometheusScrapesTheNodesAndDiscoversTheInstances(t *testing.T) {
 // and names metrics the cluster exports.
 func checkRulesAndDashboard(t *testing.T, api prometheusAPI) {
 	t.Helper()
+	want := ruleCount(t, "../deploy/prometheus/registry-alerts.yml")
 	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		var data struct {
 			Groups []struct {
@@ -330,8 +331,8 @@ func checkRulesAndDashboard(t *testing.T, api prometheusAPI) {
 				}
 			}
 		}
-		if n != 7 {
-			return fmt.Errorf("%d rules loaded, want 7", n)
+		if n != want {
+			return fmt.Errorf("%d rules loaded, want the %d of the rules file", n, want)
 		}
 		return nil
 	})
@@ -378,4 +379,25 @@ func checkRulesAndDashboard(t *testing.T, api prometheusAPI) {
 	if queries < 20 {
 		t.Errorf("the dashboard has %d queries; is it the right file?", queries)
 	}
+}
+
+// ruleCount counts the alerting and recording rules of a Prometheus rules
+// file: the entries that begin with "- alert:" or "- record:".
+func ruleCount(t *testing.T, path string) int {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "- alert:") || strings.HasPrefix(line, "- record:") {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("%s holds no rules", path)
+	}
+	return n
 }
