@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"github.com/regcenter/registry/acl"
 	"log/slog"
 	"net"
 	"net/http"
@@ -133,6 +134,15 @@ type Config struct {
 	// while they run; whoever reaches HTTPAddr may take them).
 	EnablePprof bool
 
+	// ACLEnabled makes every gRPC and HTTP call (but health checks and the
+	// one-time ACL bootstrap) need a token with the permission the call
+	// needs (rpc's rules table), and filters reads by what the token may
+	// read. Off, the registry is open as before.
+	ACLEnabled bool
+	// ACLDefaultPolicy is "deny" or "allow": what a token may do where no
+	// rule of its policies matches. Default deny.
+	ACLDefaultPolicy string
+
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
 	DebugHandlers map[string]http.Handler
@@ -172,13 +182,14 @@ func DefaultConfig() Config {
 			SnapshotThreshold:  8192,
 			TrailingLogs:       10240,
 		},
-		Beats:           services.Beats,
-		Checker:         beatcheck.DefaultConfig(),
-		MaxBeatRate:     services.MaxBeatRate,
-		WatchHistory:    fsm.DefaultConfig().HistorySize,
-		MaxWatchers:     services.MaxWatchers,
-		ShutdownTimeout: 10 * time.Second,
-		Clock:           time.Now,
+		Beats:            services.Beats,
+		Checker:          beatcheck.DefaultConfig(),
+		MaxBeatRate:      services.MaxBeatRate,
+		WatchHistory:     fsm.DefaultConfig().HistorySize,
+		MaxWatchers:      services.MaxWatchers,
+		ShutdownTimeout:  10 * time.Second,
+		Clock:            time.Now,
+		ACLDefaultPolicy: services.ACLDefault.String(),
 	}
 }
 
@@ -194,6 +205,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.WatchHistory, d.WatchHistory)
 	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
 	defaults.Set(&c.ShutdownTimeout, d.ShutdownTimeout)
+	defaults.Set(&c.ACLDefaultPolicy, d.ACLDefaultPolicy)
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
@@ -258,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WatchHistory < 1 || c.MaxWatchers < 1 {
 		errs = append(errs, fmt.Errorf("watch history (%d) and max watchers (%d) must be at least 1", c.WatchHistory, c.MaxWatchers))
+	}
+	if _, err := acl.ParseDefault(c.ACLDefaultPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("acl default policy: %w", err))
 	}
 	return errors.Join(errs...)
 }

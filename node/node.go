@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/regcenter/registry/acl"
 	"log/slog"
 	"net"
 	"net/http"
@@ -338,6 +339,7 @@ func (n *Node) startServers(m nodeMetrics) error {
 		MaxWatchers: n.cfg.MaxWatchers,
 		MaxBeatRate: n.cfg.MaxBeatRate,
 		Metrics:     m.rpc,
+		ACLDefault:  n.aclDefault(),
 	}); err != nil {
 		return err
 	}
@@ -352,8 +354,8 @@ func (n *Node) serveGRPC(metrics *grpcprom.ServerMetrics) {
 		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(n.unaryInterceptors(metrics)...),
+		grpc.ChainStreamInterceptor(n.streamInterceptors(metrics)...),
 	)
 	n.rpc.RegisterOn(n.grpc)
 	n.health = health.NewServer()
@@ -511,4 +513,29 @@ func (n *Node) stop(ctx context.Context) error {
 	n.conns.closeAll()
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// aclDefault is the parsed ACLDefaultPolicy (Validate checked it).
+func (n *Node) aclDefault() acl.Default {
+	d, _ := acl.ParseDefault(n.cfg.ACLDefaultPolicy)
+	return d
+}
+
+// unaryInterceptors: metrics first, then, with ACLs enabled, the ACL check
+// innermost, next to the handler (rpc's stream check relies on it).
+func (n *Node) unaryInterceptors(metrics *grpcprom.ServerMetrics) []grpc.UnaryServerInterceptor {
+	out := []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()}
+	if n.cfg.ACLEnabled {
+		out = append(out, n.rpc.UnaryInterceptor())
+	}
+	return out
+}
+
+// streamInterceptors: as unaryInterceptors.
+func (n *Node) streamInterceptors(metrics *grpcprom.ServerMetrics) []grpc.StreamServerInterceptor {
+	out := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}
+	if n.cfg.ACLEnabled {
+		out = append(out, n.rpc.StreamInterceptor())
+	}
+	return out
 }

@@ -121,6 +121,9 @@ func (s *Server) ListServices(ctx context.Context, req *registryv1.ListServicesR
 	sums, index := s.state.ListServices()
 	out := &registryv1.ListServicesResponse{Index: index, KnownLeader: s.knownLeader()}
 	for _, sum := range sums {
+		if !canRead(ctx, sum.Service) { // with ACLs: only what the token may read
+			continue
+		}
 		out.Services = append(out.Services, &registryv1.ServiceSummary{
 			Service: sum.Service,
 			Healthy: uint32(sum.Healthy),
