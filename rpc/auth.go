@@ -149,10 +149,12 @@ type rule struct {
 	audit func(req any) string
 }
 
-func serviceWrite(service func(req any) string) rule {
+// serviceWrite needs service write on the service of a request, whose
+// instance is the audit target.
+func serviceWrite(service, id func(req any) string) rule {
 	return rule{
 		each:  func(z *acl.Authorizer, req any) error { return z.ServiceWrite(service(req)).Err() },
-		audit: service,
+		audit: func(req any) string { return service(req) + "/" + id(req) },
 	}
 }
 
@@ -182,14 +184,12 @@ func beatsWrite(z *acl.Authorizer, req any) error {
 // rules is the one place that decides what each gRPC method needs when
 // ACLs are enabled. A method missing here is denied.
 var rules = map[string]rule{
-	registryv1.Registry_Register_FullMethodName: serviceWrite(func(req any) string {
-		in := req.(*registryv1.RegisterRequest).GetInstance()
-		return in.GetService() + "/" + in.GetId()
-	}),
-	registryv1.Registry_Deregister_FullMethodName: serviceWrite(func(req any) string {
-		r := req.(*registryv1.DeregisterRequest)
-		return r.GetService() + "/" + r.GetId()
-	}),
+	registryv1.Registry_Register_FullMethodName: serviceWrite(
+		func(req any) string { return req.(*registryv1.RegisterRequest).GetInstance().GetService() },
+		func(req any) string { return req.(*registryv1.RegisterRequest).GetInstance().GetId() }),
+	registryv1.Registry_Deregister_FullMethodName: serviceWrite(
+		func(req any) string { return req.(*registryv1.DeregisterRequest).GetService() },
+		func(req any) string { return req.(*registryv1.DeregisterRequest).GetId() }),
 	// Beats are not audited: they are the steady traffic of every instance.
 	registryv1.Registry_Beat_FullMethodName:       {each: beatsWrite},
 	registryv1.Registry_BeatStream_FullMethodName: {each: beatsWrite},
