@@ -43,6 +43,11 @@ type Config struct {
 	// KeepRegistrationsOnClose leaves registrations in place on Close; by
 	// default Close deregisters what the Client registered.
 	KeepRegistrationsOnClose bool
+	// Token is an ACL token's secret, sent on every call as
+	// "authorization: Bearer <Token>" metadata when set. It is sent over
+	// plaintext connections too (the default): off a trusted network, add
+	// TLS credentials in DialOptions, or anyone on the path can read it.
+	Token string
 	// DialOptions are added to every connection (e.g. TLS credentials; the
 	// default is plaintext).
 	DialOptions []grpc.DialOption
