@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +226,68 @@ func TestACLCluster(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(audit)
+	}
+}
+
+// Over HTTP: the gateway passes the Authorization header on as the token,
+// and the Prometheus SD endpoint, which reads the replica, filters by it.
+func TestACLHTTP(t *testing.T) {
+	c := nodetest.New(t, 1, func(cfg *node.Config) {
+		cfg.ACLEnabled = true
+		cfg.HTTPAddr = "127.0.0.1:0"
+	})
+	c.Leader()
+	ctx := t.Context()
+	aclc := registryv1.NewACLClient(c.Conns[0])
+	boot, err := aclc.Bootstrap(ctx, &registryv1.ACLBootstrapRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgmt := bearer(ctx, boot.SecretId)
+	if _, err := aclc.PolicyCreate(mgmt, &registryv1.ACLPolicyCreateRequest{Name: "orders", Rules: `service "orders" { policy = "read" }`}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := aclc.TokenCreate(mgmt, &registryv1.ACLTokenCreateRequest{Policies: []string{"orders"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"orders", "payments"} {
+		if _, err := c.Registry(0).Register(mgmt, &registryv1.RegisterRequest{Instance: instance(svc, "a")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(path, secret string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Nodes[0].HTTPAddr()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if secret != "" {
+			req.Header.Set("Authorization", "Bearer "+secret)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	for _, tc := range []struct {
+		path, secret string
+		code         int
+		has, hasNot  string
+	}{
+		{"/v1/services", "", http.StatusUnauthorized, "", ""},
+		{"/v1/services", tok.SecretId, http.StatusOK, `"orders"`, `"payments"`},
+		{"/v1/services/payments", tok.SecretId, http.StatusForbidden, "service:payments:read", ""},
+		{"/v1/sd/prometheus", "", http.StatusUnauthorized, "", ""},
+		{"/v1/sd/prometheus", tok.SecretId, http.StatusOK, `"orders"`, `"payments"`},
+		{"/v1/sd/prometheus", boot.SecretId, http.StatusOK, `"payments"`, ""},
+	} {
+		code, body := get(tc.path, tc.secret)
+		if code != tc.code || !strings.Contains(body, tc.has) || (tc.hasNot != "" && strings.Contains(body, tc.hasNot)) {
+			t.Errorf("GET %s (token %v): %d %s; want %d with %q without %q", tc.path, tc.secret != "", code, body, tc.code, tc.has, tc.hasNot)
+		}
 	}
 }
