@@ -1,14 +1,12 @@
 package node_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +19,6 @@ import (
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
 )
-
-// lockedBuffer collects the cluster's log lines for the audit checks.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func bearer(ctx context.Context, secret string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+secret)
@@ -58,7 +38,7 @@ func wantCode(t *testing.T, what string, err error, code codes.Code, needing str
 }
 
 func TestACLCluster(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &nodetest.Buffer{}
 	c := nodetest.New(t, 3, func(cfg *node.Config) {
 		cfg.ACLEnabled = true
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, nil)).With("test_node", cfg.NodeID)

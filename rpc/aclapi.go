@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/regcenter/registry/acl"
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -65,11 +66,8 @@ func (s *Server) PolicyCreate(ctx context.Context, req *registryv1.ACLPolicyCrea
 			return c.PolicyCreate(ctx, req)
 		},
 		func() (*registryv1.ACLPolicyCreateResponse, error) {
-			res, err := fsm.Propose[*fsm.ACLResult](ctx, s.applier, &fsmpb.ACLPolicySet{Name: req.Name, Rules: req.Rules})
-			if err != nil {
-				return nil, err
-			}
-			return &registryv1.ACLPolicyCreateResponse{Index: res.Index}, nil
+			index, err := s.proposeACL(ctx, &fsmpb.ACLPolicySet{Name: req.Name, Rules: req.Rules})
+			return &registryv1.ACLPolicyCreateResponse{Index: index}, err
 		})
 }
 
@@ -90,11 +88,8 @@ func (s *Server) PolicyDelete(ctx context.Context, req *registryv1.ACLPolicyDele
 			return c.PolicyDelete(ctx, req)
 		},
 		func() (*registryv1.ACLPolicyDeleteResponse, error) {
-			res, err := fsm.Propose[*fsm.ACLResult](ctx, s.applier, &fsmpb.ACLPolicyDelete{Name: req.Name})
-			if err != nil {
-				return nil, err
-			}
-			return &registryv1.ACLPolicyDeleteResponse{Index: res.Index}, nil
+			index, err := s.proposeACL(ctx, &fsmpb.ACLPolicyDelete{Name: req.Name})
+			return &registryv1.ACLPolicyDeleteResponse{Index: index}, err
 		})
 }
 
@@ -148,10 +143,16 @@ func (s *Server) TokenDelete(ctx context.Context, req *registryv1.ACLTokenDelete
 			return c.TokenDelete(ctx, req)
 		},
 		func() (*registryv1.ACLTokenDeleteResponse, error) {
-			res, err := fsm.Propose[*fsm.ACLResult](ctx, s.applier, &fsmpb.ACLTokenDelete{AccessorId: req.AccessorId})
-			if err != nil {
-				return nil, err
-			}
-			return &registryv1.ACLTokenDeleteResponse{Index: res.Index}, nil
+			index, err := s.proposeACL(ctx, &fsmpb.ACLTokenDelete{AccessorId: req.AccessorId})
+			return &registryv1.ACLTokenDeleteResponse{Index: index}, err
 		})
+}
+
+// proposeACL proposes an ACL command and returns its index.
+func (s *Server) proposeACL(ctx context.Context, cmd proto.Message) (uint64, error) {
+	res, err := fsm.Propose[*fsm.ACLResult](ctx, s.applier, cmd)
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, nil
 }

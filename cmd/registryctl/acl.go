@@ -84,20 +84,10 @@ func (c *cli) aclPolicyCmd() *cobra.Command {
 			})
 		},
 	}
-	del := &cobra.Command{
-		Use:   "delete NAME",
-		Short: "Delete a policy",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ACLPolicyDeleteResponse, error) {
-				return aclClient(cc).PolicyDelete(ctx, &registryv1.ACLPolicyDeleteRequest{Name: args[0]})
-			})
-			if err != nil {
-				return err
-			}
-			return c.print(resp, func(w io.Writer) { fmt.Fprintf(w, "policy %s deleted at index %d\n", args[0], resp.Index) })
-		},
-	}
+	del := c.aclDeleteCmd("policy", "NAME", func(ctx context.Context, cl registryv1.ACLClient, name string) (uint64, error) {
+		resp, err := cl.PolicyDelete(ctx, &registryv1.ACLPolicyDeleteRequest{Name: name})
+		return resp.GetIndex(), err
+	})
 	return group("policy", "Manage ACL policies", "", create, list, del)
 }
 
@@ -141,19 +131,31 @@ func (c *cli) aclTokenCmd() *cobra.Command {
 			})
 		},
 	}
-	del := &cobra.Command{
-		Use:   "delete ACCESSOR_ID",
-		Short: "Delete a token",
+	del := c.aclDeleteCmd("token", "ACCESSOR_ID", func(ctx context.Context, cl registryv1.ACLClient, id string) (uint64, error) {
+		resp, err := cl.TokenDelete(ctx, &registryv1.ACLTokenDeleteRequest{AccessorId: id})
+		return resp.GetIndex(), err
+	})
+	return group("token", "Manage ACL tokens", "", create, list, del)
+}
+
+// aclDeleteCmd is "delete ARG" for a policy or a token.
+func (c *cli) aclDeleteCmd(kind, arg string, call func(context.Context, registryv1.ACLClient, string) (uint64, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete " + arg,
+		Short: "Delete a " + kind,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.ACLTokenDeleteResponse, error) {
-				return aclClient(cc).TokenDelete(ctx, &registryv1.ACLTokenDeleteRequest{AccessorId: args[0]})
+			index, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (uint64, error) {
+				return call(ctx, aclClient(cc), args[0])
 			})
 			if err != nil {
 				return err
 			}
-			return c.print(resp, func(w io.Writer) { fmt.Fprintf(w, "token %s deleted at index %d\n", args[0], resp.Index) })
+			if c.output == "json" {
+				return c.printJSON(&registryv1.ACLTokenDeleteResponse{Index: index}, false)
+			}
+			_, err = fmt.Fprintf(c.stdout, "%s %s deleted at index %d\n", kind, args[0], index)
+			return fail(err)
 		},
 	}
-	return group("token", "Manage ACL tokens", "", create, list, del)
 }

@@ -4,10 +4,12 @@
 package nodetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -169,4 +171,23 @@ func (w logWriter) Write(p []byte) (int, error) {
 // Logger sends logs to t.Log, so that they show with a failing test only.
 func Logger(t testing.TB, id string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", id)
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers and a reader, for
+// capturing a cluster's logs.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
