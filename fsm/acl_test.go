@@ -132,3 +132,45 @@ func TestRestoreVersion1Snapshot(t *testing.T) {
 		t.Errorf("bootstrap after a version 1 restore = %v, want it applied", res)
 	}
 }
+
+// prepare runs PrepareRestore of from's backup on target and restores the
+// result into a new FSM.
+func prepare(t *testing.T, from, target *fsm.FSM) *fsm.FSM {
+	t.Helper()
+	var saved, prepared bytes.Buffer
+	if _, err := from.WriteSnapshot(&saved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := target.PrepareRestore(&saved, 100, &prepared); err != nil {
+		t.Fatal(err)
+	}
+	out := fsmtest.New(t, fsm.Config{})
+	if err := out.Restore(io.NopCloser(&prepared)); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Backups carry the policies and tokens; a backup without ACL state keeps
+// the target's, so that restoring it does not reopen the bootstrap.
+func TestBackupACLs(t *testing.T) {
+	withACL := aclFSM(t)
+	empty := fsmtest.New(t, fsm.Config{})
+	fsmtest.Apply(t, empty, 1, register("web", "w1", 1, 100))
+
+	got := prepare(t, withACL, empty)
+	if toks, _ := got.ACLTokens(); len(toks) != 2 {
+		t.Errorf("a backup with ACLs restored %d tokens, want 2", len(toks))
+	}
+
+	got = prepare(t, empty, withACL)
+	if toks, _ := got.ACLTokens(); len(toks) != 2 {
+		t.Errorf("a backup without ACLs left %d tokens of the target, want 2", len(toks))
+	}
+	if err, _ := fsmtest.Apply(t, got, 200, &fsmpb.ACLBootstrap{AccessorId: "x", SecretHash: hashOf("x")}).(error); !errors.Is(err, fsm.ErrACLBootstrapped) {
+		t.Errorf("bootstrap after restoring an ACL-less backup = %v, want ErrACLBootstrapped", err)
+	}
+	if ins, _ := got.Instances(); len(ins) != 1 || ins[0].Service != "web" {
+		t.Errorf("instances after restoring the ACL-less backup: %v", ins)
+	}
+}

@@ -90,7 +90,8 @@ func (f *FSM) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
 // re-encoded for raft's user restore: with index as its applied index (the
 // Raft index it is about to be installed at) and with this FSM's node
 // records in place of the backup's, since a backup restores the registry's
-// contents, not the cluster's membership. It changes nothing in the FSM.
+// contents, not the cluster's membership. Its ACL records replace this
+// FSM's, unless it has none: then this FSM's are kept. It changes nothing in the FSM.
 // A backup that does not decode fails with an error wrapping
 // ErrBadSnapshot (and r's own error, if r failed).
 func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotInfo, error) {
@@ -99,9 +100,15 @@ func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotIn
 		return SnapshotInfo{}, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 	}
 	// The backup's ACL policies and tokens are restored with its
-	// instances: they are the registry's contents too.
+	// instances: they are the registry's contents too. A backup without
+	// ACL state (taken before ACLs, or never bootstrapped) keeps this
+	// cluster's: restoring it must not reopen the bootstrap.
 	s := st.snapshot(index)
 	s.nodes = f.Nodes()
+	if !s.aclBootstrapped && len(s.policies) == 0 && len(s.tokens) == 0 {
+		cur := f.snapshot()
+		s.policies, s.tokens, s.aclBootstrapped, s.aclIndex = cur.policies, cur.tokens, cur.aclBootstrapped, cur.aclIndex
+	}
 	if err := s.write(w); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("fsm: prepare restore: %w", err)
 	}

@@ -57,6 +57,13 @@ func TestACLCluster(t *testing.T) {
 	_, err = aclc(leader).Bootstrap(ctx, &registryv1.ACLBootstrapRequest{})
 	wantCode(t, "second bootstrap", err, codes.FailedPrecondition, "")
 	mgmt := bearer(ctx, boot.SecretId)
+	// A node knows a token once it has applied its creation.
+	for i := range 3 {
+		poll.Eventually(t, 5*time.Second, func(context.Context) error {
+			_, err := aclc(i).PolicyList(mgmt, &registryv1.ACLPolicyListRequest{})
+			return err
+		})
+	}
 
 	// No token, or a made-up one: UNAUTHENTICATED.
 	_, err = c.Registry(follower).Register(ctx, &registryv1.RegisterRequest{Instance: instance("orders", "o1")})
@@ -77,7 +84,6 @@ func TestACLCluster(t *testing.T) {
 	orders := bearer(ctx, tok.SecretId)
 
 	// The orders token may write and read orders, through any node.
-	// A follower knows the token once it has applied its creation.
 	for i := range 3 {
 		poll.Eventually(t, 5*time.Second, func(context.Context) error {
 			_, err := c.Registry(i).Register(orders, &registryv1.RegisterRequest{Instance: instance("orders", fmt.Sprintf("o%d", i))})
@@ -194,7 +200,7 @@ func TestACLCluster(t *testing.T) {
 
 	// Audit lines name the accessor, never a secret.
 	audit := logs.String()
-	for _, want := range []string{"audit=true", "method=/registry.v1.Registry/Register", "accessor_id=" + tok.AccessorId, "code=PermissionDenied", "method=/registry.v1.ACL/TokenDelete"} {
+	for _, want := range []string{"audit=true", "method=/registry.v1.Registry/Register", "accessor_id=" + tok.AccessorId, "code=PermissionDenied", "method=/registry.v1.ACL/TokenDelete", "target=token/" + tok.AccessorId, "target=orders/o2"} {
 		if !strings.Contains(audit, want) {
 			t.Errorf("the logs have no %q", want)
 		}

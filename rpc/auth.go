@@ -145,8 +145,9 @@ type rule struct {
 	start func(z *acl.Authorizer) acl.Decision
 	// each, if set, is checked on every request message.
 	each func(z *acl.Authorizer, req any) error
-	// audit, if set, makes the call write an audit line naming this target.
-	audit func(req any) string
+	// audit, if set, makes the call write an audit line naming the target
+	// it returns; resp is nil for streams and failed calls.
+	audit func(req, resp any) string
 }
 
 // serviceWrite needs service write on the service of a request, whose
@@ -154,7 +155,7 @@ type rule struct {
 func serviceWrite(service, id func(req any) string) rule {
 	return rule{
 		each:  func(z *acl.Authorizer, req any) error { return z.ServiceWrite(service(req)).Err() },
-		audit: func(req any) string { return service(req) + "/" + id(req) },
+		audit: func(req, _ any) string { return service(req) + "/" + id(req) },
 	}
 }
 
@@ -162,12 +163,12 @@ func operator(write bool) rule {
 	r := rule{start: (*acl.Authorizer).OperatorRead}
 	if write {
 		r.start = (*acl.Authorizer).OperatorWrite
-		r.audit = func(any) string { return "" }
+		r.audit = func(_, _ any) string { return "" }
 	}
 	return r
 }
 
-func aclWrite(target func(req any) string) rule {
+func aclWrite(target func(req, resp any) string) rule {
 	return rule{start: (*acl.Authorizer).ACLWrite, audit: target}
 }
 
@@ -213,17 +214,17 @@ var rules = map[string]rule{
 	registryv1.Cluster_SnapshotSave_FullMethodName:       operator(true),
 	registryv1.Cluster_SnapshotRestore_FullMethodName:    operator(true),
 
-	registryv1.ACL_Bootstrap_FullMethodName: {anonymous: true, audit: func(any) string { return "" }},
-	registryv1.ACL_PolicyCreate_FullMethodName: aclWrite(func(req any) string {
+	registryv1.ACL_Bootstrap_FullMethodName: {anonymous: true, audit: newToken},
+	registryv1.ACL_PolicyCreate_FullMethodName: aclWrite(func(req, _ any) string {
 		return "policy/" + req.(*registryv1.ACLPolicyCreateRequest).GetName()
 	}),
 	registryv1.ACL_PolicyList_FullMethodName: {start: (*acl.Authorizer).ACLRead},
-	registryv1.ACL_PolicyDelete_FullMethodName: aclWrite(func(req any) string {
+	registryv1.ACL_PolicyDelete_FullMethodName: aclWrite(func(req, _ any) string {
 		return "policy/" + req.(*registryv1.ACLPolicyDeleteRequest).GetName()
 	}),
-	registryv1.ACL_TokenCreate_FullMethodName: aclWrite(func(any) string { return "token" }),
+	registryv1.ACL_TokenCreate_FullMethodName: aclWrite(newToken),
 	registryv1.ACL_TokenList_FullMethodName:   {start: (*acl.Authorizer).ACLRead},
-	registryv1.ACL_TokenDelete_FullMethodName: aclWrite(func(req any) string {
+	registryv1.ACL_TokenDelete_FullMethodName: aclWrite(func(req, _ any) string {
 		return "token/" + req.(*registryv1.ACLTokenDeleteRequest).GetAccessorId()
 	}),
 
@@ -231,6 +232,15 @@ var rules = map[string]rule{
 	"/grpc.health.v1.Health/Check": {anonymous: true},
 	"/grpc.health.v1.Health/Watch": {anonymous: true},
 	"/grpc.health.v1.Health/List":  {anonymous: true},
+}
+
+// newToken names the token a Bootstrap or TokenCreate made: its accessor
+// id, never its secret.
+func newToken(_, resp any) string {
+	if t, ok := resp.(*registryv1.ACLTokenSecret); ok && t != nil {
+		return "token/" + t.AccessorId
+	}
+	return "token"
 }
 
 // authorize resolves the caller of method and checks its start rule. It
@@ -280,7 +290,7 @@ func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 			resp, err = handler(ctx, req)
 		}
 		if r.audit != nil {
-			s.audit(ctx, info.FullMethod, r.audit(req), err)
+			s.audit(ctx, info.FullMethod, r.audit(req, resp), err)
 		}
 		return resp, err
 	}
