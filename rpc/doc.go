@@ -1,7 +1,7 @@
 // Package rpc implements the registry's gRPC services, registry.v1.Registry,
-// registry.v1.Cluster and registry.v1.ACL, on top of small interfaces that the node package
-// implements: an Applier that proposes commands through the local Raft,
-// a Leadership that knows the leader (to route calls), an Admin that
+// registry.v1.Cluster and registry.v1.ACL, on top of small interfaces that
+// the node package implements: an Applier that proposes commands through the
+// local Raft, a Leadership that knows the leader (to route calls), an Admin that
 // changes membership and reports the node's Status (a domain struct that
 // rpc converts to the API's StatusResponse), and a StateReader over the
 // local replica (the fsm).
