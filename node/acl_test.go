@@ -128,20 +128,40 @@ func TestACLCluster(t *testing.T) {
 		t.Errorf("ListServices with the orders token: %v, %v; want orders only", ls, err)
 	}
 	wctx, cancel := context.WithCancel(orders)
+	defer cancel()
 	w, err := c.Registry(follower).Watch(wctx, &registryv1.WatchRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg, err := w.Recv()
-	cancel()
-	if err != nil || !msg.IsReset || len(msg.Instances) == 0 {
-		t.Fatalf("Watch: %v, %v", msg, err)
+	if err != nil || !msg.IsReset || len(msg.Instances) == 0 || msg.More {
+		t.Fatalf("Watch: %v, %v; want one reset message", msg, err)
 	}
 	for _, in := range msg.Instances {
 		if in.Service != "orders" {
 			t.Errorf("Watch of every service with the orders token shows %s/%s", in.Service, in.Id)
 		}
 	}
+	// Events too: a payments change is not shown, the orders one after it is.
+	if _, err := c.Registry(leader).Register(mgmt, &registryv1.RegisterRequest{Instance: instance("payments", "p9")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Registry(leader).Register(mgmt, &registryv1.RegisterRequest{Instance: instance("orders", "o9")}); err != nil {
+		t.Fatal(err)
+	}
+	for seen := false; !seen; {
+		msg, err := w.Recv()
+		if err != nil {
+			t.Fatalf("Watch events: %v", err)
+		}
+		for _, ev := range msg.Events {
+			if ev.Instance.Service != "orders" {
+				t.Errorf("Watch with the orders token shows an event of %s/%s", ev.Instance.Service, ev.Instance.Id)
+			}
+			seen = seen || ev.Instance.Id == "o9"
+		}
+	}
+	cancel()
 	wp, err := c.Registry(follower).Watch(orders, &registryv1.WatchRequest{Service: "payments"})
 	if err == nil {
 		_, err = wp.Recv()
@@ -270,6 +290,8 @@ func TestACLHTTP(t *testing.T) {
 		{"/v1/sd/prometheus", "", http.StatusUnauthorized, "", ""},
 		{"/v1/sd/prometheus", tok.SecretId, http.StatusOK, `"orders"`, `"payments"`},
 		{"/v1/sd/prometheus", boot.SecretId, http.StatusOK, `"payments"`, ""},
+		{"/v1/acl/tokens", boot.SecretId, http.StatusOK, tok.AccessorId, tok.SecretId},
+		{"/v1/acl/tokens", tok.SecretId, http.StatusForbidden, "acl:read", ""},
 	} {
 		code, body := get(tc.path, tc.secret)
 		if code != tc.code || !strings.Contains(body, tc.has) || (tc.hasNot != "" && strings.Contains(body, tc.hasNot)) {
