@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -200,6 +201,22 @@ func TestACLCluster(t *testing.T) {
 		t.Errorf("Deregister orders: %v", err)
 	}
 
+	// Streams opened before the delete end with it.
+	// Bounded: a watch that outlived the token would block here.
+	openCtx, cancelOpen := context.WithTimeout(orders, 10*time.Second)
+	defer cancelOpen()
+	openWatch, err := c.Registry(follower).Watch(openCtx, &registryv1.WatchRequest{Service: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openWatch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	openBeats, err := c.Registry(follower).BeatStream(openCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// Deleted through one node, the token is refused by the other two.
 	del := (leader + 2) % 3
 	if _, err := aclc(del).TokenDelete(mgmt, &registryv1.ACLTokenDeleteRequest{AccessorId: tok.AccessorId}); err != nil {
@@ -217,6 +234,29 @@ func TestACLCluster(t *testing.T) {
 			return nil
 		})
 	}
+
+	for {
+		msg, err := openWatch.Recv()
+		if err != nil {
+			wantCode(t, "a watch open at the delete", err, codes.Unauthenticated, "")
+			break
+		}
+		if msg.IsReset {
+			t.Errorf("a watch open at the delete got a reset %v", msg)
+		}
+	}
+	poll.Eventually(t, 5*time.Second, func(context.Context) error {
+		if err := openBeats.Send(&registryv1.BeatRequest{Seq: 9, Beats: []*registryv1.InstanceRef{{Service: "orders", Id: "o0", Incarnation: 1}}}); err != nil {
+			_, err = openBeats.Recv() // the status the stream ended with
+			wantCode(t, "a beat stream open at the delete", err, codes.Unauthenticated, "")
+			return nil
+		}
+		if _, err := openBeats.Recv(); err != nil {
+			wantCode(t, "a beat stream open at the delete", err, codes.Unauthenticated, "")
+			return nil
+		}
+		return errors.New("the beat stream still takes frames of the deleted token")
+	})
 
 	// Audit lines name the accessor, never a secret.
 	audit := logs.String()

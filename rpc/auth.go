@@ -122,19 +122,49 @@ func (r *Resolver) ResolveHeader(v string) (Identity, error) {
 	return r.Resolve(secret)
 }
 
-type identityKey struct{}
+type callerKey struct{}
 
-// identityFrom returns the caller's identity, and false when ACLs are off.
-func identityFrom(ctx context.Context) (Identity, bool) {
-	id, ok := ctx.Value(identityKey{}).(Identity)
-	return id, ok
+// caller is the token of a call, kept in its context. Its identity is
+// resolved again at every use (a cache hit while the ACL state does not
+// change), so that a stream outlives neither its token nor a narrowing of
+// its policies.
+type caller struct {
+	header   string
+	accessor string // at the start of the call, for the audit line
+	resolver *Resolver
 }
 
-// canRead reports whether the caller may read service: always, when ACLs
-// are off. ListServices and Watch filter by it.
-func canRead(ctx context.Context, service string) bool {
-	id, ok := identityFrom(ctx)
-	return !ok || id.Authz.ServiceRead(service).Allowed()
+// identityFrom returns the caller's current identity, or an error when its
+// token no longer resolves; on is false when ACLs are off.
+func identityFrom(ctx context.Context) (id Identity, on bool, err error) {
+	c, ok := ctx.Value(callerKey{}).(*caller)
+	if !ok {
+		return Identity{}, false, nil
+	}
+	id, err = c.resolver.ResolveHeader(c.header)
+	return id, true, err
+}
+
+// stillAuthenticated fails once the caller's token no longer resolves; a
+// Watch checks it before every message.
+func stillAuthenticated(ctx context.Context) error {
+	_, _, err := identityFrom(ctx)
+	return err
+}
+
+// readFilter returns whether the caller may read a service, resolving the
+// caller once for all the services asked about: every service when ACLs
+// are off, none when its token no longer resolves. ListServices and Watch
+// filter by it.
+func readFilter(ctx context.Context) func(service string) bool {
+	id, on, err := identityFrom(ctx)
+	switch {
+	case !on:
+		return func(string) bool { return true }
+	case err != nil:
+		return func(string) bool { return false }
+	}
+	return func(service string) bool { return id.Authz.ServiceRead(service).Allowed() }
 }
 
 // rule is what one gRPC method needs.
@@ -253,11 +283,12 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	if r.anonymous {
 		return ctx, r, nil
 	}
-	id, err := s.resolver.ResolveHeader(incomingAuthorization(ctx))
+	header := incomingAuthorization(ctx)
+	id, err := s.resolver.ResolveHeader(header)
 	if err != nil {
 		return ctx, r, err
 	}
-	ctx = context.WithValue(ctx, identityKey{}, id)
+	ctx = context.WithValue(ctx, callerKey{}, &caller{header: header, accessor: id.AccessorID, resolver: s.resolver})
 	if r.start != nil {
 		if err := r.start(id.Authz).Err(); err != nil {
 			return ctx, r, err
@@ -266,10 +297,13 @@ func (s *Server) authorize(ctx context.Context, method string) (context.Context,
 	return ctx, r, nil
 }
 
-// check runs r's per-message rule on req.
+// check resolves the caller again and runs r's per-message rule on req.
 func (r rule) check(ctx context.Context, req any) error {
-	id, ok := identityFrom(ctx)
-	if !ok || r.each == nil {
+	id, on, err := identityFrom(ctx)
+	if !on || err != nil {
+		return err
+	}
+	if r.each == nil {
 		return nil
 	}
 	return r.each(id.Authz, req)
@@ -337,8 +371,8 @@ func (c *checkedStream) RecvMsg(m any) error {
 // the secret), from where, what, on what, and the result code.
 func (s *Server) audit(ctx context.Context, method, target string, err error) {
 	accessor := "anonymous"
-	if id, ok := identityFrom(ctx); ok {
-		accessor = id.AccessorID
+	if c, ok := ctx.Value(callerKey{}).(*caller); ok {
+		accessor = c.accessor
 	}
 	addr := ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {

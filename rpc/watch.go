@@ -37,7 +37,10 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 		}
 	}
 	for {
-		changed := s.state.Changed() // before reading: no lost wake-up
+		changed := s.state.Changed()                    // before reading: no lost wake-up
+		if err := stillAuthenticated(ctx); err != nil { // a deleted token ends the watch
+			return s.toStatus(err)
+		}
 		events, next, err := s.state.EventsAfter(req.Service, after, s.cfg.WatchBatch)
 		switch {
 		case errors.Is(err, fsm.ErrCompacted):
@@ -50,8 +53,9 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 		}
 		if len(events) > 0 {
 			msg := &registryv1.WatchResponse{Index: next, Events: make([]*registryv1.Event, 0, len(events))}
+			canRead := readFilter(ctx)
 			for i := range events {
-				if canRead(ctx, events[i].Instance.Service) {
+				if canRead(events[i].Instance.Service) {
 					msg.Events = append(msg.Events, toAPIEvent(&events[i]))
 				}
 			}
@@ -81,7 +85,8 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 // at most WatchBatch instances, and returns the index it reflects.
 func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchResponse], service string) (uint64, error) {
 	ins, index := s.state.Reset(service)
-	ins = slices.DeleteFunc(ins, func(in fsm.Instance) bool { return !canRead(stream.Context(), in.Service) })
+	canRead := readFilter(stream.Context())
+	ins = slices.DeleteFunc(ins, func(in fsm.Instance) bool { return !canRead(in.Service) })
 	s.metrics.watchResets.Inc()
 	api := toAPIInstances(ins, true)
 	for first := true; first || len(api) > 0; first = false {
