@@ -189,13 +189,16 @@ func serviceWrite(service, id func(req any) string) rule {
 	}
 }
 
-func operator(write bool) rule {
-	r := rule{start: (*acl.Authorizer).OperatorRead}
-	if write {
-		r.start = (*acl.Authorizer).OperatorWrite
-		r.audit = func(_, _ any) string { return "" }
-	}
-	return r
+func operatorRead() rule { return rule{start: (*acl.Authorizer).OperatorRead} }
+
+// operatorWrite is audited; the target is the node a request names, if any.
+func operatorWrite() rule {
+	return rule{start: (*acl.Authorizer).OperatorWrite, audit: func(req, _ any) string {
+		if r, ok := req.(interface{ GetNodeId() string }); ok && r.GetNodeId() != "" {
+			return "node/" + r.GetNodeId()
+		}
+		return ""
+	}}
 }
 
 func aclWrite(target func(req, resp any) string) rule {
@@ -236,13 +239,13 @@ var rules = map[string]rule{
 		return nil
 	}},
 
-	registryv1.Cluster_Status_FullMethodName:             operator(false),
-	registryv1.Cluster_Join_FullMethodName:               operator(true),
-	registryv1.Cluster_Remove_FullMethodName:             operator(true),
-	registryv1.Cluster_TransferLeadership_FullMethodName: operator(true),
-	registryv1.Cluster_ReleaseExpiryGuard_FullMethodName: operator(true),
-	registryv1.Cluster_SnapshotSave_FullMethodName:       operator(true),
-	registryv1.Cluster_SnapshotRestore_FullMethodName:    operator(true),
+	registryv1.Cluster_Status_FullMethodName:             operatorRead(),
+	registryv1.Cluster_Join_FullMethodName:               operatorWrite(),
+	registryv1.Cluster_Remove_FullMethodName:             operatorWrite(),
+	registryv1.Cluster_TransferLeadership_FullMethodName: operatorWrite(),
+	registryv1.Cluster_ReleaseExpiryGuard_FullMethodName: operatorWrite(),
+	registryv1.Cluster_SnapshotSave_FullMethodName:       operatorWrite(),
+	registryv1.Cluster_SnapshotRestore_FullMethodName:    operatorWrite(),
 
 	registryv1.ACL_Bootstrap_FullMethodName: {anonymous: true, audit: newToken},
 	registryv1.ACL_PolicyCreate_FullMethodName: aclWrite(func(req, _ any) string {

@@ -1,8 +1,10 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -128,5 +130,40 @@ func TestResolverDropsDeletedToken(t *testing.T) {
 	fsmtest.Apply(t, f, 7, &fsmpb.ACLPolicySet{Name: "ops", Rules: `operator = "write"`})
 	if z, _ := s.resolver.Resolve(secrets["ops"]); !z.Authz.OperatorWrite().Allowed() {
 		t.Error("ops after its policy became operator write: still denied")
+	}
+}
+
+// The audit line of an admin call names the accessor, the method, the
+// target and the code, and never the secret.
+func TestAuditLine(t *testing.T) {
+	s, _, secrets := aclServer(t)
+	var buf bytes.Buffer
+	s.auditLog = slog.New(slog.NewTextHandler(&buf, nil))
+	call := func(secret acl.Secret, req any) {
+		info := &grpc.UnaryServerInfo{FullMethod: registryv1.Cluster_Remove_FullMethodName}
+		_, _ = s.UnaryInterceptor()(withToken(secret), req, info, func(context.Context, any) (any, error) {
+			return &registryv1.RemoveResponse{}, nil
+		})
+	}
+	call(secrets["mgmt"], &registryv1.RemoveRequest{NodeId: "n3"})
+	call(secrets["orders"], &registryv1.RemoveRequest{NodeId: "n2"})
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit lines:\n%s\nwant 2", buf.String())
+	}
+	for i, want := range [][]string{
+		{"audit=true", "accessor_id=mgmt", "method=/registry.v1.Cluster/Remove", "target=node/n3", "code=OK"},
+		{"accessor_id=orders", "target=node/n2", "code=PermissionDenied"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("audit line %q has no %q", lines[i], w)
+			}
+		}
+	}
+	for _, secret := range secrets {
+		if strings.Contains(buf.String(), string(secret)) {
+			t.Error("an audit line holds a secret")
+		}
 	}
 }
