@@ -129,6 +129,9 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		}),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: c.cfg.DialTimeout}),
 	}, c.cfg.DialOptions...)
+	if c.cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(c.cfg.Token)))
+	}
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: endpoint %q: %w", addr, err)
@@ -254,3 +257,14 @@ func (c *Client) writeIndex(service string) uint64 {
 	defer c.mu.Unlock()
 	return c.writes[service]
 }
+
+// bearerToken sends an ACL token on every call.
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity is false so that the token works on plaintext
+// connections too (a loopback or a trusted network); see Config.Token.
+func (bearerToken) RequireTransportSecurity() bool { return false }

@@ -47,6 +47,11 @@ type Config struct {
 	// KeepRegistrationsOnClose leaves registrations in place on Close; by
 	// default Close deregisters what the Client registered.
 	KeepRegistrationsOnClose bool
+	// Token is an ACL token's secret, sent on every call as
+	// "authorization: Bearer <Token>" metadata when set. It is sent over
+	// plaintext connections too (the default): off a trusted network, set
+	// TLS (or the file fields below), or anyone on the path can read it.
+	Token string
 	// DialOptions are added to every connection.
 	DialOptions []grpc.DialOption
 	// TLS, if set, secures every connection; an empty ServerName is taken

@@ -20,12 +20,17 @@ type MessageType uint8
 // The command types. New commands take the next free number; a new command
 // that older nodes may safely skip is proposed with IgnoreUnknownTypeFlag set.
 const (
-	RegisterType    MessageType = 1
-	DeregisterType  MessageType = 2
-	BeatBatchType   MessageType = 3
-	MarkSuspectType MessageType = 4
-	ExpireType      MessageType = 5
-	NodeMetaType    MessageType = 6
+	RegisterType        MessageType = 1
+	DeregisterType      MessageType = 2
+	BeatBatchType       MessageType = 3
+	MarkSuspectType     MessageType = 4
+	ExpireType          MessageType = 5
+	NodeMetaType        MessageType = 6
+	ACLBootstrapType    MessageType = 7
+	ACLPolicySetType    MessageType = 8
+	ACLPolicyDeleteType MessageType = 9
+	ACLTokenSetType     MessageType = 10
+	ACLTokenDeleteType  MessageType = 11
 
 	// IgnoreUnknownTypeFlag: a type byte with this bit set, unknown to this
 	// node, is skipped (Apply returns nil) instead of fail-stop. A node that
@@ -74,6 +79,26 @@ var commands = [...]command{
 	NodeMetaType: newCommand("NodeMeta", func(s *State, index uint64, m *fsmpb.NodeMeta) (*NodeMetaResult, []Event, error) {
 		s.SetNode(m)
 		return &NodeMetaResult{Index: index}, nil, nil
+	}),
+	ACLBootstrapType: newCommand("ACLBootstrap", func(s *State, index uint64, m *fsmpb.ACLBootstrap) (*ACLResult, []Event, error) {
+		res, err := s.ACLBootstrap(index, m)
+		return &res, nil, err
+	}),
+	ACLPolicySetType: newCommand("ACLPolicySet", func(s *State, index uint64, m *fsmpb.ACLPolicySet) (*ACLResult, []Event, error) {
+		res := s.ACLPolicySet(index, m)
+		return &res, nil, nil
+	}),
+	ACLPolicyDeleteType: newCommand("ACLPolicyDelete", func(s *State, index uint64, m *fsmpb.ACLPolicyDelete) (*ACLResult, []Event, error) {
+		res, err := s.ACLPolicyDelete(index, m)
+		return &res, nil, err
+	}),
+	ACLTokenSetType: newCommand("ACLTokenSet", func(s *State, index uint64, m *fsmpb.ACLTokenSet) (*ACLResult, []Event, error) {
+		res, err := s.ACLTokenSet(index, m)
+		return &res, nil, err
+	}),
+	ACLTokenDeleteType: newCommand("ACLTokenDelete", func(s *State, index uint64, m *fsmpb.ACLTokenDelete) (*ACLResult, []Event, error) {
+		res, err := s.ACLTokenDelete(index, m)
+		return &res, nil, err
 	}),
 }
 
@@ -366,6 +391,12 @@ var (
 	// ErrCompacted: EventsAfter was asked for events that are no longer kept;
 	// the watcher must reset from a full read.
 	ErrCompacted = errors.New("event history compacted")
+	// ErrACLBootstrapped: ACLBootstrap after the cluster was bootstrapped.
+	ErrACLBootstrapped = errors.New("ACL already bootstrapped")
+	// ErrACLNotFound: the ACL policy or token is not there.
+	ErrACLNotFound = errors.New("ACL policy or token not found")
+	// ErrACLConflict: a token's secret hash is another token's.
+	ErrACLConflict = errors.New("ACL token conflict")
 	// ErrUndecodable: Decode could not parse a log entry.
 	ErrUndecodable = errors.New("undecodable log entry")
 	// ErrBadSnapshot: PrepareRestore could not decode a backup.

@@ -117,15 +117,36 @@ func (g *logGen) command() proto.Message {
 			c.Entries = append(c.Entries, g.condition())
 		}
 		return c
-	case r < 97:
+	case r < 94:
 		c := &fsmpb.NodeMeta{NodeId: fmt.Sprint("node-", g.rng.IntN(5))}
 		if g.rng.IntN(4) > 0 {
 			c.GrpcAddress = fmt.Sprintf("10.1.0.%d:9000", g.rng.IntN(3))
 			c.HttpAddress = fmt.Sprintf("10.1.0.%d:8000", g.rng.IntN(3))
 		}
 		return c
+	case r < 97:
+		return g.aclCommand()
 	default:
 		return nil // an unknown command marked ignorable
+	}
+}
+
+// aclCommand is one of the ACL commands, over a few policies and tokens so
+// that sets, replacements, deletes and refusals all happen.
+func (g *logGen) aclCommand() proto.Message {
+	tok := fmt.Sprint("tok-", g.rng.IntN(4))
+	hash := bytes.Repeat([]byte{byte(g.rng.IntN(6))}, 32) // collisions: ErrACLConflict
+	switch g.rng.IntN(5) {
+	case 0:
+		return &fsmpb.ACLBootstrap{AccessorId: tok, SecretHash: hash}
+	case 1:
+		return &fsmpb.ACLPolicySet{Name: fmt.Sprint("pol-", g.rng.IntN(3)), Rules: fmt.Sprintf("operator = %q", []string{"read", "write"}[g.rng.IntN(2)])}
+	case 2:
+		return &fsmpb.ACLPolicyDelete{Name: fmt.Sprint("pol-", g.rng.IntN(3))}
+	case 3:
+		return &fsmpb.ACLTokenSet{AccessorId: tok, SecretHash: hash, Policies: []string{fmt.Sprint("pol-", g.rng.IntN(3))}}
+	default:
+		return &fsmpb.ACLTokenDelete{AccessorId: tok}
 	}
 }
 
@@ -161,6 +182,8 @@ func outcomes(resp any) []string {
 			return []string{"fenced"}
 		case errors.Is(r, fsm.ErrNotFound):
 			return []string{"not found"}
+		case errors.Is(r, fsm.ErrACLBootstrapped), errors.Is(r, fsm.ErrACLNotFound), errors.Is(r, fsm.ErrACLConflict):
+			return []string{"acl refused"}
 		}
 		return []string{"error " + r.Error()}
 	case *fsm.RegisterResult:
@@ -184,6 +207,8 @@ func outcomes(resp any) []string {
 		return out
 	case *fsm.NodeMetaResult:
 		return []string{"node meta"}
+	case *fsm.ACLResult:
+		return []string{"acl applied"}
 	}
 	return []string{fmt.Sprintf("unexpected %T", resp)}
 }
@@ -212,7 +237,7 @@ func TestDeterminism(t *testing.T) {
 	for _, o := range []string{
 		"ignored", "fenced", "not found", "register created=true", "register created=false",
 		"deregistered", "beat batch", "beat rejected UNKNOWN", "beat rejected FENCED",
-		"condition applied", "condition skipped", "node meta",
+		"condition applied", "condition skipped", "node meta", "acl applied", "acl refused",
 	} {
 		if seen[o] == 0 {
 			t.Errorf("the log never produced %q; outcomes: %v", o, seen)

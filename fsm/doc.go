@@ -52,6 +52,15 @@
 // skipped if the instance has changed since, so a beat or re-registration
 // that raced the checker wins.
 //
+// The ACL commands (ACLBootstrap, ACLPolicySet, ACLPolicyDelete,
+// ACLTokenSet, ACLTokenDelete) keep policies as their rules text (the
+// proposer checked it with acl.Parse) and tokens by accessor id and by the
+// SHA-256 of their secret: the proposer generates ids and secrets, and the
+// log, the state and the snapshots never hold a secret. ACLBootstrap applies
+// once (ErrACLBootstrapped after); every ACL change moves the ACL index
+// (ACLIndex, which a Restore moves too), by which resolvers invalidate
+// their caches.
+//
 // Domain errors are returned from Apply as error values (read them from the
 // raft future's Response); other responses are pointers to the *Result types.
 // A log entry that cannot be decoded panics (fail-stop): a replica that

@@ -64,8 +64,11 @@ type FSM struct {
 	mu      sync.RWMutex
 	state   *State
 	applied uint64
-	history history
-	changed chan struct{} // closed and replaced at every Apply and Restore
+	// restored is the applied index of the last Restore: ACLIndex never
+	// reports less, so that caches of the ACL state see a restore.
+	restored uint64
+	history  history
+	changed  chan struct{} // closed and replaced at every Apply and Restore
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -141,11 +144,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 func (f *FSM) snapshot() *snapshot {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &snapshot{
-		index:     f.applied,
-		instances: f.state.unsorted(),
-		nodes:     f.state.Nodes(),
-	}
+	return f.state.snapshot(f.applied)
 }
 
 // Restore replaces the state with the snapshot read from rc. The snapshot is
@@ -170,6 +169,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.state = st
 	f.applied = index
+	f.restored = index
 	f.history.reset(index)
 	f.notify()
 	f.mu.Unlock()

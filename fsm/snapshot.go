@@ -20,8 +20,15 @@ import (
 // snapshotVersion is the format of the snapshot stream: a length-delimited
 // fsmpb.SnapshotHeader, then header.instance_count length-delimited
 // fsmpb.Instance records sorted by (service, id), then header.node_count
-// fsmpb.NodeMeta records sorted by node id, then the end of the stream.
-const snapshotVersion = 1
+// fsmpb.NodeMeta records sorted by node id, then (since version 2)
+// header.acl_policy_count fsmpb.ACLPolicySet records sorted by name and
+// header.acl_token_count fsmpb.ACLTokenSet records sorted by accessor id,
+// then the end of the stream. Version 1 streams, written before ACLs, are
+// read as having no ACL records and not bootstrapped.
+const snapshotVersion = 2
+
+// minSnapshotVersion is the oldest format readSnapshot accepts.
+const minSnapshotVersion = 1
 
 var marshalDelim = protodelim.MarshalOptions{MarshalOptions: proto.MarshalOptions{Deterministic: true}}
 
@@ -29,8 +36,13 @@ var marshalDelim = protodelim.MarshalOptions{MarshalOptions: proto.MarshalOption
 // Metadata maps with the state, which never mutates them.
 type snapshot struct {
 	index     uint64
-	instances []Instance // in map order until write sorts them
-	nodes     []NodeMeta // sorted
+	instances []Instance  // in map order until write sorts them
+	nodes     []NodeMeta  // sorted
+	policies  []ACLPolicy // sorted
+	tokens    []ACLToken  // sorted
+	// aclBootstrapped and aclIndex are the ACL state's flag and index.
+	aclBootstrapped bool
+	aclIndex        uint64
 }
 
 var _ raft.FSMSnapshot = (*snapshot)(nil)
@@ -53,12 +65,13 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 type SnapshotInfo struct {
 	// Index is the applied index the stream reflects.
 	Index uint64
-	// Instances and Nodes count its records.
-	Instances, Nodes int
+	// Instances, Nodes, Policies and Tokens count its records.
+	Instances, Nodes, Policies, Tokens int
 }
 
 func (s *snapshot) info() SnapshotInfo {
-	return SnapshotInfo{Index: s.index, Instances: len(s.instances), Nodes: len(s.nodes)}
+	return SnapshotInfo{Index: s.index, Instances: len(s.instances), Nodes: len(s.nodes),
+		Policies: len(s.policies), Tokens: len(s.tokens)}
 }
 
 // WriteSnapshot writes the current state to w in the snapshot format, the
@@ -77,7 +90,8 @@ func (f *FSM) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
 // re-encoded for raft's user restore: with index as its applied index (the
 // Raft index it is about to be installed at) and with this FSM's node
 // records in place of the backup's, since a backup restores the registry's
-// contents, not the cluster's membership. It changes nothing in the FSM.
+// contents, not the cluster's membership. Its ACL records replace this
+// FSM's, unless it has none: then this FSM's are kept. It changes nothing in the FSM.
 // A backup that does not decode fails with an error wrapping
 // ErrBadSnapshot (and r's own error, if r failed).
 func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotInfo, error) {
@@ -85,7 +99,16 @@ func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotIn
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
 	}
-	s := &snapshot{index: index, instances: st.unsorted(), nodes: f.Nodes()}
+	// The backup's ACL policies and tokens are restored with its
+	// instances: they are the registry's contents too. A backup without
+	// ACL state (taken before ACLs, or never bootstrapped) keeps this
+	// cluster's: restoring it must not reopen the bootstrap.
+	s := st.snapshot(index)
+	s.nodes = f.Nodes()
+	if !s.aclBootstrapped && len(s.policies) == 0 && len(s.tokens) == 0 {
+		cur := f.snapshot()
+		s.policies, s.tokens, s.aclBootstrapped, s.aclIndex = cur.policies, cur.tokens, cur.aclBootstrapped, cur.aclIndex
+	}
 	if err := s.write(w); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("fsm: prepare restore: %w", err)
 	}
@@ -111,10 +134,14 @@ func (s *snapshot) write(w io.Writer) error {
 	slices.SortFunc(s.instances, compareInstances)
 	bw := bufio.NewWriter(w)
 	header := &fsmpb.SnapshotHeader{
-		Version:       snapshotVersion,
-		Index:         s.index,
-		InstanceCount: uint64(len(s.instances)),
-		NodeCount:     uint64(len(s.nodes)),
+		Version:         snapshotVersion,
+		Index:           s.index,
+		InstanceCount:   uint64(len(s.instances)),
+		NodeCount:       uint64(len(s.nodes)),
+		AclPolicyCount:  uint64(len(s.policies)),
+		AclTokenCount:   uint64(len(s.tokens)),
+		AclBootstrapped: s.aclBootstrapped,
+		AclIndex:        s.aclIndex,
 	}
 	if _, err := marshalDelim.MarshalTo(bw, header); err != nil {
 		return fmt.Errorf("header: %w", err)
@@ -130,6 +157,16 @@ func (s *snapshot) write(w io.Writer) error {
 			return fmt.Errorf("node %s: %w", n.NodeID, err)
 		}
 	}
+	for _, p := range s.policies {
+		if _, err := marshalDelim.MarshalTo(bw, &fsmpb.ACLPolicySet{Name: p.Name, Rules: p.Rules}); err != nil {
+			return fmt.Errorf("policy %s: %w", p.Name, err)
+		}
+	}
+	for _, t := range s.tokens {
+		if _, err := marshalDelim.MarshalTo(bw, tokenToProto(t)); err != nil {
+			return fmt.Errorf("token %s: %w", t.AccessorID, err)
+		}
+	}
 	return bw.Flush()
 }
 
@@ -141,8 +178,11 @@ func readSnapshot(r io.Reader) (*State, uint64, error) {
 	if err := protodelim.UnmarshalFrom(br, &header); err != nil {
 		return nil, 0, fmt.Errorf("header: %w", noEOF(err))
 	}
-	if v := header.GetVersion(); v != snapshotVersion {
-		return nil, 0, fmt.Errorf("unsupported snapshot version %d, want %d", v, snapshotVersion)
+	if v := header.GetVersion(); v < minSnapshotVersion || v > snapshotVersion {
+		return nil, 0, fmt.Errorf("unsupported snapshot version %d, want %d to %d", v, minSnapshotVersion, snapshotVersion)
+	}
+	if header.GetVersion() < 2 && (header.GetAclPolicyCount() != 0 || header.GetAclTokenCount() != 0 || header.GetAclBootstrapped()) {
+		return nil, 0, fmt.Errorf("snapshot version %d has ACL records", header.GetVersion())
 	}
 
 	st := NewState()
@@ -174,6 +214,9 @@ func readSnapshot(r io.Reader) (*State, uint64, error) {
 			return nil, 0, fmt.Errorf("node record %d: duplicate node %q", i+1, rec.GetNodeId())
 		}
 		st.SetNode(&rec)
+	}
+	if err := readACLRecords(br, &header, st); err != nil {
+		return nil, 0, err
 	}
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		if err != nil {
@@ -233,4 +276,34 @@ func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
 		RegisteredAt:  p.GetRegisteredAtUnixNs(),
 		LastBeatAt:    p.GetLastBeatAtUnixNs(),
 	}, nil
+}
+
+// readACLRecords reads the policy and token records that follow the node
+// records into st.
+func readACLRecords(br *bufio.Reader, header *fsmpb.SnapshotHeader, st *State) error {
+	for i := uint64(0); i < header.GetAclPolicyCount(); i++ {
+		var rec fsmpb.ACLPolicySet
+		if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+			return fmt.Errorf("policy record %d of %d: %w", i+1, header.GetAclPolicyCount(), noEOF(err))
+		}
+		if _, dup := st.Policy(rec.GetName()); dup {
+			return fmt.Errorf("policy record %d: duplicate policy %q", i+1, rec.GetName())
+		}
+		st.ACLPolicySet(0, &rec)
+	}
+	for i := uint64(0); i < header.GetAclTokenCount(); i++ {
+		var rec fsmpb.ACLTokenSet
+		if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+			return fmt.Errorf("token record %d of %d: %w", i+1, header.GetAclTokenCount(), noEOF(err))
+		}
+		if _, dup := st.acl.tokens[rec.GetAccessorId()]; dup {
+			return fmt.Errorf("token record %d: duplicate token %q", i+1, rec.GetAccessorId())
+		}
+		if err := st.putToken(tokenFromProto(&rec)); err != nil {
+			return fmt.Errorf("token record %d: %w", i+1, err)
+		}
+	}
+	st.acl.bootstrapped = header.GetAclBootstrapped()
+	st.acl.index = header.GetAclIndex()
+	return nil
 }

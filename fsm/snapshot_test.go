@@ -76,7 +76,7 @@ func TestSnapshotFormat(t *testing.T) {
 	if err := protodelim.UnmarshalFrom(r, &header); err != nil {
 		t.Fatal(err)
 	}
-	wantHeader := &fsmpb.SnapshotHeader{Version: 1, Index: 7, InstanceCount: 3, NodeCount: 2}
+	wantHeader := &fsmpb.SnapshotHeader{Version: 2, Index: 7, InstanceCount: 3, NodeCount: 2}
 	if !proto.Equal(&header, wantHeader) {
 		t.Errorf("header = %v, want %v", &header, wantHeader)
 	}
@@ -147,7 +147,7 @@ func TestRestoreFailureKeepsState(t *testing.T) {
 	tests := map[string][]byte{
 		"empty stream":            nil,
 		"version 0":               stream(t, header(0, 0, 0)),
-		"version 2":               stream(t, header(2, 0, 0)),
+		"version 3":               stream(t, header(3, 0, 0)),
 		"missing instance":        stream(t, header(1, 2, 0), inst("a", 1)),
 		"missing node":            stream(t, header(1, 1, 1), inst("a", 1)),
 		"extra instance":          stream(t, header(1, 1, 0), inst("a", 1), inst("b", 1)),

@@ -26,6 +26,7 @@ type State struct {
 	services map[string]map[string]int // service → id → position in insts
 	insts    []Instance
 	nodes    map[string]NodeMeta
+	acl      aclState
 }
 
 // NewState returns an empty state.
@@ -33,6 +34,7 @@ func NewState() *State {
 	return &State{
 		services: make(map[string]map[string]int),
 		nodes:    make(map[string]NodeMeta),
+		acl:      newACLState(),
 	}
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"github.com/regcenter/registry/acl"
 	"log/slog"
 	"net"
 	"net/http"
@@ -142,6 +143,15 @@ type Config struct {
 	// while they run; whoever reaches HTTPAddr may take them).
 	EnablePprof bool
 
+	// ACLEnabled makes every gRPC and HTTP call (but health checks and the
+	// one-time ACL bootstrap) need a token with the permission the call
+	// needs (rpc's rules table), and filters reads by what the token may
+	// read. Off, the registry is open as before.
+	ACLEnabled bool
+	// ACLDefaultPolicy is "deny" or "allow": what a token may do where no
+	// rule of its policies matches. Default deny.
+	ACLDefaultPolicy string
+
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
 	DebugHandlers map[string]http.Handler
@@ -181,15 +191,16 @@ func DefaultConfig() Config {
 			SnapshotThreshold:  8192,
 			TrailingLogs:       10240,
 		},
-		Beats:           services.Beats,
-		Checker:         beatcheck.DefaultConfig(),
-		MaxBeatRate:     services.MaxBeatRate,
-		WatchHistory:    fsm.DefaultConfig().HistorySize,
-		MaxWatchers:     services.MaxWatchers,
-		ShutdownTimeout: 10 * time.Second,
-		Clock:           time.Now,
-		TLS:             tlsutil.DefaultConfig(),
-		Limits:          DefaultLimits(),
+		Beats:            services.Beats,
+		Checker:          beatcheck.DefaultConfig(),
+		MaxBeatRate:      services.MaxBeatRate,
+		WatchHistory:     fsm.DefaultConfig().HistorySize,
+		MaxWatchers:      services.MaxWatchers,
+		ShutdownTimeout:  10 * time.Second,
+		Clock:            time.Now,
+		ACLDefaultPolicy: services.ACLDefault.String(),
+		TLS:              tlsutil.DefaultConfig(),
+		Limits:           DefaultLimits(),
 	}
 }
 
@@ -206,6 +217,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.MaxWatchers, d.MaxWatchers)
 	defaults.Set(&c.ShutdownTimeout, d.ShutdownTimeout)
 	c.Limits = c.Limits.WithDefaults()
+	defaults.Set(&c.ACLDefaultPolicy, d.ACLDefaultPolicy)
 	if c.Clock == nil {
 		c.Clock = d.Clock
 	}
@@ -277,6 +289,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if _, err := acl.ParseDefault(c.ACLDefaultPolicy); err != nil {
+		errs = append(errs, fmt.Errorf("acl default policy: %w", err))
 	}
 	return errors.Join(errs...)
 }

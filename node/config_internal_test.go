@@ -96,3 +96,22 @@ func TestTheAllowListAcceptsIPsAndOwnNamesOnly(t *testing.T) {
 		t.Errorf("an origin on another port, or null, is allowed")
 	}
 }
+
+func TestValidateACLDefaultPolicy(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.NodeID, cfg.InMemory = "n1", true
+	cfg = cfg.withDefaults()
+	if cfg.ACLDefaultPolicy != "deny" {
+		t.Errorf("default ACL default policy = %q, want deny", cfg.ACLDefaultPolicy)
+	}
+	for _, p := range []string{"deny", "allow"} {
+		cfg.ACLDefaultPolicy = p
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate with %q: %v", p, err)
+		}
+	}
+	cfg.ACLDefaultPolicy = "sometimes"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "acl default policy") {
+		t.Errorf("Validate with sometimes = %v, want an error naming the acl default policy", err)
+	}
+}

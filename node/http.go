@@ -129,6 +129,9 @@ func (n *Node) gatewayMux(gw *grpc.ClientConn, opts ...runtime.ServeMuxOption) (
 	if err := registryv1.RegisterClusterHandlerClient(n.ctx, api, registryv1.NewClusterClient(rpc.CheckUTF8(gw))); err != nil {
 		return nil, err
 	}
+	if err := registryv1.RegisterACLHandlerClient(n.ctx, api, registryv1.NewACLClient(rpc.CheckUTF8(gw))); err != nil {
+		return nil, err
+	}
 	return api, nil
 }
 
@@ -398,6 +401,16 @@ func (n *Node) serveSD(w http.ResponseWriter, r *http.Request) {
 	for _, s := range services {
 		ins, _ := n.fsm.GetService(s, true)
 		instances = append(instances, ins...)
+	}
+	if n.cfg.ACLEnabled {
+		id, err := n.rpc.Resolver().ResolveHeader(r.Header.Get("Authorization"))
+		if err != nil {
+			writeText(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		instances = slices.DeleteFunc(instances, func(in fsm.Instance) bool {
+			return !id.Authz.ServiceRead(in.Service).Allowed()
+		})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(sdTargetGroups(instances, includeSuspect))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/regcenter/registry/acl"
 	"log/slog"
 	"net"
 	"net/http"
@@ -346,6 +347,7 @@ func (n *Node) startServers(m nodeMetrics) error {
 		WriteBurst:  n.cfg.Limits.WriteBurst,
 
 		MaxWatchesPerClient: n.cfg.Limits.MaxWatchesPerClient,
+		ACLDefault:          n.aclDefault(),
 	}); err != nil {
 		return err
 	}
@@ -359,8 +361,8 @@ func (n *Node) serveGRPC(metrics *grpcprom.ServerMetrics) {
 	opts := append(n.grpcLimits(), n.grpcServerCreds()...)
 	n.grpc = grpc.NewServer(append(opts,
 		grpc.MaxRecvMsgSize(validate.MaxRequestBytes),
-		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(n.unaryInterceptors(metrics)...),
+		grpc.ChainStreamInterceptor(n.streamInterceptors(metrics)...),
 	)...)
 	n.rpc.RegisterOn(n.grpc)
 	n.health = health.NewServer()
@@ -521,4 +523,29 @@ func (n *Node) stop(ctx context.Context) error {
 	}
 	n.log.Info("node stopped")
 	return errors.Join(errs...)
+}
+
+// aclDefault is the parsed ACLDefaultPolicy (Validate checked it).
+func (n *Node) aclDefault() acl.Default {
+	d, _ := acl.ParseDefault(n.cfg.ACLDefaultPolicy)
+	return d
+}
+
+// unaryInterceptors: metrics first, then, with ACLs enabled, the ACL check
+// innermost, next to the handler (rpc's stream check relies on it).
+func (n *Node) unaryInterceptors(metrics *grpcprom.ServerMetrics) []grpc.UnaryServerInterceptor {
+	out := []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()}
+	if n.cfg.ACLEnabled {
+		out = append(out, n.rpc.UnaryInterceptor())
+	}
+	return out
+}
+
+// streamInterceptors: as unaryInterceptors.
+func (n *Node) streamInterceptors(metrics *grpcprom.ServerMetrics) []grpc.StreamServerInterceptor {
+	out := []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()}
+	if n.cfg.ACLEnabled {
+		out = append(out, n.rpc.StreamInterceptor())
+	}
+	return out
 }

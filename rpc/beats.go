@@ -27,6 +27,9 @@ import (
 type beatItem struct {
 	ref       *registryv1.InstanceRef
 	forwarded bool
+	// authorization is the caller's bearer value: a follower forwards each
+	// caller's beats under the caller's token, which the leader checks.
+	authorization string
 }
 
 // beatOutcome is the result of one beat in a flushed batch.
@@ -63,8 +66,9 @@ func (s *Server) Beat(ctx context.Context, req *registryv1.BeatRequest) (*regist
 func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest, fwd bool) (*registryv1.BeatResponse, error) {
 	start := time.Now()
 	items := make([]beatItem, len(req.Beats))
+	auth := incomingAuthorization(ctx)
 	for i, r := range req.Beats {
-		items[i] = beatItem{ref: r, forwarded: fwd}
+		items[i] = beatItem{ref: r, forwarded: fwd, authorization: auth}
 	}
 	outcomes, err := s.beats.Submit(ctx, items)
 	if err != nil {
@@ -132,23 +136,54 @@ func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcom
 		if anyForwarded {
 			return nil, ErrNotLeader
 		}
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
-		defer cancel()
-		ctx, conn, err := s.toLeader(ctx, registryv1.Registry_Beat_FullMethodName)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := registryv1.NewRegistryClient(conn).Beat(ctx, &registryv1.BeatRequest{Beats: refs})
-		if err != nil {
-			return nil, err
-		}
-		index, rejected, recommended = resp.Index, resp.Rejected, resp.GetRecommendedInterval().AsDuration()
+		return s.forwardBeats(ctx, items)
 	}
 	out, err := matchRejections(refs, rejected, index)
 	for i := range out {
 		out[i].recommended = recommended
 	}
 	return out, err
+}
+
+// forwardBeats forwards a follower's batch to the leader: one call per
+// distinct caller token (one call when ACLs are off), each under that
+// token, so that the leader checks every beat against its sender's rights.
+func (s *Server) forwardBeats(ctx context.Context, items []beatItem) ([]beatOutcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ForwardTimeout)
+	defer cancel()
+	groups := make(map[string][]int) // authorization → positions in items
+	var order []string
+	for i, it := range items {
+		if _, ok := groups[it.authorization]; !ok {
+			order = append(order, it.authorization)
+		}
+		groups[it.authorization] = append(groups[it.authorization], i)
+	}
+	out := make([]beatOutcome, len(items))
+	for _, auth := range order {
+		pos := groups[auth]
+		refs := make([]*registryv1.InstanceRef, len(pos))
+		for j, p := range pos {
+			refs[j] = items[p].ref
+		}
+		fctx, conn, err := s.toLeaderAs(ctx, registryv1.Registry_Beat_FullMethodName, auth)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := registryv1.NewRegistryClient(conn).Beat(fctx, &registryv1.BeatRequest{Beats: refs})
+		if err != nil {
+			return nil, err
+		}
+		got, err := matchRejections(refs, resp.Rejected, resp.Index)
+		if err != nil {
+			return nil, err
+		}
+		for j, p := range pos {
+			out[p] = got[j]
+			out[p].recommended = resp.GetRecommendedInterval().AsDuration()
+		}
+	}
+	return out, nil
 }
 
 // recommendInterval counts an applied batch and, while the leader takes

@@ -40,6 +40,11 @@ func (s *Server) decodingRequests(sd *grpc.ServiceDesc) *grpc.ServiceDesc {
 	for i := range out.Streams {
 		h := out.Streams[i].Handler
 		out.Streams[i].Handler = func(srv any, stream grpc.ServerStream) error {
+			if cs, ok := stream.(*checkedStream); ok {
+				// Decode beneath the ACL check, which reads the request.
+				cs.ServerStream = decodingStream{ServerStream: cs.ServerStream, s: s}
+				return h(srv, cs)
+			}
 			return h(srv, decodingStream{ServerStream: stream, s: s})
 		}
 	}

@@ -1,7 +1,7 @@
-// Package rpc implements the registry's gRPC services, registry.v1.Registry
-// and registry.v1.Cluster, on top of small interfaces that the node package
-// implements: an Applier that proposes commands through the local Raft,
-// a Leadership that knows the leader (to route calls), an Admin that
+// Package rpc implements the registry's gRPC services, registry.v1.Registry,
+// registry.v1.Cluster and registry.v1.ACL, on top of small interfaces that
+// the node package implements: an Applier that proposes commands through the
+// local Raft, a Leadership that knows the leader (to route calls), an Admin that
 // changes membership and reports the node's Status (a domain struct that
 // rpc converts to the API's StatusResponse), and a StateReader over the
 // local replica (the fsm).
@@ -29,6 +29,16 @@
 // the fsm's snapshot format; Cluster.SnapshotRestore reads a backup of at
 // most validate.MaxSnapshotBytes and hands it to Cluster.RestoreSnapshot on
 // the leader. Followers relay both streams to the leader.
+//
+// ACLs (auth.go): when the node enables them it installs UnaryInterceptor
+// and StreamInterceptor, which resolve the bearer token from the local
+// replica (Resolver, cached until the replica's ACL index moves) and check
+// what the method needs in one table, rules, keyed by full method name; a
+// method missing from it is denied. ListServices and Watch filter by the
+// token's service read rules. Forwarded calls carry the caller's token; a
+// follower forwards group-committed beats in one call per token. Write and
+// admin calls write an audit line. The ACL service (aclapi.go) manages
+// policies and tokens through Raft.
 //
 // Metrics (NewMetrics) count beats, watches and forwarded calls.
 //

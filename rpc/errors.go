@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/regcenter/registry/acl"
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
@@ -56,9 +57,17 @@ func (s *Server) toStatus(err error) error {
 		return err
 	}
 	switch {
-	case errors.Is(err, validate.ErrInvalid), errors.Is(err, fsm.ErrBadSnapshot):
+	case errors.Is(err, ErrUnauthenticated):
+		return status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, acl.ErrPermissionDenied):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, fsm.ErrACLBootstrapped):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, fsm.ErrACLConflict):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, validate.ErrInvalid), errors.Is(err, fsm.ErrBadSnapshot), errors.Is(err, acl.ErrInvalidPolicy):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrNotMember):
+	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrNotMember), errors.Is(err, fsm.ErrACLNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, fsm.ErrFenced):
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -126,7 +126,11 @@ func (s *Server) ListServices(ctx context.Context, req *registryv1.ListServicesR
 	}
 	sums, index := s.state.ListServices()
 	out := &registryv1.ListServicesResponse{Index: index, KnownLeader: s.knownLeader()}
+	canRead := readFilter(ctx) // with ACLs: only what the token may read
 	for _, sum := range sums {
+		if !canRead(sum.Service) {
+			continue
+		}
 		out.Services = append(out.Services, &registryv1.ServiceSummary{
 			Service: sum.Service,
 			Healthy: uint32(sum.Healthy),

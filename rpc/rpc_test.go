@@ -95,6 +95,15 @@ type fakeState struct {
 }
 
 func (s *fakeState) AppliedIndex() uint64 { return s.index }
+
+// The fake has no ACL records (the ACL tests use a real fsm).
+func (s *fakeState) ACLIndex() uint64 { return 0 }
+func (s *fakeState) ACLResolve([]byte) (fsm.ACLToken, []fsm.ACLPolicy, uint64, bool) {
+	return fsm.ACLToken{}, nil, 0, false
+}
+func (s *fakeState) ACLPolicy(string) (fsm.ACLPolicy, bool) { return fsm.ACLPolicy{}, false }
+func (s *fakeState) ACLPolicies() ([]fsm.ACLPolicy, uint64) { return nil, s.index }
+func (s *fakeState) ACLTokens() ([]fsm.ACLToken, uint64)    { return nil, s.index }
 func (s *fakeState) GetService(string, bool) ([]fsm.Instance, uint64) {
 	return s.instances, s.index
 }

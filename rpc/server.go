@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/regcenter/registry/acl"
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
@@ -109,6 +110,10 @@ type StateReader interface {
 	EventsAfter(service string, after uint64, max int) ([]fsm.Event, uint64, error)
 	WriteSnapshot(w io.Writer) (fsm.SnapshotInfo, error)
 	HashIndex() (string, uint64)
+	ACLReader
+	ACLPolicy(name string) (fsm.ACLPolicy, bool)
+	ACLPolicies() ([]fsm.ACLPolicy, uint64)
+	ACLTokens() ([]fsm.ACLToken, uint64)
 }
 
 // Config configures a Server.
@@ -163,6 +168,13 @@ type Config struct {
 	// MaxWatchesPerClient bounds the concurrent watches of one client
 	// address on this node. Default 1,024.
 	MaxWatchesPerClient int
+	// ACLDefault decides, when the node enforces ACLs (it installs
+	// UnaryInterceptor and StreamInterceptor), what a token may do where
+	// no rule of its policies matches. Default deny.
+	ACLDefault acl.Default
+	// AuditLogger receives the audit lines of write and admin calls when
+	// ACLs are enforced. Default Logger with logger=audit.
+	AuditLogger *slog.Logger
 }
 
 // DefaultConfig returns the defaults of every setting but the
@@ -212,6 +224,7 @@ func (c *Config) Validate() error {
 type Server struct {
 	registryv1.UnimplementedRegistryServer
 	registryv1.UnimplementedClusterServer
+	registryv1.UnimplementedACLServer
 
 	cfg     Config
 	log     *slog.Logger
@@ -231,6 +244,9 @@ type Server struct {
 	closeMu      sync.Once
 	goMu         sync.Mutex // guards closed and wg.Add
 	closed       bool
+
+	resolver *Resolver
+	auditLog *slog.Logger
 }
 
 // New returns a Server; zero fields of cfg take their defaults.
@@ -242,7 +258,12 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.AuditLogger == nil {
+		cfg.AuditLogger = cfg.Logger.With("logger", "audit")
+	}
 	s := &Server{
+		resolver: NewResolver(cfg.State, cfg.ACLDefault),
+		auditLog: cfg.AuditLogger,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		applier:  cfg.Applier,
@@ -265,12 +286,17 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// RegisterOn registers both services on a gRPC server, with handlers that
+// RegisterOn registers the three services on a gRPC server, with handlers that
 // decode requests themselves (see decodingRequests).
 func (s *Server) RegisterOn(gs *grpc.Server) {
 	gs.RegisterService(s.decodingRequests(&registryv1.Registry_ServiceDesc), s)
 	gs.RegisterService(s.decodingRequests(&registryv1.Cluster_ServiceDesc), s)
+	gs.RegisterService(s.decodingRequests(&registryv1.ACL_ServiceDesc), s)
 }
+
+// Resolver returns the Server's token resolver, for the node's HTTP
+// endpoints that read the replica directly.
+func (s *Server) Resolver() *Resolver { return s.resolver }
 
 // Close ends every watch and beat stream, fails waiting beats, and waits
 // for the goroutines of the Server.
@@ -313,14 +339,36 @@ func forwarded(ctx context.Context) bool {
 }
 
 // toLeader prepares a call of method to the leader: it returns the leader's
-// connection and ctx marked as forwarded by this node, and counts the call.
+// connection and ctx marked as forwarded by this node, carrying the caller's
+// authorization (the leader checks it again), and counts the call.
 func (s *Server) toLeader(ctx context.Context, method string) (context.Context, *grpc.ClientConn, error) {
+	return s.toLeaderAs(ctx, method, incomingAuthorization(ctx))
+}
+
+// toLeaderAs is toLeader with the authorization value to send.
+func (s *Server) toLeaderAs(ctx context.Context, method, authorization string) (context.Context, *grpc.ClientConn, error) {
 	conn, err := s.cluster.LeaderConn()
 	if err != nil {
 		return nil, nil, err
 	}
 	s.metrics.forwarded.WithLabelValues(method).Inc()
-	return metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID), conn, nil
+	kv := []string{forwardedKey, s.cfg.NodeID}
+	if authorization != "" {
+		kv = append(kv, authorizationKey, authorization)
+	}
+	return metadata.AppendToOutgoingContext(ctx, kv...), conn, nil
+}
+
+// incomingAuthorization returns the authorization metadata of the call.
+func incomingAuthorization(ctx context.Context) string {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ""
+	}
+	if v := md.Get(authorizationKey); len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // forwardOnce returns the context and connection for forwarding the call

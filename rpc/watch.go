@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"errors"
+	"slices"
 
 	"google.golang.org/grpc"
 
@@ -14,7 +15,8 @@ import (
 // replica. It starts with a reset when after_index is zero or older than
 // the events the node keeps; it sends a reset again, never a silent gap,
 // whenever the watcher falls so far behind that the events it has not read
-// were dropped from the bounded history.
+// were dropped from the bounded history. With ACLs, a watch of every
+// service sees only the services its token may read.
 func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreamingServer[registryv1.WatchResponse]) error {
 	if err := validate.Service("service", req.Service, true); err != nil {
 		return s.toStatus(err)
@@ -40,7 +42,10 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 		}
 	}
 	for {
-		changed := s.state.Changed() // before reading: no lost wake-up
+		changed := s.state.Changed()                    // before reading: no lost wake-up
+		if err := stillAuthenticated(ctx); err != nil { // a deleted token ends the watch
+			return s.toStatus(err)
+		}
 		events, next, err := s.state.EventsAfter(req.Service, after, s.cfg.WatchBatch)
 		switch {
 		case errors.Is(err, fsm.ErrCompacted):
@@ -52,9 +57,16 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 			return s.toStatus(err)
 		}
 		if len(events) > 0 {
-			msg := &registryv1.WatchResponse{Index: next, Events: make([]*registryv1.Event, len(events))}
+			msg := &registryv1.WatchResponse{Index: next, Events: make([]*registryv1.Event, 0, len(events))}
+			canRead := readFilter(ctx)
 			for i := range events {
-				msg.Events[i] = toAPIEvent(&events[i])
+				if canRead(events[i].Instance.Service) {
+					msg.Events = append(msg.Events, toAPIEvent(&events[i]))
+				}
+			}
+			if len(msg.Events) == 0 { // none this token may read
+				after = next
+				continue
 			}
 			if err := stream.Send(msg); err != nil {
 				return err
@@ -78,6 +90,8 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 // at most WatchBatch instances, and returns the index it reflects.
 func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchResponse], service string) (uint64, error) {
 	ins, index := s.state.Reset(service)
+	canRead := readFilter(stream.Context())
+	ins = slices.DeleteFunc(ins, func(in fsm.Instance) bool { return !canRead(in.Service) })
 	s.metrics.watchResets.Inc()
 	api := toAPIInstances(ins, true)
 	for first := true; first || len(api) > 0; first = false {

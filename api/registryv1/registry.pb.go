@@ -2432,6 +2432,725 @@ func (x *SnapshotRestoreResponse) GetInstances() uint64 {
 	return 0
 }
 
+type ACLBootstrapRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLBootstrapRequest) Reset() {
+	*x = ACLBootstrapRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLBootstrapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLBootstrapRequest) ProtoMessage() {}
+
+func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
+func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+}
+
+// ACLTokenSecret is a new token: the only message that carries a secret.
+type ACLTokenSecret struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	SecretId      string                 `protobuf:"bytes,2,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenSecret) Reset() {
+	*x = ACLTokenSecret{}
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenSecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenSecret) ProtoMessage() {}
+
+func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenSecret.ProtoReflect.Descriptor instead.
+func (*ACLTokenSecret) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ACLTokenSecret) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *ACLTokenSecret) GetSecretId() string {
+	if x != nil {
+		return x.SecretId
+	}
+	return ""
+}
+
+func (x *ACLTokenSecret) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ACLPolicyCreateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The rules, HCL or JSON (see package acl).
+	Rules         string `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyCreateRequest) Reset() {
+	*x = ACLPolicyCreateRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyCreateRequest) ProtoMessage() {}
+
+func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyCreateRequest.ProtoReflect.Descriptor instead.
+func (*ACLPolicyCreateRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ACLPolicyCreateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ACLPolicyCreateRequest) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+type ACLPolicyCreateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyCreateResponse) Reset() {
+	*x = ACLPolicyCreateResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyCreateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyCreateResponse) ProtoMessage() {}
+
+func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyCreateResponse.ProtoReflect.Descriptor instead.
+func (*ACLPolicyCreateResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ACLPolicyCreateResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ACLPolicyListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyListRequest) Reset() {
+	*x = ACLPolicyListRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyListRequest) ProtoMessage() {}
+
+func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyListRequest.ProtoReflect.Descriptor instead.
+func (*ACLPolicyListRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+}
+
+type ACLPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Rules         string                 `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicy) Reset() {
+	*x = ACLPolicy{}
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicy) ProtoMessage() {}
+
+func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicy.ProtoReflect.Descriptor instead.
+func (*ACLPolicy) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ACLPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ACLPolicy) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+type ACLPolicyListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policies      []*ACLPolicy           `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyListResponse) Reset() {
+	*x = ACLPolicyListResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyListResponse) ProtoMessage() {}
+
+func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyListResponse.ProtoReflect.Descriptor instead.
+func (*ACLPolicyListResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ACLPolicyListResponse) GetPolicies() []*ACLPolicy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ACLPolicyListResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ACLPolicyDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyDeleteRequest) Reset() {
+	*x = ACLPolicyDeleteRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyDeleteRequest) ProtoMessage() {}
+
+func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyDeleteRequest.ProtoReflect.Descriptor instead.
+func (*ACLPolicyDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ACLPolicyDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ACLPolicyDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyDeleteResponse) Reset() {
+	*x = ACLPolicyDeleteResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyDeleteResponse) ProtoMessage() {}
+
+func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyDeleteResponse.ProtoReflect.Descriptor instead.
+func (*ACLPolicyDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *ACLPolicyDeleteResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ACLTokenCreateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policies      []string               `protobuf:"bytes,1,rep,name=policies,proto3" json:"policies,omitempty"`
+	Description   string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenCreateRequest) Reset() {
+	*x = ACLTokenCreateRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenCreateRequest) ProtoMessage() {}
+
+func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenCreateRequest.ProtoReflect.Descriptor instead.
+func (*ACLTokenCreateRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ACLTokenCreateRequest) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ACLTokenCreateRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// ACLToken is a token as listed: never its secret.
+type ACLToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	Policies      []string               `protobuf:"bytes,2,rep,name=policies,proto3" json:"policies,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Management    bool                   `protobuf:"varint,4,opt,name=management,proto3" json:"management,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLToken) Reset() {
+	*x = ACLToken{}
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLToken) ProtoMessage() {}
+
+func (x *ACLToken) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
+func (*ACLToken) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ACLToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *ACLToken) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ACLToken) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ACLToken) GetManagement() bool {
+	if x != nil {
+		return x.Management
+	}
+	return false
+}
+
+type ACLTokenListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenListRequest) Reset() {
+	*x = ACLTokenListRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenListRequest) ProtoMessage() {}
+
+func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenListRequest.ProtoReflect.Descriptor instead.
+func (*ACLTokenListRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+}
+
+type ACLTokenListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*ACLToken            `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenListResponse) Reset() {
+	*x = ACLTokenListResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenListResponse) ProtoMessage() {}
+
+func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenListResponse.ProtoReflect.Descriptor instead.
+func (*ACLTokenListResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ACLTokenListResponse) GetTokens() []*ACLToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *ACLTokenListResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ACLTokenDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenDeleteRequest) Reset() {
+	*x = ACLTokenDeleteRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenDeleteRequest) ProtoMessage() {}
+
+func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenDeleteRequest.ProtoReflect.Descriptor instead.
+func (*ACLTokenDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ACLTokenDeleteRequest) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+type ACLTokenDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenDeleteResponse) Reset() {
+	*x = ACLTokenDeleteResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenDeleteResponse) ProtoMessage() {}
+
+func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenDeleteResponse.ProtoReflect.Descriptor instead.
+func (*ACLTokenDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *ACLTokenDeleteResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
@@ -2590,7 +3309,49 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tinstances\x18\x03 \x01(\x04R\tinstances\"M\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
-	"\tinstances\x18\x02 \x01(\x04R\tinstances*g\n" +
+	"\tinstances\x18\x02 \x01(\x04R\tinstances\"\x15\n" +
+	"\x13ACLBootstrapRequest\"d\n" +
+	"\x0eACLTokenSecret\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12\x1b\n" +
+	"\tsecret_id\x18\x02 \x01(\tR\bsecretId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"B\n" +
+	"\x16ACLPolicyCreateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05rules\x18\x02 \x01(\tR\x05rules\"/\n" +
+	"\x17ACLPolicyCreateResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x16\n" +
+	"\x14ACLPolicyListRequest\"5\n" +
+	"\tACLPolicy\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05rules\x18\x02 \x01(\tR\x05rules\"a\n" +
+	"\x15ACLPolicyListResponse\x122\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x16.registry.v1.ACLPolicyR\bpolicies\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\",\n" +
+	"\x16ACLPolicyDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"/\n" +
+	"\x17ACLPolicyDeleteResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"U\n" +
+	"\x15ACLTokenCreateRequest\x12\x1a\n" +
+	"\bpolicies\x18\x01 \x03(\tR\bpolicies\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\"\x89\x01\n" +
+	"\bACLToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12\x1a\n" +
+	"\bpolicies\x18\x02 \x03(\tR\bpolicies\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x1e\n" +
+	"\n" +
+	"management\x18\x04 \x01(\bR\n" +
+	"management\"\x15\n" +
+	"\x13ACLTokenListRequest\"[\n" +
+	"\x14ACLTokenListResponse\x12-\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x15.registry.v1.ACLTokenR\x06tokens\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"8\n" +
+	"\x15ACLTokenDeleteRequest\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\".\n" +
+	"\x16ACLTokenDeleteResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*g\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16INSTANCE_STATE_HEALTHY\x10\x01\x12\x1a\n" +
@@ -2629,7 +3390,16 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12e\n" +
 	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponse\x12N\n" +
 	"\fSnapshotSave\x12 .registry.v1.SnapshotSaveRequest\x1a\x1a.registry.v1.SnapshotChunk0\x01\x12U\n" +
-	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x01B9Z7github.com/regcenter/registry/api/registryv1;registryv1b\x06proto3"
+	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x012\xd6\x04\n" +
+	"\x03ACL\x12J\n" +
+	"\tBootstrap\x12 .registry.v1.ACLBootstrapRequest\x1a\x1b.registry.v1.ACLTokenSecret\x12Y\n" +
+	"\fPolicyCreate\x12#.registry.v1.ACLPolicyCreateRequest\x1a$.registry.v1.ACLPolicyCreateResponse\x12S\n" +
+	"\n" +
+	"PolicyList\x12!.registry.v1.ACLPolicyListRequest\x1a\".registry.v1.ACLPolicyListResponse\x12Y\n" +
+	"\fPolicyDelete\x12#.registry.v1.ACLPolicyDeleteRequest\x1a$.registry.v1.ACLPolicyDeleteResponse\x12N\n" +
+	"\vTokenCreate\x12\".registry.v1.ACLTokenCreateRequest\x1a\x1b.registry.v1.ACLTokenSecret\x12P\n" +
+	"\tTokenList\x12 .registry.v1.ACLTokenListRequest\x1a!.registry.v1.ACLTokenListResponse\x12V\n" +
+	"\vTokenDelete\x12\".registry.v1.ACLTokenDeleteRequest\x1a#.registry.v1.ACLTokenDeleteResponseB9Z7github.com/regcenter/registry/api/registryv1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -2644,7 +3414,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -2684,25 +3454,40 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*SnapshotSaveRequest)(nil),        // 35: registry.v1.SnapshotSaveRequest
 	(*SnapshotChunk)(nil),              // 36: registry.v1.SnapshotChunk
 	(*SnapshotRestoreResponse)(nil),    // 37: registry.v1.SnapshotRestoreResponse
-	nil,                                // 38: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 39: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 40: google.protobuf.Timestamp
+	(*ACLBootstrapRequest)(nil),        // 38: registry.v1.ACLBootstrapRequest
+	(*ACLTokenSecret)(nil),             // 39: registry.v1.ACLTokenSecret
+	(*ACLPolicyCreateRequest)(nil),     // 40: registry.v1.ACLPolicyCreateRequest
+	(*ACLPolicyCreateResponse)(nil),    // 41: registry.v1.ACLPolicyCreateResponse
+	(*ACLPolicyListRequest)(nil),       // 42: registry.v1.ACLPolicyListRequest
+	(*ACLPolicy)(nil),                  // 43: registry.v1.ACLPolicy
+	(*ACLPolicyListResponse)(nil),      // 44: registry.v1.ACLPolicyListResponse
+	(*ACLPolicyDeleteRequest)(nil),     // 45: registry.v1.ACLPolicyDeleteRequest
+	(*ACLPolicyDeleteResponse)(nil),    // 46: registry.v1.ACLPolicyDeleteResponse
+	(*ACLTokenCreateRequest)(nil),      // 47: registry.v1.ACLTokenCreateRequest
+	(*ACLToken)(nil),                   // 48: registry.v1.ACLToken
+	(*ACLTokenListRequest)(nil),        // 49: registry.v1.ACLTokenListRequest
+	(*ACLTokenListResponse)(nil),       // 50: registry.v1.ACLTokenListResponse
+	(*ACLTokenDeleteRequest)(nil),      // 51: registry.v1.ACLTokenDeleteRequest
+	(*ACLTokenDeleteResponse)(nil),     // 52: registry.v1.ACLTokenDeleteResponse
+	nil,                                // 53: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	38, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	39, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	39, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	39, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	53, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	54, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	54, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	54, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	40, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	40, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	55, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	55, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
 	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	39, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	54, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
 	13, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
 	23, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
 	22, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
@@ -2712,47 +3497,63 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	17, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	39, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	40, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	40, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	54, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	55, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	55, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
 	20, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
 	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	39, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	39, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	5,  // 31: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 32: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 33: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 34: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	14, // 35: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	16, // 36: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	19, // 37: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	24, // 38: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	27, // 39: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	29, // 40: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	31, // 41: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	33, // 42: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	35, // 43: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	36, // 44: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	6,  // 45: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 46: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 47: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 48: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	15, // 49: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	18, // 50: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	21, // 51: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 52: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	28, // 53: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	30, // 54: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	32, // 55: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	34, // 56: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	36, // 57: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	37, // 58: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	45, // [45:59] is the sub-list for method output_type
-	31, // [31:45] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	54, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	54, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	43, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	48, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	5,  // 33: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 34: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	10, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	10, // 36: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	14, // 37: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	16, // 38: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	19, // 39: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	24, // 40: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	27, // 41: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	29, // 42: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	31, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	33, // 44: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	35, // 45: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	36, // 46: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	38, // 47: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	40, // 48: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	42, // 49: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	45, // 50: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	47, // 51: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	49, // 52: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	51, // 53: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 54: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 55: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 56: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 57: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	15, // 58: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	18, // 59: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	21, // 60: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	26, // 61: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	28, // 62: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	30, // 63: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	32, // 64: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	34, // 65: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	36, // 66: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	37, // 67: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	39, // 68: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	41, // 69: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	44, // 70: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	46, // 71: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	39, // 72: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	50, // 73: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	52, // 74: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	54, // [54:75] is the sub-list for method output_type
+	33, // [33:54] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -2766,9 +3567,9 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   35,
+			NumMessages:   50,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_registry_v1_registry_proto_goTypes,
 		DependencyIndexes: file_registry_v1_registry_proto_depIdxs,

@@ -737,3 +737,351 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "registry/v1/registry.proto",
 }
+
+const (
+	ACL_Bootstrap_FullMethodName    = "/registry.v1.ACL/Bootstrap"
+	ACL_PolicyCreate_FullMethodName = "/registry.v1.ACL/PolicyCreate"
+	ACL_PolicyList_FullMethodName   = "/registry.v1.ACL/PolicyList"
+	ACL_PolicyDelete_FullMethodName = "/registry.v1.ACL/PolicyDelete"
+	ACL_TokenCreate_FullMethodName  = "/registry.v1.ACL/TokenCreate"
+	ACL_TokenList_FullMethodName    = "/registry.v1.ACL/TokenList"
+	ACL_TokenDelete_FullMethodName  = "/registry.v1.ACL/TokenDelete"
+)
+
+// ACLClient is the client API for ACL service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ACL manages the policies and tokens that guard every other call (when the
+// nodes run with ACLs enabled). Every call but Bootstrap needs acl:write.
+type ACLClient interface {
+	// Bootstrap creates the first management token; it works once per
+	// cluster and needs no token.
+	Bootstrap(ctx context.Context, in *ACLBootstrapRequest, opts ...grpc.CallOption) (*ACLTokenSecret, error)
+	// PolicyCreate creates or replaces a policy.
+	PolicyCreate(ctx context.Context, in *ACLPolicyCreateRequest, opts ...grpc.CallOption) (*ACLPolicyCreateResponse, error)
+	PolicyList(ctx context.Context, in *ACLPolicyListRequest, opts ...grpc.CallOption) (*ACLPolicyListResponse, error)
+	PolicyDelete(ctx context.Context, in *ACLPolicyDeleteRequest, opts ...grpc.CallOption) (*ACLPolicyDeleteResponse, error)
+	// TokenCreate creates a token; the response is the only time its secret
+	// is shown.
+	TokenCreate(ctx context.Context, in *ACLTokenCreateRequest, opts ...grpc.CallOption) (*ACLTokenSecret, error)
+	// TokenList lists the tokens without their secrets.
+	TokenList(ctx context.Context, in *ACLTokenListRequest, opts ...grpc.CallOption) (*ACLTokenListResponse, error)
+	TokenDelete(ctx context.Context, in *ACLTokenDeleteRequest, opts ...grpc.CallOption) (*ACLTokenDeleteResponse, error)
+}
+
+type aCLClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewACLClient(cc grpc.ClientConnInterface) ACLClient {
+	return &aCLClient{cc}
+}
+
+func (c *aCLClient) Bootstrap(ctx context.Context, in *ACLBootstrapRequest, opts ...grpc.CallOption) (*ACLTokenSecret, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLTokenSecret)
+	err := c.cc.Invoke(ctx, ACL_Bootstrap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aCLClient) PolicyCreate(ctx context.Context, in *ACLPolicyCreateRequest, opts ...grpc.CallOption) (*ACLPolicyCreateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLPolicyCreateResponse)
+	err := c.cc.Invoke(ctx, ACL_PolicyCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aCLClient) PolicyList(ctx context.Context, in *ACLPolicyListRequest, opts ...grpc.CallOption) (*ACLPolicyListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLPolicyListResponse)
+	err := c.cc.Invoke(ctx, ACL_PolicyList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aCLClient) PolicyDelete(ctx context.Context, in *ACLPolicyDeleteRequest, opts ...grpc.CallOption) (*ACLPolicyDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLPolicyDeleteResponse)
+	err := c.cc.Invoke(ctx, ACL_PolicyDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aCLClient) TokenCreate(ctx context.Context, in *ACLTokenCreateRequest, opts ...grpc.CallOption) (*ACLTokenSecret, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLTokenSecret)
+	err := c.cc.Invoke(ctx, ACL_TokenCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aCLClient) TokenList(ctx context.Context, in *ACLTokenListRequest, opts ...grpc.CallOption) (*ACLTokenListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLTokenListResponse)
+	err := c.cc.Invoke(ctx, ACL_TokenList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *aCLClient) TokenDelete(ctx context.Context, in *ACLTokenDeleteRequest, opts ...grpc.CallOption) (*ACLTokenDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ACLTokenDeleteResponse)
+	err := c.cc.Invoke(ctx, ACL_TokenDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ACLServer is the server API for ACL service.
+// All implementations must embed UnimplementedACLServer
+// for forward compatibility.
+//
+// ACL manages the policies and tokens that guard every other call (when the
+// nodes run with ACLs enabled). Every call but Bootstrap needs acl:write.
+type ACLServer interface {
+	// Bootstrap creates the first management token; it works once per
+	// cluster and needs no token.
+	Bootstrap(context.Context, *ACLBootstrapRequest) (*ACLTokenSecret, error)
+	// PolicyCreate creates or replaces a policy.
+	PolicyCreate(context.Context, *ACLPolicyCreateRequest) (*ACLPolicyCreateResponse, error)
+	PolicyList(context.Context, *ACLPolicyListRequest) (*ACLPolicyListResponse, error)
+	PolicyDelete(context.Context, *ACLPolicyDeleteRequest) (*ACLPolicyDeleteResponse, error)
+	// TokenCreate creates a token; the response is the only time its secret
+	// is shown.
+	TokenCreate(context.Context, *ACLTokenCreateRequest) (*ACLTokenSecret, error)
+	// TokenList lists the tokens without their secrets.
+	TokenList(context.Context, *ACLTokenListRequest) (*ACLTokenListResponse, error)
+	TokenDelete(context.Context, *ACLTokenDeleteRequest) (*ACLTokenDeleteResponse, error)
+	mustEmbedUnimplementedACLServer()
+}
+
+// UnimplementedACLServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedACLServer struct{}
+
+func (UnimplementedACLServer) Bootstrap(context.Context, *ACLBootstrapRequest) (*ACLTokenSecret, error) {
+	return nil, status.Error(codes.Unimplemented, "method Bootstrap not implemented")
+}
+func (UnimplementedACLServer) PolicyCreate(context.Context, *ACLPolicyCreateRequest) (*ACLPolicyCreateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyCreate not implemented")
+}
+func (UnimplementedACLServer) PolicyList(context.Context, *ACLPolicyListRequest) (*ACLPolicyListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyList not implemented")
+}
+func (UnimplementedACLServer) PolicyDelete(context.Context, *ACLPolicyDeleteRequest) (*ACLPolicyDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PolicyDelete not implemented")
+}
+func (UnimplementedACLServer) TokenCreate(context.Context, *ACLTokenCreateRequest) (*ACLTokenSecret, error) {
+	return nil, status.Error(codes.Unimplemented, "method TokenCreate not implemented")
+}
+func (UnimplementedACLServer) TokenList(context.Context, *ACLTokenListRequest) (*ACLTokenListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TokenList not implemented")
+}
+func (UnimplementedACLServer) TokenDelete(context.Context, *ACLTokenDeleteRequest) (*ACLTokenDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TokenDelete not implemented")
+}
+func (UnimplementedACLServer) mustEmbedUnimplementedACLServer() {}
+func (UnimplementedACLServer) testEmbeddedByValue()             {}
+
+// UnsafeACLServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ACLServer will
+// result in compilation errors.
+type UnsafeACLServer interface {
+	mustEmbedUnimplementedACLServer()
+}
+
+func RegisterACLServer(s grpc.ServiceRegistrar, srv ACLServer) {
+	// If the following call panics, it indicates UnimplementedACLServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ACL_ServiceDesc, srv)
+}
+
+func _ACL_Bootstrap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLBootstrapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).Bootstrap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_Bootstrap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).Bootstrap(ctx, req.(*ACLBootstrapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ACL_PolicyCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLPolicyCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).PolicyCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_PolicyCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).PolicyCreate(ctx, req.(*ACLPolicyCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ACL_PolicyList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLPolicyListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).PolicyList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_PolicyList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).PolicyList(ctx, req.(*ACLPolicyListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ACL_PolicyDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLPolicyDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).PolicyDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_PolicyDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).PolicyDelete(ctx, req.(*ACLPolicyDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ACL_TokenCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLTokenCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).TokenCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_TokenCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).TokenCreate(ctx, req.(*ACLTokenCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ACL_TokenList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLTokenListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).TokenList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_TokenList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).TokenList(ctx, req.(*ACLTokenListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ACL_TokenDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ACLTokenDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ACLServer).TokenDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ACL_TokenDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ACLServer).TokenDelete(ctx, req.(*ACLTokenDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ACL_ServiceDesc is the grpc.ServiceDesc for ACL service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ACL_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "registry.v1.ACL",
+	HandlerType: (*ACLServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Bootstrap",
+			Handler:    _ACL_Bootstrap_Handler,
+		},
+		{
+			MethodName: "PolicyCreate",
+			Handler:    _ACL_PolicyCreate_Handler,
+		},
+		{
+			MethodName: "PolicyList",
+			Handler:    _ACL_PolicyList_Handler,
+		},
+		{
+			MethodName: "PolicyDelete",
+			Handler:    _ACL_PolicyDelete_Handler,
+		},
+		{
+			MethodName: "TokenCreate",
+			Handler:    _ACL_TokenCreate_Handler,
+		},
+		{
+			MethodName: "TokenList",
+			Handler:    _ACL_TokenList_Handler,
+		},
+		{
+			MethodName: "TokenDelete",
+			Handler:    _ACL_TokenDelete_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "registry/v1/registry.proto",
+}

@@ -45,6 +45,8 @@ type options struct {
 	guardShare                   float64
 	guardMin                     int
 	enablePprof                  bool
+	aclEnabled                   bool
+	aclDefaultPolicy             string
 	testFaults                   bool
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
@@ -91,6 +93,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
 	addTLSFlags(fs, str, &o.tls)
+	fs.BoolVar(&o.aclEnabled, "acl-enabled", d.ACLEnabled, "require an ACL token (Authorization: Bearer <secret>) on every call but health checks and the one-time ACL bootstrap (env "+envName("acl-enabled")+")")
+	str(&o.aclDefaultPolicy, "acl-default-policy", d.ACLDefaultPolicy, "with --acl-enabled, what a token may do where none of its rules matches: deny or allow")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -178,6 +182,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Checker.GuardMinCount = o.guardMin
 	cfg.Limits = o.limits
 	cfg.Limits.HTTPAllowedOrigins, cfg.Limits.HTTPAllowedHosts = splitList(o.allowedOrigins), splitList(o.allowedHosts)
+	cfg.ACLEnabled, cfg.ACLDefaultPolicy = o.aclEnabled, o.aclDefaultPolicy
 	if o.enablePprof {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--enable-pprof needs --http-addr")

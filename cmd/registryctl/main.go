@@ -40,6 +40,9 @@ const (
 // endpointsEnv holds the default --endpoints.
 const endpointsEnv = "REGISTRY_ENDPOINTS"
 
+// tokenEnv holds the default --token.
+const tokenEnv = "REGISTRY_TOKEN"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
@@ -113,6 +116,7 @@ type cli struct {
 	endpoints []string
 	output    string
 	timeout   time.Duration
+	token     string
 
 	tlsFiles tlsFiles
 	creds    credentials.TransportCredentials
@@ -141,6 +145,9 @@ no endpoint reachable, a rejected beat); 2 a usage error.`,
 					endpoints = v
 				}
 			}
+			if !cmd.Flags().Changed("token") {
+				c.token = os.Getenv(tokenEnv)
+			}
 			c.endpoints = nil
 			for _, e := range strings.Split(endpoints, ",") {
 				if e = strings.TrimSpace(e); e != "" {
@@ -166,9 +173,10 @@ no endpoint reachable, a rejected beat); 2 a usage error.`,
 	pf.StringVarP(&c.output, "output", "o", "table", "output format: table or json (proto field names)")
 	pf.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on each call (not on watch)")
 	c.tlsFiles.addFlags(root)
+	pf.StringVar(&c.token, "token", "", "ACL token secret sent as the bearer on every call (env "+tokenEnv+")")
 
 	root.AddCommand(c.servicesCmd(), c.instancesCmd(), c.watchCmd(), c.registerCmd(), c.deregisterCmd(), c.beatCmd(),
-		c.clusterCmd(), c.guardCmd(), c.snapshotCmd(), c.tlsCmd())
+		c.clusterCmd(), c.guardCmd(), c.snapshotCmd(), c.tlsCmd(), c.aclCmd())
 	return root
 }
 
@@ -177,7 +185,11 @@ func (c *cli) conn(endpoint string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[endpoint]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(c.creds))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(c.creds)}
+	if c.token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(c.token)))
+	}
+	cc, err := grpc.NewClient(endpoint, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %q: %w", endpoint, err)
 	}
@@ -264,3 +276,13 @@ func (c *cli) print(msg proto.Message, table func(w io.Writer)) error {
 // registry and cluster return the clients of a connection.
 func registry(cc *grpc.ClientConn) registryv1.RegistryClient { return registryv1.NewRegistryClient(cc) }
 func cluster(cc *grpc.ClientConn) registryv1.ClusterClient   { return registryv1.NewClusterClient(cc) }
+
+// bearerToken sends --token on every call, over plaintext too (the
+// registry's connections are plaintext; see client.Config.Token).
+type bearerToken string
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearerToken) RequireTransportSecurity() bool { return false }

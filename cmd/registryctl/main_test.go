@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -205,29 +204,11 @@ func TestSnapshotSaveThenRestoreIntoAnEmptyCluster(t *testing.T) {
 	})
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestWatchPrintsAResetThenEventsUntilInterrupted(t *testing.T) {
 	newCluster(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr nodetest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"watch", "orders"}, strings.NewReader(""), &stdout, &stderr) }()
 	poll.Eventually(t, 10*time.Second, func(context.Context) error {

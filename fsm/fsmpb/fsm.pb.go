@@ -565,6 +565,15 @@ type SnapshotHeader struct {
 	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	InstanceCount uint64 `protobuf:"varint,3,opt,name=instance_count,json=instanceCount,proto3" json:"instance_count,omitempty"`
 	NodeCount     uint64 `protobuf:"varint,4,opt,name=node_count,json=nodeCount,proto3" json:"node_count,omitempty"`
+	// The ACL records, after the node records: acl_policy_count
+	// ACLPolicySet records sorted by name, then acl_token_count ACLTokenSet
+	// records sorted by accessor id. Snapshots written before ACLs have
+	// neither (zero counts, not bootstrapped).
+	AclPolicyCount  uint64 `protobuf:"varint,5,opt,name=acl_policy_count,json=aclPolicyCount,proto3" json:"acl_policy_count,omitempty"`
+	AclTokenCount   uint64 `protobuf:"varint,6,opt,name=acl_token_count,json=aclTokenCount,proto3" json:"acl_token_count,omitempty"`
+	AclBootstrapped bool   `protobuf:"varint,7,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
+	// The Raft index of the last change to the ACL records.
+	AclIndex      uint64 `protobuf:"varint,8,opt,name=acl_index,json=aclIndex,proto3" json:"acl_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -623,6 +632,34 @@ func (x *SnapshotHeader) GetInstanceCount() uint64 {
 func (x *SnapshotHeader) GetNodeCount() uint64 {
 	if x != nil {
 		return x.NodeCount
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAclPolicyCount() uint64 {
+	if x != nil {
+		return x.AclPolicyCount
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAclTokenCount() uint64 {
+	if x != nil {
+		return x.AclTokenCount
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetAclBootstrapped() bool {
+	if x != nil {
+		return x.AclBootstrapped
+	}
+	return false
+}
+
+func (x *SnapshotHeader) GetAclIndex() uint64 {
+	if x != nil {
+		return x.AclIndex
 	}
 	return 0
 }
@@ -777,6 +814,292 @@ func (x *Instance) GetLastBeatAtUnixNs() int64 {
 	return 0
 }
 
+// ACLBootstrap creates the first management token; it is applied once per
+// cluster. The proposer generates the accessor id and the secret and sends
+// only the secret's SHA-256.
+type ACLBootstrap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	SecretHash    []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLBootstrap) Reset() {
+	*x = ACLBootstrap{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLBootstrap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLBootstrap) ProtoMessage() {}
+
+func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
+func (*ACLBootstrap) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ACLBootstrap) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *ACLBootstrap) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *ACLBootstrap) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+// ACLPolicySet creates or replaces a policy; rules is the policy text,
+// checked by acl.Parse before it is proposed. It is also the snapshot
+// record of a policy.
+type ACLPolicySet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Rules         string                 `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicySet) Reset() {
+	*x = ACLPolicySet{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicySet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicySet) ProtoMessage() {}
+
+func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicySet.ProtoReflect.Descriptor instead.
+func (*ACLPolicySet) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ACLPolicySet) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ACLPolicySet) GetRules() string {
+	if x != nil {
+		return x.Rules
+	}
+	return ""
+}
+
+// ACLPolicyDelete removes a policy.
+type ACLPolicyDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLPolicyDelete) Reset() {
+	*x = ACLPolicyDelete{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLPolicyDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLPolicyDelete) ProtoMessage() {}
+
+func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLPolicyDelete.ProtoReflect.Descriptor instead.
+func (*ACLPolicyDelete) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ACLPolicyDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ACLTokenSet creates or replaces a token keyed by accessor id. It is also
+// the snapshot record of a token.
+type ACLTokenSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	SecretHash    []byte                 `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	Policies      []string               `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
+	Description   string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	Management    bool                   `protobuf:"varint,5,opt,name=management,proto3" json:"management,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenSet) Reset() {
+	*x = ACLTokenSet{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenSet) ProtoMessage() {}
+
+func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenSet.ProtoReflect.Descriptor instead.
+func (*ACLTokenSet) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ACLTokenSet) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *ACLTokenSet) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *ACLTokenSet) GetPolicies() []string {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+func (x *ACLTokenSet) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *ACLTokenSet) GetManagement() bool {
+	if x != nil {
+		return x.Management
+	}
+	return false
+}
+
+// ACLTokenDelete removes a token.
+type ACLTokenDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ACLTokenDelete) Reset() {
+	*x = ACLTokenDelete{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ACLTokenDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ACLTokenDelete) ProtoMessage() {}
+
+func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ACLTokenDelete.ProtoReflect.Descriptor instead.
+func (*ACLTokenDelete) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ACLTokenDelete) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
 var File_registry_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
@@ -822,13 +1145,17 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\bNodeMeta\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\"\x86\x01\n" +
+	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\"\xa0\x02\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
 	"\x0einstance_count\x18\x03 \x01(\x04R\rinstanceCount\x12\x1d\n" +
 	"\n" +
-	"node_count\x18\x04 \x01(\x04R\tnodeCount\"\xc4\x04\n" +
+	"node_count\x18\x04 \x01(\x04R\tnodeCount\x12(\n" +
+	"\x10acl_policy_count\x18\x05 \x01(\x04R\x0eaclPolicyCount\x12&\n" +
+	"\x0facl_token_count\x18\x06 \x01(\x04R\raclTokenCount\x12)\n" +
+	"\x10acl_bootstrapped\x18\a \x01(\bR\x0faclBootstrapped\x12\x1b\n" +
+	"\tacl_index\x18\b \x01(\x04R\baclIndex\"\xc4\x04\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -847,7 +1174,31 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x14last_beat_at_unix_ns\x18\x0e \x01(\x03R\x10lastBeatAtUnixNs\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B/Z-github.com/regcenter/registry/fsm/fsmpb;fsmpbb\x06proto3"
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
+	"\fACLBootstrap\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\"8\n" +
+	"\fACLPolicySet\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05rules\x18\x02 \x01(\tR\x05rules\"%\n" +
+	"\x0fACLPolicyDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xad\x01\n" +
+	"\vACLTokenSet\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x1a\n" +
+	"\bpolicies\x18\x03 \x03(\tR\bpolicies\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\x1e\n" +
+	"\n" +
+	"management\x18\x05 \x01(\bR\n" +
+	"management\"1\n" +
+	"\x0eACLTokenDelete\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorIdB/Z-github.com/regcenter/registry/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_registry_fsm_v1_fsm_proto_rawDescOnce sync.Once
@@ -861,27 +1212,32 @@ func file_registry_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_registry_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_registry_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_registry_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_registry_fsm_v1_fsm_proto_goTypes = []any{
-	(*Register)(nil),       // 0: registry.fsm.v1.Register
-	(*Deregister)(nil),     // 1: registry.fsm.v1.Deregister
-	(*Beat)(nil),           // 2: registry.fsm.v1.Beat
-	(*BeatBatch)(nil),      // 3: registry.fsm.v1.BeatBatch
-	(*Condition)(nil),      // 4: registry.fsm.v1.Condition
-	(*MarkSuspect)(nil),    // 5: registry.fsm.v1.MarkSuspect
-	(*Expire)(nil),         // 6: registry.fsm.v1.Expire
-	(*NodeMeta)(nil),       // 7: registry.fsm.v1.NodeMeta
-	(*SnapshotHeader)(nil), // 8: registry.fsm.v1.SnapshotHeader
-	(*Instance)(nil),       // 9: registry.fsm.v1.Instance
-	nil,                    // 10: registry.fsm.v1.Register.MetadataEntry
-	nil,                    // 11: registry.fsm.v1.Instance.MetadataEntry
+	(*Register)(nil),        // 0: registry.fsm.v1.Register
+	(*Deregister)(nil),      // 1: registry.fsm.v1.Deregister
+	(*Beat)(nil),            // 2: registry.fsm.v1.Beat
+	(*BeatBatch)(nil),       // 3: registry.fsm.v1.BeatBatch
+	(*Condition)(nil),       // 4: registry.fsm.v1.Condition
+	(*MarkSuspect)(nil),     // 5: registry.fsm.v1.MarkSuspect
+	(*Expire)(nil),          // 6: registry.fsm.v1.Expire
+	(*NodeMeta)(nil),        // 7: registry.fsm.v1.NodeMeta
+	(*SnapshotHeader)(nil),  // 8: registry.fsm.v1.SnapshotHeader
+	(*Instance)(nil),        // 9: registry.fsm.v1.Instance
+	(*ACLBootstrap)(nil),    // 10: registry.fsm.v1.ACLBootstrap
+	(*ACLPolicySet)(nil),    // 11: registry.fsm.v1.ACLPolicySet
+	(*ACLPolicyDelete)(nil), // 12: registry.fsm.v1.ACLPolicyDelete
+	(*ACLTokenSet)(nil),     // 13: registry.fsm.v1.ACLTokenSet
+	(*ACLTokenDelete)(nil),  // 14: registry.fsm.v1.ACLTokenDelete
+	nil,                     // 15: registry.fsm.v1.Register.MetadataEntry
+	nil,                     // 16: registry.fsm.v1.Instance.MetadataEntry
 }
 var file_registry_fsm_v1_fsm_proto_depIdxs = []int32{
-	10, // 0: registry.fsm.v1.Register.metadata:type_name -> registry.fsm.v1.Register.MetadataEntry
+	15, // 0: registry.fsm.v1.Register.metadata:type_name -> registry.fsm.v1.Register.MetadataEntry
 	2,  // 1: registry.fsm.v1.BeatBatch.beats:type_name -> registry.fsm.v1.Beat
 	4,  // 2: registry.fsm.v1.MarkSuspect.entries:type_name -> registry.fsm.v1.Condition
 	4,  // 3: registry.fsm.v1.Expire.entries:type_name -> registry.fsm.v1.Condition
-	11, // 4: registry.fsm.v1.Instance.metadata:type_name -> registry.fsm.v1.Instance.MetadataEntry
+	16, // 4: registry.fsm.v1.Instance.metadata:type_name -> registry.fsm.v1.Instance.MetadataEntry
 	5,  // [5:5] is the sub-list for method output_type
 	5,  // [5:5] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
@@ -900,7 +1256,7 @@ func file_registry_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_fsm_v1_fsm_proto_rawDesc), len(file_registry_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

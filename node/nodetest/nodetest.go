@@ -4,10 +4,12 @@
 package nodetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,4 +205,23 @@ func Single(t testing.TB, configure func(*node.Config)) *node.Node {
 		return nil
 	})
 	return nd
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers and a reader, for
+// capturing a cluster's logs.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
