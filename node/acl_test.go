@@ -15,7 +15,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/regcenter/registry/acl"
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/nodetest"
@@ -336,6 +339,35 @@ func TestACLHTTP(t *testing.T) {
 		code, body := get(tc.path, tc.secret)
 		if code != tc.code || !strings.Contains(body, tc.has) || (tc.hasNot != "" && strings.Contains(body, tc.hasNot)) {
 			t.Errorf("GET %s (token %v): %d %s; want %d with %q without %q", tc.path, tc.secret != "", code, body, tc.code, tc.has, tc.hasNot)
+		}
+	}
+}
+
+// With ACLs on, a follower publishes its addresses through the leader's
+// Cluster.Join, which needs operator:write: the node sends its ACLToken.
+// Until a token with that secret exists the follower's record stays
+// unpublished; once it does, every node records every node's addresses.
+func TestWithACLsAFollowerPublishesItsAddressesWithTheNodesToken(t *testing.T) {
+	secret := acl.NewSecret()
+	c := nodetest.New(t, 3, func(cfg *node.Config) {
+		cfg.ACLEnabled = true
+		cfg.ACLToken = string(secret)
+	})
+	leader := c.Nodes[c.Leader()]
+	if _, err := fsm.Propose[*fsm.ACLResult](t.Context(), leader, &fsmpb.ACLTokenSet{
+		AccessorId: acl.NewAccessorID(), SecretHash: acl.HashSecret(secret),
+		Description: "agent token of the test's nodes", Management: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range c.Nodes {
+		for j, nd := range c.Nodes {
+			poll.Eventually(t, 10*time.Second, func(context.Context) error {
+				if meta, ok := nd.FSM().Node(want.ID()); !ok || meta.GRPCAddress != want.GRPCAddr() {
+					return fmt.Errorf("n%d's record of %s: %+v, want gRPC address %s", j+1, want.ID(), meta, want.GRPCAddr())
+				}
+				return nil
+			})
 		}
 	}
 }

@@ -151,6 +151,13 @@ type Config struct {
 	// ACLDefaultPolicy is "deny" or "allow": what a token may do where no
 	// rule of its policies matches. Default deny.
 	ACLDefaultPolicy string
+	// ACLToken is the secret of the token this node sends on its own calls
+	// to other nodes: joining through --join and publishing its addresses
+	// (Cluster.Join, which needs operator:write), like Consul's agent
+	// token. With ACLs on and no token (or one not yet created), a new node
+	// cannot join and a follower's address record stays unpublished; the
+	// node logs a warning and retries every second. Never logged.
+	ACLToken string
 
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.

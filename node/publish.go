@@ -6,6 +6,9 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -39,7 +42,7 @@ func (n *Node) publishAddresses() {
 	for {
 		if meta, ok := n.fsm.Node(n.cfg.NodeID); !ok || meta.GRPCAddress != grpcAddr || meta.HTTPAddress != httpAddr {
 			if err := n.publishOnce(req); err != nil {
-				n.log.Debug("publishing addresses", "error", err)
+				n.logPublishError(err)
 			}
 		}
 		n.readyNow() // latches the start-up commit index as soon as a leader is known
@@ -59,6 +62,9 @@ func (n *Node) publishAddresses() {
 func (n *Node) publishOnce(req *registryv1.JoinRequest) error {
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 	defer cancel()
+	if n.cfg.ACLToken != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+n.cfg.ACLToken)
+	}
 	if n.cfg.Join != "" && !n.isMember(ctx) {
 		return n.joinVia(ctx, n.cfg.Join, req)
 	}
@@ -114,4 +120,18 @@ func (n *Node) isMember(ctx context.Context) bool {
 		}
 	}
 	return false
+}
+
+// logPublishError logs a failed publication step: a refusal by the ACLs at
+// warning level (it needs the operator's action: an --acl-token with
+// operator:write), anything else (no leader yet, a leader change) at debug
+// level, as the next step retries it.
+func (n *Node) logPublishError(err error) {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		n.log.Warn("cannot join or publish this node's addresses: the ACLs refuse it; set --acl-token to a token with operator:write",
+			"error", err, "acl_token_set", n.cfg.ACLToken != "")
+	default:
+		n.log.Debug("publishing addresses", "error", err)
+	}
 }

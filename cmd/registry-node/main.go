@@ -47,6 +47,7 @@ type options struct {
 	enablePprof                  bool
 	aclEnabled                   bool
 	aclDefaultPolicy             string
+	aclToken                     string
 	testFaults                   bool
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
@@ -95,6 +96,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	addTLSFlags(fs, str, &o.tls)
 	fs.BoolVar(&o.aclEnabled, "acl-enabled", d.ACLEnabled, "require an ACL token (Authorization: Bearer <secret>) on every call but health checks and the one-time ACL bootstrap (env "+envName("acl-enabled")+")")
 	str(&o.aclDefaultPolicy, "acl-default-policy", d.ACLDefaultPolicy, "with --acl-enabled, what a token may do where none of its rules matches: deny or allow")
+	str(&o.aclToken, "acl-token", "", "with --acl-enabled, the secret of a token with operator:write that this node sends when it joins and publishes its addresses (prefer the env variable: a flag shows in the process list)")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -182,7 +184,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Checker.GuardMinCount = o.guardMin
 	cfg.Limits = o.limits
 	cfg.Limits.HTTPAllowedOrigins, cfg.Limits.HTTPAllowedHosts = splitList(o.allowedOrigins), splitList(o.allowedHosts)
-	cfg.ACLEnabled, cfg.ACLDefaultPolicy = o.aclEnabled, o.aclDefaultPolicy
+	cfg.ACLEnabled, cfg.ACLDefaultPolicy, cfg.ACLToken = o.aclEnabled, o.aclDefaultPolicy, o.aclToken
 	if o.enablePprof {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--enable-pprof needs --http-addr")
