@@ -115,6 +115,14 @@ image: ## build the FROM-scratch image regcenter/registry:dev (IMAGE=...) from a
 		$(BIN)/image
 	@docker image ls $(IMAGE) --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}'
 
+# The compose cluster's CA and certificates (deploy/compose-secrets.sh); the
+# directory is git-ignored.
+SECRETS         := deploy/secrets
+
+.PHONY: compose-secrets
+compose-secrets: build ## create, where absent, the compose cluster's CA, node and client certificates in deploy/secrets
+	@deploy/compose-secrets.sh $(BIN)/registryctl $(SECRETS)
+
 .PHONY: compose-up
 compose-up: image ## start the three-node cluster in Docker, wait for a leader, print the endpoints
 	REGISTRY_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) up -d
