@@ -127,12 +127,13 @@ compose-secrets: build ## create, where absent, the compose cluster's CA, node a
 compose-up: image compose-secrets ## start the three-node cluster in Docker (mTLS), wait for a leader, print the endpoints and how to call them
 	REGISTRY_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) up -d
 	@deploy/compose-wait.sh $(COMPOSE_PROJECT)
-	@s=$(abspath $(SECRETS)); \
+	@s=$(abspath $(SECRETS)); ip=$${REGISTRY_BIND_IP:-127.0.0.1}; \
+	eps=$$ip:$${REGISTRY_GRPC_PORT_1:-7001},$$ip:$${REGISTRY_GRPC_PORT_2:-7002},$$ip:$${REGISTRY_GRPC_PORT_3:-7003}; \
 	echo "The nodes require TLS with a client certificate (mTLS); the files are in $(SECRETS)/:"; \
-	echo "  $(BIN)/registryctl --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem cluster status"; \
+	echo "  $(BIN)/registryctl --endpoints $$eps --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem cluster status"; \
 	echo "or, for every registryctl in this shell:"; \
-	echo "  export REGISTRY_CACERT=$$s/registry-agent-ca.pem REGISTRY_CERT=$$s/client.pem REGISTRY_KEY=$$s/client-key.pem"; \
-	echo "  curl --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem https://127.0.0.1:7201/v1/cluster/status"
+	echo "  export REGISTRY_ENDPOINTS=$$eps REGISTRY_CACERT=$$s/registry-agent-ca.pem REGISTRY_CERT=$$s/client.pem REGISTRY_KEY=$$s/client-key.pem"; \
+	echo "  curl --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem https://$$ip:$${REGISTRY_HTTP_PORT_1:-7201}/v1/cluster/status"
 	@echo "Stop with: make compose-down (the data volumes stay; VOLUMES=1 removes them too)"
 
 .PHONY: compose-down
