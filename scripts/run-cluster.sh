@@ -32,6 +32,10 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
+# Like consul agent -dev: say first that this cluster is open to anyone
+# who reaches 127.0.0.1 (make compose-up runs one with mTLS).
+echo "dev mode: no TLS, no ACLs (see README, Security)"
+
 # Job control puts each node in its own process group: Ctrl-C reaches this
 # script, not the nodes (the script stops them in order); the log prefix
 # ignores it, so that it outlives them.

@@ -3,9 +3,12 @@ package composetest
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
@@ -13,12 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
 	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/tlsutil"
 )
 
 // The registrations: 200 instances over 5 services, kept alive by 4
@@ -64,8 +71,11 @@ func TestComposeCluster(t *testing.T) {
 	for _, n := range p.nodes {
 		endpoints = append(endpoints, n.grpc)
 	}
-	rec := newRecorder(t, endpoints)
-	f := newFleet(t, endpoints, spec)
+	if !t.Run("TLSRequired", func(t *testing.T) { tlsRequired(t, p) }) {
+		return
+	}
+	rec := newRecorder(t, endpoints, p.tls)
+	f := newFleet(t, endpoints, p.tls, spec)
 	t.Logf("registered %d instances through %d clients", len(f.keys), len(f.clients))
 	settle(t, p, rec, f, time.Now())
 
@@ -92,6 +102,99 @@ func TestComposeCluster(t *testing.T) {
 	}
 	// The end: every node holds the same 200 instances.
 	p.waitConverged(t, f)
+}
+
+// tlsRequired: every node refuses a plaintext client and a TLS client
+// without a certificate, on its gRPC and its HTTP port, and answers one
+// with the client certificate of deploy/secrets (the control: the refusals
+// are not a node that is down). Over HTTP the client checks the name it
+// dialed, 127.0.0.1, as curl does.
+func tlsRequired(t *testing.T, p *project) {
+	full, err := p.tls.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	noCert, err := tlsutil.ClientConfig(p.tls.ca, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := []struct {
+		name string
+		tls  *tls.Config // nil: plaintext
+		ok   bool
+	}{
+		{"plaintext", nil, false},
+		{"TLS without a client certificate", noCert, false},
+		{"TLS with the client certificate", full, true},
+	}
+	for _, n := range p.nodes {
+		for _, c := range clients {
+			gerr := grpcStatus(t.Context(), n, c.tls)
+			herr := httpReady(t.Context(), n, c.tls)
+			for _, r := range []struct {
+				port string
+				err  error
+			}{{"gRPC " + n.grpc, gerr}, {"HTTP " + n.http, herr}} {
+				switch {
+				case c.ok && r.err != nil:
+					t.Errorf("%s, %s: %s client refused: %v", n, r.port, c.name, r.err)
+				case !c.ok && r.err == nil:
+					t.Errorf("%s, %s: %s client answered, want it refused", n, r.port, c.name)
+				case !c.ok:
+					t.Logf("%s, %s: %s client refused: %v", n, r.port, c.name, r.err)
+				}
+			}
+		}
+	}
+}
+
+// grpcStatus calls Cluster.Status on n through a connection of its own,
+// plaintext if cfg is nil.
+func grpcStatus(ctx context.Context, n *node, cfg *tls.Config) error {
+	creds := insecure.NewCredentials()
+	if cfg != nil {
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = registryv1.NewClusterClient(conn).Status(ctx, &registryv1.StatusRequest{})
+	return err
+}
+
+// httpReady asks n's /readyz, over http if cfg is nil, else over https
+// checking that n's certificate names 127.0.0.1. An answer other than
+// 200 is an error.
+func httpReady(ctx context.Context, n *node, cfg *tls.Config) error {
+	url := "http://" + n.http + "/readyz"
+	tr := &http.Transport{}
+	if cfg != nil {
+		url = "https://" + n.http + "/readyz"
+		cfg = cfg.Clone()
+		cfg.ServerName = "" // the URL's host
+		tr.TLSClientConfig = cfg
+	}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 // killLeader: docker kill the leader → a new leader within seconds, no

@@ -40,7 +40,8 @@ func TestComposeFileIsValid(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 				}
-				for _, want := range []string{"node1", "node2", "node3", "--bootstrap-peers=n1=node1:7101,n2=node2:7101,n3=node3:7101"} {
+				for _, want := range []string{"node1", "node2", "node3", "--bootstrap-peers=n1=node1:7101,n2=node2:7101,n3=node3:7101",
+					"REGISTRY_TLS_CERT: /secrets/server-n1.pem", "REGISTRY_TLS_CLIENT_AUTH: require"} {
 					if !strings.Contains(string(out), want) {
 						t.Errorf("%s %s: the output lacks %q", name, strings.Join(args, " "), want)
 					}
@@ -55,7 +56,8 @@ func TestComposeFileIsValid(t *testing.T) {
 
 // TestMonitoringPrometheusConfigIsValid has promtool check the Prometheus
 // configuration of the monitoring profile, with the alerting rules it
-// loads next to it as in the container.
+// loads next to it as in the container, and empty stand-ins for the TLS
+// files of secrets/ (promtool checks that they exist).
 func TestMonitoringPrometheusConfigIsValid(t *testing.T) {
 	bin, err := exec.LookPath("promtool")
 	if err != nil {
@@ -71,6 +73,14 @@ func TestMonitoringPrometheusConfigIsValid(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, "secrets"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"registry-agent-ca.pem", "client.pem", "client-key.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, "secrets", f), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -3,7 +3,11 @@
 // driven from the host as an operator and a client would.
 //
 // The test starts the compose file as its own project (a unique -p name, its
-// own ports on 127.0.0.1), registers 200 instances with the Go client, and
+// own ports on 127.0.0.1), whose nodes require mutual TLS with the files of
+// deploy/secrets (make compose-secrets). It checks that every node refuses a
+// plaintext client and a TLS client without a certificate, then, with the
+// client certificate of deploy/secrets, registers 200 instances with the Go
+// client, and
 // injects faults with the docker CLI: it kills the leader's container and
 // starts it again, disconnects a follower from the cluster's network for
 // longer than the TTL, stops and starts the whole project, and pauses the
@@ -18,7 +22,8 @@
 //
 //	make compose-test
 //
-// which builds the image and sets REGISTRY_COMPOSE_TEST=1. Other variables:
+// which builds the image and the certificates and sets
+// REGISTRY_COMPOSE_TEST=1. Other variables:
 // REGISTRY_IMAGE (the image to test, default regcenter/registry:dev),
 // REGISTRY_COMPOSE_CMD ("docker compose" or "docker-compose"; default the
 // first that works) and REGISTRY_COMPOSE_PROJECT (the project name; default

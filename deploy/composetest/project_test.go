@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,10 +20,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
+	"github.com/regcenter/registry/tlsutil"
 )
 
 // Environment variables.
@@ -44,11 +46,42 @@ const (
 	dockerTimeout = 30 * time.Second
 )
 
+// tlsFiles are the client's TLS files of the compose cluster: the CA and
+// the client certificate that make compose-secrets writes to
+// deploy/secrets, which the compose file mounts into the nodes.
+type tlsFiles struct{ ca, cert, key string }
+
+// secretsOrFail returns the files of deploy/secrets, failing the test if
+// one is missing.
+func secretsOrFail(t *testing.T) tlsFiles {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "secrets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := tlsFiles{
+		ca:   filepath.Join(dir, "registry-agent-ca.pem"),
+		cert: filepath.Join(dir, "client.pem"),
+		key:  filepath.Join(dir, "client-key.pem"),
+	}
+	for _, file := range []string{f.ca, f.cert, f.key} {
+		if _, err := os.Stat(file); err != nil {
+			t.Fatalf("the compose cluster's TLS files: %v (make compose-secrets creates them)", err)
+		}
+	}
+	return f
+}
+
+// config returns the client's TLS configuration: the CA and the client
+// certificate, verifying that a node's certificate names server.registry.
+func (f tlsFiles) config() (*tls.Config, error) { return tlsutil.ClientConfig(f.ca, f.cert, f.key) }
+
 // project is one compose project running deploy/docker-compose.yml: the
 // cluster under test.
 type project struct {
 	t       *testing.T // the test that started it: its cleanup and logs
 	name    string
+	tls     tlsFiles // what its clients use
 	compose []string // the compose command, e.g. {"docker", "compose"}
 	file    string   // the compose file, absolute
 	env     []string // the environment of compose commands
@@ -125,7 +158,11 @@ func startProject(t *testing.T, image string) *project {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &project{t: t, name: name, compose: compose, file: file}
+	p := &project{t: t, name: name, compose: compose, file: file, tls: secretsOrFail(t)}
+	tlsConfig, err := p.tls.config()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.env = append(os.Environ(), envImage+"="+image, "REGISTRY_BIND_IP=127.0.0.1")
 	for i := range 3 {
 		p.env = append(p.env,
@@ -139,7 +176,7 @@ func startProject(t *testing.T, image string) *project {
 		}
 		// Reconnect within a second once a node is back, rather than
 		// after gRPC's default backoff (up to 2 minutes).
-		n.conn, err = grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		n.conn, err = grpc.NewClient(n.grpc, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 				BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}))
 		if err != nil {

@@ -55,10 +55,14 @@ type recorder struct {
 }
 
 // newRecorder starts watching every service through a client of its own
-// with the given endpoints; a t.Cleanup stops it.
-func newRecorder(t *testing.T, endpoints []string) *recorder {
+// with the given endpoints and TLS files; a t.Cleanup stops it.
+func newRecorder(t *testing.T, endpoints []string, files tlsFiles) *recorder {
 	t.Helper()
-	c, err := client.New(client.Config{Endpoints: endpoints, Logger: testLogger(t, "watch")})
+	c, err := client.New(client.Config{
+		Endpoints: endpoints,
+		CAFile:    files.ca, CertFile: files.cert, KeyFile: files.key,
+		Logger: testLogger(t, "watch"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,9 +195,10 @@ type fleetSpec struct {
 
 // newFleet registers spec.clients × spec.perClient instances over
 // spec.services services, through clients of their own with the given
-// endpoints, and drains every registration's events. A t.Cleanup closes
-// the clients (leaving the registrations: the cluster is thrown away).
-func newFleet(t *testing.T, endpoints []string, spec fleetSpec) *fleet {
+// endpoints and TLS files, and drains every registration's events. A
+// t.Cleanup closes the clients (leaving the registrations: the cluster is
+// thrown away).
+func newFleet(t *testing.T, endpoints []string, files tlsFiles, spec fleetSpec) *fleet {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fleet{current: make(map[key]uint64), cancel: cancel}
@@ -207,6 +212,9 @@ func newFleet(t *testing.T, endpoints []string, spec fleetSpec) *fleet {
 	for i := range spec.clients {
 		c, err := client.New(client.Config{
 			Endpoints:                endpoints,
+			CAFile:                   files.ca,
+			CertFile:                 files.cert,
+			KeyFile:                  files.key,
 			Logger:                   testLogger(t, fmt.Sprintf("c%d", i)),
 			KeepRegistrationsOnClose: true,
 		})
