@@ -125,28 +125,61 @@ func waitCheckerSteady(t *testing.T, leader *harness.Node) uint64 {
 		runningSince time.Time
 		term         uint64
 	)
+	poll.Eventually(t, leaderTimeout, func(ctx context.Context) (err error) {
+		term, err = checkerSteady(ctx, leader, &runningSince)
+		return err
+	})
+	return term
+}
+
+// waitSteadyLeader is waitCheckerSteady for whichever node leads: after a
+// fault that froze the leader (or every node), leadership may move again
+// once the nodes run, and the wait follows it. It returns the leader and
+// its term.
+func waitSteadyLeader(t *testing.T, c *harness.Cluster) (*harness.Node, uint64) {
+	t.Helper()
+	var (
+		leader       *harness.Node
+		runningSince time.Time
+		term         uint64
+	)
 	poll.Eventually(t, leaderTimeout, func(ctx context.Context) error {
-		s, err := leader.Status(ctx)
+		l, err := c.WaitLeader(ctx)
 		if err != nil {
 			return err
 		}
-		if s.GetRole() != "leader" || !s.GetCheckerRunning() {
-			runningSince = time.Time{}
-			return fmt.Errorf("%s: role %s, checker running %v", leader, s.GetRole(), s.GetCheckerRunning())
+		if l != leader {
+			leader, runningSince = l, time.Time{}
 		}
-		if runningSince.IsZero() {
-			runningSince = time.Now()
-		}
-		if time.Since(runningSince) < 3*sweepInterval {
-			return errors.New("checker just started: no sweep seen yet")
-		}
-		if d := s.GetFailoverFenceRemaining().AsDuration(); d > 0 {
-			return fmt.Errorf("%s: failover fence still %v", leader, d)
-		}
-		term = s.GetTerm()
-		return nil
+		term, err = checkerSteady(ctx, leader, &runningSince)
+		return err
 	})
-	return term
+	return leader, term
+}
+
+// checkerSteady is one look at node: nil once it leads, its checker has
+// run for three sweeps since *runningSince (set at the first look that saw
+// it running, reset when it is not) and its failover fence is over; then
+// term is its term.
+func checkerSteady(ctx context.Context, node *harness.Node, runningSince *time.Time) (term uint64, err error) {
+	s, err := node.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if s.GetRole() != "leader" || !s.GetCheckerRunning() {
+		*runningSince = time.Time{}
+		return 0, fmt.Errorf("%s: role %s, checker running %v", node, s.GetRole(), s.GetCheckerRunning())
+	}
+	if runningSince.IsZero() {
+		*runningSince = time.Now()
+	}
+	if time.Since(*runningSince) < 3*sweepInterval {
+		return 0, errors.New("checker just started: no sweep seen yet")
+	}
+	if d := s.GetFailoverFenceRemaining().AsDuration(); d > 0 {
+		return 0, fmt.Errorf("%s: failover fence still %v", node, d)
+	}
+	return s.GetTerm(), nil
 }
 
 // newLeaderAfter waits for the running nodes to agree on a leader other
