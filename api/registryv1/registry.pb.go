@@ -2433,7 +2433,13 @@ func (x *SnapshotRestoreResponse) GetInstances() uint64 {
 }
 
 type ACLBootstrapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// secret_id, if set, is the secret the management token gets instead of
+	// a fresh random one: a UUID, like the secrets the registry makes, so
+	// that the nodes can be started with it as --acl-token before the
+	// cluster exists (Consul's BootstrapSecret). Only its hash is proposed
+	// and stored; it is never logged.
+	SecretId      string `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2466,6 +2472,13 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
 	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ACLBootstrapRequest) GetSecretId() string {
+	if x != nil {
+		return x.SecretId
+	}
+	return ""
 }
 
 // ACLTokenSecret is a new token: the only message that carries a secret.
@@ -3309,8 +3322,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tinstances\x18\x03 \x01(\x04R\tinstances\"M\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
-	"\tinstances\x18\x02 \x01(\x04R\tinstances\"\x15\n" +
-	"\x13ACLBootstrapRequest\"d\n" +
+	"\tinstances\x18\x02 \x01(\x04R\tinstances\"2\n" +
+	"\x13ACLBootstrapRequest\x12\x1b\n" +
+	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\"d\n" +
 	"\x0eACLTokenSecret\x12\x1f\n" +
 	"\vaccessor_id\x18\x01 \x01(\tR\n" +
 	"accessorId\x12\x1b\n" +
