@@ -32,12 +32,14 @@ var (
 	ErrShuttingDown = errors.New("node is shutting down")
 	// ErrNotMember means a node id is not in the Raft configuration.
 	ErrNotMember = errors.New("not a member of the cluster")
-	// ErrRateLimited means a client address made more writes than
-	// Config.WriteRate allows; see RateLimitedError for when to retry.
-	ErrRateLimited = errors.New("too many writes from this client address")
-	// ErrTooManyClientWatches means a client address has
-	// Config.MaxWatchesPerClient watches on this node already.
-	ErrTooManyClientWatches = errors.New("too many watches from this client address")
+	// ErrRateLimited means a client (its ACL token, or its address
+	// without one) made more writes than Config.WriteRate allows; see
+	// RateLimitedError for when to retry.
+	ErrRateLimited = errors.New("too many writes from this client")
+	// ErrTooManyClientWatches means a client (its ACL token, or its
+	// address without one) has Config.MaxWatchesPerClient watches on this
+	// node already.
+	ErrTooManyClientWatches = errors.New("too many watches from this client")
 )
 
 // toStatus maps every error that leaves the gRPC services to a status. It

@@ -151,8 +151,10 @@ type Config struct {
 	// than refusing them) must not hold every beat of this node for long.
 	// Default 1s: a commit takes milliseconds.
 	ForwardTimeout time.Duration
-	// WriteRate is the writes per second one client address may make
-	// (token bucket of WriteBurst): a Register, a Deregister, a Beat call
+	// WriteRate is the writes per second one client may make (token
+	// bucket of WriteBurst). A client is its ACL token (by accessor id)
+	// when the node enforces ACLs, its address otherwise (an IPv4 address,
+	// an IPv6 /64). A Register, a Deregister, a Beat call
 	// or one BeatStream frame is one write, however many instances it
 	// names. Beyond it a call is ResourceExhausted with a RetryInfo.
 	// Counted on the node the client reached, never again on the leader a
@@ -162,11 +164,12 @@ type Config struct {
 	// addresses can set far less.
 	WriteRate  float64
 	WriteBurst int
-	// MaxClients bounds the client addresses whose write rate is tracked;
+	// MaxClients bounds the clients (tokens or addresses) whose write rate
+	// is tracked;
 	// beyond it the least recently seen is forgotten. Default 65,536.
 	MaxClients int
 	// MaxWatchesPerClient bounds the concurrent watches of one client
-	// address on this node. Default 1,024.
+	// (token or address, as for WriteRate) on this node. Default 1,024.
 	MaxWatchesPerClient int
 	// ACLDefault decides, when the node enforces ACLs (it installs
 	// UnaryInterceptor and StreamInterceptor), what a token may do where
