@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -18,6 +19,7 @@ type clusterTLS struct {
 	ca    tlsutil.PEMPair
 	files tlsutil.Config // the CA file and the harness's client certificate
 	creds credentials.TransportCredentials
+	http  *http.Client // trusts ca, presents the client certificate
 }
 
 // newClusterTLS creates a CA and a client certificate in dir.
@@ -38,7 +40,9 @@ func newClusterTLS(dir string) (*clusterTLS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clusterTLS{ca: ca, files: files, creds: credentials.NewTLS(cfg)}, nil
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg.Clone()
+	return &clusterTLS{ca: ca, files: files, creds: credentials.NewTLS(cfg), http: &http.Client{Transport: tr}}, nil
 }
 
 // writeTLSFiles writes ca's certificate and cert into dir (ca.pem, cert.pem,
@@ -74,6 +78,26 @@ func (c *Cluster) tlsArgs(n *Node) ([]string, error) {
 		return nil, err
 	}
 	return []string{"--tls-cert=" + n.tlsFiles.CertFile, "--tls-key=" + n.tlsFiles.KeyFile, "--tls-ca=" + n.tlsFiles.CAFile}, nil
+}
+
+// HTTPClient is an HTTP client for the nodes' HTTP ports: with Options.TLS
+// it trusts the cluster's CA and presents the harness's client
+// certificate. It carries no token.
+func (c *Cluster) HTTPClient() *http.Client {
+	if c.tls == nil {
+		return http.DefaultClient
+	}
+	return c.tls.http
+}
+
+// HTTPURL is the URL of path on the node's HTTP port: https with
+// Options.TLS, http otherwise.
+func (n *Node) HTTPURL(path string) string {
+	scheme := "http"
+	if n.cluster.tls != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + n.httpAddr + path
 }
 
 // CA is the cluster's CA (Options.TLS), to make more certificates with.
