@@ -133,7 +133,9 @@ type Cluster struct {
 	conns   []*grpc.ClientConn // every connection ever opened, for the cleanup
 	leader  *Node              // as of the last successful WaitLeader
 	removed []*Node            // taken out by RemoveNode, kept for their logs
-	done    bool               // the cleanup has run
+	// outsiders are started by StartOutsider; never members.
+	outsiders []*Node
+	done      bool // the cleanup has run
 
 	tls  *clusterTLS // with Options.TLS
 	mgmt acl.Secret  // the management token's secret, with Options.ACL

@@ -1,11 +1,14 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc/credentials"
@@ -111,16 +114,67 @@ func (c *Cluster) ClientTLSFiles() tlsutil.Config { return c.tls.files }
 // (Options.TLS) and returns it; the node reads it within seconds, or at
 // once on SIGHUP (Node.Signal).
 func (n *Node) RotateCertificate() (tlsutil.PEMPair, error) {
+	return n.writeCertificate(n.cluster.tls.ca, n.cluster.tls.ca.Cert)
+}
+
+// writeCertificate writes a node certificate of ca for n, and trust (PEM
+// certificates) as the CAs it trusts, into n's TLS files.
+func (n *Node) writeCertificate(ca tlsutil.PEMPair, trust []byte) (tlsutil.PEMPair, error) {
 	c := n.cluster
-	cert, err := tlsutil.CreateCert(c.tls.ca, tlsutil.CertOptions{Server: true, CommonName: n.id, IPs: []net.IP{net.ParseIP(c.ip)}})
+	cert, err := tlsutil.CreateCert(ca, tlsutil.CertOptions{Server: true, CommonName: n.id, IPs: []net.IP{net.ParseIP(c.ip)}})
 	if err != nil {
 		return cert, err
 	}
-	n.tlsFiles, err = writeTLSFiles(filepath.Join(n.dir, "tls"), c.tls.ca, cert)
+	n.tlsFiles, err = writeTLSFiles(filepath.Join(n.dir, "tls"), tlsutil.PEMPair{Cert: trust}, cert)
 	if err != nil {
 		return cert, fmt.Errorf("%s: tls files: %w", n.id, err)
 	}
 	return cert, nil
+}
+
+// StartOutsider starts a registry-node on the next spare slot (see
+// Options.Spare) that has a node certificate of ca, trusts both ca and the
+// cluster's CA (so that only the members can refuse it), and tries to join
+// the cluster through a running member (--join, with the management token
+// under Options.ACL; --log-level=debug, where each failed attempt is
+// logged): a node of another cluster, or an attacker's. It does not wait
+// for it to answer, and it is never one of
+// Nodes (nor of Running, WaitLeader...); the cleanup stops it by pid and
+// prints its log like the members'. Options.TLS only.
+func (c *Cluster) StartOutsider(ca tlsutil.PEMPair) (*Node, error) {
+	if c.tls == nil {
+		return nil, errors.New("harness: StartOutsider needs Options.TLS")
+	}
+	running := c.Running()
+	if len(running) == 0 {
+		return nil, errors.New("harness: start outsider: no running member to join through")
+	}
+	c.mu.Lock()
+	slot := len(c.nodes) + len(c.removed) + len(c.outsiders)
+	c.mu.Unlock()
+	if slot >= c.opts.Nodes+c.opts.Spare {
+		return nil, fmt.Errorf("start outsider: %w (Options.Nodes %d, Spare %d)", ErrNoSpareSlot, c.opts.Nodes, c.opts.Spare)
+	}
+	n, err := c.newNode(slot, "--join="+running[0].grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("harness: start outsider: %w", err)
+	}
+	n.id += "-outsider"
+	if _, err := n.writeCertificate(ca, append(slices.Clone(ca.Cert), c.tls.ca.Cert...)); err != nil {
+		return nil, err
+	}
+	for i, a := range n.args {
+		switch {
+		case strings.HasPrefix(a, "--node-id="):
+			n.args[i] = "--node-id=" + n.id
+		case strings.HasPrefix(a, "--log-level="):
+			n.args[i] = "--log-level=debug"
+		}
+	}
+	c.mu.Lock()
+	c.outsiders = append(c.outsiders, n)
+	c.mu.Unlock()
+	return n, n.start()
 }
 
 // Signal sends sig to the node's live process.
