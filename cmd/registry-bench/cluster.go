@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
@@ -92,6 +91,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 			spec: proc.Spec{
 				Name:    id,
 				Binary:  binary,
+				Env:     nodeEnv(),
 				LogPath: filepath.Join(dir, id+".log"),
 				Args: append([]string{
 					"--node-id", id, "--data-dir", data,
@@ -112,6 +112,13 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if sec != nil {
+		// Until then the nodes refuse Status (and their own publication).
+		if err := c.bootstrap(wctx); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
 	for _, p := range c.nodes {
 		if err := c.waitReady(wctx, p); err != nil {
 			c.close()
@@ -141,6 +148,15 @@ func (c *cluster) waitReady(ctx context.Context, p *nodeProc) error {
 		return fmt.Errorf("%s: %w", p.id, err)
 	}
 	return nil
+}
+
+// nodeEnv is the nodes' environment: this program's (nil), plus the ACL
+// token with -secure.
+func nodeEnv() []string {
+	if sec == nil {
+		return nil
+	}
+	return append(os.Environ(), sec.env...)
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
@@ -201,7 +217,7 @@ func (c *cluster) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, dialOptions()...)
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,7 @@ type options struct {
 	profileDir string
 	nodeFlags  string
 	backoffMax time.Duration
+	secure     bool
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -78,6 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
+	fs.BoolVar(&o.secure, "secure", false, "start the local nodes with mutual TLS on every port and ACLs on (a CA and certificates made in a temporary directory, the ACLs bootstrapped with a management token that every benchmark connection carries), to compare with a plaintext run")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", 0.6, "--expiry-guard-share of the local nodes (W3 stops half of its instances; the default guard, 0.3, would hold their expiry)")
 
 	fs.IntVar(&o.w2Workers, "w2-workers", 64, "W2: concurrent workers")
@@ -132,6 +134,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	clientBackoffMax = o.backoffMax
+	if o.secure {
+		if o.endpoints != "" {
+			fmt.Fprintln(stderr, "registry-bench: --secure needs the local nodes (no --endpoints): it makes their certificates and bootstraps their ACLs")
+			return 2
+		}
+		s, err := newSecurity(o.ip)
+		if err != nil {
+			fmt.Fprintf(stderr, "registry-bench: --secure: %v\n", err)
+			return 1
+		}
+		defer s.close()
+		sec = s
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -195,8 +210,13 @@ func (b *bench) cluster(ctx context.Context) (*cluster, error) {
 	if b.o.endpoints != "" {
 		return externalCluster(splitList(b.o.endpoints)), nil
 	}
-	b.logf("starting three nodes on %s", b.o.ip)
 	extra := []string{"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64)}
+	if sec != nil {
+		b.logf("starting three nodes on %s with mutual TLS and ACLs", b.o.ip)
+		extra = append(extra, sec.nodeFlags...)
+	} else {
+		b.logf("starting three nodes on %s", b.o.ip)
+	}
 	if b.o.profileDir != "" {
 		extra = append(extra, "--enable-pprof")
 	}
@@ -258,6 +278,9 @@ var clientBackoffMax time.Duration
 func clientConfig(c client.Config) client.Config {
 	if clientBackoffMax > 0 {
 		c.BackoffMax = clientBackoffMax
+	}
+	if sec != nil {
+		c.TLS, c.Token = sec.tls.Clone(), string(sec.secret)
 	}
 	return c
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -261,7 +260,7 @@ func (b *bench) w1Profile(ctx context.Context, c *cluster, leader, mode string, 
 	if p == nil {
 		return nothing
 	}
-	pr := &profiler{dir: b.o.profileDir, hc: &http.Client{}}
+	pr := &profiler{dir: b.o.profileDir, hc: httpClient()}
 	base := fmt.Sprintf("w1-%s-%d-leader-%s", mode, n, p.id)
 	length := cpuProfileLength(b.o.w1Hold)
 	var (
