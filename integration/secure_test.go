@@ -73,6 +73,14 @@ func TestASecureClusterRefusesEveryAttack(t *testing.T) {
 		}
 	})
 
+	t.Run("the ACLs are bootstrapped once, with a well-formed secret", func(t *testing.T) {
+		anon := registryv1.NewACLClient(as(follower, anonymous))
+		_, err := anon.Bootstrap(ctx, &registryv1.ACLBootstrapRequest{SecretId: "not-a-uuid"})
+		wantStatus(t, "Bootstrap with a malformed secret", err, codes.InvalidArgument, "secret_id")
+		_, err = anon.Bootstrap(ctx, &registryv1.ACLBootstrapRequest{SecretId: "00000000-0000-4000-8000-000000000001"})
+		wantStatus(t, "a second Bootstrap", err, codes.FailedPrecondition, "")
+	})
+
 	t.Run("a token for orders can neither write nor read payments", func(t *testing.T) {
 		if _, err := ordersReg.Register(ctx, &registryv1.RegisterRequest{Instance: newInstance("orders", "o1", 3)}); err != nil {
 			t.Fatalf("orders registers orders: %v", err)
