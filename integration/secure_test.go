@@ -29,7 +29,7 @@ import (
 // each refused with its documented error.
 func TestASecureClusterRefusesEveryAttack(t *testing.T) {
 	t.Parallel()
-	c := harness.Start(t, harness.Options{TLS: true, ACL: true, Spare: 1})
+	c := harness.Start(t, harness.Options{TLS: true, ACL: true, Spare: 2})
 	ctx := t.Context()
 	if _, err := c.WaitSettled(ctx); err != nil {
 		t.Fatal(err)
@@ -273,6 +273,17 @@ func TestASecureClusterRefusesEveryAttack(t *testing.T) {
 				}
 				return nil
 			})
+		}
+	})
+
+	t.Run("a node with a certificate of the cluster's CA and an operator token joins", func(t *testing.T) {
+		n, err := c.AddNode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantMembers(t, leader, c.Nodes())
+		if _, err := registryv1.NewRegistryClient(as(n, payments)).GetService(ctx, &registryv1.GetServiceRequest{Service: "payments"}); err != nil {
+			t.Errorf("the payments token on the new node %s: %v", n, err)
 		}
 	})
 
