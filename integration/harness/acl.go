@@ -43,7 +43,7 @@ func (b bearerCreds) GetRequestMetadata(context.Context, ...string) (map[string]
 
 func (bearerCreds) RequireTransportSecurity() bool { return false }
 
-// callOption returns the dial option that makes a connection carry secret,
+// tokenOption returns the dial option that makes a connection carry secret,
 // or nil for "".
 func tokenOption(secret acl.Secret) grpc.DialOption {
 	if secret == "" {
