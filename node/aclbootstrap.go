@@ -61,11 +61,13 @@ func ReadTokenFile(path string) (acl.Secret, error) {
 	return acl.Secret(s), nil
 }
 
-// bootstrapACLs runs on the leader after its barrier: with ACLs on and an
-// initial management token configured, it makes sure the cluster is
-// bootstrapped, with that token if it is not yet. It retries a failed
-// proposal until it succeeds, the cluster turns out to be bootstrapped
-// already, or leadership ends (ctx); it never logs the secret.
+// bootstrapACLs runs on the leader after its barrier, before the expiry
+// checker starts: with ACLs on and an initial management token configured,
+// it makes sure the cluster is bootstrapped, with that token if it is not
+// yet. It retries a failed proposal every second until it succeeds, the
+// cluster turns out to be bootstrapped already, or leadership ends (ctx);
+// a proposal that keeps failing means no quorum, when the checker could
+// not act either. It never logs the secret.
 func (n *Node) bootstrapACLs(ctx context.Context) {
 	secret := n.cfg.ACLInitialManagementToken
 	if !n.cfg.ACLEnabled || secret == "" {
@@ -91,6 +93,10 @@ func (n *Node) bootstrapACLs(ctx context.Context) {
 			return
 		case errors.Is(err, fsm.ErrACLBootstrapped):
 			n.log.Info("ACLs were bootstrapped before: the initial management token is not used", "error", err)
+			return
+		case errors.Is(err, fsm.ErrACLConflict):
+			// Another token has this secret: retrying cannot help.
+			n.log.Error("cannot bootstrap the ACLs with the initial management token", "error", err)
 			return
 		case ctx.Err() != nil || errors.Is(err, fsm.ErrLeadershipLost) || !n.IsLeader():
 			return // the next leader tries
