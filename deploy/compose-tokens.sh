@@ -39,4 +39,14 @@ fi
 umask 022 # Prometheus runs as nobody and reads it through a bind mount
 printf '%s\n' "$secret" >"$dir/prometheus-token.tmp"
 mv "$dir/prometheus-token.tmp" "$dir/prometheus-token"
+# A node knows the token once it has applied its creation: wait until the
+# first endpoint answers it (at most 10 s), so that the next run keeps it.
+deadline=$((SECONDS + 10))
+until REGISTRY_TOKEN=$secret "$ctl" services >/dev/null 2>&1; do
+  if ((SECONDS >= deadline)); then
+    echo "compose tokens: the new token is not answered after 10 s" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
 echo "compose tokens: created $dir/prometheus-token (policy prometheus: read every service)"
