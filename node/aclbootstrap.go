@@ -33,11 +33,18 @@ const initialTokenDescription = "initial management token"
 // MaxTokenFileBytes bounds a token file read by ReadTokenFile.
 const MaxTokenFileBytes = 1024
 
+// MinTokenSecretLen is the shortest secret ReadTokenFile accepts. Only the
+// SHA-256 of a secret is stored, which a search can reverse for a short or
+// guessable one; the secrets the nodes make are random UUIDs (36
+// characters, 122 random bits), and so should a chosen one be.
+const MinTokenSecretLen = 16
+
 // ReadTokenFile reads a token secret from a file (--acl-token-file,
 // --acl-initial-management-token-file): the file's content with surrounding
 // white space trimmed, which must be a bearer token as acl.ParseBearer
-// accepts it ([A-Za-z0-9-._~+/], optional trailing '='), at most
-// MaxTokenFileBytes. Errors name the file, never its content.
+// accepts it ([A-Za-z0-9-._~+/], optional trailing '='), at least
+// MinTokenSecretLen characters, and the file at most MaxTokenFileBytes.
+// Errors name the file, never its content.
 func ReadTokenFile(path string) (acl.Secret, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -57,6 +64,9 @@ func ReadTokenFile(path string) (acl.Secret, error) {
 	}
 	if _, err := acl.ParseBearer("Bearer " + s); err != nil {
 		return "", fmt.Errorf("token file %s: %w", path, err)
+	}
+	if len(s) < MinTokenSecretLen {
+		return "", fmt.Errorf("token file %s: the secret is %d characters, at least %d are needed (use a random UUID)", path, len(s), MinTokenSecretLen)
 	}
 	return acl.Secret(s), nil
 }

@@ -116,6 +116,7 @@ func TestReadTokenFile(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, content, want string }{
 		{"empty", " \n", "is empty"},
+		{"short", "abcdefghijklmno\n", "at least 16"},
 		{"space inside", "abc def\n", "not allowed"},
 		{"quote", `"hunter2"`, "not allowed"},
 		{"too long", strings.Repeat("a", node.MaxTokenFileBytes+1), "longer than"},

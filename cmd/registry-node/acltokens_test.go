@@ -13,19 +13,19 @@ import (
 func TestACLTokenFilesReachTheNodeConfig(t *testing.T) {
 	dir := t.TempDir()
 	agent, initial := filepath.Join(dir, "agent"), filepath.Join(dir, "initial")
-	if err := os.WriteFile(agent, []byte("agent-secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(agent, []byte("agent-secret-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(initial, []byte("initial-secret\n"), 0o600); err != nil {
+	if err := os.WriteFile(initial, []byte("initial-secret-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("REGISTRY_ACL_INITIAL_MANAGEMENT_TOKEN_FILE", initial)
 	cfg := configOf(t, "--node-id", "n1", "--data-dir", dir, "--acl-enabled", "--acl-token", "from-flag", "--acl-token-file", agent)
-	if cfg.ACLToken != "agent-secret" {
-		t.Errorf("ACLToken = %q, want the file's agent-secret (the file wins over --acl-token)", cfg.ACLToken)
+	if cfg.ACLToken != "agent-secret-0123456789" {
+		t.Errorf("ACLToken = %q, want the file's agent-secret-0123456789 (the file wins over --acl-token)", cfg.ACLToken)
 	}
-	if cfg.ACLInitialManagementToken != acl.Secret("initial-secret") {
-		t.Errorf("ACLInitialManagementToken = %q, want initial-secret from the environment's file", string(cfg.ACLInitialManagementToken))
+	if cfg.ACLInitialManagementToken != acl.Secret("initial-secret-0123456789") {
+		t.Errorf("ACLInitialManagementToken = %q, want initial-secret-0123456789 from the environment's file", string(cfg.ACLInitialManagementToken))
 	}
 }
 
