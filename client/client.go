@@ -212,7 +212,8 @@ func leaderHint(err error) string {
 // call runs fn against a node: each attempt is bounded by CallTimeout;
 // retryable failures move to another node after a full-jitter backoff,
 // until ctx ends; a rate-limited one (RetryInfo) waits the delay the node
-// asked for and tries the same node again. A write goes straight to the leader a failure names.
+// asked for and tries the same node again. A write goes straight to the
+// leader a failure names.
 func (c *Client) call(ctx context.Context, write bool, fn func(context.Context, *grpc.ClientConn) error) error {
 	if c.ctx.Err() != nil {
 		return ErrClosed
