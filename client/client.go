@@ -211,7 +211,9 @@ func leaderHint(err error) string {
 
 // call runs fn against a node: each attempt is bounded by CallTimeout;
 // retryable failures move to another node after a full-jitter backoff,
-// until ctx ends. A write goes straight to the leader a failure names.
+// until ctx ends; a rate-limited one (RetryInfo) waits the delay the node
+// asked for and tries the same node again. A write goes straight to the
+// leader a failure names.
 func (c *Client) call(ctx context.Context, write bool, fn func(context.Context, *grpc.ClientConn) error) error {
 	if c.ctx.Err() != nil {
 		return ErrClosed
@@ -236,6 +238,16 @@ func (c *Client) call(ctx context.Context, write bool, fn func(context.Context, 
 			continue
 		}
 		followedHint = false
+		if d, ok := retryDelay(err); ok {
+			// Over this client's write rate on addr: wait as long as the node
+			// asks, then try it again (another node would only spread the
+			// excess).
+			c.log.Debug("registry call rate-limited; waiting the delay the node asked for", "endpoint", addr, "retry_after", d)
+			if err := sleep(ctx, d); err != nil {
+				return err
+			}
+			continue
+		}
 		c.log.Debug("registry call failed; trying another node", "endpoint", addr, "error", err)
 		if err := sleep(ctx, c.backoff(attempt)); err != nil {
 			return err

@@ -158,6 +158,11 @@ type Config struct {
 	// cannot join and a follower's address record stays unpublished; the
 	// node logs a warning and retries every second. Never logged.
 	ACLToken string
+	// ACLInitialManagementToken, with ACLs on, is the secret of the first
+	// management token (Consul's initial_management): the leader bootstraps
+	// the ACLs with it if they are not yet bootstrapped (aclbootstrap.go).
+	// Give every server the same one. Never logged.
+	ACLInitialManagementToken acl.Secret
 
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.

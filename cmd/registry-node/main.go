@@ -48,6 +48,7 @@ type options struct {
 	aclEnabled                   bool
 	aclDefaultPolicy             string
 	aclToken                     string
+	aclTokenFile, aclInitialFile string
 	testFaults                   bool
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
@@ -97,6 +98,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.aclEnabled, "acl-enabled", d.ACLEnabled, "require an ACL token (Authorization: Bearer <secret>) on every call but health checks and the one-time ACL bootstrap (env "+envName("acl-enabled")+")")
 	str(&o.aclDefaultPolicy, "acl-default-policy", d.ACLDefaultPolicy, "with --acl-enabled, what a token may do where none of its rules matches: deny or allow")
 	str(&o.aclToken, "acl-token", "", "with --acl-enabled, the secret of a token with operator:write that this node sends when it joins and publishes its addresses (prefer the env variable: a flag shows in the process list)")
+	str(&o.aclTokenFile, "acl-token-file", "", "with --acl-enabled, a file holding the --acl-token secret (read at start; overrides --acl-token)")
+	str(&o.aclInitialFile, "acl-initial-management-token-file", "", "with --acl-enabled, a file holding the secret of the first management token: the leader bootstraps the ACLs with it if they are not yet bootstrapped (the same file on every server)")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -185,6 +188,9 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Limits = o.limits
 	cfg.Limits.HTTPAllowedOrigins, cfg.Limits.HTTPAllowedHosts = splitList(o.allowedOrigins), splitList(o.allowedHosts)
 	cfg.ACLEnabled, cfg.ACLDefaultPolicy, cfg.ACLToken = o.aclEnabled, o.aclDefaultPolicy, o.aclToken
+	if err := o.readTokenFiles(&cfg); err != nil {
+		return node.Config{}, err
+	}
 	if o.enablePprof {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--enable-pprof needs --http-addr")
