@@ -221,16 +221,14 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) (string, error
 		if err != nil {
 			return "", err
 		}
-		var addr raft.ServerAddress
-		for _, srv := range conf.Servers {
-			if string(srv.ID) == id {
-				addr = srv.Address
-			}
-		}
-		if addr == "" {
+		srv, ok := findServer(conf, id)
+		if !ok {
 			return "", validate.FieldErrorf("node_id", "%q is not a member of the cluster", id)
 		}
-		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+		if srv.Suffrage != raft.Voter {
+			return "", fmt.Errorf("%w: %q is a read replica, which cannot lead; promote it first", rpc.ErrMembershipRefused, id)
+		}
+		f = n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
 	}
 	if err := waitFuture(ctx, f); err != nil {
 		return "", err

@@ -56,6 +56,15 @@ func (c *fakeCluster) Status(context.Context) (Status, error) {
 	return c.status, nil
 }
 func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error) { return 0, nil }
+func (c *fakeCluster) AddNonvoter(context.Context, string, string) (uint64, error) {
+	return 0, nil
+}
+func (c *fakeCluster) Promote(_ context.Context, id string) (uint64, error) {
+	return 0, fmt.Errorf("%w: %q", ErrNotMember, id)
+}
+func (c *fakeCluster) Demote(_ context.Context, id string) (uint64, error) {
+	return 0, fmt.Errorf("%w: demoting %q", ErrMembershipRefused, id)
+}
 func (c *fakeCluster) RemoveServer(_ context.Context, id string) (uint64, error) {
 	return 0, fmt.Errorf("%w: %q", ErrNotMember, id) // no server is a member
 }
