@@ -39,10 +39,10 @@ type Client struct {
 	// readCurrent is the read endpoint discovery uses now, when
 	// Config.ReadEndpoints is set (otherwise reads use current).
 	readCurrent string
-	rng     *rand.Rand
-	caches  map[string]*cache
-	writes  map[string]uint64 // service → Raft index of this client's last write to it
-	closed  bool
+	rng         *rand.Rand
+	caches      map[string]*cache
+	writes      map[string]uint64 // service → Raft index of this client's last write to it
+	closed      bool
 
 	beats *beater
 }
