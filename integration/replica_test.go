@@ -211,7 +211,7 @@ func TestMixedFaultsWithAReadReplicaStayLinearizable(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 7))
 	t.Logf("fault seed %d", seed)
-	reportRounds(t, report, reportRow{Scenario: "mixed faults, with a read replica", FalseExpirations: notApplicable}, 1, 0.1,
+	reportRounds(t, report, reportRow{Scenario: "mixed faults, with a read replica", FalseExpirations: notApplicable}, 1, 0.05,
 		func(i int) reportRow { return mixedFaults(t, c, rng, i) })
 }
 
