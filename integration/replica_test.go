@@ -183,10 +183,19 @@ func TestAReadReplicaServesReadsSurvivesFaultsAndChangesRole(t *testing.T) {
 			}
 			return fmt.Errorf("%s is not listed:\n%s", r, out)
 		})
+		if v := metricOrZero(t, r, "registry_raft_voter"); v != 0 {
+			t.Errorf("%s's registry_raft_voter is %v as a replica, want 0", r, v)
+		}
 		registryctl(t, ctl, c, "cluster", "promote", r.ID())
 		if err := c.WaitRole(ctx, r, "voter"); err != nil {
 			t.Fatal(err)
 		}
+		poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
+			if v, err := scrapeMetric(ctx, r, "registry_raft_voter"); err != nil || v != 1 {
+				return fmt.Errorf("%s's registry_raft_voter is %v (%v) as a voter, want 1", r, v, err)
+			}
+			return nil
+		})
 		registryctl(t, ctl, c, "cluster", "demote", r.ID())
 		if err := c.WaitRole(ctx, r, "replica"); err != nil {
 			t.Fatal(err)
