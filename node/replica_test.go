@@ -101,4 +101,11 @@ func TestAReadReplicaJoinsAsANonVoterAndChangesRole(t *testing.T) {
 	}
 	c.waitRole(t, r, rid, "replica")
 	c.waitRole(t, leader, c.Nodes[leader].ID(), "voter")
+
+	// Joining again as a voter (a restart without --read-replica) leaves
+	// a replica a replica.
+	if _, err := cl.Join(t.Context(), &registryv1.JoinRequest{NodeId: rid, RaftAddress: c.Nodes[r].RaftAddr()}); err != nil {
+		t.Fatalf("Join %s as a voter: %v", rid, err)
+	}
+	c.waitRole(t, leader, rid, "replica")
 }

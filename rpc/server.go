@@ -46,7 +46,8 @@ type Admin interface {
 	// Status describes the node and the cluster.
 	Status(ctx context.Context) (Status, error)
 	// AddVoter adds a voter, or does nothing if it is one already at that
-	// address; it returns the configuration's index.
+	// address; a non-voter stays one (at that address): Promote changes
+	// roles. It returns the configuration's index.
 	AddVoter(ctx context.Context, id, raftAddr string) (uint64, error)
 	// AddNonvoter adds a read replica (a Raft non-voter), or does nothing
 	// if the node is a member at that address already, voter or not.
