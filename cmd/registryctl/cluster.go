@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
@@ -68,7 +70,8 @@ func (c *cli) clusterCmd() *cobra.Command {
 read replica (a Raft non-voter: it serves reads, watches and beats but never
 votes or leads). LAG is how many entries the leader has committed that the
 member has not applied yet, asked of each member at its gRPC address ("-"
-when it does not answer).`,
+when it does not answer). With -o json: Cluster.Status's answer, each member
+with a "lag" (absent when it does not answer).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := c.status(cmd)
@@ -76,6 +79,9 @@ when it does not answer).`,
 				return err
 			}
 			lags := c.lags(cmd, st)
+			if c.output == "json" {
+				return c.printMembersJSON(st, lags)
+			}
 			return c.print(st, func(w io.Writer) {
 				tw := newTable(w)
 				fmt.Fprintln(tw, "ID\tRAFT\tGRPC\tHTTP\tROLE\tLEADER\tLAG")
@@ -278,4 +284,25 @@ func (c *cli) lags(cmd *cobra.Command, st *registryv1.StatusResponse) map[string
 		}
 	}
 	return out
+}
+
+// printMembersJSON prints st as JSON (as -o json does) with each member's
+// lag added as "lag" (a string, as JSON carries the API's uint64s), left out
+// for a member that did not answer.
+func (c *cli) printMembersJSON(st *registryv1.StatusResponse, lags map[string]string) error {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(st)
+	if err != nil {
+		return fail(err)
+	}
+	var doc structpb.Struct
+	if err := protojson.Unmarshal(raw, &doc); err != nil {
+		return fail(err)
+	}
+	for _, m := range doc.Fields["members"].GetListValue().GetValues() {
+		fields := m.GetStructValue().GetFields()
+		if lag := lags[fields["id"].GetStringValue()]; lag != "" && lag != "-" {
+			fields["lag"] = structpb.NewStringValue(lag)
+		}
+	}
+	return c.printJSON(&doc, false)
 }

@@ -262,6 +262,10 @@ func TestPromoteAndDemoteAReadReplica(t *testing.T) {
 		})
 	}
 	role("replica")
+	stdout, stderr, code := ctl(t, "-o", "json", "cluster", "members")
+	if code != exitOK || !strings.Contains(stdout, `"role": "replica"`) || strings.Count(stdout, `"lag": "`) != 4 {
+		t.Errorf("cluster members -o json: exit %d, want every member with a lag and n4's role replica:\n%s%s", code, stdout, stderr)
+	}
 	if stdout, stderr, code := ctl(t, "cluster", "promote", "n4"); code != exitOK || !strings.HasPrefix(stdout, "n4 is a voter") {
 		t.Fatalf("promote n4: exit %d\n%s%s", code, stdout, stderr)
 	}
