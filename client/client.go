@@ -175,7 +175,8 @@ func (c *Client) endpointFor(read bool) string {
 
 // failoverFor moves away from failed to another endpoint of the same pool
 // chosen at random, so that clients that lose the same node spread over
-// the others.
+// the others. A read whose pool holds no other endpoint moves to one of
+// Endpoints (and from there, at its next failure, back to the read pool).
 func (c *Client) failoverFor(read bool, failed string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -184,6 +185,11 @@ func (c *Client) failoverFor(read bool, failed string) string {
 		return *current // someone else already moved on
 	}
 	others := slices.DeleteFunc(slices.Clone(endpoints), func(e string) bool { return e == failed })
+	if len(others) == 0 && read {
+		// The only read endpoint failed: read from the voters until the
+		// next failure moves back.
+		others = slices.DeleteFunc(slices.Clone(c.cfg.Endpoints), func(e string) bool { return e == failed })
+	}
 	if len(others) > 0 {
 		*current = others[c.rng.IntN(len(others))]
 	}

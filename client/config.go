@@ -25,8 +25,9 @@ type Config struct {
 	// discovery: the watch streams behind Discover's caches and Watch, and
 	// the reads Discover makes. Point them at read replicas (registry-node
 	// --read-replica) to keep that load off the voters. Registrations,
-	// beats and deregistrations always use Endpoints. Empty: Endpoints
-	// serve everything.
+	// beats and deregistrations always use Endpoints. When the only read
+	// endpoint fails, discovery moves to Endpoints until its next failure.
+	// Empty: Endpoints serve everything.
 	ReadEndpoints []string
 	// CallTimeout bounds each attempt of a call (the deadline of one
 	// request). Default 5s.

@@ -128,3 +128,52 @@ func TestReadEndpointsServeDiscoveryAndEndpointsTheWrites(t *testing.T) {
 		}
 	}
 }
+
+// When the only read endpoint dies, discovery moves to the voters: a watch
+// goes on delivering every change.
+func TestAWatchOnADeadReadEndpointMovesToTheVoters(t *testing.T) {
+	cl := nodetest.New(t, 3, nil)
+	cl.Leader()
+	r := cl.StartReplica(0, nil)
+	c, err := client.New(client.Config{
+		Endpoints:     cl.Endpoints()[:3],
+		ReadEndpoints: []string{cl.Nodes[r].GRPCAddr()},
+		CallTimeout:   2 * time.Second,
+		BackoffMax:    200 * time.Millisecond,
+		Logger:        nodetest.Logger(t, "client"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := t.Context()
+	events, err := c.Watch(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(id string) {
+		t.Helper()
+		timeout := time.After(15 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Instance.ID == id || slices.ContainsFunc(ev.Instances, func(in client.Instance) bool { return in.ID == id }) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("the watch did not show %s within 15s", id)
+			}
+		}
+	}
+	if _, err := c.Register(ctx, instance("orders-1"), fast...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("orders-1")
+	if err := cl.Shutdown(r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Register(ctx, instance("orders-2"), fast...); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("orders-2")
+}
