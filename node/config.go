@@ -105,6 +105,11 @@ type Config struct {
 	// Join is the gRPC address of a running cluster member to join as a
 	// voter, when the node has no state yet.
 	Join string
+	// ReadReplica joins through Join as a Raft non-voter: the node
+	// replicates the log and serves reads, watches, beats and writes like
+	// a follower, but never votes, counts in a quorum or leads (README,
+	// "Read replicas"). Cluster.Promote makes it a voter.
+	ReadReplica bool
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// RaftLogLevel is the least level of hashicorp/raft's own log lines.
@@ -279,6 +284,9 @@ func (c *Config) Validate() error {
 		if !found {
 			errs = append(errs, fmt.Errorf("bootstrap peers: do not name this node (%q)", c.NodeID))
 		}
+	}
+	if c.ReadReplica && c.Join == "" {
+		errs = append(errs, errors.New("read replica: needs join (the gRPC address of a member); a replica cannot bootstrap a cluster"))
 	}
 	r := c.Raft
 	if r.HeartbeatTimeout < 5*time.Millisecond || r.ElectionTimeout < 5*time.Millisecond {

@@ -37,6 +37,12 @@
 // takes only a node's certificate. Replaced files are read again by the
 // Source (or ReloadTLS, on SIGHUP) and used by new connections.
 //
+// Read replicas (replica.go) are hashicorp/raft non-voters: a node with
+// Config.ReadReplica joins through AddNonvoter, serves what a follower
+// serves and never votes or leads; Promote and Demote change a member's
+// suffrage (Demote refuses the leader and fewer than three voters), and
+// leadership is never handed to a non-voter.
+//
 // RestoreSnapshot installs a backup with raft's user restore; the fsm's
 // OnRestore hook makes the expiry checker grant its failover grace again.
 //

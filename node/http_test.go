@@ -413,6 +413,7 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 			`registry_raft_applied_index`,
 			`registry_raft_commit_index`,
 			`registry_raft_last_log_index`,
+			`registry_raft_voter 1`,
 			`registry_raft_term`,
 			`registry_raft_last_snapshot_index`,
 			`registry_suspects_total 0`,

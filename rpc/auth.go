@@ -243,6 +243,8 @@ var rules = map[string]rule{
 	registryv1.Cluster_Join_FullMethodName:               operatorWrite(),
 	registryv1.Cluster_Remove_FullMethodName:             operatorWrite(),
 	registryv1.Cluster_TransferLeadership_FullMethodName: operatorWrite(),
+	registryv1.Cluster_Promote_FullMethodName:            operatorWrite(),
+	registryv1.Cluster_Demote_FullMethodName:             operatorWrite(),
 	registryv1.Cluster_ReleaseExpiryGuard_FullMethodName: operatorWrite(),
 	registryv1.Cluster_SnapshotSave_FullMethodName:       operatorWrite(),
 	registryv1.Cluster_SnapshotRestore_FullMethodName:    operatorWrite(),

@@ -46,8 +46,18 @@ type Admin interface {
 	// Status describes the node and the cluster.
 	Status(ctx context.Context) (Status, error)
 	// AddVoter adds a voter, or does nothing if it is one already at that
-	// address; it returns the configuration's index.
+	// address; a non-voter stays one (at that address): Promote changes
+	// roles. It returns the configuration's index.
 	AddVoter(ctx context.Context, id, raftAddr string) (uint64, error)
+	// AddNonvoter adds a read replica (a Raft non-voter), or does nothing
+	// if the node is a member at that address already, voter or not.
+	AddNonvoter(ctx context.Context, id, raftAddr string) (uint64, error)
+	// Promote makes a member a voter; Demote makes a voter a non-voter,
+	// refusing (ErrMembershipRefused) the leader and a change that leaves
+	// fewer than MinVotersAfterDemote voters. An id that is not in the
+	// configuration is ErrNotMember.
+	Promote(ctx context.Context, id string) (uint64, error)
+	Demote(ctx context.Context, id string) (uint64, error)
 	// RemoveServer removes a server from the configuration; an id that is
 	// not in it is ErrNotMember.
 	RemoveServer(ctx context.Context, id string) (uint64, error)
@@ -97,6 +107,25 @@ type Member struct {
 	ID, RaftAddress, GRPCAddress, HTTPAddress string
 	Voter, Leader                             bool
 }
+
+// Role names a member's part in the configuration: RoleVoter, or
+// RoleReplica for a Raft non-voter.
+func (m Member) Role() string {
+	if m.Voter {
+		return RoleVoter
+	}
+	return RoleReplica
+}
+
+// Member roles (registry.v1.Member.role).
+const (
+	RoleVoter   = "voter"
+	RoleReplica = "replica"
+)
+
+// MinVotersAfterDemote is the fewest voters Demote leaves: three voters
+// survive the loss of one.
+const MinVotersAfterDemote = 3
 
 // StateReader reads the local replica. *fsm.FSM implements it.
 type StateReader interface {

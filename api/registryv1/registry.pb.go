@@ -1624,13 +1624,16 @@ func (x *StatusRequest) GetIncludeStateHash() bool {
 
 // Member is one server of the Raft configuration.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	HttpAddress   string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
-	Voter         bool                   `protobuf:"varint,5,opt,name=voter,proto3" json:"voter,omitempty"`
-	Leader        bool                   `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	HttpAddress string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	Voter       bool                   `protobuf:"varint,5,opt,name=voter,proto3" json:"voter,omitempty"`
+	Leader      bool                   `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	// "voter", or "replica" for a Raft non-voter (a read replica): it
+	// replicates the log but never votes or leads.
+	Role          string `protobuf:"bytes,7,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1705,6 +1708,13 @@ func (x *Member) GetLeader() bool {
 		return x.Leader
 	}
 	return false
+}
+
+func (x *Member) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
 }
 
 type StatusResponse struct {
@@ -1900,11 +1910,14 @@ func (x *StatusResponse) GetStateHashIndex() uint64 {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	HttpAddress   string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	HttpAddress string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	// Join as a read replica (a Raft non-voter). A node that is a voter
+	// already stays one: Demote changes a voter's role.
+	ReadReplica   bool `protobuf:"varint,5,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1965,6 +1978,13 @@ func (x *JoinRequest) GetHttpAddress() string {
 		return x.HttpAddress
 	}
 	return ""
+}
+
+func (x *JoinRequest) GetReadReplica() bool {
+	if x != nil {
+		return x.ReadReplica
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -2099,6 +2119,184 @@ func (x *RemoveResponse) GetIndex() uint64 {
 	return 0
 }
 
+type PromoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PromoteRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type PromoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the configuration that holds the node as a voter.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteResponse) Reset() {
+	*x = PromoteResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteResponse) ProtoMessage() {}
+
+func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
+func (*PromoteResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PromoteResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type DemoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteRequest) Reset() {
+	*x = DemoteRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteRequest) ProtoMessage() {}
+
+func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteRequest.ProtoReflect.Descriptor instead.
+func (*DemoteRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DemoteRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type DemoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the configuration that holds the node as a replica.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteResponse) Reset() {
+	*x = DemoteResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteResponse) ProtoMessage() {}
+
+func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteResponse.ProtoReflect.Descriptor instead.
+func (*DemoteResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DemoteResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type TransferLeadershipRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The voter to hand leadership to; empty lets Raft choose.
@@ -2109,7 +2307,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2319,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2332,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -2153,7 +2351,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2363,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2376,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2196,7 +2394,7 @@ type ReleaseExpiryGuardRequest struct {
 
 func (x *ReleaseExpiryGuardRequest) Reset() {
 	*x = ReleaseExpiryGuardRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2406,7 @@ func (x *ReleaseExpiryGuardRequest) String() string {
 func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2419,7 @@ func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 type ReleaseExpiryGuardResponse struct {
@@ -2236,7 +2434,7 @@ type ReleaseExpiryGuardResponse struct {
 
 func (x *ReleaseExpiryGuardResponse) Reset() {
 	*x = ReleaseExpiryGuardResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2446,7 @@ func (x *ReleaseExpiryGuardResponse) String() string {
 func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2459,7 @@ func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
@@ -2286,7 +2484,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2496,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2509,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 // SnapshotChunk is one piece of a backup stream.
@@ -2328,7 +2526,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2538,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2551,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -2390,7 +2588,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2600,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2613,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -2446,7 +2644,7 @@ type ACLBootstrapRequest struct {
 
 func (x *ACLBootstrapRequest) Reset() {
 	*x = ACLBootstrapRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2656,7 @@ func (x *ACLBootstrapRequest) String() string {
 func (*ACLBootstrapRequest) ProtoMessage() {}
 
 func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2669,7 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ACLBootstrapRequest) GetSecretId() string {
@@ -2493,7 +2691,7 @@ type ACLTokenSecret struct {
 
 func (x *ACLTokenSecret) Reset() {
 	*x = ACLTokenSecret{}
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2703,7 @@ func (x *ACLTokenSecret) String() string {
 func (*ACLTokenSecret) ProtoMessage() {}
 
 func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2716,7 @@ func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSecret.ProtoReflect.Descriptor instead.
 func (*ACLTokenSecret) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ACLTokenSecret) GetAccessorId() string {
@@ -2553,7 +2751,7 @@ type ACLPolicyCreateRequest struct {
 
 func (x *ACLPolicyCreateRequest) Reset() {
 	*x = ACLPolicyCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2565,7 +2763,7 @@ func (x *ACLPolicyCreateRequest) String() string {
 func (*ACLPolicyCreateRequest) ProtoMessage() {}
 
 func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2578,7 +2776,7 @@ func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ACLPolicyCreateRequest) GetName() string {
@@ -2604,7 +2802,7 @@ type ACLPolicyCreateResponse struct {
 
 func (x *ACLPolicyCreateResponse) Reset() {
 	*x = ACLPolicyCreateResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2814,7 @@ func (x *ACLPolicyCreateResponse) String() string {
 func (*ACLPolicyCreateResponse) ProtoMessage() {}
 
 func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2827,7 @@ func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ACLPolicyCreateResponse) GetIndex() uint64 {
@@ -2647,7 +2845,7 @@ type ACLPolicyListRequest struct {
 
 func (x *ACLPolicyListRequest) Reset() {
 	*x = ACLPolicyListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2857,7 @@ func (x *ACLPolicyListRequest) String() string {
 func (*ACLPolicyListRequest) ProtoMessage() {}
 
 func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2870,7 @@ func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 type ACLPolicy struct {
@@ -2685,7 +2883,7 @@ type ACLPolicy struct {
 
 func (x *ACLPolicy) Reset() {
 	*x = ACLPolicy{}
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2895,7 @@ func (x *ACLPolicy) String() string {
 func (*ACLPolicy) ProtoMessage() {}
 
 func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2908,7 @@ func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicy.ProtoReflect.Descriptor instead.
 func (*ACLPolicy) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ACLPolicy) GetName() string {
@@ -2737,7 +2935,7 @@ type ACLPolicyListResponse struct {
 
 func (x *ACLPolicyListResponse) Reset() {
 	*x = ACLPolicyListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2947,7 @@ func (x *ACLPolicyListResponse) String() string {
 func (*ACLPolicyListResponse) ProtoMessage() {}
 
 func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2960,7 @@ func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ACLPolicyListResponse) GetPolicies() []*ACLPolicy {
@@ -2788,7 +2986,7 @@ type ACLPolicyDeleteRequest struct {
 
 func (x *ACLPolicyDeleteRequest) Reset() {
 	*x = ACLPolicyDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2998,7 @@ func (x *ACLPolicyDeleteRequest) String() string {
 func (*ACLPolicyDeleteRequest) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +3011,7 @@ func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ACLPolicyDeleteRequest) GetName() string {
@@ -2832,7 +3030,7 @@ type ACLPolicyDeleteResponse struct {
 
 func (x *ACLPolicyDeleteResponse) Reset() {
 	*x = ACLPolicyDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3042,7 @@ func (x *ACLPolicyDeleteResponse) String() string {
 func (*ACLPolicyDeleteResponse) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3055,7 @@ func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ACLPolicyDeleteResponse) GetIndex() uint64 {
@@ -2877,7 +3075,7 @@ type ACLTokenCreateRequest struct {
 
 func (x *ACLTokenCreateRequest) Reset() {
 	*x = ACLTokenCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +3087,7 @@ func (x *ACLTokenCreateRequest) String() string {
 func (*ACLTokenCreateRequest) ProtoMessage() {}
 
 func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +3100,7 @@ func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ACLTokenCreateRequest) GetPolicies() []string {
@@ -2932,7 +3130,7 @@ type ACLToken struct {
 
 func (x *ACLToken) Reset() {
 	*x = ACLToken{}
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3142,7 @@ func (x *ACLToken) String() string {
 func (*ACLToken) ProtoMessage() {}
 
 func (x *ACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3155,7 @@ func (x *ACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
 func (*ACLToken) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ACLToken) GetAccessorId() string {
@@ -2996,7 +3194,7 @@ type ACLTokenListRequest struct {
 
 func (x *ACLTokenListRequest) Reset() {
 	*x = ACLTokenListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3206,7 @@ func (x *ACLTokenListRequest) String() string {
 func (*ACLTokenListRequest) ProtoMessage() {}
 
 func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3219,7 @@ func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 type ACLTokenListResponse struct {
@@ -3034,7 +3232,7 @@ type ACLTokenListResponse struct {
 
 func (x *ACLTokenListResponse) Reset() {
 	*x = ACLTokenListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3244,7 @@ func (x *ACLTokenListResponse) String() string {
 func (*ACLTokenListResponse) ProtoMessage() {}
 
 func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3257,7 @@ func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ACLTokenListResponse) GetTokens() []*ACLToken {
@@ -3085,7 +3283,7 @@ type ACLTokenDeleteRequest struct {
 
 func (x *ACLTokenDeleteRequest) Reset() {
 	*x = ACLTokenDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3097,7 +3295,7 @@ func (x *ACLTokenDeleteRequest) String() string {
 func (*ACLTokenDeleteRequest) ProtoMessage() {}
 
 func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3110,7 +3308,7 @@ func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ACLTokenDeleteRequest) GetAccessorId() string {
@@ -3129,7 +3327,7 @@ type ACLTokenDeleteResponse struct {
 
 func (x *ACLTokenDeleteResponse) Reset() {
 	*x = ACLTokenDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3141,7 +3339,7 @@ func (x *ACLTokenDeleteResponse) String() string {
 func (*ACLTokenDeleteResponse) ProtoMessage() {}
 
 func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3154,7 +3352,7 @@ func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ACLTokenDeleteResponse) GetIndex() uint64 {
@@ -3265,14 +3463,15 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fWriteOutcome\x12\x1a\n" +
 	"\bproposed\x18\x01 \x01(\bR\bproposed\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xaf\x01\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xc3\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xf7\x05\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\x12\x12\n" +
+	"\x04role\x18\a \x01(\tR\x04role\"\xf7\x05\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -3294,17 +3493,26 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x11 \x01(\tR\tstateHash\x12(\n" +
-	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\"\x8f\x01\n" +
+	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\"\xb2\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\"$\n" +
+	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12!\n" +
+	"\fread_replica\x18\x05 \x01(\bR\vreadReplica\"$\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"(\n" +
 	"\rRemoveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"&\n" +
 	"\x0eRemoveResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\")\n" +
+	"\x0ePromoteRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"'\n" +
+	"\x0fPromoteResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"(\n" +
+	"\rDemoteRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"&\n" +
+	"\x0eDemoteResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"4\n" +
 	"\x19TransferLeadershipRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
@@ -3396,12 +3604,14 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1e.registry.v1.GetServiceRequest\x1a\x1f.registry.v1.GetServiceResponse\x12S\n" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\xc1\x04\n" +
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\xca\x05\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
 	"\x04Join\x12\x18.registry.v1.JoinRequest\x1a\x19.registry.v1.JoinResponse\x12A\n" +
 	"\x06Remove\x12\x1a.registry.v1.RemoveRequest\x1a\x1b.registry.v1.RemoveResponse\x12e\n" +
-	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12e\n" +
+	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12D\n" +
+	"\aPromote\x12\x1b.registry.v1.PromoteRequest\x1a\x1c.registry.v1.PromoteResponse\x12A\n" +
+	"\x06Demote\x12\x1a.registry.v1.DemoteRequest\x1a\x1b.registry.v1.DemoteResponse\x12e\n" +
 	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponse\x12N\n" +
 	"\fSnapshotSave\x12 .registry.v1.SnapshotSaveRequest\x1a\x1a.registry.v1.SnapshotChunk0\x01\x12U\n" +
 	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x012\xd6\x04\n" +
@@ -3428,7 +3638,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -3461,47 +3671,51 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*JoinResponse)(nil),               // 28: registry.v1.JoinResponse
 	(*RemoveRequest)(nil),              // 29: registry.v1.RemoveRequest
 	(*RemoveResponse)(nil),             // 30: registry.v1.RemoveResponse
-	(*TransferLeadershipRequest)(nil),  // 31: registry.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 32: registry.v1.TransferLeadershipResponse
-	(*ReleaseExpiryGuardRequest)(nil),  // 33: registry.v1.ReleaseExpiryGuardRequest
-	(*ReleaseExpiryGuardResponse)(nil), // 34: registry.v1.ReleaseExpiryGuardResponse
-	(*SnapshotSaveRequest)(nil),        // 35: registry.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 36: registry.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 37: registry.v1.SnapshotRestoreResponse
-	(*ACLBootstrapRequest)(nil),        // 38: registry.v1.ACLBootstrapRequest
-	(*ACLTokenSecret)(nil),             // 39: registry.v1.ACLTokenSecret
-	(*ACLPolicyCreateRequest)(nil),     // 40: registry.v1.ACLPolicyCreateRequest
-	(*ACLPolicyCreateResponse)(nil),    // 41: registry.v1.ACLPolicyCreateResponse
-	(*ACLPolicyListRequest)(nil),       // 42: registry.v1.ACLPolicyListRequest
-	(*ACLPolicy)(nil),                  // 43: registry.v1.ACLPolicy
-	(*ACLPolicyListResponse)(nil),      // 44: registry.v1.ACLPolicyListResponse
-	(*ACLPolicyDeleteRequest)(nil),     // 45: registry.v1.ACLPolicyDeleteRequest
-	(*ACLPolicyDeleteResponse)(nil),    // 46: registry.v1.ACLPolicyDeleteResponse
-	(*ACLTokenCreateRequest)(nil),      // 47: registry.v1.ACLTokenCreateRequest
-	(*ACLToken)(nil),                   // 48: registry.v1.ACLToken
-	(*ACLTokenListRequest)(nil),        // 49: registry.v1.ACLTokenListRequest
-	(*ACLTokenListResponse)(nil),       // 50: registry.v1.ACLTokenListResponse
-	(*ACLTokenDeleteRequest)(nil),      // 51: registry.v1.ACLTokenDeleteRequest
-	(*ACLTokenDeleteResponse)(nil),     // 52: registry.v1.ACLTokenDeleteResponse
-	nil,                                // 53: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
+	(*PromoteRequest)(nil),             // 31: registry.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 32: registry.v1.PromoteResponse
+	(*DemoteRequest)(nil),              // 33: registry.v1.DemoteRequest
+	(*DemoteResponse)(nil),             // 34: registry.v1.DemoteResponse
+	(*TransferLeadershipRequest)(nil),  // 35: registry.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 36: registry.v1.TransferLeadershipResponse
+	(*ReleaseExpiryGuardRequest)(nil),  // 37: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 38: registry.v1.ReleaseExpiryGuardResponse
+	(*SnapshotSaveRequest)(nil),        // 39: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 40: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 41: registry.v1.SnapshotRestoreResponse
+	(*ACLBootstrapRequest)(nil),        // 42: registry.v1.ACLBootstrapRequest
+	(*ACLTokenSecret)(nil),             // 43: registry.v1.ACLTokenSecret
+	(*ACLPolicyCreateRequest)(nil),     // 44: registry.v1.ACLPolicyCreateRequest
+	(*ACLPolicyCreateResponse)(nil),    // 45: registry.v1.ACLPolicyCreateResponse
+	(*ACLPolicyListRequest)(nil),       // 46: registry.v1.ACLPolicyListRequest
+	(*ACLPolicy)(nil),                  // 47: registry.v1.ACLPolicy
+	(*ACLPolicyListResponse)(nil),      // 48: registry.v1.ACLPolicyListResponse
+	(*ACLPolicyDeleteRequest)(nil),     // 49: registry.v1.ACLPolicyDeleteRequest
+	(*ACLPolicyDeleteResponse)(nil),    // 50: registry.v1.ACLPolicyDeleteResponse
+	(*ACLTokenCreateRequest)(nil),      // 51: registry.v1.ACLTokenCreateRequest
+	(*ACLToken)(nil),                   // 52: registry.v1.ACLToken
+	(*ACLTokenListRequest)(nil),        // 53: registry.v1.ACLTokenListRequest
+	(*ACLTokenListResponse)(nil),       // 54: registry.v1.ACLTokenListResponse
+	(*ACLTokenDeleteRequest)(nil),      // 55: registry.v1.ACLTokenDeleteRequest
+	(*ACLTokenDeleteResponse)(nil),     // 56: registry.v1.ACLTokenDeleteResponse
+	nil,                                // 57: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 58: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 59: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	53, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	54, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	54, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	54, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	57, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	58, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	58, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	58, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	55, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	55, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	59, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	59, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
 	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	54, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	58, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
 	13, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
 	23, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
 	22, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
@@ -3511,16 +3725,16 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	17, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	54, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	55, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	55, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	58, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	59, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	59, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
 	20, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
 	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	54, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	54, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	43, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	48, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	58, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	58, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	47, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	52, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
 	5,  // 33: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
 	7,  // 34: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
 	10, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
@@ -3531,40 +3745,44 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	24, // 40: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
 	27, // 41: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
 	29, // 42: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	31, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	33, // 44: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	35, // 45: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	36, // 46: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	38, // 47: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	40, // 48: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	42, // 49: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	45, // 50: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	47, // 51: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	49, // 52: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	51, // 53: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 54: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 55: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 56: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 57: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	15, // 58: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	18, // 59: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	21, // 60: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 61: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	28, // 62: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	30, // 63: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	32, // 64: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	34, // 65: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	36, // 66: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	37, // 67: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	39, // 68: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	41, // 69: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	44, // 70: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	46, // 71: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	39, // 72: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	50, // 73: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	52, // 74: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	54, // [54:75] is the sub-list for method output_type
-	33, // [33:54] is the sub-list for method input_type
+	35, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	31, // 44: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
+	33, // 45: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
+	37, // 46: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	39, // 47: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	40, // 48: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	42, // 49: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	44, // 50: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	46, // 51: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	49, // 52: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	51, // 53: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	53, // 54: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	55, // 55: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 56: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 57: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 58: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 59: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	15, // 60: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	18, // 61: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	21, // 62: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	26, // 63: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	28, // 64: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	30, // 65: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	36, // 66: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	32, // 67: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
+	34, // 68: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
+	38, // 69: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	40, // 70: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	41, // 71: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	43, // 72: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	45, // 73: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	48, // 74: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	50, // 75: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	43, // 76: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	54, // 77: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	56, // 78: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	56, // [56:79] is the sub-list for method output_type
+	33, // [33:56] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -3581,7 +3799,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   50,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

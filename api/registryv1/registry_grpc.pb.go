@@ -386,6 +386,8 @@ const (
 	Cluster_Join_FullMethodName               = "/registry.v1.Cluster/Join"
 	Cluster_Remove_FullMethodName             = "/registry.v1.Cluster/Remove"
 	Cluster_TransferLeadership_FullMethodName = "/registry.v1.Cluster/TransferLeadership"
+	Cluster_Promote_FullMethodName            = "/registry.v1.Cluster/Promote"
+	Cluster_Demote_FullMethodName             = "/registry.v1.Cluster/Demote"
 	Cluster_ReleaseExpiryGuard_FullMethodName = "/registry.v1.Cluster/ReleaseExpiryGuard"
 	Cluster_SnapshotSave_FullMethodName       = "/registry.v1.Cluster/SnapshotSave"
 	Cluster_SnapshotRestore_FullMethodName    = "/registry.v1.Cluster/SnapshotRestore"
@@ -399,12 +401,19 @@ const (
 type ClusterClient interface {
 	// Status describes this node and the cluster as this node sees it.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
-	// Join adds a node to the cluster as a voter.
+	// Join adds a node to the cluster as a voter, or as a read replica (a
+	// Raft non-voter) when read_replica is set.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	// Remove removes a node from the cluster.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
+	// Promote turns a read replica into a voter (a no-op for a voter).
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
+	// Demote turns a voter into a read replica (a no-op for a replica).
+	// FAILED_PRECONDITION for the leader (transfer leadership first) and
+	// when fewer than three voters would remain.
+	Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error)
 	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
 	// go (on the leader), until the guard clears by itself.
 	ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error)
@@ -467,6 +476,26 @@ func (c *clusterClient) TransferLeadership(ctx context.Context, in *TransferLead
 	return out, nil
 }
 
+func (c *clusterClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteResponse)
+	err := c.cc.Invoke(ctx, Cluster_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DemoteResponse)
+	err := c.cc.Invoke(ctx, Cluster_Demote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterClient) ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReleaseExpiryGuardResponse)
@@ -517,12 +546,19 @@ type Cluster_SnapshotRestoreClient = grpc.ClientStreamingClient[SnapshotChunk, S
 type ClusterServer interface {
 	// Status describes this node and the cluster as this node sees it.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
-	// Join adds a node to the cluster as a voter.
+	// Join adds a node to the cluster as a voter, or as a read replica (a
+	// Raft non-voter) when read_replica is set.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	// Remove removes a node from the cluster.
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
+	// Promote turns a read replica into a voter (a no-op for a voter).
+	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
+	// Demote turns a voter into a read replica (a no-op for a replica).
+	// FAILED_PRECONDITION for the leader (transfer leadership first) and
+	// when fewer than three voters would remain.
+	Demote(context.Context, *DemoteRequest) (*DemoteResponse, error)
 	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
 	// go (on the leader), until the guard clears by itself.
 	ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error)
@@ -556,6 +592,12 @@ func (UnimplementedClusterServer) Remove(context.Context, *RemoveRequest) (*Remo
 }
 func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedClusterServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedClusterServer) Demote(context.Context, *DemoteRequest) (*DemoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Demote not implemented")
 }
 func (UnimplementedClusterServer) ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseExpiryGuard not implemented")
@@ -659,6 +701,42 @@ func _Cluster_TransferLeadership_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_Demote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DemoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Demote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Demote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Demote(ctx, req.(*DemoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Cluster_ReleaseExpiryGuard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReleaseExpiryGuardRequest)
 	if err := dec(in); err != nil {
@@ -717,6 +795,14 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _Cluster_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _Cluster_Promote_Handler,
+		},
+		{
+			MethodName: "Demote",
+			Handler:    _Cluster_Demote_Handler,
 		},
 		{
 			MethodName: "ReleaseExpiryGuard",

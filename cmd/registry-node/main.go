@@ -45,6 +45,7 @@ type options struct {
 	guardShare                   float64
 	guardMin                     int
 	enablePprof                  bool
+	readReplica                  bool
 	aclEnabled                   bool
 	aclDefaultPolicy             string
 	aclToken                     string
@@ -73,7 +74,8 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.httpAddr, "http-addr", d.HTTPAddr, "HTTP address for the JSON API, /metrics, /healthz, /readyz and Prometheus service discovery; empty disables it")
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
-	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
+	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter (or, with --read-replica, a read replica), when the data dir is empty")
+	fs.BoolVar(&o.readReplica, "read-replica", false, "with --join, join as a read replica (a Raft non-voter): serve reads, watches and beats, never vote or lead (env "+envName("read-replica")+")")
 	def := d.Checker
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", def.SweepInterval, "how often the leader's expiry checker looks for missed beats (env "+envName("sweep-interval")+")")
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
@@ -174,6 +176,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
+	cfg.ReadReplica = o.readReplica
 	cfg.Raft = o.raft
 	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile = o.tls.CertFile, o.tls.KeyFile, o.tls.CAFile
 	cfg.TLS.ClientAuth = o.tls.ClientAuth

@@ -20,7 +20,7 @@ func TestHelpDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
 		t.Fatalf("--help exited %d, want 0", code)
 	}
 	for _, flag := range []string{"node-id", "data-dir", "raft-addr", "raft-advertise", "grpc-addr", "http-addr",
-		"bootstrap-peers", "join", "log-level", "log-format", "enable-pprof"} {
+		"bootstrap-peers", "join", "read-replica", "log-level", "log-format", "enable-pprof"} {
 		if !strings.Contains(out.String(), "-"+flag+" ") && !strings.Contains(out.String(), "-"+flag+"\n") { // a bool flag has no value
 			t.Errorf("--help does not document --%s", flag)
 		}
