@@ -41,7 +41,8 @@
 //   - Records are shuffled per query; every TTL (and the SOA's negative
 //     caching TTL) is Config.TTL, default 0.
 //   - Over UDP the reply fits the client's EDNS0 buffer size (512 bytes
-//     without EDNS0); what does not fit is left out and TC is set, and the
+//     without EDNS0, at most 4096, which the reply's OPT record
+//     advertises); what does not fit is left out and TC is set, and the
 //     same query over TCP returns everything up to 65535 bytes.
 //
 // An instance whose address is a host name rather than an IP has no A or

@@ -185,13 +185,14 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // replySize is the most a reply may take: over TCP 65535 bytes, over UDP
-// the client's EDNS0 buffer size (at least 512), else 512.
+// the client's EDNS0 buffer size (at least 512, at most the 4096 this
+// server advertises in its own OPT record), else 512.
 func replySize(w dns.ResponseWriter, req *dns.Msg) int {
 	if _, ok := w.LocalAddr().(*net.TCPAddr); ok {
 		return dns.MaxMsgSize
 	}
 	if opt := req.IsEdns0(); opt != nil {
-		return max(int(opt.UDPSize()), dns.MinMsgSize)
+		return min(max(int(opt.UDPSize()), dns.MinMsgSize), dns.DefaultMsgSize)
 	}
 	return dns.MinMsgSize
 }

@@ -339,7 +339,7 @@ func TestTruncationOverUDPAndFullAnswerOverTCP(t *testing.T) {
 	for _, tt := range []struct {
 		bufsize uint16
 		limit   int
-	}{{0, 512}, {1232, 1232}, {4096, 4096}} {
+	}{{0, 512}, {1232, 1232}, {4096, 4096}, {65535, 4096}} {
 		r := ask(t, s, "udp", "big.service.registry.", dns.TypeSRV, tt.bufsize)
 		if !r.Truncated {
 			t.Errorf("UDP bufsize %d: TC not set with %d of 200 SRV records", tt.bufsize, len(r.Answer))
