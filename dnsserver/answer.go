@@ -16,9 +16,10 @@ import (
 type StateReader interface {
 	// AppliedIndex is the SOA serial (its low 32 bits).
 	AppliedIndex() uint64
-	// GetService returns a service's instances, SUSPECT ones too when
-	// includeSuspect; none when the service is unknown.
-	GetService(service string, includeSuspect bool) ([]fsm.Instance, uint64)
+	// ScanService calls fn for each instance of service under the read
+	// lock, in no particular order, and reports whether the service has
+	// any instance.
+	ScanService(service string, fn func(*fsm.Instance)) bool
 	// Instance returns one instance.
 	Instance(service, id string) (fsm.Instance, bool)
 }
@@ -166,48 +167,57 @@ func wireLabels(name string) ([]string, bool) {
 	return labels, true
 }
 
-// lookup returns the instances of a service the reader may read; ok is
-// false when it has none (unknown) or may not read it.
-func (r *resolver) lookup(service string) ([]fsm.Instance, bool) {
+// target is what an answer needs of one instance. Its strings are the
+// state's own (never mutated once stored), taken without copying.
+type target struct {
+	service, id, address string
+}
+
+func targetOf(in *fsm.Instance) target {
+	return target{service: in.Service, id: in.ID, address: in.Address}
+}
+
+// lookup returns the HEALTHY instances of a service that match (all if
+// match is nil); known is false when the service has no instance or the
+// reader may not read it. match runs under the state's read lock.
+func (r *resolver) lookup(service string, match func(*fsm.Instance) bool) (healthy []target, known bool) {
 	if r.readAllowed != nil && !r.readAllowed(service) {
 		return nil, false
 	}
-	insts, _ := r.state.GetService(service, true)
-	return insts, len(insts) > 0
+	known = r.state.ScanService(service, func(in *fsm.Instance) {
+		if in.State == fsm.StateHealthy && (match == nil || match(in)) {
+			healthy = append(healthy, targetOf(in))
+		}
+	})
+	return healthy, known
 }
 
 // serviceQuery answers <service>.service.<domain>. or
 // <value>.<key>.<service>.service.<domain>.
 func (r *resolver) serviceQuery(q dns.Question, rest []string, limit int) result {
-	if insts, ok := r.lookup(strings.Join(rest, ".")); ok {
-		return r.serviceAnswer(q, insts, nil, limit)
+	if healthy, ok := r.lookup(strings.Join(rest, "."), nil); ok {
+		return r.serviceAnswer(q, healthy, limit)
 	}
 	if len(rest) >= 3 {
-		if insts, ok := r.lookup(strings.Join(rest[2:], ".")); ok {
-			key, value := rest[1], rest[0]
-			return r.serviceAnswer(q, insts, func(in *fsm.Instance) bool {
-				v, ok := in.Metadata[key]
-				return ok && v == value
-			}, limit)
+		key, value := rest[1], rest[0]
+		healthy, ok := r.lookup(strings.Join(rest[2:], "."), func(in *fsm.Instance) bool {
+			v, ok := in.Metadata[key]
+			return ok && v == value
+		})
+		if ok {
+			return r.serviceAnswer(q, healthy, limit)
 		}
 	}
 	if len(rest) >= 2 { // <key>.<service>: an empty non-terminal of the filter
-		if _, ok := r.lookup(strings.Join(rest[1:], ".")); ok {
+		if _, ok := r.lookup(strings.Join(rest[1:], "."), nil); ok {
 			return nodata
 		}
 	}
 	return nxdomain
 }
 
-// serviceAnswer answers for the HEALTHY instances that match (all if match
-// is nil), shuffled.
-func (r *resolver) serviceAnswer(q dns.Question, insts []fsm.Instance, match func(*fsm.Instance) bool, limit int) result {
-	healthy := insts[:0]
-	for i := range insts {
-		if insts[i].State == fsm.StateHealthy && (match == nil || match(&insts[i])) {
-			healthy = append(healthy, insts[i])
-		}
-	}
+// serviceAnswer answers for the healthy instances, shuffled.
+func (r *resolver) serviceAnswer(q dns.Question, healthy []target, limit int) result {
 	rand.Shuffle(len(healthy), func(i, j int) { healthy[i], healthy[j] = healthy[j], healthy[i] })
 	var res result
 	switch q.Qtype {
@@ -217,7 +227,7 @@ func (r *resolver) serviceAnswer(q dns.Question, insts []fsm.Instance, match fun
 			if len(res.answer) >= limit {
 				break
 			}
-			ip, _, ok := ipOf(&healthy[i])
+			ip, _, ok := ipOf(healthy[i].address)
 			if !ok || seen[ip] {
 				continue
 			}
@@ -231,7 +241,7 @@ func (r *resolver) serviceAnswer(q dns.Question, insts []fsm.Instance, match fun
 			if len(res.answer) >= limit {
 				break
 			}
-			srv, extra := r.srvRecord(q.Name, &healthy[i])
+			srv, extra := r.srvRecord(q.Name, healthy[i])
 			if srv != nil {
 				res.answer = append(res.answer, srv)
 				res.extra = append(res.extra, extra...)
@@ -256,7 +266,7 @@ func (r *resolver) instanceQuery(q dns.Question, rest []string) result {
 			return r.instanceAnswer(q, &in)
 		}
 	}
-	if _, ok := r.lookup(strings.Join(rest, ".")); ok {
+	if _, ok := r.lookup(strings.Join(rest, "."), nil); ok {
 		return nodata // <service>.instance.<domain>.: an empty non-terminal
 	}
 	return nxdomain
@@ -270,11 +280,11 @@ func (r *resolver) instanceAnswer(q dns.Question, in *fsm.Instance) result {
 	var res result
 	switch q.Qtype {
 	case dns.TypeSRV:
-		if srv, extra := r.srvRecord(q.Name, in); srv != nil {
+		if srv, extra := r.srvRecord(q.Name, targetOf(in)); srv != nil {
 			res.answer, res.extra = []dns.RR{srv}, extra
 		}
 	case dns.TypeA, dns.TypeAAAA, dns.TypeANY, dns.TypeCNAME:
-		ip, host, ok := ipOf(in)
+		ip, host, ok := ipOf(in.Address)
 		switch {
 		case ok && q.Qtype != dns.TypeCNAME:
 			if rr := r.addrRecord(q.Name, q.Qtype, ip); rr != nil {
@@ -290,10 +300,10 @@ func (r *resolver) instanceAnswer(q dns.Question, in *fsm.Instance) result {
 	return res
 }
 
-// ipOf returns the IP of an instance's address, or its host name when the
-// address names a host.
-func ipOf(in *fsm.Instance) (ip netip.Addr, host string, ok bool) {
-	h, _, err := net.SplitHostPort(in.Address)
+// ipOf returns the IP of an instance's address (host:port), or its host
+// name when the address names a host.
+func ipOf(address string) (ip netip.Addr, host string, ok bool) {
+	h, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return netip.Addr{}, "", false
 	}
@@ -321,8 +331,8 @@ func (r *resolver) addrRecord(name string, qtype uint16, ip netip.Addr) dns.RR {
 
 // srvRecord returns an instance's SRV record and its target's address (or
 // CNAME) record, or nil when the target is not a valid DNS name.
-func (r *resolver) srvRecord(name string, in *fsm.Instance) (dns.RR, []dns.RR) {
-	_, portStr, err := net.SplitHostPort(in.Address)
+func (r *resolver) srvRecord(name string, in target) (dns.RR, []dns.RR) {
+	_, portStr, err := net.SplitHostPort(in.address)
 	if err != nil {
 		return nil, nil
 	}
@@ -330,19 +340,19 @@ func (r *resolver) srvRecord(name string, in *fsm.Instance) (dns.RR, []dns.RR) {
 	if err != nil {
 		return nil, nil
 	}
-	target := in.ID + "." + in.Service + "." + instanceLabel + "." + r.domain
-	if _, ok := dns.IsDomainName(target); !ok || strings.HasPrefix(target, ".") {
+	tname := in.id + "." + in.service + "." + instanceLabel + "." + r.domain
+	if _, ok := dns.IsDomainName(tname); !ok || strings.HasPrefix(tname, ".") {
 		return nil, nil
 	}
-	srv := &dns.SRV{Hdr: r.header(name, dns.TypeSRV), Priority: 1, Weight: 1, Port: uint16(port), Target: target}
-	ip, host, ok := ipOf(in)
+	srv := &dns.SRV{Hdr: r.header(name, dns.TypeSRV), Priority: 1, Weight: 1, Port: uint16(port), Target: tname}
+	ip, host, ok := ipOf(in.address)
 	switch {
 	case ok && ip.Is4():
-		return srv, []dns.RR{r.addrRecord(target, dns.TypeA, ip)}
+		return srv, []dns.RR{r.addrRecord(tname, dns.TypeA, ip)}
 	case ok:
-		return srv, []dns.RR{r.addrRecord(target, dns.TypeAAAA, ip)}
+		return srv, []dns.RR{r.addrRecord(tname, dns.TypeAAAA, ip)}
 	case host != "":
-		return srv, []dns.RR{r.cname(target, host)}
+		return srv, []dns.RR{r.cname(tname, host)}
 	}
 	return srv, nil
 }

@@ -35,16 +35,13 @@ func newFakeState(insts ...fsm.Instance) *fakeState {
 
 func (f *fakeState) AppliedIndex() uint64 { return 42 }
 
-func (f *fakeState) GetService(service string, includeSuspect bool) ([]fsm.Instance, uint64) {
+func (f *fakeState) ScanService(service string, fn func(*fsm.Instance)) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []fsm.Instance
 	for _, in := range f.insts[service] {
-		if includeSuspect || in.State != fsm.StateSuspect {
-			out = append(out, in)
-		}
+		fn(&in)
 	}
-	return out, 42
+	return len(f.insts[service]) > 0
 }
 
 func (f *fakeState) Instance(service, id string) (fsm.Instance, bool) {
