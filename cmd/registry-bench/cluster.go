@@ -21,8 +21,9 @@ import (
 )
 
 // Port offsets from --port-base: gRPC base+1+i, Raft base+101+i, HTTP
-// base+201+i, DNS (UDP and TCP) base+301+i. The default base (27000) is below the kernel's ephemeral
-// range and apart from the integration tests' ports (17000+).
+// base+201+i, DNS (UDP and TCP) base+301+i. The default base (27000) is
+// below the kernel's ephemeral range and apart from the integration tests'
+// ports (17000+).
 const (
 	grpcOffset = 1
 	raftOffset = 101

@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.endpoints, "endpoints", "", "gRPC addresses of a running cluster (comma-separated); default: start three nodes locally. W4 and the node CPU/RSS figures need local nodes")
 	fs.StringVar(&o.nodeBinary, "node-binary", "", "registry-node binary to start (default: go build ./cmd/registry-node into a temporary directory)")
 	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
-	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203")
+	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203, DNS base+301..303")
 	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, dns)")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
