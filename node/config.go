@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/regcenter/registry/beatcheck"
+	"github.com/regcenter/registry/dnsserver"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/internal/defaults"
@@ -169,6 +170,10 @@ type Config struct {
 	// Give every server the same one. Never logged.
 	ACLInitialManagementToken acl.Secret
 
+	// DNS serves DNS from this node's replica (package dnsserver); off
+	// unless DNS.Addr is set.
+	DNS dnsserver.Config
+
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
 	DebugHandlers map[string]http.Handler
@@ -218,6 +223,7 @@ func DefaultConfig() Config {
 		ACLDefaultPolicy: services.ACLDefault.String(),
 		TLS:              tlsutil.DefaultConfig(),
 		Limits:           DefaultLimits(),
+		DNS:              dnsserver.DefaultConfig(),
 	}
 }
 
@@ -240,6 +246,7 @@ func (c Config) withDefaults() Config {
 	}
 	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
 	c.TLS = c.TLS.WithDefaults()
+	c.DNS = c.DNS.WithDefaults()
 	return c
 }
 
@@ -312,6 +319,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := acl.ParseDefault(c.ACLDefaultPolicy); err != nil {
 		errs = append(errs, fmt.Errorf("acl default policy: %w", err))
+	}
+	if err := c.DNS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

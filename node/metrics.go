@@ -90,6 +90,7 @@ func (n *Node) newRegistry() (*prometheus.Registry, *grpcprom.ServerMetrics, *rp
 	))
 	reg.MustRegister(grpcMetrics, &collector{n: n}, tlsCollector{n})
 	n.metrics = NewMetrics(reg)
+	n.registerDNSMetrics(reg)
 	return reg, grpcMetrics, rpc.NewMetrics(reg)
 }
 

@@ -66,6 +66,8 @@ type Node struct {
 
 	tls *tlsutil.Source // nil without TLS
 
+	dns dnsState // node/dns.go
+
 	ctx      context.Context // ends at Shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -119,6 +121,9 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.startServers(m); err != nil {
+		return nil, err
+	}
+	if err := n.startDNS(); err != nil {
 		return nil, err
 	}
 	n.startLeaderLoop()
@@ -500,6 +505,7 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 		n.gateway.Close()
 	}
+	n.stopDNS()
 	n.cancel()
 	n.barriers.Close()
 	var errs []error

@@ -20,12 +20,14 @@ import (
 )
 
 // Port offsets from --port-base: gRPC base+1+i, Raft base+101+i, HTTP
-// base+201+i. The default base (27000) is below the kernel's ephemeral
-// range and apart from the integration tests' ports (17000+).
+// base+201+i, DNS (UDP and TCP) base+301+i. The default base (27000) is
+// below the kernel's ephemeral range and apart from the integration tests'
+// ports (17000+).
 const (
 	grpcOffset = 1
 	raftOffset = 101
 	httpOffset = 201
+	dnsOffset  = 301
 )
 
 // cluster is the registry under test: either three registry-node
@@ -59,7 +61,7 @@ func externalCluster(endpoints []string) *cluster {
 func startCluster(ctx context.Context, binary, ip string, portBase int, extra []string) (*cluster, error) {
 	const n = 3
 	for i := range n {
-		for _, off := range []int{grpcOffset, raftOffset, httpOffset} {
+		for _, off := range []int{grpcOffset, raftOffset, httpOffset, dnsOffset} {
 			addr := hostPort(ip, portBase+off+i)
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -98,6 +100,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
 					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
 					"--http-addr", hostPort(ip, portBase+httpOffset+i),
+					"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
 					"--bootstrap-peers", strings.Join(peers, ","),
 					"--log-level", "warn",
 				}, extra...),

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/regcenter/registry/dnsserver"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/faultinject"
 	"github.com/regcenter/registry/tlsutil"
@@ -56,6 +57,7 @@ type options struct {
 	tls                          tlsutil.Config
 	limits                       node.Limits
 	allowedOrigins, allowedHosts string
+	dns                          dnsserver.Config
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -97,6 +99,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
 	addTLSFlags(fs, str, &o.tls)
+	addDNSFlags(fs, str, &o.dns, d.DNS)
 	fs.BoolVar(&o.aclEnabled, "acl-enabled", d.ACLEnabled, "require an ACL token (Authorization: Bearer <secret>) on every call but health checks and the one-time ACL bootstrap (env "+envName("acl-enabled")+")")
 	str(&o.aclDefaultPolicy, "acl-default-policy", d.ACLDefaultPolicy, "with --acl-enabled, what a token may do where none of its rules matches: deny or allow")
 	str(&o.aclToken, "acl-token", "", "with --acl-enabled, the secret of a token with operator:write that this node sends when it joins and publishes its addresses (prefer the env variable: a flag shows in the process list)")
@@ -194,6 +197,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	if err := o.readTokenFiles(&cfg); err != nil {
 		return node.Config{}, err
 	}
+	cfg.DNS.Addr, cfg.DNS.Domain, cfg.DNS.TTL = o.dns.Addr, o.dns.Domain, o.dns.TTL
 	if o.enablePprof {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--enable-pprof needs --http-addr")

@@ -175,3 +175,14 @@ func configOf(t *testing.T, args ...string) node.Config {
 	}
 	return cfg
 }
+
+func TestDNSFlagsReachTheNodeConfig(t *testing.T) {
+	if got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir()).DNS; got.Enabled() || got.TTL != 0 || got.Domain != "registry." {
+		t.Errorf("DNS without flags %+v: want off, TTL 0, domain registry.", got)
+	}
+	t.Setenv("REGISTRY_DNS_TTL", "5s")
+	got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--dns-addr", "127.0.0.1:8600", "--dns-domain", "example.")
+	if got.DNS.Addr != "127.0.0.1:8600" || got.DNS.Domain != "example." || got.DNS.TTL != 5*time.Second {
+		t.Errorf("DNS %+v: want 127.0.0.1:8600, example., 5s (from the environment)", got.DNS)
+	}
+}
