@@ -66,6 +66,8 @@ type Node struct {
 
 	tls *tlsutil.Source // nil without TLS
 
+	consul *consulServer // the Consul-compatible API, nil when off (consul.go)
+
 	ctx      context.Context // ends at Shutdown
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -353,6 +355,9 @@ func (n *Node) startServers(m nodeMetrics) error {
 	}
 	n.undo.add(n.rpc.Close)
 	n.serveGRPC(m.grpc)
+	if err := n.serveConsul(); err != nil {
+		return err
+	}
 	return n.serveHTTP(m.gatherer)
 }
 
@@ -494,6 +499,7 @@ func (n *Node) stop(ctx context.Context) error {
 		n.grpc.Stop()
 		<-stopped
 	}
+	n.stopConsul(ctx)
 	if n.http != nil {
 		if err := n.http.Shutdown(ctx); err != nil {
 			n.http.Close()
