@@ -83,13 +83,8 @@ func New(cfg Config) (*Server, error) {
 		"GET /v1/status/peers":                  s.statusPeers,
 	}
 	for pattern, h := range routes {
-		s.mux.HandleFunc(pattern, h)
 		method, path, _ := strings.Cut(pattern, " ")
-		allow := method
-		if method == http.MethodGet {
-			allow = "GET, HEAD"
-		}
-		s.mux.Handle(path, methodNotAllowed(allow))
+		s.mux.Handle(path, only(method, h))
 	}
 	s.mux.HandleFunc("/", notSupported)
 	return s, nil
@@ -107,10 +102,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-func methodNotAllowed(allow string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Allow", allow)
-		http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+// only serves method (GET also HEAD) with h; any other is a 405.
+func only(method string, h http.HandlerFunc) http.Handler {
+	allow := method
+	if method == http.MethodGet {
+		allow = "GET, HEAD"
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && (method != http.MethodGet || r.Method != http.MethodHead) {
+			w.Header().Set("Allow", allow)
+			http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
+			return
+		}
+		h(w, r)
 	})
 }
 
