@@ -150,8 +150,8 @@ func TestConsulClientRegistersKeepsAliveDiscoversAndDeregisters(t *testing.T) {
 		t.Fatalf("the blocking query on web answered before web changed: %v, %v", healthIDs(a.entries), a.err)
 	default:
 	}
-	// web-2: TTL 1s, never passed, removed 1s after it goes critical.
-	if err := cl.Agent().ServiceRegister(ttlRegistration("web", "web-2", 8082, "1s", "1s")); err != nil {
+	// web-2: TTL 1s, never passed, removed 3s after it goes critical.
+	if err := cl.Agent().ServiceRegister(ttlRegistration("web", "web-2", 8082, "1s", "3s")); err != nil {
 		t.Fatalf("ServiceRegister web-2: %v", err)
 	}
 	select {
