@@ -263,9 +263,11 @@ func TestConsulAPIWithACLs(t *testing.T) {
 		t.Fatalf("Bootstrap: %v", err)
 	}
 	mgmt := bearer(ctx, boot.SecretId)
-	if _, err := aclc.PolicyCreate(mgmt, &registryv1.ACLPolicyCreateRequest{Name: "web", Rules: `service "web" { policy = "write" }`}); err != nil {
-		t.Fatalf("PolicyCreate: %v", err)
-	}
+	// A node knows the bootstrap token once it has applied its creation.
+	poll.Eventually(t, 20*time.Second, func(context.Context) error {
+		_, err := aclc.PolicyCreate(mgmt, &registryv1.ACLPolicyCreateRequest{Name: "web", Rules: `service "web" { policy = "write" }`})
+		return err
+	})
 	tok, err := aclc.TokenCreate(mgmt, &registryv1.ACLTokenCreateRequest{Policies: []string{"web"}})
 	if err != nil {
 		t.Fatalf("TokenCreate: %v", err)
@@ -304,5 +306,29 @@ func TestConsulAPIWithACLs(t *testing.T) {
 	err = with.Agent().ServiceRegister(ttlRegistration("payments", "p-1", 8083, "10s", ""))
 	if err == nil || !strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "Permission denied") {
 		t.Errorf("register payments with the web token: %v; want 403 Permission denied", err)
+	}
+}
+
+func TestConsulBlockingQueryOutlivesTheServerTimeouts(t *testing.T) {
+	c := consulCluster(t, func(cfg *node.Config) {
+		cfg.Limits.HTTPWriteTimeout, cfg.Limits.HTTPReadTimeout = 500*time.Millisecond, 500*time.Millisecond
+	})
+	cl := consulClient(t, c.Nodes[0], "")
+	if err := cl.Agent().ServiceRegister(ttlRegistration("web", "web-1", 8081, "30s", "")); err != nil {
+		t.Fatalf("ServiceRegister: %v", err)
+	}
+	_, meta, err := cl.Health().Service("web", "", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing changes web: the query waits its 2 s (four read and write timeouts)
+	// and answers the same index.
+	start := time.Now()
+	e, meta2, err := cl.Health().Service("web", "", true, &consul.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 2 * time.Second})
+	if err != nil || len(e) != 1 {
+		t.Fatalf("blocking query past the write timeout: %v, %v", healthIDs(e), err)
+	}
+	if waited := time.Since(start); waited < 2*time.Second || meta2.LastIndex < meta.LastIndex {
+		t.Errorf("the blocking query answered after %v at index %d (asked %d); want the whole wait", waited, meta2.LastIndex, meta.LastIndex)
 	}
 }

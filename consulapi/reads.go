@@ -110,13 +110,18 @@ func (s *Server) blockingRead(w http.ResponseWriter, r *http.Request, service st
 }
 
 // waitPast returns when service has an event past o.index, or the wait
-// ends. The request's write deadline is extended to cover the wait.
+// ends. The request's read and write deadlines are extended to cover the
+// wait.
 func (s *Server) waitPast(ctx context.Context, w http.ResponseWriter, service string, o queryOptions) error {
 	wait := o.wait
 	if wait > 0 {
 		wait += rand.N(wait/16 + 1)
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + s.cfg.WriteTimeout))
+	// The server's read deadline (its background read of the connection)
+	// and write deadline must not end the wait.
+	rc, deadline := http.NewResponseController(w), time.Now().Add(wait+s.cfg.WriteTimeout)
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	stream, err := s.registry.Watch(wctx, &registryv1.WatchRequest{Service: service, AfterIndex: o.index})
