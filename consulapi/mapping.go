@@ -66,7 +66,7 @@ func DeriveTiming(ttl, deregisterAfter time.Duration) (Timing, error) {
 func toInstance(reg *serviceRegistration, callerIP string) (*registryv1.Instance, string, error) {
 	switch {
 	case reg.Kind != "" || reg.Proxy != nil || reg.Connect != nil:
-		return nil, "", fmt.Errorf("Kind, Proxy and Connect (service mesh): %w", ErrUnsupported)
+		return nil, "", fmt.Errorf("service mesh fields (Kind, Proxy, Connect): %w", ErrUnsupported)
 	}
 	if err := validate.Name("Name", reg.Name); err != nil {
 		return nil, "", err
@@ -115,7 +115,7 @@ func toInstance(reg *serviceRegistration, callerIP string) (*registryv1.Instance
 		c := checks[0]
 		if len(c.ScriptArgs) > 0 || c.HTTP != "" || c.TCP != "" || c.UDP != "" || c.GRPC != "" || c.H2PING != "" ||
 			c.DockerContainerID != "" || c.AliasNode != "" || c.AliasService != "" || c.TTL == "" {
-			return nil, "", fmt.Errorf("Check: only TTL checks (a TTL and no script, HTTP, TCP, UDP, gRPC, H2 ping, Docker or alias): %w", ErrUnsupported)
+			return nil, "", fmt.Errorf("field Check: only TTL checks (a TTL and no script, HTTP, TCP, UDP, gRPC, H2 ping, Docker or alias): %w", ErrUnsupported)
 		}
 		ttl, err := time.ParseDuration(c.TTL)
 		if err != nil {
