@@ -332,3 +332,20 @@ func TestConsulBlockingQueryOutlivesTheServerTimeouts(t *testing.T) {
 		t.Errorf("the blocking query answered after %v at index %d (asked %d); want the whole wait", waited, meta2.LastIndex, meta.LastIndex)
 	}
 }
+
+func TestConsulBlockingQueryPastTheRegistrysIndexAnswersAtOnce(t *testing.T) {
+	c := consulCluster(t, nil)
+	cl := consulClient(t, c.Nodes[0], "")
+	if err := cl.Agent().ServiceRegister(ttlRegistration("web", "web-1", 8081, "30s", "")); err != nil {
+		t.Fatalf("ServiceRegister: %v", err)
+	}
+	// An index from before a restore, or from another cluster: a wait of
+	// a minute, which the test's 15 s would cut, must not begin.
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	const ahead = 1 << 40
+	e, meta, err := cl.Health().Service("web", "", true, (&consul.QueryOptions{WaitIndex: ahead, WaitTime: time.Minute}).WithContext(ctx))
+	if err != nil || len(e) != 1 || meta.LastIndex >= ahead {
+		t.Errorf("blocking query at index 2^40: %v, index %v, %v; want web-1 at once with a lower index", healthIDs(e), meta, err)
+	}
+}

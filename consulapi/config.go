@@ -27,6 +27,8 @@ type Cluster interface {
 	// LastContact is the time since this node last heard from the leader;
 	// zero on the leader.
 	LastContact() time.Duration
+	// AppliedIndex is the last Raft index this node's replica applied.
+	AppliedIndex() uint64
 }
 
 // Config configures a Server. Conn, CallMetadata and Cluster are required;

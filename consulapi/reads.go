@@ -82,9 +82,25 @@ func (s *Server) blockingRead(w http.ResponseWriter, r *http.Request, service st
 	}
 	ctx := s.callContext(r)
 	if o.index > 0 {
-		if err := s.waitPast(ctx, w, service, o); err != nil {
-			writeError(w, err)
-			return
+		// An index past what the reading replica has (from another node,
+		// or from before a restore) answers at once: the lower
+		// X-Consul-Index tells the client to start again, as Consul's
+		// clients do when the index goes back. A follower that lags the
+		// leader a little asks the read, which the leader may answer.
+		behind := false
+		if o.index > s.cfg.Cluster.AppliedIndex() {
+			res, err := read(ctx, o)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			behind = res.index < o.index
+		}
+		if !behind {
+			if err := s.waitPast(ctx, w, service, o); err != nil {
+				writeError(w, err)
+				return
+			}
 		}
 	}
 	res, err := read(ctx, o)

@@ -113,6 +113,8 @@ func (c consulCluster) Peers() []string {
 	return out
 }
 
+func (c consulCluster) AppliedIndex() uint64 { return c.n.raft.AppliedIndex() }
+
 func (c consulCluster) LastContact() time.Duration {
 	if c.n.IsLeader() {
 		return 0
