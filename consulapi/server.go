@@ -234,7 +234,9 @@ func bodyError(err error) error {
 }
 
 // resolve finds the instance a Consul service ID names: the one this node
-// registered, else the first instance with that id the token may read.
+// registered or found before, else the first instance with that id the
+// token may read (a scan of every service, remembered). A remembered
+// instance that is gone is forgotten when a beat finds it unknown.
 func (s *Server) resolve(ctx context.Context, consulID string) (ref, error) {
 	if rf, ok := s.cached(consulID); ok {
 		return rf, nil
@@ -245,7 +247,9 @@ func (s *Server) resolve(ctx context.Context, consulID string) (ref, error) {
 	}
 	for _, in := range all {
 		if in.GetId() == consulID {
+			// Remembered: the next pass through this node needs no scan.
 			rf := ref{service: in.GetService(), id: in.GetId(), incarnation: in.GetIncarnation()}
+			s.remember(consulID, rf, "")
 			return rf, nil
 		}
 	}
