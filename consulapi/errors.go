@@ -43,7 +43,7 @@ var (
 //
 // Consul answers 403 for a missing or unknown token ("ACL not found"), and
 // its clients expect that, so Unauthenticated is a 403 here, not a 401.
-func writeError(w http.ResponseWriter, err error) {
+func writeError(w http.ResponseWriter, err error) int {
 	code, msg := http.StatusInternalServerError, err.Error()
 	switch {
 	case errors.Is(err, validate.ErrInvalid), errors.Is(err, ErrUnsupported):
@@ -79,6 +79,15 @@ func writeError(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(code)
 	fmt.Fprintln(w, msg)
+	return code
+}
+
+// fail answers err (writeError) and logs an answer of 500 or more: a
+// fault of the registry's, or no leader.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	if code := writeError(w, err); code >= http.StatusInternalServerError {
+		s.cfg.Logger.Warn("consul api call failed", "status", code, "error", err)
+	}
 }
 
 // retryAfterSeconds is a status's RetryInfo delay in whole seconds,

@@ -77,7 +77,7 @@ type readResult struct {
 func (s *Server) blockingRead(w http.ResponseWriter, r *http.Request, service string, read func(context.Context, queryOptions) (readResult, error)) {
 	o, err := s.parseQuery(r)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	ctx := s.callContext(r)
@@ -91,21 +91,21 @@ func (s *Server) blockingRead(w http.ResponseWriter, r *http.Request, service st
 		if o.index > s.cfg.Cluster.AppliedIndex() {
 			res, err := read(ctx, o)
 			if err != nil {
-				writeError(w, err)
+				s.fail(w, err)
 				return
 			}
 			behind = res.index < o.index
 		}
 		if !behind {
 			if err := s.waitPast(ctx, w, service, o); err != nil {
-				writeError(w, err)
+				s.fail(w, err)
 				return
 			}
 		}
 	}
 	res, err := read(ctx, o)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	h := w.Header()
@@ -212,12 +212,12 @@ func (s *Server) agentService(w http.ResponseWriter, r *http.Request) {
 	ctx := s.callContext(r)
 	rf, err := s.resolve(ctx, r.PathValue("id"))
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	ins, _, err := s.service(ctx, rf.service, registryv1.Consistency_CONSISTENCY_DEFAULT)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	for _, in := range ins {
@@ -226,7 +226,7 @@ func (s *Server) agentService(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeError(w, fmt.Errorf("%w: %q", ErrUnknownService, rf.id))
+	s.fail(w, fmt.Errorf("%w: %q", ErrUnknownService, rf.id))
 }
 
 // agentChecks implements GET /v1/agent/checks.
@@ -306,7 +306,7 @@ func (s *Server) healthService(w http.ResponseWriter, r *http.Request) {
 		if len(v) > 0 && v[0] != "" {
 			b, err := strconv.ParseBool(v[0])
 			if err != nil {
-				writeError(w, badRequest("passing", "%q is not true or false", v[0]))
+				s.fail(w, badRequest("passing", "%q is not true or false", v[0]))
 				return
 			}
 			passing = b

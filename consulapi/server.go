@@ -196,25 +196,25 @@ func (s *Server) cached(consulID string) (ref, bool) {
 func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	var reg serviceRegistration
 	if err := json.NewDecoder(r.Body).Decode(&reg); err != nil {
-		writeError(w, bodyError(err))
+		s.fail(w, bodyError(err))
 		return
 	}
 	in, check, err := toInstance(&reg, callerIP(r))
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	ctx := s.callContext(r)
 	// The agent keeps one service per ID: a new Name replaces the old.
 	if old, ok := s.cached(in.Id); ok && old.service != in.Service {
 		if _, err := s.registry.Deregister(ctx, &registryv1.DeregisterRequest{Service: old.service, Id: old.id}); err != nil && !isNotFound(err) {
-			writeError(w, err)
+			s.fail(w, err)
 			return
 		}
 	}
 	resp, err := s.registry.Register(ctx, &registryv1.RegisterRequest{Instance: in})
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	custom := ""
@@ -289,7 +289,7 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 	consulID := r.PathValue("id")
 	rf, err := s.resolve(ctx, consulID)
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 		return
 	}
 	_, err = s.registry.Deregister(ctx, &registryv1.DeregisterRequest{Service: rf.service, Id: rf.id})
@@ -298,14 +298,14 @@ func (s *Server) deregister(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("%w: %q", ErrUnknownService, consulID)
 	}
 	if err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 	}
 }
 
 // checkPass implements PUT /v1/agent/check/pass/:id: one beat.
 func (s *Server) checkPass(w http.ResponseWriter, r *http.Request) {
 	if err := s.pass(r, r.PathValue("id")); err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 	}
 }
 
@@ -313,7 +313,7 @@ func (s *Server) checkPass(w http.ResponseWriter, r *http.Request) {
 // instance; nothing is sent (the registry marks what stops beating).
 func (s *Server) checkNoBeat(w http.ResponseWriter, r *http.Request) {
 	if _, _, err := s.resolveCheck(s.callContext(r), r.PathValue("id")); err != nil {
-		writeError(w, err)
+		s.fail(w, err)
 	}
 }
 
@@ -322,18 +322,18 @@ func (s *Server) checkNoBeat(w http.ResponseWriter, r *http.Request) {
 func (s *Server) checkUpdate(w http.ResponseWriter, r *http.Request) {
 	var u checkUpdate
 	if err := json.NewDecoder(r.Body).Decode(&u); err != nil {
-		writeError(w, bodyError(err))
+		s.fail(w, bodyError(err))
 		return
 	}
 	switch u.Status {
 	case statusPassing:
 		if err := s.pass(r, r.PathValue("id")); err != nil {
-			writeError(w, err)
+			s.fail(w, err)
 		}
 	case statusWarning, statusCritical:
 		s.checkNoBeat(w, r)
 	default:
-		writeError(w, badRequest("Status", "is %q, it must be passing, warning or critical", u.Status))
+		s.fail(w, badRequest("Status", "is %q, it must be passing, warning or critical", u.Status))
 	}
 }
 
