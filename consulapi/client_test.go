@@ -349,3 +349,42 @@ func TestConsulBlockingQueryPastTheRegistrysIndexAnswersAtOnce(t *testing.T) {
 		t.Errorf("blocking query at index 2^40: %v, index %v, %v; want web-1 at once with a lower index", healthIDs(e), meta, err)
 	}
 }
+
+func TestConsulUpdateTTLPassingIsABeatAndOtherStatusesAreNot(t *testing.T) {
+	c := consulCluster(t, nil)
+	leader := c.Leader()
+	reg := ttlRegistration("web", "web-1", 8081, "30s", "")
+	reg.Check.CheckID = "web-alive"
+	if err := consulClient(t, c.Nodes[leader], "").Agent().ServiceRegister(reg); err != nil {
+		t.Fatalf("ServiceRegister: %v", err)
+	}
+	lastBeat := func() uint64 {
+		t.Helper()
+		got, err := c.Registry(leader).GetService(t.Context(), &registryv1.GetServiceRequest{Service: "web", Consistency: registryv1.Consistency_CONSISTENCY_LINEARIZABLE})
+		if err != nil || len(got.Instances) != 1 {
+			t.Fatalf("GetService web: %v, %v", got, err)
+		}
+		return got.Instances[0].LastBeatIndex
+	}
+	// Through another node, which finds the custom check id in the
+	// instance's metadata.
+	cl := consulClient(t, c.Nodes[(leader+1)%3], "")
+	before := lastBeat()
+	for _, status := range []string{"warn", "fail"} {
+		if err := cl.Agent().UpdateTTL("web-alive", "", status); err != nil {
+			t.Errorf("UpdateTTL(%s): %v", status, err)
+		}
+	}
+	if after := lastBeat(); after != before {
+		t.Errorf("UpdateTTL warn and fail moved the last beat from index %d to %d; want no beat", before, after)
+	}
+	if err := cl.Agent().UpdateTTL("web-alive", "all good", "pass"); err != nil {
+		t.Fatalf("UpdateTTL(pass): %v", err)
+	}
+	if after := lastBeat(); after <= before {
+		t.Errorf("UpdateTTL pass left the last beat at index %d (was %d); want a beat", after, before)
+	}
+	if err := cl.Agent().UpdateTTL("no-such-check", "", "pass"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("UpdateTTL of an unknown check: %v; want a 404", err)
+	}
+}
