@@ -27,8 +27,10 @@
 //     The check id is "service:<ID>" unless CheckID names another.
 //   - The agent is the whole registry: /v1/agent/services and
 //     /v1/agent/checks list every instance the token may read, and a pass
-//     or deregister finds an ID on any node (a cache of what this node
-//     registered first, then a scan).
+//     or deregister finds an ID through any node (what this node registered
+//     or found before, else a scan of every service, then remembered).
+//   - Blocking queries: ?index=N waits on a Watch after N (capped, with
+//     Consul's jitter); an N past the registry's index answers at once.
 //   - A pass (or an update with Status passing) is one Registry.Beat; warn,
 //     fail and other statuses are accepted and send nothing.
 //   - HEALTHY → passing, SUSPECT → warning, SUSPECT for a whole check TTL
