@@ -96,6 +96,9 @@ type Config struct {
 	// health (empty disables it). Port 0 picks a free port.
 	GRPCAddr string
 	HTTPAddr string
+	// ConsulAddr serves the Consul-compatible HTTP API (package consulapi);
+	// empty (the default) leaves it off. The docs use 127.0.0.1:8500.
+	ConsulAddr string
 	// GRPCAdvertise and HTTPAdvertise are the addresses other nodes and
 	// clients reach this node at (default: the bound addresses).
 	GRPCAdvertise string
@@ -278,6 +281,11 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			errs = append(errs, fmt.Errorf("http addr %q: %v", c.HTTPAddr, err))
+		}
+	}
+	if c.ConsulAddr != "" {
+		if _, _, err := net.SplitHostPort(c.ConsulAddr); err != nil {
+			errs = append(errs, fmt.Errorf("consul addr %q: %v", c.ConsulAddr, err))
 		}
 	}
 	if len(c.BootstrapPeers) > 0 {

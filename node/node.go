@@ -67,6 +67,7 @@ type Node struct {
 	tls *tlsutil.Source // nil without TLS
 
 	dns dnsState // node/dns.go
+	consul *consulServer // the Consul-compatible API, nil when off (consul.go)
 
 	ctx      context.Context // ends at Shutdown
 	cancel   context.CancelFunc
@@ -358,6 +359,9 @@ func (n *Node) startServers(m nodeMetrics) error {
 	}
 	n.undo.add(n.rpc.Close)
 	n.serveGRPC(m.grpc)
+	if err := n.serveConsul(); err != nil {
+		return err
+	}
 	return n.serveHTTP(m.gatherer)
 }
 
@@ -499,6 +503,7 @@ func (n *Node) stop(ctx context.Context) error {
 		n.grpc.Stop()
 		<-stopped
 	}
+	n.stopConsul(ctx)
 	if n.http != nil {
 		if err := n.http.Shutdown(ctx); err != nil {
 			n.http.Close()

@@ -40,6 +40,7 @@ type options struct {
 	raftAddr, raftAdvertise      string
 	grpcAddr, httpAddr           string
 	grpcAdvertise, httpAdvertise string
+	consulAddr                   string
 	bootstrapPeers, join         string
 	logLevel, logFormat          string
 	failoverGrace, sweepInterval time.Duration
@@ -75,6 +76,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients reach this node at (default: --grpc-addr)")
 	str(&o.httpAddr, "http-addr", d.HTTPAddr, "HTTP address for the JSON API, /metrics, /healthz, /readyz and Prometheus service discovery; empty disables it")
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
+	str(&o.consulAddr, "consul-addr", "", "address for the Consul-compatible HTTP API (e.g. 127.0.0.1:8500; README, \"Consul-compatible API\"); empty (the default) disables it")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
 	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter (or, with --read-replica, a read replica), when the data dir is empty")
 	fs.BoolVar(&o.readReplica, "read-replica", false, "with --join, join as a read replica (a Raft non-voter): serve reads, watches and beats, never vote or lead (env "+envName("read-replica")+")")
@@ -177,6 +179,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.RaftAddr, cfg.RaftAdvertise = o.raftAddr, o.raftAdvertise
 	cfg.GRPCAddr, cfg.GRPCAdvertise = o.grpcAddr, o.grpcAdvertise
 	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
+	cfg.ConsulAddr = o.consulAddr
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
 	cfg.ReadReplica = o.readReplica
