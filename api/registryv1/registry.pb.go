@@ -950,8 +950,18 @@ type GetServiceRequest struct {
 	Consistency Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=registry.v1.Consistency" json:"consistency,omitempty"`
 	// Also return SUSPECT instances.
 	IncludeSuspect bool `protobuf:"varint,3,opt,name=include_suspect,json=includeSuspect,proto3" json:"include_suspect,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// At most this many instances per response (at most 100000). Zero: as
+	// many as fit. Whatever page_size says, a response holds at most 3 MiB of
+	// instances, so that it fits the 4 MiB a gRPC client receives by default
+	// and a forwarding node passes it on; the rest follows with
+	// next_page_token.
+	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A previous response's next_page_token: continue after its last
+	// instance. Each page is read at its own index: an instance registered
+	// between two pages with an id before the token is not in this listing.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetServiceRequest) Reset() {
@@ -1005,6 +1015,20 @@ func (x *GetServiceRequest) GetIncludeSuspect() bool {
 	return false
 }
 
+func (x *GetServiceRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetServiceRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type GetServiceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Sorted by id.
@@ -1012,7 +1036,10 @@ type GetServiceResponse struct {
 	// The Raft index the answering replica had applied.
 	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// Whether the answering node knew a leader.
-	KnownLeader   bool `protobuf:"varint,3,opt,name=known_leader,json=knownLeader,proto3" json:"known_leader,omitempty"`
+	KnownLeader bool `protobuf:"varint,3,opt,name=known_leader,json=knownLeader,proto3" json:"known_leader,omitempty"`
+	// Set when more instances follow: pass it as page_token for the next page.
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,4,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1066,6 +1093,13 @@ func (x *GetServiceResponse) GetKnownLeader() bool {
 		return x.KnownLeader
 	}
 	return false
+}
+
+func (x *GetServiceResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type ListServicesRequest struct {
@@ -3418,15 +3452,19 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tBeatRetry\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x123\n" +
 	"\aoutcome\x18\x02 \x01(\v2\x19.registry.v1.WriteOutcomeR\aoutcome\x12/\n" +
-	"\x06leader\x18\x03 \x01(\v2\x17.registry.v1.LeaderHintR\x06leader\"\x92\x01\n" +
+	"\x06leader\x18\x03 \x01(\v2\x17.registry.v1.LeaderHintR\x06leader\"\xce\x01\n" +
 	"\x11GetServiceRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12:\n" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x18.registry.v1.ConsistencyR\vconsistency\x12'\n" +
-	"\x0finclude_suspect\x18\x03 \x01(\bR\x0eincludeSuspect\"\x82\x01\n" +
+	"\x0finclude_suspect\x18\x03 \x01(\bR\x0eincludeSuspect\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xaa\x01\n" +
 	"\x12GetServiceResponse\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.registry.v1.InstanceR\tinstances\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12!\n" +
-	"\fknown_leader\x18\x03 \x01(\bR\vknownLeader\"Q\n" +
+	"\fknown_leader\x18\x03 \x01(\bR\vknownLeader\x12&\n" +
+	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\"Q\n" +
 	"\x13ListServicesRequest\x12:\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x18.registry.v1.ConsistencyR\vconsistency\"^\n" +
 	"\x0eServiceSummary\x12\x18\n" +

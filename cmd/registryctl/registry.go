@@ -94,12 +94,28 @@ leader's clock against this machine's) and incarnation.`,
 			if err != nil {
 				return err
 			}
-			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.GetServiceResponse, error) {
-				return registry(cc).GetService(ctx, &registryv1.GetServiceRequest{Service: args[0], Consistency: cons, IncludeSuspect: !healthyOnly})
-			})
-			if err != nil {
-				return err
+			// A large service comes in pages (each at most 3 MiB): gather them.
+			req := &registryv1.GetServiceRequest{Service: args[0], Consistency: cons, IncludeSuspect: !healthyOnly}
+			var resp *registryv1.GetServiceResponse
+			for {
+				page, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.GetServiceResponse, error) {
+					return registry(cc).GetService(ctx, req)
+				})
+				if err != nil {
+					return err
+				}
+				if resp == nil {
+					resp = page
+				} else {
+					resp.Instances = append(resp.Instances, page.Instances...)
+					resp.Index, resp.KnownLeader = page.Index, page.KnownLeader
+				}
+				if page.NextPageToken == "" {
+					break
+				}
+				req.PageToken = page.NextPageToken
 			}
+			resp.NextPageToken = ""
 			now := time.Now()
 			return c.print(resp, func(w io.Writer) {
 				tw := newTable(w)
