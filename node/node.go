@@ -66,7 +66,7 @@ type Node struct {
 
 	tls *tlsutil.Source // nil without TLS
 
-	dns dnsState // node/dns.go
+	dns    dnsState      // node/dns.go
 	consul *consulServer // the Consul-compatible API, nil when off (consul.go)
 
 	ctx      context.Context // ends at Shutdown

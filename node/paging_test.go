@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/regcenter/registry/client"
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/client"
 	"github.com/regcenter/registry/node/nodetest"
 	"github.com/regcenter/registry/validate"
 )
