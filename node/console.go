@@ -38,7 +38,7 @@ import (
 //	GET /ui/api/whoami       whether ACLs are on and what the caller's token
 //	                         may do (?service= for that service's write)
 //	GET /ui/api/events       Server-Sent Events backed by Watch
-//	                         (?service=, ?events_only=true)
+//	                         (?service=, ?after_index=, ?events_only=true)
 //	POST /ui/api/expiry-guard/release
 //	                         Cluster.ReleaseExpiryGuard (forwarded to the
 //	                         leader), which has no HTTP API route
@@ -346,6 +346,14 @@ func (c *consoleAPI) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if v := q.Get("after_index"); v != "" {
+		after, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			consoleError(w, status.Error(codes.InvalidArgument, fmt.Sprintf("after_index: %q is not a Raft index", v)))
+			return
+		}
+		req.AfterIndex = after
+	}
 	eventsOnly := false
 	if v := q.Get("events_only"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -411,8 +419,8 @@ func (c *consoleAPI) events(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case m := <-msgs:
-			if eventsOnly && m.IsReset {
-				m.Instances = nil
+			if eventsOnly {
+				m.Instances = nil // only a reset carries instances
 			}
 			b, err := marshal.Marshal(m)
 			if err != nil || !write("watch", b) {

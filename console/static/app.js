@@ -9,6 +9,7 @@ const FEED_CAP = 500; // events kept on the events page
 const PAGE_SIZE = 100; // instances per page on the service page
 const OVERVIEW_EVERY_MS = 2000;
 const SERVICES_EVERY_MS = 2000;
+const HISTORY_BACK = 200; // Raft entries of history the events page starts with
 
 // ---------- small helpers ----------
 
@@ -65,9 +66,10 @@ function explain(err) {
 }
 
 let noticeTimer = 0;
-function notice(msg) {
+function notice(msg, ok = false) {
   const n = document.getElementById('notice');
   n.textContent = msg;
+  n.classList.toggle('ok', ok);
   n.hidden = false;
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => { n.hidden = true; }, 6000);
@@ -103,21 +105,30 @@ const num = (n) => (n === undefined || n === null ? '–' : Number(n).toLocaleSt
 const eventType = (t) => String(t || '').replace(/^EVENT_TYPE_/, '');
 const instanceState = (s) => String(s || '').replace(/^INSTANCE_STATE_/, '');
 
-// sparkline draws values as an SVG polyline scaled to its maximum.
+// sparkline draws values (one a second, newest last) as an SVG polyline
+// over a window of SPARK_WINDOW seconds, scaled to the window's maximum.
+const SPARK_WINDOW = 120;
 function sparkline(values, cls, label) {
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('class', `spark ${cls}`);
-  svg.setAttribute('viewBox', '0 0 120 40');
+  svg.setAttribute('viewBox', `0 0 ${SPARK_WINDOW} 40`);
   svg.setAttribute('preserveAspectRatio', 'none');
   svg.setAttribute('role', 'img');
-  svg.setAttribute('aria-label', label);
   const maxV = Math.max(1, ...values);
-  const n = values.length;
-  const pts = values.map((v, i) => `${n <= 1 ? 120 : (120 * i) / (n - 1)},${38 - (36 * v) / maxV}`);
-  const line = document.createElementNS(ns, 'polyline');
-  line.setAttribute('points', pts.join(' ') || '0,38 120,38');
-  svg.append(line);
+  svg.setAttribute('aria-label', `${label}: last ${num(values.length ? values[values.length - 1] : 0)}, peak ${num(Math.max(0, ...values))}`);
+  const base = document.createElementNS(ns, 'line');
+  base.setAttribute('class', 'base');
+  for (const [k, v] of [['x1', 0], ['x2', SPARK_WINDOW], ['y1', 39], ['y2', 39]]) base.setAttribute(k, v);
+  svg.append(base);
+  const start = SPARK_WINDOW - values.length;
+  const pts = values.map((v, i) => `${start + i},${39 - (36 * v) / maxV}`);
+  if (pts.length === 1) pts.unshift(`${start - 1},39`);
+  if (pts.length) {
+    const line = document.createElementNS(ns, 'polyline');
+    line.setAttribute('points', pts.join(' '));
+    svg.append(line);
+  }
   return svg;
 }
 
@@ -129,8 +140,9 @@ async function whoami(service) {
 // ---------- Server-Sent Events over fetch (so the token goes in a header) ----------
 
 class EventStream {
+  // path is the URL, or a function that returns it for each connection.
   constructor(path, { onMessage, onState }) {
-    this.path = path;
+    this.path = typeof path === 'function' ? path : () => path;
     this.onMessage = onMessage;
     this.onState = onState;
     this.ctrl = null;
@@ -164,7 +176,7 @@ class EventStream {
   // once reads one stream until it ends; it reports whether to reconnect.
   async once() {
     this.ctrl = new AbortController();
-    const res = await fetch(this.path, {
+    const res = await fetch(this.path(), {
       headers: { Accept: 'text/event-stream', ...authHeaders() }, cache: 'no-store', signal: this.ctrl.signal,
     });
     if (!res.ok) {
@@ -291,7 +303,7 @@ class OverviewView {
     button.disabled = true;
     try {
       const r = await api('POST', '/ui/api/expiry-guard/release', {});
-      notice(r && r.was_engaged ? `Guard released (${r.held} held).` : 'The guard was not engaged.');
+      notice(r && r.was_engaged ? `Guard released (${r.held} held).` : 'The guard was not engaged.', true);
     } catch (err) {
       notice(explain(err));
     }
@@ -388,7 +400,11 @@ class ServiceView {
       () => { this.canWrite = false; table.dataset.canWrite = 'false'; this.schedule(); });
     this.stream = new EventStream(`/ui/api/events?service=${encodeURIComponent(this.name)}`, {
       onMessage: (m) => this.apply(m),
-      onState: (state, msg) => { this.status.textContent = state === 'live' ? 'live' : msg; this.status.dataset.state = state; },
+      onState: (state, msg) => {
+        if (state === 'live') this.inReset = false; // a new connection starts with a new reset
+        this.status.textContent = state === 'live' ? 'live' : msg;
+        this.status.dataset.state = state;
+      },
     }).start();
     this.ticker = setInterval(() => this.tickAges(), 1000);
   }
@@ -400,10 +416,12 @@ class ServiceView {
   }
 
   apply(m) {
-    if (m.is_reset) {
-      if (!this.inReset) { this.instances = new Map(); this.inReset = true; }
+    // A reset replaces the view: its first message has is_reset, and its
+    // instances continue in the following messages while more is set.
+    if (m.is_reset) this.instances = new Map();
+    if (m.is_reset || this.inReset) {
       for (const inst of m.instances || []) this.instances.set(inst.id, inst);
-      if (!m.more) this.inReset = false;
+      this.inReset = !!m.more;
       this.sorted = null;
     }
     for (const ev of m.events || []) {
@@ -498,7 +516,7 @@ class ServiceView {
     const id = b.dataset.id;
     try {
       await api('DELETE', `/v1/services/${encodeURIComponent(this.name)}/instances/${encodeURIComponent(id)}?incarnation=${encodeURIComponent(b.dataset.incarnation)}`);
-      notice(`Deregistered ${id}.`);
+      notice(`Deregistered ${id}.`, true);
     } catch (err) {
       b.disabled = false;
       notice(explain(err));
@@ -523,14 +541,21 @@ class EventsView {
     main.replaceChildren(el('h1', { tabindex: '-1', text: 'Events' }),
       el('div', { class: 'toolbar' }, el('label', {}, 'Service', this.svcInput), el('label', {}, 'Type', this.typeSel), this.pauseBtn, this.status),
       el('section', { class: 'card' }, el('p', { class: 'muted', text: `Newest first; the last ${FEED_CAP} events are kept.` }), this.list));
-    this.stream = new EventStream('/ui/api/events?events_only=true', {
-      onMessage: (m) => this.take(m),
+    // Start a little back in the node's history (it replays what it
+    // still keeps), and resume after the last index on a reconnect.
+    this.after = 0;
+    this.stream = new EventStream(() => `/ui/api/events?events_only=true&after_index=${this.after}`, {
+      onMessage: (m) => { if (m.index) this.after = Number(m.index); this.take(m); },
       onState: (state, msg) => { this.status.textContent = state === 'live' ? this.statusText() : msg; this.status.dataset.state = state; },
-    }).start();
+    });
+    api('GET', '/v1/services?consistency=CONSISTENCY_STALE').then(
+      (r) => { this.after = Math.max(1, Number(r.index) - HISTORY_BACK); }, // 0 would start with a reset
+      () => { this.after = 0; },
+    ).finally(() => { if (!this.stopped) this.stream.start(); });
     this.schedule();
   }
 
-  unmount() { this.stream.stop(); cancelAnimationFrame(this.frame); }
+  unmount() { this.stopped = true; this.stream.stop(); cancelAnimationFrame(this.frame); }
 
   statusText() { return this.paused ? `paused, ${num(this.held)} new events held` : 'live'; }
 
