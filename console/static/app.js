@@ -9,6 +9,7 @@ const FEED_CAP = 500; // events kept on the events page
 const PAGE_SIZE = 100; // instances per page on the service page
 const OVERVIEW_EVERY_MS = 2000;
 const SERVICES_EVERY_MS = 2000;
+const BEATS_EVERY_MS = 3000; // the service page's refresh of last beats (15 s above 2,000 instances)
 const HISTORY_BACK = 200; // Raft entries of history the events page starts with
 
 // ---------- small helpers ----------
@@ -192,9 +193,10 @@ class EventStream {
       if (done) break;
       buf += value;
       let cut;
-      while ((cut = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
+      let from = 0;
+      while ((cut = buf.indexOf('\n\n', from)) >= 0) {
+        const block = buf.slice(from, cut);
+        from = cut + 2;
         let event = 'message';
         const data = [];
         for (const line of block.split('\n')) {
@@ -207,6 +209,7 @@ class EventStream {
         else if (event === 'overflow') { this.onState('reconnecting', payload.message); return true; }
         else if (event === 'error') { this.onState('error', payload.message); return true; }
       }
+      buf = buf.slice(from);
     }
     this.onState('reconnecting', 'the stream ended; reconnecting');
     return true;
@@ -372,14 +375,18 @@ class ServiceView {
     this.page = 0;
     this.canWrite = false;
     this.frame = 0;
-    this.stateSel = el('select', { id: 'state-filter', on: { change: () => { this.page = 0; this.schedule(); } } },
+    this.filtered = [];
+    this.shownIds = new Set();
+    this.listDirty = true;
+    this.rowsDirty = true;
+    this.stateSel = el('select', { id: 'state-filter', on: { change: () => { this.page = 0; this.refresh(); } } },
       el('option', { value: '', text: 'all' }), el('option', { value: 'HEALTHY', text: 'HEALTHY' }), el('option', { value: 'SUSPECT', text: 'SUSPECT' }));
-    this.metaInput = el('input', { type: 'search', id: 'meta-filter', placeholder: 'key=value or text', on: { input: () => { this.page = 0; this.schedule(); } } });
+    this.metaInput = el('input', { type: 'search', id: 'meta-filter', placeholder: 'key=value or text', on: { input: () => { this.page = 0; this.refresh(); } } });
     this.status = el('span', { class: 'status', role: 'status', id: 'stream-status', text: 'connecting…' });
     this.tbody = el('tbody');
     this.counts = el('p', { class: 'muted', id: 'counts' });
-    this.prev = el('button', { type: 'button', text: '← Previous', on: { click: () => { this.page--; this.schedule(); } } });
-    this.next = el('button', { type: 'button', text: 'Next →', on: { click: () => { this.page++; this.schedule(); } } });
+    this.prev = el('button', { type: 'button', text: '← Previous', on: { click: () => { this.page--; this.rowsDirty = true; this.schedule(); } } });
+    this.next = el('button', { type: 'button', text: 'Next →', on: { click: () => { this.page++; this.rowsDirty = true; this.schedule(); } } });
     this.pageLabel = el('span', { class: 'muted' });
     this.tbody.addEventListener('click', (e) => this.onClick(e));
     main.replaceChildren(
@@ -387,7 +394,7 @@ class ServiceView {
       el('div', { class: 'toolbar' }, el('label', {}, 'State', this.stateSel), el('label', {}, 'Metadata', this.metaInput), this.status),
       this.counts,
       el('section', { class: 'card' }, el('div', { class: 'table-wrap' }, el('table', { id: 'instances', class: 'instances' },
-        el('caption', { text: 'Instances, sorted by id; last beat ages tick every second.' }),
+        el('caption', { text: 'Instances, sorted by id. Last beats are re-read every few seconds (a beat is no event); their ages tick every second.' }),
         el('thead', {}, el('tr', {},
           el('th', { scope: 'col', text: 'Id' }), el('th', { scope: 'col', text: 'Address' }), el('th', { scope: 'col', text: 'State' }),
           el('th', { scope: 'col', class: 'num opt', text: 'Incarnation' }), el('th', { scope: 'col', text: 'Last beat' }),
@@ -396,8 +403,8 @@ class ServiceView {
         this.tbody)),
       el('nav', { class: 'pager', 'aria-label': 'Pages' }, this.prev, this.pageLabel, this.next)));
     const table = main.querySelector('#instances');
-    whoami(this.name).then((w) => { this.canWrite = !!w.service_write; table.dataset.canWrite = String(this.canWrite); this.schedule(); },
-      () => { this.canWrite = false; table.dataset.canWrite = 'false'; this.schedule(); });
+    whoami(this.name).then((w) => { this.canWrite = !!w.service_write; table.dataset.canWrite = String(this.canWrite); this.refresh(); },
+      () => { this.canWrite = false; table.dataset.canWrite = 'false'; this.refresh(); });
     this.stream = new EventStream(`/ui/api/events?service=${encodeURIComponent(this.name)}`, {
       onMessage: (m) => this.apply(m),
       onState: (state, msg) => {
@@ -407,44 +414,79 @@ class ServiceView {
       },
     }).start();
     this.ticker = setInterval(() => this.tickAges(), 1000);
+    this.alive = true;
+    this.beatTimer = setTimeout(() => this.refreshBeats(), BEATS_EVERY_MS);
+  }
+
+  // refreshBeats reads the last beats from this node's replica: a beat is
+  // no event, so the stream alone would let the ages grow. Membership and
+  // states stay the stream's.
+  async refreshBeats() {
+    try {
+      const r = await api('GET', `/v1/services/${encodeURIComponent(this.name)}?include_suspect=true&consistency=CONSISTENCY_STALE`);
+      for (const fresh of r.instances || []) {
+        const inst = this.instances.get(fresh.id);
+        if (inst && inst.incarnation === fresh.incarnation && fresh.last_beat_at) inst.last_beat_at = fresh.last_beat_at;
+      }
+      this.rowsDirty = true;
+      this.schedule();
+    } catch { /* the stream's status shows trouble */ }
+    if (this.alive) this.beatTimer = setTimeout(() => this.refreshBeats(), this.instances.size > 2000 ? 5 * BEATS_EVERY_MS : BEATS_EVERY_MS);
   }
 
   unmount() {
+    this.alive = false;
+    clearTimeout(this.beatTimer);
     this.stream.stop();
     clearInterval(this.ticker);
     cancelAnimationFrame(this.frame);
   }
 
+  // apply takes one Watch message. The work per message is O(its
+  // changes): the filtered list and the counts are recomputed (O(n)) only
+  // when a change can alter them, the rows only when one shown changed.
   apply(m) {
     // A reset replaces the view: its first message has is_reset, and its
     // instances continue in the following messages while more is set.
     if (m.is_reset) this.instances = new Map();
     if (m.is_reset || this.inReset) {
-      for (const inst of m.instances || []) this.instances.set(inst.id, inst);
+      for (const inst of m.instances || []) this.put(inst);
       this.inReset = !!m.more;
       this.sorted = null;
+      this.listDirty = true;
     }
+    const filtering = !!(this.stateSel.value || this.metaInput.value.trim());
     for (const ev of m.events || []) {
       const inst = ev.instance;
       if (!inst || inst.service !== this.name) continue;
       const t = eventType(ev.type);
+      const old = this.instances.get(inst.id);
       if (t === 'DEREGISTERED' || t === 'EXPIRED') {
-        if (this.instances.delete(inst.id)) this.sorted = null;
+        if (old) { this.instances.delete(inst.id); this.sorted = null; this.listDirty = true; }
       } else {
-        if (!this.instances.has(inst.id)) this.sorted = null;
-        this.instances.set(inst.id, inst);
+        this.put(inst);
+        if (!old) { this.sorted = null; this.listDirty = true; } else if (old._state !== inst._state || filtering) this.listDirty = true;
       }
+      if (this.shownIds.has(inst.id)) this.rowsDirty = true;
     }
     this.schedule();
+  }
+
+  put(inst) {
+    inst._state = instanceState(inst.state);
+    this.instances.set(inst.id, inst);
   }
 
   schedule() {
     if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = 0; this.render(); });
   }
 
+  // refresh redraws everything: the filter, the page or the permissions changed.
+  refresh() { this.listDirty = true; this.schedule(); }
+
   matches(inst) {
     const st = this.stateSel.value;
-    if (st && instanceState(inst.state) !== st) return false;
+    if (st && inst._state !== st) return false;
     const q = this.metaInput.value.trim();
     if (!q) return true;
     const md = inst.metadata || {};
@@ -459,31 +501,40 @@ class ServiceView {
   }
 
   render() {
-    if (!this.sorted) this.sorted = [...this.instances.keys()].sort();
-    const filtered = [];
-    let healthy = 0;
-    let suspect = 0;
-    for (const id of this.sorted) {
-      const inst = this.instances.get(id);
-      if (!inst) continue;
-      if (instanceState(inst.state) === 'SUSPECT') suspect++; else healthy++;
-      if (this.matches(inst)) filtered.push(inst);
+    if (this.listDirty) {
+      this.listDirty = false;
+      this.rowsDirty = true;
+      if (!this.sorted) this.sorted = [...this.instances.keys()].sort();
+      const filtered = [];
+      let healthy = 0;
+      let suspect = 0;
+      for (const id of this.sorted) {
+        const inst = this.instances.get(id);
+        if (!inst) continue;
+        if (inst._state === 'SUSPECT') suspect++; else healthy++;
+        if (this.matches(inst)) filtered.push(id);
+      }
+      this.filtered = filtered;
+      this.counts.textContent = `${num(this.instances.size)} ${this.instances.size === 1 ? 'instance' : 'instances'}: ${num(healthy)} healthy, ${num(suspect)} suspect; ${num(filtered.length)} shown by the filter.`;
     }
+    if (!this.rowsDirty) return;
+    this.rowsDirty = false;
+    const filtered = this.filtered;
     const pages = Math.max(1, Math.ceil(filtered.length / PAGE_SIZE));
     this.page = Math.min(Math.max(0, this.page), pages - 1);
     const shown = filtered.slice(this.page * PAGE_SIZE, (this.page + 1) * PAGE_SIZE);
-    this.counts.textContent = `${num(this.instances.size)} instances: ${num(healthy)} healthy, ${num(suspect)} suspect; ${num(filtered.length)} shown by the filter.`;
+    this.shownIds = new Set(shown);
     this.pageLabel.textContent = `page ${this.page + 1} of ${pages}`;
     this.prev.disabled = this.page === 0;
     this.next.disabled = this.page >= pages - 1;
     const frag = document.createDocumentFragment();
-    for (const inst of shown) frag.append(this.row(inst));
+    for (const id of shown) frag.append(this.row(this.instances.get(id)));
     if (!shown.length) frag.append(el('tr', {}, el('td', { colspan: '8', class: 'empty', text: this.instances.size ? 'No instance matches the filter.' : 'No instances.' })));
     this.tbody.replaceChildren(frag);
   }
 
   row(inst) {
-    const state = instanceState(inst.state);
+    const state = inst._state;
     const md = Object.entries(inst.metadata || {}).map(([k, v]) => `${k}=${v}`).join(' ');
     return el('tr', { dataset: { id: inst.id, state } },
       el('th', { scope: 'row', class: 'mono', text: inst.id }),
@@ -649,6 +700,7 @@ function route() {
   else view = new OverviewView();
   if (current) current.unmount();
   current = view;
+  document.getElementById('notice').hidden = true;
   for (const a of document.querySelectorAll('nav a[data-route]')) {
     if (a.dataset.route === name) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
