@@ -160,7 +160,7 @@ type consoleMember struct {
 	// Lag is the leader's commit index minus the member's applied index.
 	Lag uint64 `json:"lag"`
 	// LastContactMS is how long ago the member last heard from the
-	// leader (its own Status); -1 when unknown or the member leads.
+	// leader (its own Status); -1 when unknown or when the member leads.
 	LastContactMS int64 `json:"last_contact_ms"`
 	// ClockSkewMS is the member's clock minus the leader's; null when not
 	// known.
@@ -253,10 +253,8 @@ func (c *consoleAPI) overview(w http.ResponseWriter, r *http.Request) {
 			skew := ms(st.ClockSkew.AsDuration())
 			cm.ClockSkewMS = &skew
 		}
-		if cm.Self && !m.Leader {
-			if last := c.n.raft.LastContact(); !last.IsZero() {
-				cm.LastContactMS = time.Since(last).Milliseconds()
-			}
+		if st.LastContact != nil && !m.Leader {
+			cm.LastContactMS = st.LastContact.AsDuration().Milliseconds()
 		}
 		out.Members = append(out.Members, cm)
 	}

@@ -279,6 +279,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	// move on a loaded machine, so it is read from the page and checked
 	// against the cluster).
 	b.waitFor("the overview names the leader in one row", `(() => { const l = document.getElementById('leader')?.textContent; const rows = [...document.querySelectorAll('#members tbody tr')].filter(r => r.querySelector('.badge')?.textContent === 'leader'); return rows.length === 1 && rows[0].dataset.member === l; })()`)
+	b.waitFor("each follower's last contact with the leader shows", `[...document.querySelectorAll('#members tbody tr')].every(r => r.querySelector('.badge')?.textContent === 'leader' || r.querySelector('.last-contact')?.textContent.endsWith(' ago'))`)
 	shown := eval[string](b, `document.getElementById('leader').textContent`)
 	if now := c.Nodes[c.Leader()].ID(); shown != now && shown != c.Nodes[leader].ID() {
 		t.Errorf("the overview names %s the leader; the cluster's leader is %s", shown, now)

@@ -1739,8 +1739,11 @@ type StatusResponse struct {
 	// Set when the request asked for include_state_hash.
 	StateHash      string `protobuf:"bytes,17,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	StateHashIndex uint64 `protobuf:"varint,18,opt,name=state_hash_index,json=stateHashIndex,proto3" json:"state_hash_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How long ago this node last heard from the leader; unset on the
+	// leader and on a node that has not heard from one.
+	LastContact   *durationpb.Duration `protobuf:"bytes,19,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1897,6 +1900,13 @@ func (x *StatusResponse) GetStateHashIndex() uint64 {
 		return x.StateHashIndex
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetLastContact() *durationpb.Duration {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -3259,7 +3269,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xf7\x05\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xb5\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -3281,7 +3291,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x11 \x01(\tR\tstateHash\x12(\n" +
-	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\"\x8f\x01\n" +
+	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\x12<\n" +
+	"\flast_contact\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\vlastContact\"\x8f\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -3505,55 +3516,56 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
 	54, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
 	54, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	43, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	48, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
-	5,  // 33: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 34: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 36: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	14, // 37: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	16, // 38: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	19, // 39: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	24, // 40: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	27, // 41: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	29, // 42: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	31, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	33, // 44: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	35, // 45: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	36, // 46: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	38, // 47: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	40, // 48: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	42, // 49: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	45, // 50: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	47, // 51: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	49, // 52: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	51, // 53: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 54: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 55: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 56: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 57: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	15, // 58: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	18, // 59: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	21, // 60: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 61: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	28, // 62: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	30, // 63: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	32, // 64: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	34, // 65: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	36, // 66: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	37, // 67: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	39, // 68: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	41, // 69: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	44, // 70: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	46, // 71: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	39, // 72: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	50, // 73: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	52, // 74: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	54, // [54:75] is the sub-list for method output_type
-	33, // [33:54] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	54, // 31: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	43, // 32: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	48, // 33: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	5,  // 34: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 35: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	10, // 36: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	10, // 37: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	14, // 38: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	16, // 39: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	19, // 40: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	24, // 41: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	27, // 42: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	29, // 43: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	31, // 44: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	33, // 45: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	35, // 46: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	36, // 47: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	38, // 48: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	40, // 49: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	42, // 50: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	45, // 51: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	47, // 52: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	49, // 53: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	51, // 54: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 55: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 56: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 57: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 58: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	15, // 59: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	18, // 60: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	21, // 61: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	26, // 62: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	28, // 63: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	30, // 64: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	32, // 65: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	34, // 66: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	36, // 67: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	37, // 68: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	39, // 69: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	41, // 70: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	44, // 71: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	46, // 72: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	39, // 73: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	50, // 74: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	52, // 75: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	55, // [55:76] is the sub-list for method output_type
+	34, // [34:55] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }

@@ -254,7 +254,7 @@ class OverviewView {
       el('td', { class: 'num', text: num(m.applied_index) }),
       el('td', { class: 'num opt', text: num(m.commit_index) }),
       el('td', { class: 'num', text: m.error ? '–' : num(m.lag) }),
-      el('td', { class: 'num opt', text: m.leader ? 'leads' : m.last_contact_ms >= 0 ? fmtDuration(m.last_contact_ms / 1000) + ' ago' : '–' }),
+      el('td', { class: 'num opt last-contact', text: m.leader ? 'leads' : m.last_contact_ms >= 0 ? fmtDuration(m.last_contact_ms / 1000) + ' ago' : '–' }),
       el('td', { class: 'num opt', text: m.clock_skew_ms === null || m.clock_skew_ms === undefined ? (m.leader ? '0 (reference)' : '–') : fmtDuration(m.clock_skew_ms / 1000) }),
       el('td', { class: 'mono opt', text: m.grpc_address || '–' })));
     const members = el('section', { class: 'card', 'aria-labelledby': 'members-h' },
@@ -715,6 +715,7 @@ async function showTokenState() {
   try {
     const w = await whoami();
     s.textContent = w.acl_enabled ? `ACLs on · token ${w.accessor_id.slice(0, 8)}…` : 'ACLs off';
+    document.getElementById('token-input').placeholder = token() ? 'token set (hidden)' : 'ACL secret';
   } catch (err) {
     s.textContent = err instanceof APIError && err.status === 401 ? (token() ? 'token refused' : 'ACLs on · no token') : '';
   }
