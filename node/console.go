@@ -375,28 +375,12 @@ func (c *consoleAPI) events(w http.ResponseWriter, r *http.Request) {
 		consoleError(w, err)
 		return
 	}
-	msgs := make(chan *registryv1.WatchResponse, consoleEventBuffer)
-	msgs <- first
-	overflow := make(chan struct{})
-	recvDone := make(chan error, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel()
-	wg.Go(func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvDone <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			default:
-				close(overflow)
-				return
-			}
-		}
-	})
+	defer cancel() // ends stream.Recv, and so the pump, before the Wait
+	pump := startWatchPump(&wg, stream.Recv, consoleEventBuffer)
+	pump.msgs <- first
+	msgs, overflow, recvDone := pump.msgs, pump.overflow, pump.done
 
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
@@ -443,6 +427,41 @@ func (c *consoleAPI) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// watchPump reads a Watch stream into a bounded buffer, so that a slow
+// reader is noticed rather than slowing the stream: when the buffer is
+// full the pump closes overflow and stops reading.
+type watchPump struct {
+	msgs     chan *registryv1.WatchResponse
+	overflow chan struct{} // closed when msgs was full
+	done     chan error    // the stream's error (buffered)
+}
+
+// startWatchPump starts the pump's goroutine, owned by wg; it ends at
+// recv's first error (the stream's context ending) or at an overflow.
+func startWatchPump(wg *sync.WaitGroup, recv func() (*registryv1.WatchResponse, error), buffer int) *watchPump {
+	p := &watchPump{
+		msgs:     make(chan *registryv1.WatchResponse, buffer),
+		overflow: make(chan struct{}),
+		done:     make(chan error, 1),
+	}
+	wg.Go(func() {
+		for {
+			m, err := recv()
+			if err != nil {
+				p.done <- err
+				return
+			}
+			select {
+			case p.msgs <- m:
+			default:
+				close(p.overflow)
+				return
+			}
+		}
+	})
+	return p
 }
 
 // consoleSampler keeps the last consoleSamples per-second rates of beats

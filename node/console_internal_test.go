@@ -1,9 +1,15 @@
 package node
 
 import (
+	"context"
+	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
 
 func TestConsoleSamplerKeepsPerSecondRatesOfTheLastTwoMinutes(t *testing.T) {
@@ -27,5 +33,55 @@ func TestConsoleSamplerKeepsPerSecondRatesOfTheLastTwoMinutes(t *testing.T) {
 	got = s.series()
 	if len(got.BeatsPerSecond) != consoleSamples || got.BeatsPerSecond[0] != 1 {
 		t.Errorf("after %d more samples: %d values starting %v, want the last %d, all 1", consoleSamples+10, len(got.BeatsPerSecond), got.BeatsPerSecond[:3], consoleSamples)
+	}
+}
+
+func TestWatchPumpDropsAReaderThatFallsABufferBehind(t *testing.T) {
+	var wg sync.WaitGroup
+	calls := 0
+	recv := func() (*registryv1.WatchResponse, error) {
+		calls++
+		return &registryv1.WatchResponse{Index: uint64(calls)}, nil
+	}
+	p := startWatchPump(&wg, recv, 4)
+	// Nobody reads: the pump fills the buffer, then gives up.
+	select {
+	case <-p.overflow:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no overflow after 10 s with a full buffer")
+	}
+	wg.Wait() // the goroutine has ended: it reads no more
+	if calls != 5 {
+		t.Errorf("the pump read %d messages, want the buffer's 4 and the one that did not fit", calls)
+	}
+	for i := range 4 {
+		if m := <-p.msgs; m.Index != uint64(i+1) {
+			t.Errorf("message %d has index %d, want %d (in order)", i, m.Index, i+1)
+		}
+	}
+}
+
+func TestWatchPumpEndsWithTheStream(t *testing.T) {
+	var wg sync.WaitGroup
+	sent := 0
+	recv := func() (*registryv1.WatchResponse, error) {
+		if sent == 2 {
+			return nil, context.Canceled
+		}
+		sent++
+		return &registryv1.WatchResponse{}, nil
+	}
+	p := startWatchPump(&wg, recv, 8)
+	wg.Wait()
+	if err := <-p.done; !errors.Is(err, context.Canceled) {
+		t.Errorf("done: %v, want the stream's error", err)
+	}
+	if len(p.msgs) != 2 {
+		t.Errorf("%d messages buffered, want 2", len(p.msgs))
+	}
+	select {
+	case <-p.overflow:
+		t.Error("overflow closed, but the buffer never filled")
+	default:
 	}
 }

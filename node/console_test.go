@@ -196,6 +196,15 @@ func (b *browser) screenshot(name string, extraDirs ...string) {
 	}
 }
 
+// loadavg is the machine's load average, for the figures the tests log.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
 // httpDo makes an HTTP API call to a node.
 func httpDo(t *testing.T, method, url, token, body string) (int, string) {
 	t.Helper()
@@ -298,7 +307,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	// An instance registered through the API appears without a reload;
 	// with no beats it turns SUSPECT, then goes.
 	registerHTTP(t, base, "", "checkout", "checkout-3", "127.0.0.23:8443", fastTiming, `"zone":"c","version":"2.5.0-rc1"`)
+	registered := time.Now()
 	b.waitFor("the new instance appears", `document.querySelector('#instances tr[data-id="checkout-3"]')?.dataset.state === 'HEALTHY'`)
+	t.Logf("the new instance showed %v after its registration returned (polled every 50 ms; load %s)", time.Since(registered).Round(time.Millisecond), loadavg())
 	b.screenshot("service", docs)
 	b.waitFor("the silent instance turns SUSPECT", `document.querySelector('#instances tr[data-id="checkout-3"]')?.dataset.state === 'SUSPECT'`)
 	b.screenshot("service-suspect")
@@ -541,7 +552,7 @@ func TestConsoleUnderLoad(t *testing.T) {
 	// The module runs before DOMContentLoaded: from then on it is the
 	// stream's transfer, the parse and the render.
 	started := eval[float64](b, `performance.getEntriesByType('navigation')[0].domContentLoadedEventStart`)
-	t.Logf("service page: 10,000 instances shown (first page of 100) %.0f ms after navigation started, %.0f ms after the console's script started", ms, ms-started)
+	t.Logf("service page: 10,000 instances shown (first page of 100) %.0f ms after navigation started, %.0f ms after the console's script started (load %s)", ms, ms-started, loadavg())
 	// A filter change re-renders from the 10,000 in memory.
 	eval[bool](b, `(() => { window.__t0 = performance.now(); const s = document.getElementById('state-filter'); s.value = 'HEALTHY'; s.dispatchEvent(new Event('change')); return true; })()`)
 	b.waitFor("the filtered page is drawn", `!!(document.getElementById('counts')?.textContent.endsWith('10,000 shown by the filter.') && (window.__t1 = window.__t1 || performance.now()))`)
