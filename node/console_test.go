@@ -20,6 +20,7 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -295,6 +296,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	b.waitFor("the totals count three healthy instances", `document.getElementById('total-healthy')?.textContent === '3'`)
 	b.screenshot("overview")
+
+	// Keyboard: Tab reaches the skip link first, then the navigation; Enter
+	// on a link follows it.
+	b.do("tab", chromedp.KeyEvent(kb.Tab))
+	if got := eval[string](b, `document.activeElement.textContent`); got != "Skip to content" {
+		t.Errorf("the first Tab focuses %q, want the skip link", got)
+	}
+	b.do("tab twice more", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Tab))
+	if got := eval[string](b, `document.activeElement.textContent`); got != "Services" {
+		t.Errorf("the third Tab focuses %q, want the Services link", got)
+	}
+	b.do("enter", chromedp.KeyEvent(kb.Enter))
+	b.waitFor("Enter opens the services page", `location.hash === '#/services' && !!document.querySelector('#services')`)
 
 	// Services: the list, then a service page that stays live.
 	b.do("open services", chromedp.Navigate(base+"/ui/#/services"))

@@ -377,6 +377,8 @@ class ServiceView {
     this.frame = 0;
     this.filtered = [];
     this.shownIds = new Set();
+    this.shownList = [];
+    this.drawn = false;
     this.listDirty = true;
     this.rowsDirty = true;
     this.stateSel = el('select', { id: 'state-filter', on: { change: () => { this.page = 0; this.refresh(); } } },
@@ -482,7 +484,7 @@ class ServiceView {
   }
 
   // refresh redraws everything: the filter, the page or the permissions changed.
-  refresh() { this.listDirty = true; this.schedule(); }
+  refresh() { this.listDirty = true; this.rowsDirty = true; this.schedule(); }
 
   matches(inst) {
     const st = this.stateSel.value;
@@ -503,7 +505,6 @@ class ServiceView {
   render() {
     if (this.listDirty) {
       this.listDirty = false;
-      this.rowsDirty = true;
       if (!this.sorted) this.sorted = [...this.instances.keys()].sort();
       const filtered = [];
       let healthy = 0;
@@ -517,12 +518,17 @@ class ServiceView {
       this.filtered = filtered;
       this.counts.textContent = `${num(this.instances.size)} ${this.instances.size === 1 ? 'instance' : 'instances'}: ${num(healthy)} healthy, ${num(suspect)} suspect; ${num(filtered.length)} shown by the filter.`;
     }
-    if (!this.rowsDirty) return;
-    this.rowsDirty = false;
     const filtered = this.filtered;
     const pages = Math.max(1, Math.ceil(filtered.length / PAGE_SIZE));
     this.page = Math.min(Math.max(0, this.page), pages - 1);
     const shown = filtered.slice(this.page * PAGE_SIZE, (this.page + 1) * PAGE_SIZE);
+    // The rows are redrawn only when a shown instance changed or the page
+    // holds other instances now.
+    const same = shown.length === this.shownList.length && shown.every((id, i) => id === this.shownList[i]);
+    if (same && !this.rowsDirty && this.drawn) return;
+    this.rowsDirty = false;
+    this.drawn = true;
+    this.shownList = shown;
     this.shownIds = new Set(shown);
     this.pageLabel.textContent = `page ${this.page + 1} of ${pages}`;
     this.prev.disabled = this.page === 0;
