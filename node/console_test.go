@@ -313,6 +313,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	// Services: the list, then a service page that stays live.
 	b.do("open services", chromedp.Navigate(base+"/ui/#/services"))
 	b.waitFor("services lists checkout", `!!document.querySelector('#services tr[data-service="checkout"]')`)
+	b.do("search pay", chromedp.SendKeys(chromedp.CSS(`#service-search`), "pay"))
+	b.waitFor("the search keeps payments only", `!document.querySelector('#services tr[data-service="checkout"]') && !!document.querySelector('#services tr[data-service="payments"]')`)
+	b.do("clear the search", chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById('service-search'); s.value = ''; s.dispatchEvent(new Event('input')); })()`))
 	b.screenshot("services")
 	b.do("open checkout", chromedp.Click(chromedp.CSS(`#services tr[data-service="checkout"] a`)))
 	b.waitFor("checkout shows its two instances", `document.querySelectorAll('#instances tbody tr[data-id]').length === 2`)
@@ -352,6 +355,17 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Fatalf("deregister payments-2: %d %s", code, out)
 	}
 	b.waitFor("the feed shows the deregistration", `!!document.querySelector('#feed li[data-type="DEREGISTERED"]')`)
+	// Paused, the feed holds new events back, and shows them on resume.
+	const payReg = `document.querySelectorAll('#feed li[data-type="REGISTERED"][data-service="payments"]').length`
+	before := eval[int](b, payReg)
+	b.do("pause", chromedp.Click(chromedp.CSS(`#pause`)))
+	registerHTTP(t, base, "", "payments", "payments-3", "127.0.0.33:9000", slowTiming, `"zone":"c"`)
+	b.waitFor("the status counts the held event", `document.getElementById('stream-status')?.textContent === 'paused, 1 new events held'`)
+	if n := eval[int](b, payReg); n != before {
+		t.Errorf("paused, the feed shows %d registrations in payments, want the %d from before the pause", n, before)
+	}
+	b.do("resume", chromedp.Click(chromedp.CSS(`#pause`)))
+	b.waitFor("the held event shows", fmt.Sprintf(`%s === %d`, payReg, before+1))
 	b.do("filter by type", chromedp.SetValue(chromedp.CSS(`#event-type`), "REGISTERED"),
 		chromedp.Evaluate[chromedp.Void](`document.getElementById('event-type').dispatchEvent(new Event('change'))`))
 	b.waitFor("the filter hides the deregistration", `!document.querySelector('#feed li[data-type="DEREGISTERED"]') && !!document.querySelector('#feed li[data-type="REGISTERED"]')`)
