@@ -617,6 +617,10 @@ class EventsView {
   statusText() { return this.paused ? `paused, ${num(this.held)} new events held` : 'live'; }
 
   take(m) {
+    // A reset after the first means events were skipped (the page fell
+    // behind the node's history): the feed says so, never a silent gap.
+    if (m.is_reset && !m.more && this.started) this.pending.push({ gap: true, index: m.index });
+    if (m.is_reset) this.started = true;
     for (const ev of m.events || []) {
       this.pending.push(ev);
       if (this.pending.length > FEED_CAP) this.pending.shift();
@@ -645,6 +649,7 @@ class EventsView {
   }
 
   matches(ev) {
+    if (ev.gap) return true;
     const t = this.typeSel.value;
     if (t && eventType(ev.type) !== t) return false;
     const q = this.svcInput.value.trim().toLowerCase();
@@ -652,6 +657,12 @@ class EventsView {
   }
 
   item(ev) {
+    if (ev.gap) {
+      return el('li', { class: 'gap', dataset: { type: 'GAP' } },
+        el('span', { class: 'when', text: fmtTime() }), el('span', {}, badge('GAP', 'warn')),
+        el('span', { class: 'where muted', text: 'The page fell behind the node\'s history: events before this were skipped; the feed resumes from the current state.' }),
+        el('span', { class: 'idx muted mono', text: `#${ev.index}` }));
+    }
     const inst = ev.instance || {};
     const t = eventType(ev.type);
     const extra = ev.since_last_beat ? ` · ${fmtDuration(seconds(ev.since_last_beat))} since its last beat` : '';
