@@ -76,10 +76,16 @@ func newBrowser(t *testing.T) *browser {
 	}
 	// Every wait below is bounded by this deadline too.
 	root, cancelRoot := context.WithTimeout(context.Background(), 90*time.Second)
-	actx, cancelAlloc := chromedp.NewExecAllocator(root,
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.WindowSize(1280, 800),
-		chromedp.UserDataDir(t.TempDir()))
+	// chromedp's defaults (headless, no background networking, no sync,
+	// no /dev/shm), no sandbox (a container's root), and no name resolved
+	// but the loopback's: nothing leaves the machine.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 800),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("no-pings", true),
+		chromedp.Flag("disable-domain-reliability", true),
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"))
+	actx, cancelAlloc := chromedp.NewExecAllocator(root, opts...)
 	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithListener(b.listen))
 	if err := chromedp.Do(ctx); err != nil {
 		cancelTab()
