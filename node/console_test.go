@@ -261,10 +261,10 @@ const (
 )
 
 func TestConsoleInABrowser(t *testing.T) {
+	b := newBrowser(t) // first: it skips without chromium
 	c, leader := consoleCluster(t, nil)
 	follower := (leader + 1) % 3
 	base := "http://" + c.Nodes[follower].HTTPAddr()
-	b := newBrowser(t)
 	docs := os.Getenv("REGCENTER_CONSOLE_DOCS")
 
 	// A small realistic cluster for the pictures.
@@ -398,6 +398,7 @@ func TestConsoleInABrowser(t *testing.T) {
 }
 
 func TestConsoleWithACLs(t *testing.T) {
+	b := newBrowser(t) // first: it skips without chromium
 	c, leader := consoleCluster(t, func(cfg *node.Config) { cfg.ACLEnabled = true })
 	follower := (leader + 1) % 3
 	base := "http://" + c.Nodes[follower].HTTPAddr()
@@ -425,7 +426,6 @@ func TestConsoleWithACLs(t *testing.T) {
 	})
 	registerHTTP(t, base, mgmt, "web", "web-1", "127.0.0.41:8080", slowTiming, `"zone":"a"`)
 
-	b := newBrowser(t)
 	useToken := func(secret string) {
 		b.t.Helper()
 		b.do("enter the token", chromedp.SendKeys(chromedp.CSS(`#token-input`), secret), chromedp.Click(chromedp.CSS(`#token-save`)))
