@@ -378,8 +378,7 @@ func (c *consoleAPI) events(w http.ResponseWriter, r *http.Request) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // ends stream.Recv, and so the pump, before the Wait
-	pump := startWatchPump(&wg, stream.Recv, consoleEventBuffer)
-	pump.msgs <- first
+	pump := startWatchPump(&wg, first, stream.Recv, consoleEventBuffer)
 	msgs, overflow, recvDone := pump.msgs, pump.overflow, pump.done
 
 	rc := http.NewResponseController(w)
@@ -438,13 +437,17 @@ type watchPump struct {
 	done     chan error    // the stream's error (buffered)
 }
 
-// startWatchPump starts the pump's goroutine, owned by wg; it ends at
-// recv's first error (the stream's context ending) or at an overflow.
-func startWatchPump(wg *sync.WaitGroup, recv func() (*registryv1.WatchResponse, error), buffer int) *watchPump {
+// startWatchPump buffers first (the message already read, if not nil) and
+// starts the pump's goroutine, owned by wg; it ends at recv's first error
+// (the stream's context ending) or at an overflow.
+func startWatchPump(wg *sync.WaitGroup, first *registryv1.WatchResponse, recv func() (*registryv1.WatchResponse, error), buffer int) *watchPump {
 	p := &watchPump{
-		msgs:     make(chan *registryv1.WatchResponse, buffer),
+		msgs:     make(chan *registryv1.WatchResponse, max(buffer, 1)),
 		overflow: make(chan struct{}),
 		done:     make(chan error, 1),
+	}
+	if first != nil {
+		p.msgs <- first
 	}
 	wg.Go(func() {
 		for {

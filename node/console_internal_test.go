@@ -43,7 +43,7 @@ func TestWatchPumpDropsAReaderThatFallsABufferBehind(t *testing.T) {
 		calls++
 		return &registryv1.WatchResponse{Index: uint64(calls)}, nil
 	}
-	p := startWatchPump(&wg, recv, 4)
+	p := startWatchPump(&wg, &registryv1.WatchResponse{Index: 0}, recv, 5)
 	// Nobody reads: the pump fills the buffer, then gives up.
 	select {
 	case <-p.overflow:
@@ -52,11 +52,11 @@ func TestWatchPumpDropsAReaderThatFallsABufferBehind(t *testing.T) {
 	}
 	wg.Wait() // the goroutine has ended: it reads no more
 	if calls != 5 {
-		t.Errorf("the pump read %d messages, want the buffer's 4 and the one that did not fit", calls)
+		t.Errorf("the pump read %d messages, want the 4 that fit after the first and the one that did not", calls)
 	}
-	for i := range 4 {
-		if m := <-p.msgs; m.Index != uint64(i+1) {
-			t.Errorf("message %d has index %d, want %d (in order)", i, m.Index, i+1)
+	for i := range 5 {
+		if m := <-p.msgs; m.Index != uint64(i) {
+			t.Errorf("message %d has index %d, want %d (the first one first, then in order)", i, m.Index, i)
 		}
 	}
 }
@@ -71,7 +71,7 @@ func TestWatchPumpEndsWithTheStream(t *testing.T) {
 		sent++
 		return &registryv1.WatchResponse{}, nil
 	}
-	p := startWatchPump(&wg, recv, 8)
+	p := startWatchPump(&wg, nil, recv, 8)
 	wg.Wait()
 	if err := <-p.done; !errors.Is(err, context.Canceled) {
 		t.Errorf("done: %v, want the stream's error", err)
