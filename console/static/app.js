@@ -247,7 +247,7 @@ class OverviewView {
     const leader = ov.members.find((m) => m.leader);
     const lv = ov.liveness;
     const rows = ov.members.map((m) => el('tr', { dataset: { member: m.id } },
-      el('th', { scope: 'row' }, m.http_address ? el('a', { href: `http://${m.http_address}/ui/`, text: m.id }) : m.id,
+      el('th', { scope: 'row' }, m.http_address ? el('a', { id: `member-${m.id}`, href: `${location.protocol}//${m.http_address}/ui/`, text: m.id }) : m.id,
         m.self ? el('span', { class: 'muted', text: ' (this node)' }) : null),
       el('td', {}, m.error ? el('span', { class: 'error', text: m.error }) : badge(m.role || '?', m.role)),
       el('td', { class: 'num', text: num(m.term) }),
@@ -299,7 +299,10 @@ class OverviewView {
       sparkline(s.beats_per_second, 'beats', 'Beats per second received by this node'),
       el('p', {}, 'Expirations: ', el('strong', { text: `${num(last(s.expirations_per_second))}/s` })),
       sparkline(s.expirations_per_second, 'exp', 'Expirations per second'));
+    // Redrawn every few seconds: keep the keyboard focus where it was.
+    const focused = document.activeElement && this.body.contains(document.activeElement) ? document.activeElement.id : '';
     this.body.replaceChildren(el('div', { class: 'grid' }, cluster, liveness, totals, rates), members);
+    if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   }
 
   async release(button) {
