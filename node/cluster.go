@@ -145,6 +145,9 @@ func (n *Node) Status(ctx context.Context) (rpc.Status, error) {
 	if skew, ok := n.skew.estimate(); ok && !n.IsLeader() {
 		st.ClockSkew, st.ClockSkewKnown = skew, true
 	}
+	if last := n.raft.LastContact(); !last.IsZero() && !n.IsLeader() {
+		st.LastContact, st.LastContactKnown = time.Since(last), true
+	}
 	conf, _, err := n.configuration(ctx)
 	if err != nil {
 		return rpc.Status{}, err

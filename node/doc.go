@@ -13,7 +13,8 @@
 // package's and the node's metrics, a collector that reads Raft, the fsm and
 // the checker at scrape time, and hashicorp/raft's go-metrics through their
 // Prometheus sink), /healthz, /readyz, Prometheus HTTP service discovery
-// (/v1/sd/prometheus) and the HTTP/JSON API: the grpc-gateway, which calls
+// (/v1/sd/prometheus), the web console (/ui/, console.go: package console's
+// embedded page and its few endpoints) and the HTTP/JSON API: the grpc-gateway, which calls
 // this node's own gRPC server so that HTTP calls are validated, forwarded
 // and fail exactly as gRPC ones.
 //

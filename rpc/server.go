@@ -100,6 +100,10 @@ type Status struct {
 	// ClockSkew is this node's clock minus the leader's, when known.
 	ClockSkew      time.Duration
 	ClockSkewKnown bool
+	// LastContact is how long ago this follower last heard from the
+	// leader, when it has.
+	LastContact      time.Duration
+	LastContactKnown bool
 }
 
 // Member is one server of the Raft configuration.

@@ -1783,8 +1783,11 @@ type StatusResponse struct {
 	// Set when the request asked for include_state_hash.
 	StateHash      string `protobuf:"bytes,17,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	StateHashIndex uint64 `protobuf:"varint,18,opt,name=state_hash_index,json=stateHashIndex,proto3" json:"state_hash_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How long ago this node last heard from the leader; unset on the
+	// leader and on a node that has not heard from one.
+	LastContact   *durationpb.Duration `protobuf:"bytes,19,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1941,6 +1944,13 @@ func (x *StatusResponse) GetStateHashIndex() uint64 {
 		return x.StateHashIndex
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetLastContact() *durationpb.Duration {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
 }
 
 type JoinRequest struct {
@@ -3509,7 +3519,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\bR\x06leader\x12\x12\n" +
-	"\x04role\x18\a \x01(\tR\x04role\"\xf7\x05\n" +
+	"\x04role\x18\a \x01(\tR\x04role\"\xb5\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -3531,7 +3541,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x11 \x01(\tR\tstateHash\x12(\n" +
-	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\"\xb2\x01\n" +
+	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\x12<\n" +
+	"\flast_contact\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\vlastContact\"\xb2\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
@@ -3771,59 +3782,60 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
 	58, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
 	58, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	47, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	52, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
-	5,  // 33: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 34: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 36: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	14, // 37: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	16, // 38: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	19, // 39: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	24, // 40: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	27, // 41: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	29, // 42: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	35, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	31, // 44: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
-	33, // 45: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
-	37, // 46: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	39, // 47: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	40, // 48: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	42, // 49: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	44, // 50: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	46, // 51: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	49, // 52: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	51, // 53: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	53, // 54: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	55, // 55: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 56: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 57: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 58: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 59: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	15, // 60: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	18, // 61: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	21, // 62: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 63: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	28, // 64: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	30, // 65: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	36, // 66: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	32, // 67: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
-	34, // 68: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
-	38, // 69: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	40, // 70: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	41, // 71: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	43, // 72: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	45, // 73: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	48, // 74: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	50, // 75: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	43, // 76: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	54, // 77: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	56, // 78: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	56, // [56:79] is the sub-list for method output_type
-	33, // [33:56] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	58, // 31: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	47, // 32: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	52, // 33: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	5,  // 34: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 35: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	10, // 36: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	10, // 37: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	14, // 38: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	16, // 39: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	19, // 40: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	24, // 41: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	27, // 42: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	29, // 43: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	35, // 44: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	31, // 45: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
+	33, // 46: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
+	37, // 47: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	39, // 48: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	40, // 49: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	42, // 50: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	44, // 51: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	46, // 52: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	49, // 53: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	51, // 54: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	53, // 55: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	55, // 56: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 57: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 58: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	12, // 59: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	12, // 60: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	15, // 61: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	18, // 62: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	21, // 63: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	26, // 64: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	28, // 65: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	30, // 66: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	36, // 67: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	32, // 68: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
+	34, // 69: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
+	38, // 70: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	40, // 71: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	41, // 72: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	43, // 73: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	45, // 74: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	48, // 75: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	50, // 76: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	43, // 77: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	54, // 78: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	56, // 79: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	57, // [57:80] is the sub-list for method output_type
+	34, // [34:57] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
