@@ -96,7 +96,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 		t.Errorf("beat: %d %s; want 200 with ghost (only) rejected as unknown", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services/orders?consistency=CONSISTENCY_LINEARIZABLE", "")
-	if code != http.StatusOK || !strings.Contains(body, "127.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true}`, body) {
+	if code != http.StatusOK || !strings.Contains(body, "127.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true, "next_page_token": ""}`, body) {
 		t.Errorf("get service: %d %s", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services", "")

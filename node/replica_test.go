@@ -49,9 +49,15 @@ func TestAReadReplicaJoinsAsANonVoterAndChangesRole(t *testing.T) {
 
 	in := &registryv1.Instance{Service: "orders", Id: "o1", Address: "127.0.0.5:8080", Incarnation: 1,
 		BeatInterval: durationpb.New(time.Second), SuspectAfter: durationpb.New(3 * time.Second), Ttl: durationpb.New(10 * time.Second)}
-	if _, err := c.registry(r).Register(t.Context(), &registryv1.RegisterRequest{Instance: in}); err != nil {
-		t.Fatalf("Register through the replica: %v", err)
-	}
+	// The replica forwards to the leader once the leader's address record
+	// has reached it (until then: UNAVAILABLE, retryable).
+	poll.Eventually(t, 10*time.Second, func(ctx context.Context) error {
+		_, err := c.registry(r).Register(ctx, &registryv1.RegisterRequest{Instance: in})
+		if err != nil {
+			return fmt.Errorf("Register through the replica: %w", err)
+		}
+		return nil
+	})
 	poll.Eventually(t, 10*time.Second, func(ctx context.Context) error {
 		got, err := c.registry(r).GetService(ctx, &registryv1.GetServiceRequest{Service: "orders", Consistency: registryv1.Consistency_CONSISTENCY_STALE})
 		if err != nil {
