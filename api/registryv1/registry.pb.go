@@ -141,6 +141,9 @@ const (
 	BeatRejectReason_BEAT_REJECT_REASON_UNKNOWN BeatRejectReason = 1
 	// FENCED: another incarnation is registered; see current_incarnation.
 	BeatRejectReason_BEAT_REJECT_REASON_FENCED BeatRejectReason = 2
+	// REPLAY: a UDP beat whose sequence number is not above the last one
+	// applied to the instance.
+	BeatRejectReason_BEAT_REJECT_REASON_REPLAY BeatRejectReason = 3
 )
 
 // Enum value maps for BeatRejectReason.
@@ -149,11 +152,13 @@ var (
 		0: "BEAT_REJECT_REASON_UNSPECIFIED",
 		1: "BEAT_REJECT_REASON_UNKNOWN",
 		2: "BEAT_REJECT_REASON_FENCED",
+		3: "BEAT_REJECT_REASON_REPLAY",
 	}
 	BeatRejectReason_value = map[string]int32{
 		"BEAT_REJECT_REASON_UNSPECIFIED": 0,
 		"BEAT_REJECT_REASON_UNKNOWN":     1,
 		"BEAT_REJECT_REASON_FENCED":      2,
+		"BEAT_REJECT_REASON_REPLAY":      3,
 	}
 )
 
@@ -464,7 +469,11 @@ type RegisterResponse struct {
 	// The instance as stored.
 	Instance *Instance `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// The Raft index of the registration.
-	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The key (32 bytes) that authenticates this incarnation's UDP beats
+	// (HMAC-SHA256, see README "UDP beats"). Each incarnation has its own;
+	// empty if the cluster has no beat secret yet. Treat it as a secret.
+	BeatKey       []byte `protobuf:"bytes,3,opt,name=beat_key,json=beatKey,proto3" json:"beat_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,6 +520,13 @@ func (x *RegisterResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *RegisterResponse) GetBeatKey() []byte {
+	if x != nil {
+		return x.BeatKey
+	}
+	return nil
 }
 
 type DeregisterRequest struct {
@@ -680,6 +696,51 @@ func (x *InstanceRef) GetIncarnation() uint64 {
 	return 0
 }
 
+type ForwardUdpBeatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The datagrams, each as received; at most 10,000.
+	Datagrams     [][]byte `protobuf:"bytes,1,rep,name=datagrams,proto3" json:"datagrams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardUdpBeatsRequest) Reset() {
+	*x = ForwardUdpBeatsRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardUdpBeatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardUdpBeatsRequest) ProtoMessage() {}
+
+func (x *ForwardUdpBeatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardUdpBeatsRequest.ProtoReflect.Descriptor instead.
+func (*ForwardUdpBeatsRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForwardUdpBeatsRequest) GetDatagrams() [][]byte {
+	if x != nil {
+		return x.Datagrams
+	}
+	return nil
+}
+
 type BeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 10,000 instances.
@@ -692,7 +753,7 @@ type BeatRequest struct {
 
 func (x *BeatRequest) Reset() {
 	*x = BeatRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +765,7 @@ func (x *BeatRequest) String() string {
 func (*BeatRequest) ProtoMessage() {}
 
 func (x *BeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +778,7 @@ func (x *BeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRequest.ProtoReflect.Descriptor instead.
 func (*BeatRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BeatRequest) GetBeats() []*InstanceRef {
@@ -746,7 +807,7 @@ type BeatRejection struct {
 
 func (x *BeatRejection) Reset() {
 	*x = BeatRejection{}
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +819,7 @@ func (x *BeatRejection) String() string {
 func (*BeatRejection) ProtoMessage() {}
 
 func (x *BeatRejection) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +832,7 @@ func (x *BeatRejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRejection.ProtoReflect.Descriptor instead.
 func (*BeatRejection) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BeatRejection) GetInstance() *InstanceRef {
@@ -817,7 +878,7 @@ type BeatResponse struct {
 
 func (x *BeatResponse) Reset() {
 	*x = BeatResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +890,7 @@ func (x *BeatResponse) String() string {
 func (*BeatResponse) ProtoMessage() {}
 
 func (x *BeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +903,7 @@ func (x *BeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatResponse.ProtoReflect.Descriptor instead.
 func (*BeatResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BeatResponse) GetRejected() []*BeatRejection {
@@ -895,7 +956,7 @@ type BeatRetry struct {
 
 func (x *BeatRetry) Reset() {
 	*x = BeatRetry{}
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +968,7 @@ func (x *BeatRetry) String() string {
 func (*BeatRetry) ProtoMessage() {}
 
 func (x *BeatRetry) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +981,7 @@ func (x *BeatRetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRetry.ProtoReflect.Descriptor instead.
 func (*BeatRetry) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BeatRetry) GetMessage() string {
@@ -956,7 +1017,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1029,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1042,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -1019,7 +1080,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1092,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1105,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetServiceResponse) GetInstances() []*Instance {
@@ -1077,7 +1138,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1150,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1163,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListServicesRequest) GetConsistency() Consistency {
@@ -1123,7 +1184,7 @@ type ServiceSummary struct {
 
 func (x *ServiceSummary) Reset() {
 	*x = ServiceSummary{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1196,7 @@ func (x *ServiceSummary) String() string {
 func (*ServiceSummary) ProtoMessage() {}
 
 func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1209,7 @@ func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSummary.ProtoReflect.Descriptor instead.
 func (*ServiceSummary) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceSummary) GetService() string {
@@ -1184,7 +1245,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1257,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1270,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceSummary {
@@ -1246,7 +1307,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1319,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1332,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRequest) GetService() string {
@@ -1308,7 +1369,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1381,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1394,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetType() EventType {
@@ -1399,7 +1460,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1472,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1485,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchResponse) GetIsReset() bool {
@@ -1475,7 +1536,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1548,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1561,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LeaderHint) GetLeaderId() string {
@@ -1539,7 +1600,7 @@ type WriteOutcome struct {
 
 func (x *WriteOutcome) Reset() {
 	*x = WriteOutcome{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1612,7 @@ func (x *WriteOutcome) String() string {
 func (*WriteOutcome) ProtoMessage() {}
 
 func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1625,7 @@ func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteOutcome.ProtoReflect.Descriptor instead.
 func (*WriteOutcome) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WriteOutcome) GetProposed() bool {
@@ -1587,7 +1648,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1660,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1673,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -1637,7 +1698,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1710,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1723,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Member) GetId() string {
@@ -1745,7 +1806,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1818,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1831,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1911,7 +1972,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +1984,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +1997,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1976,7 +2037,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2049,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2062,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -2020,7 +2081,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2093,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2106,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2064,7 +2125,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2137,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2150,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveResponse) GetIndex() uint64 {
@@ -2109,7 +2170,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2182,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2195,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -2153,7 +2214,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2226,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2239,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2196,7 +2257,7 @@ type ReleaseExpiryGuardRequest struct {
 
 func (x *ReleaseExpiryGuardRequest) Reset() {
 	*x = ReleaseExpiryGuardRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2269,7 @@ func (x *ReleaseExpiryGuardRequest) String() string {
 func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2282,7 @@ func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 type ReleaseExpiryGuardResponse struct {
@@ -2236,7 +2297,7 @@ type ReleaseExpiryGuardResponse struct {
 
 func (x *ReleaseExpiryGuardResponse) Reset() {
 	*x = ReleaseExpiryGuardResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2309,7 @@ func (x *ReleaseExpiryGuardResponse) String() string {
 func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2322,7 @@ func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
@@ -2286,7 +2347,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2359,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2372,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 // SnapshotChunk is one piece of a backup stream.
@@ -2328,7 +2389,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2401,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2414,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -2390,7 +2451,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2463,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2476,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -2440,7 +2501,7 @@ type ACLBootstrapRequest struct {
 
 func (x *ACLBootstrapRequest) Reset() {
 	*x = ACLBootstrapRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2513,7 @@ func (x *ACLBootstrapRequest) String() string {
 func (*ACLBootstrapRequest) ProtoMessage() {}
 
 func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2526,7 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 // ACLTokenSecret is a new token: the only message that carries a secret.
@@ -2480,7 +2541,7 @@ type ACLTokenSecret struct {
 
 func (x *ACLTokenSecret) Reset() {
 	*x = ACLTokenSecret{}
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2553,7 @@ func (x *ACLTokenSecret) String() string {
 func (*ACLTokenSecret) ProtoMessage() {}
 
 func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2566,7 @@ func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSecret.ProtoReflect.Descriptor instead.
 func (*ACLTokenSecret) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ACLTokenSecret) GetAccessorId() string {
@@ -2540,7 +2601,7 @@ type ACLPolicyCreateRequest struct {
 
 func (x *ACLPolicyCreateRequest) Reset() {
 	*x = ACLPolicyCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2613,7 @@ func (x *ACLPolicyCreateRequest) String() string {
 func (*ACLPolicyCreateRequest) ProtoMessage() {}
 
 func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2626,7 @@ func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ACLPolicyCreateRequest) GetName() string {
@@ -2591,7 +2652,7 @@ type ACLPolicyCreateResponse struct {
 
 func (x *ACLPolicyCreateResponse) Reset() {
 	*x = ACLPolicyCreateResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2664,7 @@ func (x *ACLPolicyCreateResponse) String() string {
 func (*ACLPolicyCreateResponse) ProtoMessage() {}
 
 func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2677,7 @@ func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ACLPolicyCreateResponse) GetIndex() uint64 {
@@ -2634,7 +2695,7 @@ type ACLPolicyListRequest struct {
 
 func (x *ACLPolicyListRequest) Reset() {
 	*x = ACLPolicyListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2707,7 @@ func (x *ACLPolicyListRequest) String() string {
 func (*ACLPolicyListRequest) ProtoMessage() {}
 
 func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2720,7 @@ func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 type ACLPolicy struct {
@@ -2672,7 +2733,7 @@ type ACLPolicy struct {
 
 func (x *ACLPolicy) Reset() {
 	*x = ACLPolicy{}
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2745,7 @@ func (x *ACLPolicy) String() string {
 func (*ACLPolicy) ProtoMessage() {}
 
 func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2758,7 @@ func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicy.ProtoReflect.Descriptor instead.
 func (*ACLPolicy) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ACLPolicy) GetName() string {
@@ -2724,7 +2785,7 @@ type ACLPolicyListResponse struct {
 
 func (x *ACLPolicyListResponse) Reset() {
 	*x = ACLPolicyListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +2797,7 @@ func (x *ACLPolicyListResponse) String() string {
 func (*ACLPolicyListResponse) ProtoMessage() {}
 
 func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +2810,7 @@ func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ACLPolicyListResponse) GetPolicies() []*ACLPolicy {
@@ -2775,7 +2836,7 @@ type ACLPolicyDeleteRequest struct {
 
 func (x *ACLPolicyDeleteRequest) Reset() {
 	*x = ACLPolicyDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +2848,7 @@ func (x *ACLPolicyDeleteRequest) String() string {
 func (*ACLPolicyDeleteRequest) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +2861,7 @@ func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ACLPolicyDeleteRequest) GetName() string {
@@ -2819,7 +2880,7 @@ type ACLPolicyDeleteResponse struct {
 
 func (x *ACLPolicyDeleteResponse) Reset() {
 	*x = ACLPolicyDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +2892,7 @@ func (x *ACLPolicyDeleteResponse) String() string {
 func (*ACLPolicyDeleteResponse) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +2905,7 @@ func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ACLPolicyDeleteResponse) GetIndex() uint64 {
@@ -2864,7 +2925,7 @@ type ACLTokenCreateRequest struct {
 
 func (x *ACLTokenCreateRequest) Reset() {
 	*x = ACLTokenCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +2937,7 @@ func (x *ACLTokenCreateRequest) String() string {
 func (*ACLTokenCreateRequest) ProtoMessage() {}
 
 func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +2950,7 @@ func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ACLTokenCreateRequest) GetPolicies() []string {
@@ -2919,7 +2980,7 @@ type ACLToken struct {
 
 func (x *ACLToken) Reset() {
 	*x = ACLToken{}
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +2992,7 @@ func (x *ACLToken) String() string {
 func (*ACLToken) ProtoMessage() {}
 
 func (x *ACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3005,7 @@ func (x *ACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
 func (*ACLToken) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ACLToken) GetAccessorId() string {
@@ -2983,7 +3044,7 @@ type ACLTokenListRequest struct {
 
 func (x *ACLTokenListRequest) Reset() {
 	*x = ACLTokenListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3056,7 @@ func (x *ACLTokenListRequest) String() string {
 func (*ACLTokenListRequest) ProtoMessage() {}
 
 func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3069,7 @@ func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 type ACLTokenListResponse struct {
@@ -3021,7 +3082,7 @@ type ACLTokenListResponse struct {
 
 func (x *ACLTokenListResponse) Reset() {
 	*x = ACLTokenListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3094,7 @@ func (x *ACLTokenListResponse) String() string {
 func (*ACLTokenListResponse) ProtoMessage() {}
 
 func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3107,7 @@ func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ACLTokenListResponse) GetTokens() []*ACLToken {
@@ -3072,7 +3133,7 @@ type ACLTokenDeleteRequest struct {
 
 func (x *ACLTokenDeleteRequest) Reset() {
 	*x = ACLTokenDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3145,7 @@ func (x *ACLTokenDeleteRequest) String() string {
 func (*ACLTokenDeleteRequest) ProtoMessage() {}
 
 func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3158,7 @@ func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ACLTokenDeleteRequest) GetAccessorId() string {
@@ -3116,7 +3177,7 @@ type ACLTokenDeleteResponse struct {
 
 func (x *ACLTokenDeleteResponse) Reset() {
 	*x = ACLTokenDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3189,7 @@ func (x *ACLTokenDeleteResponse) String() string {
 func (*ACLTokenDeleteResponse) ProtoMessage() {}
 
 func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3202,7 @@ func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ACLTokenDeleteResponse) GetIndex() uint64 {
@@ -3177,10 +3238,11 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x0fRegisterRequest\x121\n" +
-	"\binstance\x18\x01 \x01(\v2\x15.registry.v1.InstanceR\binstance\"[\n" +
+	"\binstance\x18\x01 \x01(\v2\x15.registry.v1.InstanceR\binstance\"v\n" +
 	"\x10RegisterResponse\x121\n" +
 	"\binstance\x18\x01 \x01(\v2\x15.registry.v1.InstanceR\binstance\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"_\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x19\n" +
+	"\bbeat_key\x18\x03 \x01(\fR\abeatKey\"_\n" +
 	"\x11DeregisterRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
@@ -3190,7 +3252,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\vInstanceRef\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"O\n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"6\n" +
+	"\x16ForwardUdpBeatsRequest\x12\x1c\n" +
+	"\tdatagrams\x18\x01 \x03(\fR\tdatagrams\"O\n" +
 	"\vBeatRequest\x12.\n" +
 	"\x05beats\x18\x01 \x03(\v2\x18.registry.v1.InstanceRefR\x05beats\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xad\x01\n" +
@@ -3359,11 +3423,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x17\n" +
 	"\x13CONSISTENCY_DEFAULT\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x02*u\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x02*\x94\x01\n" +
 	"\x10BeatRejectReason\x12\"\n" +
 	"\x1eBEAT_REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aBEAT_REJECT_REASON_UNKNOWN\x10\x01\x12\x1d\n" +
-	"\x19BEAT_REJECT_REASON_FENCED\x10\x02*\xc2\x01\n" +
+	"\x19BEAT_REJECT_REASON_FENCED\x10\x02\x12\x1d\n" +
+	"\x19BEAT_REJECT_REASON_REPLAY\x10\x03*\xc2\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15EVENT_TYPE_REGISTERED\x10\x01\x12\x16\n" +
@@ -3371,7 +3436,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x17EVENT_TYPE_DEREGISTERED\x10\x03\x12\x16\n" +
 	"\x12EVENT_TYPE_SUSPECT\x10\x04\x12\x19\n" +
 	"\x15EVENT_TYPE_REACQUIRED\x10\x05\x12\x16\n" +
-	"\x12EVENT_TYPE_EXPIRED\x10\x062\x8c\x04\n" +
+	"\x12EVENT_TYPE_EXPIRED\x10\x062\xdf\x04\n" +
 	"\bRegistry\x12G\n" +
 	"\bRegister\x12\x1c.registry.v1.RegisterRequest\x1a\x1d.registry.v1.RegisterResponse\x12M\n" +
 	"\n" +
@@ -3382,7 +3447,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1e.registry.v1.GetServiceRequest\x1a\x1f.registry.v1.GetServiceResponse\x12S\n" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\xc1\x04\n" +
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12Q\n" +
+	"\x0fForwardUdpBeats\x12#.registry.v1.ForwardUdpBeatsRequest\x1a\x19.registry.v1.BeatResponse2\xc1\x04\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
 	"\x04Join\x12\x18.registry.v1.JoinRequest\x1a\x19.registry.v1.JoinResponse\x12A\n" +
@@ -3414,7 +3480,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -3426,131 +3492,134 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*DeregisterRequest)(nil),          // 7: registry.v1.DeregisterRequest
 	(*DeregisterResponse)(nil),         // 8: registry.v1.DeregisterResponse
 	(*InstanceRef)(nil),                // 9: registry.v1.InstanceRef
-	(*BeatRequest)(nil),                // 10: registry.v1.BeatRequest
-	(*BeatRejection)(nil),              // 11: registry.v1.BeatRejection
-	(*BeatResponse)(nil),               // 12: registry.v1.BeatResponse
-	(*BeatRetry)(nil),                  // 13: registry.v1.BeatRetry
-	(*GetServiceRequest)(nil),          // 14: registry.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),         // 15: registry.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),        // 16: registry.v1.ListServicesRequest
-	(*ServiceSummary)(nil),             // 17: registry.v1.ServiceSummary
-	(*ListServicesResponse)(nil),       // 18: registry.v1.ListServicesResponse
-	(*WatchRequest)(nil),               // 19: registry.v1.WatchRequest
-	(*Event)(nil),                      // 20: registry.v1.Event
-	(*WatchResponse)(nil),              // 21: registry.v1.WatchResponse
-	(*LeaderHint)(nil),                 // 22: registry.v1.LeaderHint
-	(*WriteOutcome)(nil),               // 23: registry.v1.WriteOutcome
-	(*StatusRequest)(nil),              // 24: registry.v1.StatusRequest
-	(*Member)(nil),                     // 25: registry.v1.Member
-	(*StatusResponse)(nil),             // 26: registry.v1.StatusResponse
-	(*JoinRequest)(nil),                // 27: registry.v1.JoinRequest
-	(*JoinResponse)(nil),               // 28: registry.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 29: registry.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 30: registry.v1.RemoveResponse
-	(*TransferLeadershipRequest)(nil),  // 31: registry.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 32: registry.v1.TransferLeadershipResponse
-	(*ReleaseExpiryGuardRequest)(nil),  // 33: registry.v1.ReleaseExpiryGuardRequest
-	(*ReleaseExpiryGuardResponse)(nil), // 34: registry.v1.ReleaseExpiryGuardResponse
-	(*SnapshotSaveRequest)(nil),        // 35: registry.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 36: registry.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 37: registry.v1.SnapshotRestoreResponse
-	(*ACLBootstrapRequest)(nil),        // 38: registry.v1.ACLBootstrapRequest
-	(*ACLTokenSecret)(nil),             // 39: registry.v1.ACLTokenSecret
-	(*ACLPolicyCreateRequest)(nil),     // 40: registry.v1.ACLPolicyCreateRequest
-	(*ACLPolicyCreateResponse)(nil),    // 41: registry.v1.ACLPolicyCreateResponse
-	(*ACLPolicyListRequest)(nil),       // 42: registry.v1.ACLPolicyListRequest
-	(*ACLPolicy)(nil),                  // 43: registry.v1.ACLPolicy
-	(*ACLPolicyListResponse)(nil),      // 44: registry.v1.ACLPolicyListResponse
-	(*ACLPolicyDeleteRequest)(nil),     // 45: registry.v1.ACLPolicyDeleteRequest
-	(*ACLPolicyDeleteResponse)(nil),    // 46: registry.v1.ACLPolicyDeleteResponse
-	(*ACLTokenCreateRequest)(nil),      // 47: registry.v1.ACLTokenCreateRequest
-	(*ACLToken)(nil),                   // 48: registry.v1.ACLToken
-	(*ACLTokenListRequest)(nil),        // 49: registry.v1.ACLTokenListRequest
-	(*ACLTokenListResponse)(nil),       // 50: registry.v1.ACLTokenListResponse
-	(*ACLTokenDeleteRequest)(nil),      // 51: registry.v1.ACLTokenDeleteRequest
-	(*ACLTokenDeleteResponse)(nil),     // 52: registry.v1.ACLTokenDeleteResponse
-	nil,                                // 53: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
+	(*ForwardUdpBeatsRequest)(nil),     // 10: registry.v1.ForwardUdpBeatsRequest
+	(*BeatRequest)(nil),                // 11: registry.v1.BeatRequest
+	(*BeatRejection)(nil),              // 12: registry.v1.BeatRejection
+	(*BeatResponse)(nil),               // 13: registry.v1.BeatResponse
+	(*BeatRetry)(nil),                  // 14: registry.v1.BeatRetry
+	(*GetServiceRequest)(nil),          // 15: registry.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),         // 16: registry.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),        // 17: registry.v1.ListServicesRequest
+	(*ServiceSummary)(nil),             // 18: registry.v1.ServiceSummary
+	(*ListServicesResponse)(nil),       // 19: registry.v1.ListServicesResponse
+	(*WatchRequest)(nil),               // 20: registry.v1.WatchRequest
+	(*Event)(nil),                      // 21: registry.v1.Event
+	(*WatchResponse)(nil),              // 22: registry.v1.WatchResponse
+	(*LeaderHint)(nil),                 // 23: registry.v1.LeaderHint
+	(*WriteOutcome)(nil),               // 24: registry.v1.WriteOutcome
+	(*StatusRequest)(nil),              // 25: registry.v1.StatusRequest
+	(*Member)(nil),                     // 26: registry.v1.Member
+	(*StatusResponse)(nil),             // 27: registry.v1.StatusResponse
+	(*JoinRequest)(nil),                // 28: registry.v1.JoinRequest
+	(*JoinResponse)(nil),               // 29: registry.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 30: registry.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 31: registry.v1.RemoveResponse
+	(*TransferLeadershipRequest)(nil),  // 32: registry.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 33: registry.v1.TransferLeadershipResponse
+	(*ReleaseExpiryGuardRequest)(nil),  // 34: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 35: registry.v1.ReleaseExpiryGuardResponse
+	(*SnapshotSaveRequest)(nil),        // 36: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 37: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 38: registry.v1.SnapshotRestoreResponse
+	(*ACLBootstrapRequest)(nil),        // 39: registry.v1.ACLBootstrapRequest
+	(*ACLTokenSecret)(nil),             // 40: registry.v1.ACLTokenSecret
+	(*ACLPolicyCreateRequest)(nil),     // 41: registry.v1.ACLPolicyCreateRequest
+	(*ACLPolicyCreateResponse)(nil),    // 42: registry.v1.ACLPolicyCreateResponse
+	(*ACLPolicyListRequest)(nil),       // 43: registry.v1.ACLPolicyListRequest
+	(*ACLPolicy)(nil),                  // 44: registry.v1.ACLPolicy
+	(*ACLPolicyListResponse)(nil),      // 45: registry.v1.ACLPolicyListResponse
+	(*ACLPolicyDeleteRequest)(nil),     // 46: registry.v1.ACLPolicyDeleteRequest
+	(*ACLPolicyDeleteResponse)(nil),    // 47: registry.v1.ACLPolicyDeleteResponse
+	(*ACLTokenCreateRequest)(nil),      // 48: registry.v1.ACLTokenCreateRequest
+	(*ACLToken)(nil),                   // 49: registry.v1.ACLToken
+	(*ACLTokenListRequest)(nil),        // 50: registry.v1.ACLTokenListRequest
+	(*ACLTokenListResponse)(nil),       // 51: registry.v1.ACLTokenListResponse
+	(*ACLTokenDeleteRequest)(nil),      // 52: registry.v1.ACLTokenDeleteRequest
+	(*ACLTokenDeleteResponse)(nil),     // 53: registry.v1.ACLTokenDeleteResponse
+	nil,                                // 54: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 55: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 56: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	53, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	54, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	54, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	54, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	54, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	55, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	55, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	55, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	55, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	55, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	56, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	56, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
-	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	54, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
-	13, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
-	23, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
-	22, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
+	12, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
+	55, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	14, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
+	24, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
+	23, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
 	1,  // 17: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
 	4,  // 18: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
 	1,  // 19: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
-	17, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
+	18, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	54, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	55, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	55, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	55, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	56, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	56, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
-	20, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
-	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	54, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	54, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	43, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	48, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	21, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
+	26, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
+	55, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	55, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	44, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	49, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
 	5,  // 33: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
 	7,  // 34: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 36: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	14, // 37: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	16, // 38: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	19, // 39: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	24, // 40: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	27, // 41: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	29, // 42: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	31, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	33, // 44: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	35, // 45: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	36, // 46: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	38, // 47: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	40, // 48: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	42, // 49: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	45, // 50: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	47, // 51: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	49, // 52: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	51, // 53: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 54: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 55: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 56: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 57: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	15, // 58: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	18, // 59: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	21, // 60: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 61: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	28, // 62: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	30, // 63: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	32, // 64: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	34, // 65: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	36, // 66: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	37, // 67: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	39, // 68: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	41, // 69: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	44, // 70: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	46, // 71: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	39, // 72: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	50, // 73: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	52, // 74: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	54, // [54:75] is the sub-list for method output_type
-	33, // [33:54] is the sub-list for method input_type
+	11, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	11, // 36: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	15, // 37: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	17, // 38: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	20, // 39: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	10, // 40: registry.v1.Registry.ForwardUdpBeats:input_type -> registry.v1.ForwardUdpBeatsRequest
+	25, // 41: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	28, // 42: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	30, // 43: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	32, // 44: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	34, // 45: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	36, // 46: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	37, // 47: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	39, // 48: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	41, // 49: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	43, // 50: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	46, // 51: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	48, // 52: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	50, // 53: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	52, // 54: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 55: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 56: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	13, // 57: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	13, // 58: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	16, // 59: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	19, // 60: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	22, // 61: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	13, // 62: registry.v1.Registry.ForwardUdpBeats:output_type -> registry.v1.BeatResponse
+	27, // 63: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	29, // 64: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	31, // 65: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	33, // 66: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	35, // 67: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	37, // 68: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	38, // 69: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	40, // 70: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	42, // 71: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	45, // 72: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	47, // 73: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	40, // 74: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	51, // 75: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	53, // 76: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	55, // [55:77] is the sub-list for method output_type
+	33, // [33:55] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -3567,7 +3636,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
