@@ -372,6 +372,9 @@ type BeatRejection struct {
 	Reason      RejectReason
 	// Current is the registered incarnation, for RejectFenced.
 	Current uint64
+	// UDPSeq is the beat's udp_seq (0 for a beat that did not come over
+	// UDP), which tells apart two UDP beats of one instance in a batch.
+	UDPSeq uint64
 }
 
 // BeatResult is the Apply response to a BeatBatch.

@@ -187,7 +187,7 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 		if !ok {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectUnknown,
+				Reason: RejectUnknown, UDPSeq: b.GetUdpSeq(),
 			})
 			continue
 		}
@@ -196,7 +196,7 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 		if b.GetIncarnation() != in.Incarnation {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectFenced, Current: in.Incarnation,
+				Reason: RejectFenced, Current: in.Incarnation, UDPSeq: b.GetUdpSeq(),
 			})
 			continue
 		}
@@ -204,7 +204,7 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 			if seq <= in.LastUDPSeq {
 				res.Rejected = append(res.Rejected, BeatRejection{
 					Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-					Reason: RejectReplay,
+					Reason: RejectReplay, UDPSeq: seq,
 				})
 				continue
 			}

@@ -801,8 +801,11 @@ type BeatRejection struct {
 	Reason   BeatRejectReason       `protobuf:"varint,2,opt,name=reason,proto3,enum=registry.v1.BeatRejectReason" json:"reason,omitempty"`
 	// The registered incarnation, for FENCED.
 	CurrentIncarnation uint64 `protobuf:"varint,3,opt,name=current_incarnation,json=currentIncarnation,proto3" json:"current_incarnation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The UDP beat's sequence number, for a beat that came as a UDP
+	// datagram; else 0.
+	UdpSeq        uint64 `protobuf:"varint,4,opt,name=udp_seq,json=udpSeq,proto3" json:"udp_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BeatRejection) Reset() {
@@ -852,6 +855,13 @@ func (x *BeatRejection) GetReason() BeatRejectReason {
 func (x *BeatRejection) GetCurrentIncarnation() uint64 {
 	if x != nil {
 		return x.CurrentIncarnation
+	}
+	return 0
+}
+
+func (x *BeatRejection) GetUdpSeq() uint64 {
+	if x != nil {
+		return x.UdpSeq
 	}
 	return 0
 }
@@ -3257,11 +3267,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tdatagrams\x18\x01 \x03(\fR\tdatagrams\"O\n" +
 	"\vBeatRequest\x12.\n" +
 	"\x05beats\x18\x01 \x03(\v2\x18.registry.v1.InstanceRefR\x05beats\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xad\x01\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xc6\x01\n" +
 	"\rBeatRejection\x124\n" +
 	"\binstance\x18\x01 \x01(\v2\x18.registry.v1.InstanceRefR\binstance\x125\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.registry.v1.BeatRejectReasonR\x06reason\x12/\n" +
-	"\x13current_incarnation\x18\x03 \x01(\x04R\x12currentIncarnation\"\xea\x01\n" +
+	"\x13current_incarnation\x18\x03 \x01(\x04R\x12currentIncarnation\x12\x17\n" +
+	"\audp_seq\x18\x04 \x01(\x04R\x06udpSeq\"\xea\x01\n" +
 	"\fBeatResponse\x126\n" +
 	"\brejected\x18\x01 \x03(\v2\x1a.registry.v1.BeatRejectionR\brejected\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12L\n" +
