@@ -18,6 +18,7 @@ import (
 	"github.com/regcenter/registry/internal/defaults"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/tlsutil"
+	"github.com/regcenter/registry/udpbeat"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -159,6 +160,12 @@ type Config struct {
 	// node logs a warning and retries every second. Never logged.
 	ACLToken string
 
+	// UDPBeatAddr is the UDP address that takes beat datagrams (package
+	// udpbeat); empty (the default) turns UDP beats off. UDPBeat tunes the
+	// receiver; zero fields take udpbeat's defaults.
+	UDPBeatAddr string
+	UDPBeat     udpbeat.Config
+
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
 	DebugHandlers map[string]http.Handler
@@ -208,6 +215,7 @@ func DefaultConfig() Config {
 		ACLDefaultPolicy: services.ACLDefault.String(),
 		TLS:              tlsutil.DefaultConfig(),
 		Limits:           DefaultLimits(),
+		UDPBeat:          udpbeat.DefaultConfig(),
 	}
 }
 
@@ -230,6 +238,7 @@ func (c Config) withDefaults() Config {
 	}
 	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
 	c.TLS = c.TLS.WithDefaults()
+	c.UDPBeat = c.UDPBeat.WithDefaults()
 	return c
 }
 
@@ -300,5 +309,6 @@ func (c *Config) Validate() error {
 	if _, err := acl.ParseDefault(c.ACLDefaultPolicy); err != nil {
 		errs = append(errs, fmt.Errorf("acl default policy: %w", err))
 	}
+	errs = append(errs, c.udpBeatErrors()...)
 	return errors.Join(errs...)
 }

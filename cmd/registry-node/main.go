@@ -54,6 +54,7 @@ type options struct {
 	tls                          tlsutil.Config
 	limits                       node.Limits
 	allowedOrigins, allowedHosts string
+	udpBeatAddr                  string
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -73,6 +74,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
 	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
+	str(&o.udpBeatAddr, "udp-beat-addr", d.UDPBeatAddr, "UDP address that takes authenticated beat datagrams (README, \"UDP beats\"); empty disables it")
 	def := d.Checker
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", def.SweepInterval, "how often the leader's expiry checker looks for missed beats (env "+envName("sweep-interval")+")")
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
@@ -171,6 +173,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
+	cfg.UDPBeatAddr = o.udpBeatAddr
 	cfg.Raft = o.raft
 	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile = o.tls.CertFile, o.tls.KeyFile, o.tls.CAFile
 	cfg.TLS.ClientAuth = o.tls.ClientAuth
