@@ -217,7 +217,11 @@ func TestForgedAndReplayedUDPBeatsChangeNothing(t *testing.T) {
 		{"replay to another node", udpbeat.ReasonReplay, b, good},
 		{"replay to the leader", udpbeat.ReasonReplay, leader, good},
 		{"an older sequence number", udpbeat.ReasonReplay, b, udpbeat.Append(nil, udpbeat.Beat{Service: "udp", ID: "x", Incarnation: 1, Seq: 99}, key)},
-		{"a bit flipped", udpbeat.ReasonBadMAC, b, func() []byte { d := udpbeat.Append(nil, udpbeat.Beat{Service: "udp", ID: "x", Incarnation: 1, Seq: 300}, key); d[len(d)-20] ^= 1; return d }()},
+		{"a bit flipped", udpbeat.ReasonBadMAC, b, func() []byte {
+			d := udpbeat.Append(nil, udpbeat.Beat{Service: "udp", ID: "x", Incarnation: 1, Seq: 300}, key)
+			d[len(d)-20] ^= 1
+			return d
+		}()},
 		{"truncated", udpbeat.ReasonMalformed, a, good[:len(good)-1]},
 	}
 	for _, at := range attacks {
@@ -272,4 +276,56 @@ func TestForgedAndReplayedUDPBeatsChangeNothing(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// With ACLs on, a datagram carries no token: its MAC under the key that a
+// Register with service write was given is its permission, on a follower
+// (which forwards it without a token) as on the leader.
+func TestWithACLsAUDPBeatThroughAFollowerIsApplied(t *testing.T) {
+	c := nodetest.New(t, 3, func(cfg *node.Config) {
+		cfg.ACLEnabled = true
+		cfg.UDPBeatAddr = "127.0.0.1:0"
+	})
+	ctx := t.Context()
+	leader := c.Leader()
+	follower := (leader + 1) % 3
+	boot, err := registryv1.NewACLClient(c.Conns[leader]).Bootstrap(ctx, &registryv1.ACLBootstrapRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := c.Registry(leader).Register(bearer(ctx, boot.SecretId), &registryv1.RegisterRequest{Instance: udpInstance("udp", "acl", time.Second, 3*time.Second, 30*time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("udp", c.Nodes[follower].UDPBeatAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The follower may not have applied the registration (and the secret)
+	// yet: resend, with a new sequence number, until a reply says APPLIED.
+	seq := uint64(0)
+	poll.Eventually(t, 20*time.Second, func(context.Context) error {
+		seq++
+		if _, err := conn.Write(udpbeat.Append(nil, udpbeat.Beat{Flags: udpbeat.FlagReply, Service: "udp", ID: "acl", Incarnation: 1, Seq: seq}, reg.BeatKey)); err != nil {
+			return err
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		frame := make([]byte, 64)
+		n, err := conn.Read(frame)
+		if err != nil {
+			return err
+		}
+		r, err := udpbeat.ParseReply(frame[:n], reg.BeatKey)
+		if err != nil {
+			return err
+		}
+		if r.Status != udpbeat.StatusApplied {
+			return fmt.Errorf("reply %v", r.Status)
+		}
+		return nil
+	})
+	if in, _ := c.Nodes[leader].FSM().Instance("udp", "acl"); in.LastBeatIndex <= reg.Index {
+		t.Errorf("LastBeatIndex %d, registered at %d: the beat did not apply", in.LastBeatIndex, reg.Index)
+	}
 }
