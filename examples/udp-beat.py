@@ -3,7 +3,7 @@
 
 Needs nothing but Python 3's standard library. The beat key is the one
 Register returned for this very incarnation: `registryctl register` prints it
-("beat key (UDP beats, base64): ..."), the HTTP API returns it as "beatKey"
+("beat key (UDP beats, base64): ..."), the HTTP API returns it as "beat_key"
 (base64). Pass it in the REGISTRY_BEAT_KEY environment variable (a --key
 argument shows in the process list).
 

@@ -9,7 +9,7 @@
 // # Keys
 //
 // Register (gRPC, or PUT /v1/services/{service}/instances/{id} over HTTP,
-// where the bytes are base64 in "beatKey"; registryctl register prints it)
+// where the bytes are base64 in "beat_key"; registryctl register prints it)
 // returns beat_key: 32 bytes, the key of that registration:
 //
 //	beat_key = HMAC-SHA256(cluster beat secret,
