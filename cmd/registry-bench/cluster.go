@@ -27,6 +27,7 @@ const (
 	grpcOffset = 1
 	raftOffset = 101
 	httpOffset = 201
+	udpOffset  = 301 // UDP beats (udp.go), base+301+i
 )
 
 // cluster is the registry under test: either three registry-node
@@ -46,6 +47,7 @@ type cluster struct {
 type nodeProc struct {
 	id, grpcAddr string
 	httpAddr     string
+	udpAddr      string // --udp-beat-addr
 	spec         proc.Spec
 	procs        proc.Slot
 }
@@ -89,6 +91,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 			id:       id,
 			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
 			httpAddr: hostPort(ip, portBase+httpOffset+i),
+			udpAddr:  hostPort(ip, portBase+udpOffset+i),
 			spec: proc.Spec{
 				Name:    id,
 				Binary:  binary,
@@ -98,6 +101,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
 					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
 					"--http-addr", hostPort(ip, portBase+httpOffset+i),
+					"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
 					"--bootstrap-peers", strings.Join(peers, ","),
 					"--log-level", "warn",
 				}, extra...),

@@ -61,6 +61,8 @@ type options struct {
 	w1Profile   string
 	regWorkers  int
 	stepTimeout time.Duration
+
+	udp udpOptions
 }
 
 func main() {
@@ -108,6 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
+	udpFlags(fs, &o.udp)
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -173,11 +176,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.bin = bin
 	}
-	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "udp": b.udp}
 	for _, w := range splitList(b.o.workloads) {
 		fn, ok := workloads[strings.ToLower(w)]
 		if !ok {
-			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4)", w)
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, udp)", w)
 		}
 		if err := fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", w, err)
