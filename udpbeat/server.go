@@ -50,7 +50,8 @@ type Config struct {
 	MaxSources int
 	// CommitTimeout bounds one submission to the group commit.
 	CommitTimeout time.Duration
-	// Logger defaults to discarding.
+	// Logger receives the receiver's few log lines; nil discards them
+	// (the node sets its own).
 	Logger *slog.Logger
 }
 
@@ -64,7 +65,6 @@ func DefaultConfig() Config {
 		SourceBurst:   20_000,
 		MaxSources:    65_536,
 		CommitTimeout: 5 * time.Second,
-		Logger:        slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -169,6 +169,9 @@ func NewServer(cfg Config, conn net.PacketConn, commit Committer, replica Replic
 	}
 	if metrics == nil {
 		metrics = NewMetrics(nil)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
