@@ -176,11 +176,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.bin = bin
 	}
-	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "udp": b.udp}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "udp": b.udp, "udp-w1": b.udpW1}
 	for _, w := range splitList(b.o.workloads) {
 		fn, ok := workloads[strings.ToLower(w)]
 		if !ok {
-			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, udp)", w)
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, udp, udp-w1)", w)
 		}
 		if err := fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", w, err)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -29,6 +28,11 @@ type udpOptions struct {
 	hold      time.Duration
 	warmup    time.Duration
 	target    string
+	// w1Instances and alongside: the udp-w1 workload runs a W1 step of
+	// w1Instances (batched) with UDP beats at alongside datagrams/s to
+	// the leader during the hold.
+	w1Instances int
+	alongside   int
 }
 
 func udpFlags(fs *flag.FlagSet, o *udpOptions) {
@@ -38,6 +42,84 @@ func udpFlags(fs *flag.FlagSet, o *udpOptions) {
 	fs.DurationVar(&o.hold, "udp-hold", 10*time.Second, "UDP: how long each rate is measured (after the warm-up)")
 	fs.DurationVar(&o.warmup, "udp-warmup", 2*time.Second, "UDP: sending before each measurement")
 	fs.StringVar(&o.target, "udp-target", "leader", "UDP: the node the datagrams go to: leader or follower (which forwards them)")
+	fs.IntVar(&o.w1Instances, "udp-w1-instances", 50_000, "udp-w1: the W1 step (batched gRPC beats) that runs alongside each UDP rate of --udp-rates")
+}
+
+// udpW1 runs, for each rate of --udp-rates, one batched W1 step of
+// --udp-w1-instances gRPC beaters while UDP datagrams go to the leader at
+// that rate: the W1 verdict (p99 within --w1-max-p99) says whether the
+// gRPC beats kept their latency.
+func (b *bench) udpW1(ctx context.Context) error {
+	if err := b.o.udp.check(); err != nil {
+		return err
+	}
+	for _, rs := range splitList(b.o.udp.rates) {
+		rate, err := strconv.Atoi(rs)
+		if err != nil || rate <= 0 {
+			return fmt.Errorf("--udp-rates: %q is not a positive count", rs)
+		}
+		b.o.udp.alongside = rate
+		if _, err := b.w1Step(ctx, "batched", 0, b.o.udp.w1Instances); err != nil {
+			return err
+		}
+	}
+	b.o.udp.alongside = 0
+	return nil
+}
+
+// udpAlongside, with an alongside rate set (udp-w1), registers the UDP
+// instances and starts sending to the leader; the returned func stops the
+// senders and adds the UDP figures to the W1 result. Otherwise both do
+// nothing.
+func (b *bench) udpAlongside(ctx context.Context, c *cluster, leader string) (func(*result), error) {
+	o := b.o.udp
+	target := c.node(leader)
+	if o.alongside == 0 || target == nil {
+		return func(*result) {}, nil
+	}
+	keyed, err := b.udpRegister(ctx, c, leader)
+	if err != nil {
+		return nil, err
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	if err := b.udpStartSenders(sctx, &wg, target, keyed, make([]uint64, len(keyed)), o.alongside, &sent); err != nil {
+		stop()
+		wg.Wait()
+		return nil, err
+	}
+	before, err := udpCounters(ctx, target.httpAddr)
+	if err != nil {
+		stop()
+		wg.Wait()
+		return nil, err
+	}
+	t0 := time.Now()
+	return func(r *result) {
+		after, err := udpCounters(ctx, target.httpAddr)
+		elapsed := time.Since(t0).Seconds()
+		stop()
+		wg.Wait()
+		r.Params["udp_offered_per_s"] = o.alongside
+		r.Params["udp_instances"] = len(keyed)
+		if err != nil {
+			r.add("udp_error", err.Error())
+			return
+		}
+		r.add("udp_accepted_per_s", round1((after["accepted"]-before["accepted"])/elapsed))
+	}, nil
+}
+
+// check names the first flag that cannot work.
+func (o udpOptions) check() error {
+	if o.senders < 1 || o.senders > 30 || o.instances < o.senders {
+		return fmt.Errorf("--udp-senders is %d, want 1 to 30 (and at most --udp-instances, %d)", o.senders, o.instances)
+	}
+	if o.target != "leader" && o.target != "follower" {
+		return fmt.Errorf("--udp-target is %q, want leader or follower", o.target)
+	}
+	return nil
 }
 
 // udpKeyed is a registered instance and its beat key.
@@ -52,11 +134,8 @@ type udpKeyed struct {
 // and applied) and rejected, by reason.
 func (b *bench) udp(ctx context.Context) error {
 	o := b.o.udp
-	if o.senders < 1 || o.senders > 30 || o.instances < o.senders {
-		return fmt.Errorf("--udp-senders is %d, want 1 to 30 (and at most --udp-instances, %d)", o.senders, o.instances)
-	}
-	if o.target != "leader" && o.target != "follower" {
-		return fmt.Errorf("--udp-target is %q, want leader or follower", o.target)
+	if err := o.check(); err != nil {
+		return err
 	}
 	c, err := b.cluster(ctx)
 	if err != nil {
@@ -79,45 +158,9 @@ func (b *bench) udp(ctx context.Context) error {
 			}
 		}
 	}
-	conn, err := c.conn(leaderAddr)
+	keyed, err := b.udpRegister(ctx, c, leaderAddr)
 	if err != nil {
 		return err
-	}
-	b.logf("udp: registering %d instances", o.instances)
-	keyed := make([]udpKeyed, o.instances)
-	rctx, cancel := context.WithTimeout(ctx, b.o.stepTimeout)
-	defer cancel()
-	reg := registryv1.NewRegistryClient(conn)
-	var (
-		regWG   sync.WaitGroup
-		errOnce sync.Once
-		regErr  error
-	)
-	slots := make(chan struct{}, b.o.regWorkers)
-	for i := range keyed {
-		slots <- struct{}{}
-		regWG.Add(1)
-		go func() {
-			defer func() { <-slots; regWG.Done() }()
-			if err := func() error {
-				id := fmt.Sprintf("u%06d", i)
-				resp, err := reg.Register(rctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{
-					Service: "udp-bench", Id: id, Address: "127.0.0.1:9", Incarnation: 1,
-					BeatInterval: durationpb.New(10 * time.Second), SuspectAfter: durationpb.New(30 * time.Second), Ttl: durationpb.New(60 * time.Second),
-				}})
-				if err != nil {
-					return fmt.Errorf("register %s: %w", id, err)
-				}
-				keyed[i] = udpKeyed{id: id, key: resp.BeatKey}
-				return nil
-			}(); err != nil {
-				errOnce.Do(func() { regErr = err; cancel() })
-			}
-		}()
-	}
-	regWG.Wait()
-	if regErr != nil {
-		return regErr
 	}
 
 	seqs := make([]uint64, len(keyed)) // per instance; each sender owns its share
@@ -138,6 +181,72 @@ func (b *bench) udp(ctx context.Context) error {
 	return nil
 }
 
+// udpRegister registers --udp-instances instances through the leader
+// (TTL 60 s, so none expires whatever the datagrams do) and returns their
+// beat keys.
+func (b *bench) udpRegister(ctx context.Context, c *cluster, leaderAddr string) ([]udpKeyed, error) {
+	o := b.o.udp
+	conn, err := c.conn(leaderAddr)
+	if err != nil {
+		return nil, err
+	}
+	b.logf("udp: registering %d instances", o.instances)
+	keyed := make([]udpKeyed, o.instances)
+	rctx, cancel := context.WithTimeout(ctx, b.o.stepTimeout)
+	defer cancel()
+	reg := registryv1.NewRegistryClient(conn)
+	var (
+		regWG   sync.WaitGroup
+		errOnce sync.Once
+		regErr  error
+	)
+	slots := make(chan struct{}, b.o.regWorkers)
+	for i := range keyed {
+		slots <- struct{}{}
+		regWG.Add(1)
+		go func() {
+			defer func() { <-slots; regWG.Done() }()
+			id := fmt.Sprintf("u%06d", i)
+			resp, err := reg.Register(rctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{
+				Service: "udp-bench", Id: id, Address: "127.0.0.1:9", Incarnation: 1,
+				BeatInterval: durationpb.New(10 * time.Second), SuspectAfter: durationpb.New(30 * time.Second), Ttl: durationpb.New(60 * time.Second),
+			}})
+			if err != nil {
+				errOnce.Do(func() { regErr = fmt.Errorf("register %s: %w", id, err); cancel() })
+				return
+			}
+			keyed[i] = udpKeyed{id: id, key: resp.BeatKey}
+		}()
+	}
+	regWG.Wait()
+	return keyed, regErr
+}
+
+// udpStartSenders starts --udp-senders goroutines (tracked by wg, ended
+// by ctx) that send to target at rate in all, each from its own loopback
+// address.
+func (b *bench) udpStartSenders(ctx context.Context, wg *sync.WaitGroup, target *nodeProc, keyed []udpKeyed, seqs []uint64, rate int, sent *atomic.Int64) error {
+	o := b.o.udp
+	raddr, err := net.ResolveUDPAddr("udp", target.udpAddr)
+	if err != nil {
+		return err
+	}
+	for s := range o.senders {
+		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(221+s))}, raddr)
+		if err != nil {
+			return fmt.Errorf("udp sender %d: %w", s, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			// The senders end with ctx; a send error is a dropped datagram.
+			_ = udpSend(ctx, conn, keyed, seqs, s, o.senders, float64(rate)/float64(o.senders), sent)
+		}()
+	}
+	return nil
+}
+
 // udpStep sends at rate for warmup+hold and measures over the hold.
 func (b *bench) udpStep(ctx context.Context, target *nodeProc, keyed []udpKeyed, seqs []uint64, rate int) (*result, error) {
 	o := b.o.udp
@@ -146,24 +255,10 @@ func (b *bench) udpStep(ctx context.Context, target *nodeProc, keyed []udpKeyed,
 	defer stop()
 	var sent atomic.Int64
 	var wg sync.WaitGroup
-	errs := make(chan error, o.senders)
-	for s := range o.senders {
-		raddr, err := net.ResolveUDPAddr("udp", target.udpAddr)
-		if err != nil {
-			return nil, err
-		}
-		conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(221+s))}, raddr)
-		if err != nil {
-			stop()
-			wg.Wait()
-			return nil, fmt.Errorf("udp sender %d: %w", s, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conn.Close()
-			errs <- udpSend(sctx, conn, keyed, seqs, s, o.senders, float64(rate)/float64(o.senders), &sent)
-		}()
+	if err := b.udpStartSenders(sctx, &wg, target, keyed, seqs, rate, &sent); err != nil {
+		stop()
+		wg.Wait()
+		return nil, err
 	}
 	select {
 	case <-time.After(o.warmup):
@@ -186,12 +281,6 @@ func (b *bench) udpStep(ctx context.Context, target *nodeProc, keyed []udpKeyed,
 	sentN := sent.Load() - sent0
 	stop()
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return nil, err
-		}
-	}
 	r := &result{Workload: "udp", Case: fmt.Sprintf("%d/s to the %s", rate, b.o.udp.target),
 		Params: map[string]any{"offered_per_s": rate, "instances": len(keyed), "senders": o.senders, "target": o.target, "hold_s": o.hold.Seconds()}}
 	r.add("sent_per_s", round1(float64(sentN)/elapsed))

@@ -138,6 +138,10 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	self0, _ := readProcStat(os.Getpid())
 	b.logf("W1 %s: holding %d instances for %v", mode, n, b.o.w1Hold)
 	errs0 := fl.logs.n.Load()
+	alongside, err := b.udpAlongside(ctx, c, leader) // udp.go: UDP beats during the hold, if asked
+	if err != nil {
+		return false, err
+	}
 	fl.record()
 	t0 := time.Now()
 	prof := b.w1Profile(ctx, c, leader, mode, n)
@@ -146,6 +150,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		return false, ctx.Err()
 	}
 	acks, _ := fl.stop()
+	alongside(r)
 	elapsed := time.Since(t0)
 	termEnd := c.term(ctx)
 	prof(r)
