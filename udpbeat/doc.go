@@ -22,7 +22,9 @@
 // holds only its own, and a new incarnation gets a new key. The secret is
 // never returned by any read API and never logged; it sits in the Raft log
 // and in the snapshots on every node's disk, as the ACL token hashes do,
-// and those files are to be protected like the nodes' TLS keys. A sender
+// and in backups (Cluster.SnapshotSave, operator:write), so that a restore
+// keeps the keys handed out valid; those files are to be protected like
+// the nodes' TLS keys. A sender
 // needs no derivation: it uses beat_key as it was returned.
 //
 // Permission: with ACLs on, a Beat needs service write on the service. A
