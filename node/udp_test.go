@@ -329,3 +329,36 @@ func TestWithACLsAUDPBeatThroughAFollowerIsApplied(t *testing.T) {
 		t.Errorf("LastBeatIndex %d, registered at %d: the beat did not apply", in.LastBeatIndex, reg.Index)
 	}
 }
+
+func TestUDPBeatStartupProblemsAreClearErrors(t *testing.T) {
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tt := range []struct {
+		name   string
+		mutate func(*node.Config)
+		want   string
+	}{
+		{"udp port in use", func(c *node.Config) { c.UDPBeatAddr = busy.LocalAddr().String() }, "udp beat addr"},
+		{"not host:port", func(c *node.Config) { c.UDPBeatAddr = "7301" }, "udp beat addr"},
+		{"a negative queue", func(c *node.Config) { c.UDPBeatAddr = "127.0.0.1:0"; c.UDPBeat.QueueSize = -1 }, "QueueSize (-1)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := node.DefaultConfig()
+			cfg.NodeID, cfg.DataDir = "n1", t.TempDir()
+			cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0", ""
+			cfg.Logger = testLogger(t, "n1")
+			tt.mutate(&cfg)
+			n, err := node.New(cfg)
+			if err == nil {
+				n.Shutdown(context.Background())
+				t.Fatal("New succeeded")
+			}
+			if !contains(err.Error(), tt.want) {
+				t.Errorf("New: %q does not name %q", err, tt.want)
+			}
+		})
+	}
+}
