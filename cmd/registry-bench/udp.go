@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -67,48 +68,81 @@ func (b *bench) udpW1(ctx context.Context) error {
 	return nil
 }
 
-// udpAlongside, with an alongside rate set (udp-w1), registers the UDP
-// instances and starts sending to the leader; the returned func stops the
-// senders and adds the UDP figures to the W1 result. Otherwise both do
+// alongsideUDP is the UDP load of a udp-w1 step; its zero value does
 // nothing.
-func (b *bench) udpAlongside(ctx context.Context, c *cluster, leader string) (func(*result), error) {
+type alongsideUDP struct {
+	ctx       context.Context
+	stopSend  context.CancelFunc
+	wg        sync.WaitGroup
+	target    *nodeProc
+	instances int
+	rate      int
+	before    map[string]float64
+	t0        time.Time
+	err       error
+}
+
+// udpAlongside, with an alongside rate set (udp-w1), registers the UDP
+// instances through the leader and starts sending to it, before the W1
+// step samples the leader, so that the registrations stay out of the
+// step's figures; begin marks the start of the hold, end adds the UDP
+// figures of the hold to the result, stop ends the senders. Without an
+// alongside rate it returns a value that does nothing.
+func (b *bench) udpAlongside(ctx context.Context, c *cluster) (*alongsideUDP, error) {
 	o := b.o.udp
-	target := c.node(leader)
-	if o.alongside == 0 || target == nil {
-		return func(*result) {}, nil
+	if o.alongside == 0 || c.nodes == nil {
+		return &alongsideUDP{}, nil
 	}
+	leader, err := c.waitLeader(ctx, c.endpoints)
+	if err != nil {
+		return nil, err
+	}
+	a := &alongsideUDP{ctx: ctx, target: c.node(leader), rate: o.alongside}
 	keyed, err := b.udpRegister(ctx, c, leader)
 	if err != nil {
 		return nil, err
 	}
+	a.instances = len(keyed)
 	sctx, stop := context.WithCancel(ctx)
+	a.stopSend = stop
 	var sent atomic.Int64
-	var wg sync.WaitGroup
-	if err := b.udpStartSenders(sctx, &wg, target, keyed, make([]uint64, len(keyed)), o.alongside, &sent); err != nil {
-		stop()
-		wg.Wait()
+	if err := b.udpStartSenders(sctx, &a.wg, a.target, keyed, make([]uint64, len(keyed)), o.alongside, &sent); err != nil {
+		a.stop()
 		return nil, err
 	}
-	before, err := udpCounters(ctx, target.httpAddr)
-	if err != nil {
-		stop()
-		wg.Wait()
-		return nil, err
+	return a, nil
+}
+
+func (a *alongsideUDP) begin() {
+	if a.target == nil {
+		return
 	}
-	t0 := time.Now()
-	return func(r *result) {
-		after, err := udpCounters(ctx, target.httpAddr)
-		elapsed := time.Since(t0).Seconds()
-		stop()
-		wg.Wait()
-		r.Params["udp_offered_per_s"] = o.alongside
-		r.Params["udp_instances"] = len(keyed)
-		if err != nil {
-			r.add("udp_error", err.Error())
-			return
-		}
-		r.add("udp_accepted_per_s", round1((after["accepted"]-before["accepted"])/elapsed))
-	}, nil
+	a.before, a.err = udpCounters(a.ctx, a.target.httpAddr)
+	a.t0 = time.Now()
+}
+
+func (a *alongsideUDP) end(r *result) {
+	if a.target == nil {
+		return
+	}
+	after, err := udpCounters(a.ctx, a.target.httpAddr)
+	elapsed := time.Since(a.t0).Seconds()
+	a.stop()
+	r.Params["udp_offered_per_s"] = a.rate
+	r.Params["udp_instances"] = a.instances
+	if err = errors.Join(a.err, err); err != nil {
+		r.add("udp_error", err.Error())
+		return
+	}
+	r.add("udp_accepted_per_s", round1((after["accepted"]-a.before["accepted"])/elapsed))
+}
+
+// stop ends the senders and waits for them; safe to call twice.
+func (a *alongsideUDP) stop() {
+	if a.stopSend != nil {
+		a.stopSend()
+		a.wg.Wait()
+	}
 }
 
 // check names the first flag that cannot work.
