@@ -238,7 +238,7 @@ func TestTheHTTPAPIReadsGoDurations(t *testing.T) {
 		`{"address": "127.0.0.1:8080", "beat_interval": "1m30s", "suspect_after": "3m", "ttl": "1h"}`)
 	if code != http.StatusOK || !sameJSON(t, `{"instance": {"service": "orders", "id": "a", "address": "127.0.0.1:8080", "metadata": {},
 		"incarnation": "*", "beat_interval": "90s", "suspect_after": "180s", "ttl": "3600s", "state": "INSTANCE_STATE_HEALTHY",
-		"create_index": "*", "modify_index": "*", "last_beat_index": "*", "registered_at": "*", "last_beat_at": "*"}, "index": "*"}`, body) {
+		"create_index": "*", "modify_index": "*", "last_beat_index": "*", "registered_at": "*", "last_beat_at": "*"}, "index": "*", "beat_key": "*"}`, body) {
 		t.Errorf("register with Go durations: %d %s; want 200 with them in seconds", code, body)
 	}
 	code, body = call(t, "PUT", base+"/v1/services/orders/instances/b", `{"address": "127.0.0.1:8081", "ttl": "an hour"}`)

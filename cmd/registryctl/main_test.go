@@ -58,6 +58,7 @@ var normalizers = []struct {
 	{regexp.MustCompile(`"\d{4}-\d\d-\d\dT[0-9:.]+Z"`), `"TIME"`},
 	{regexp.MustCompile(`(failover fence remaining|clock skew):( +)\S+`), "${1}:${2}DURATION"},
 	{regexp.MustCompile(`\(\d+ bytes\)`), "(N bytes)"},
+	{regexp.MustCompile(`(beat key \(UDP beats, base64\): |"beat_key": ")[A-Za-z0-9+/=]{44}`), "${1}KEY"},
 }
 
 // ages are the last-beat ages of an instances table, whose column width
