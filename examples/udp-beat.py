@@ -63,7 +63,9 @@ def decode_key(text):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--addr", default="127.0.0.1:7301", help="the node's --udp-beat-addr, host:port")
+    p.add_argument("--addr", default="127.0.0.1:7301",
+                   help="the nodes' --udp-beat-addr, host:port, comma-separated: beats go to them in turn, "
+                        "so that one dead node costs every n-th beat, not all")
     p.add_argument("--service", required=True)
     p.add_argument("--id", required=True)
     p.add_argument("--incarnation", type=int, default=1)
@@ -78,10 +80,14 @@ def main():
     if not key_text:
         p.error("no beat key: set REGISTRY_BEAT_KEY or --key")
     key = decode_key(key_text)
-    host, _, port = a.addr.rpartition(":")
-    target = (host.strip("[]"), int(port))
+    targets = []
+    for addr in a.addr.split(","):
+        host, _, port = addr.strip().rpartition(":")
+        targets.append((host.strip("[]"), int(port)))
+    if any(":" in t[0] for t in targets) and not all(":" in t[0] for t in targets):
+        p.error("--addr: mix of IPv4 and IPv6 addresses")
 
-    sock = socket.socket(socket.AF_INET6 if ":" in target[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in targets[0][0] else socket.AF_INET, socket.SOCK_DGRAM)
     sock.settimeout(min(a.interval, 1.0))
     last_seq = 0
     sent = 0
@@ -91,7 +97,7 @@ def main():
             # microseconds, or one more than the last if the clock stood still.
             seq = max(last_seq + 1, time.time_ns() // 1000)
             last_seq = seq
-            sock.sendto(datagram(key, a.service, a.id, a.incarnation, seq, a.reply), target)
+            sock.sendto(datagram(key, a.service, a.id, a.incarnation, seq, a.reply), targets[sent % len(targets)])
             sent += 1
             if a.reply:
                 try:
