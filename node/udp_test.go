@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -364,4 +365,71 @@ func TestUDPBeatStartupProblemsAreClearErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A UDP sender beating through the followers keeps its instance through
+// a leader's shutdown: the follower's forwards fail until a new leader is
+// elected (commit_failed), then its beats commit again, and nothing
+// expires.
+func TestUDPBeatsKeepAnInstanceThroughALeaderChange(t *testing.T) {
+	c := udpCluster(t)
+	ctx := t.Context()
+	leader := c.leader()
+	f1, f2 := (leader+1)%3, (leader+2)%3
+	const interval = 200 * time.Millisecond
+	reg, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: udpInstance("udp", "steady", interval, 3*interval, 5*interval)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		tick := time.NewTicker(interval / 2)
+		defer tick.Stop()
+		for seq := uint64(1); ; seq++ {
+			to := c.Nodes[[]int{f1, f2}[seq%2]].UDPBeatAddr()
+			if conn, err := net.Dial("udp", to); err == nil {
+				conn.Write(udpbeat.Append(nil, udpbeat.Beat{Service: "udp", ID: "steady", Incarnation: 1, Seq: seq}, reg.BeatKey))
+				conn.Close()
+			}
+			select {
+			case <-sctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { stop(); <-sent }()
+
+	if err := c.shutdown(leader); err != nil {
+		t.Fatal(err)
+	}
+	var newLeader int
+	poll.Eventually(t, 20*time.Second, func(context.Context) error {
+		for _, i := range []int{f1, f2} {
+			if c.Nodes[i].IsLeader() {
+				newLeader = i
+				return nil
+			}
+		}
+		return errors.New("no new leader yet")
+	})
+	// Beats commit under the new leader (LastBeatIndex moves past what it
+	// had applied when elected), and for three TTLs nothing expires.
+	mark := c.Nodes[newLeader].FSM().AppliedIndex()
+	start := time.Now()
+	poll.Eventually(t, 30*time.Second, func(context.Context) error {
+		in, ok := c.Nodes[newLeader].FSM().Instance("udp", "steady")
+		if !ok {
+			t.Fatal("udp/steady expired across the leader change")
+		}
+		if in.LastBeatIndex <= mark {
+			return fmt.Errorf("LastBeatIndex %d, not past %d yet", in.LastBeatIndex, mark)
+		}
+		if time.Since(start) < 3*5*interval {
+			return errors.New("watching for three TTLs")
+		}
+		return nil
+	})
 }
