@@ -64,6 +64,7 @@ fuzz: ## fuzz Apply, the ACL rules parser and Bearer parsing for FUZZTIME each (
 	$(GO) test ./acl -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-20s}
 	$(GO) test ./acl -run '^$$' -fuzz '^FuzzBearer$$' -fuzztime $${FUZZTIME:-20s}
 	$(GO) test ./dnsserver -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $${FUZZTIME:-20s}
+	$(GO) test ./udpbeat -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-20s}
 
 .PHONY: proto
 proto: ## regenerate the protobuf code with buf

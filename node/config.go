@@ -19,6 +19,7 @@ import (
 	"github.com/regcenter/registry/internal/defaults"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/tlsutil"
+	"github.com/regcenter/registry/udpbeat"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -177,6 +178,12 @@ type Config struct {
 	// unless DNS.Addr is set.
 	DNS dnsserver.Config
 
+	// UDPBeatAddr is the UDP address that takes beat datagrams (package
+	// udpbeat); empty (the default) turns UDP beats off. UDPBeat tunes the
+	// receiver; zero fields take udpbeat's defaults.
+	UDPBeatAddr string
+	UDPBeat     udpbeat.Config
+
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
 	DebugHandlers map[string]http.Handler
@@ -227,6 +234,7 @@ func DefaultConfig() Config {
 		TLS:              tlsutil.DefaultConfig(),
 		Limits:           DefaultLimits(),
 		DNS:              dnsserver.DefaultConfig(),
+		UDPBeat:          udpbeat.DefaultConfig(),
 	}
 }
 
@@ -250,6 +258,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
 	c.TLS = c.TLS.WithDefaults()
 	c.DNS = c.DNS.WithDefaults()
+	c.UDPBeat = c.UDPBeat.WithDefaults()
 	return c
 }
 
@@ -331,5 +340,6 @@ func (c *Config) Validate() error {
 	if err := c.DNS.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.udpBeatErrors()...)
 	return errors.Join(errs...)
 }

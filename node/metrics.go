@@ -11,6 +11,7 @@ import (
 
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/rpc"
+	"github.com/regcenter/registry/udpbeat"
 )
 
 // Metrics counts the liveness transitions this node applies. Every node
@@ -91,6 +92,7 @@ func (n *Node) newRegistry() (*prometheus.Registry, *grpcprom.ServerMetrics, *rp
 	reg.MustRegister(grpcMetrics, &collector{n: n}, tlsCollector{n})
 	n.metrics = NewMetrics(reg)
 	n.registerDNSMetrics(reg)
+	n.udp.metrics = udpbeat.NewMetrics(reg)
 	return reg, grpcMetrics, rpc.NewMetrics(reg)
 }
 

@@ -65,6 +65,7 @@ type Node struct {
 	undo  undoList // what New closes again if a later step fails
 
 	tls *tlsutil.Source // nil without TLS
+	udp udpBeats        // the UDP beat receiver (node/udp.go)
 
 	dns    dnsState      // node/dns.go
 	consul *consulServer // the Consul-compatible API, nil when off (consul.go)
@@ -358,6 +359,9 @@ func (n *Node) startServers(m nodeMetrics) error {
 		return err
 	}
 	n.undo.add(n.rpc.Close)
+	if err := n.serveUDPBeats(); err != nil {
+		return err
+	}
 	n.serveGRPC(m.grpc)
 	if err := n.serveConsul(); err != nil {
 		return err
@@ -494,6 +498,7 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 	}
 	n.health.Shutdown()
+	n.closeUDPBeats()
 	n.rpc.Close() // ends watches and beat streams, so that GracefulStop can finish
 	stopped := make(chan struct{})
 	go func() { n.grpc.GracefulStop(); close(stopped) }()

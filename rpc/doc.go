@@ -13,6 +13,13 @@
 // entry on the leader, and a follower gathers them into one forwarded call.
 // Watches are served by every node from its own replica.
 //
+// UDP beats (udpbeats.go, package udpbeat) join the same group commit
+// through UDPBeats, with their sequence numbers, which the fsm's replay
+// rule checks; a follower forwards them as the datagrams themselves
+// (ForwardUdpBeats, no token: the leader checks every MAC again). Register
+// proposes the cluster beat secret the first time it is missing and
+// returns the registration's beat key.
+//
 // Requests are validated (package validate) before anything is proposed;
 // every error leaves through one mapping, toStatus.
 //

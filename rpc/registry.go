@@ -11,6 +11,7 @@ import (
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/udpbeat"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -28,6 +29,10 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 			return registryv1.NewRegistryClient(cc).Register(ctx, req)
 		})
 	}
+	secret, err := s.ensureBeatSecret(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
 	res, err := fsm.Propose[*fsm.RegisterResult](ctx, s.applier, &fsmpb.Register{
 		Service:        in.Service,
 		Id:             in.Id,
@@ -42,7 +47,11 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &registryv1.RegisterResponse{Instance: toAPIInstance(&res.Instance), Index: res.Index}, nil
+	return &registryv1.RegisterResponse{
+		Instance: toAPIInstance(&res.Instance),
+		Index:    res.Index,
+		BeatKey:  udpbeat.DeriveKey(secret, res.Instance.Service, res.Instance.ID, res.Instance.Incarnation),
+	}, nil
 }
 
 // Deregister implements registry.v1.Registry.

@@ -105,6 +105,9 @@ type fakeState struct {
 
 func (s *fakeState) AppliedIndex() uint64 { return s.index }
 
+// The fake's beat secret is fixed: Register needs one.
+func (s *fakeState) BeatSecret() []byte { return []byte("fake beat secret") }
+
 // The fake has no ACL records (the ACL tests use a real fsm).
 func (s *fakeState) ACLIndex() uint64 { return 0 }
 func (s *fakeState) ACLResolve([]byte) (fsm.ACLToken, []fsm.ACLPolicy, uint64, bool) {
@@ -424,7 +427,7 @@ func TestMatchRejectionsPairsEachRejectionWithItsBeat(t *testing.T) {
 		{Instance: ref("b", 1), Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_UNKNOWN},
 		{Instance: ref("c", 2), Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_FENCED},
 	}
-	out, err := matchRejections(refs, rej, 9)
+	out, err := matchRejections(refs, nil, rej, 9)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +437,7 @@ func TestMatchRejectionsPairsEachRejectionWithItsBeat(t *testing.T) {
 			t.Errorf("beat %d: rejection %v index %d; want rejected=%v at 9", i, o.rejection, o.index, wantRejected)
 		}
 	}
-	if _, err := matchRejections(refs, []*registryv1.BeatRejection{{Instance: ref("z", 1)}}, 9); err == nil {
+	if _, err := matchRejections(refs, nil, []*registryv1.BeatRejection{{Instance: ref("z", 1)}}, 9); err == nil {
 		t.Error("a rejection that matches no beat was accepted")
 	}
 }

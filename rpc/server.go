@@ -147,6 +147,8 @@ type StateReader interface {
 	ACLPolicy(name string) (fsm.ACLPolicy, bool)
 	ACLPolicies() ([]fsm.ACLPolicy, uint64)
 	ACLTokens() ([]fsm.ACLToken, uint64)
+	// BeatSecret is the cluster beat secret (see udpbeats.go), or nil.
+	BeatSecret() []byte
 }
 
 // Config configures a Server.

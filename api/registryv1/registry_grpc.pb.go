@@ -22,13 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Registry_Register_FullMethodName     = "/registry.v1.Registry/Register"
-	Registry_Deregister_FullMethodName   = "/registry.v1.Registry/Deregister"
-	Registry_Beat_FullMethodName         = "/registry.v1.Registry/Beat"
-	Registry_BeatStream_FullMethodName   = "/registry.v1.Registry/BeatStream"
-	Registry_GetService_FullMethodName   = "/registry.v1.Registry/GetService"
-	Registry_ListServices_FullMethodName = "/registry.v1.Registry/ListServices"
-	Registry_Watch_FullMethodName        = "/registry.v1.Registry/Watch"
+	Registry_Register_FullMethodName        = "/registry.v1.Registry/Register"
+	Registry_Deregister_FullMethodName      = "/registry.v1.Registry/Deregister"
+	Registry_Beat_FullMethodName            = "/registry.v1.Registry/Beat"
+	Registry_BeatStream_FullMethodName      = "/registry.v1.Registry/BeatStream"
+	Registry_GetService_FullMethodName      = "/registry.v1.Registry/GetService"
+	Registry_ListServices_FullMethodName    = "/registry.v1.Registry/ListServices"
+	Registry_Watch_FullMethodName           = "/registry.v1.Registry/Watch"
+	Registry_ForwardUdpBeats_FullMethodName = "/registry.v1.Registry/ForwardUdpBeats"
 )
 
 // RegistryClient is the client API for Registry service.
@@ -58,6 +59,12 @@ type RegistryClient interface {
 	// Watch streams the changes of one service, or of all services. Any node
 	// serves it from its own replica.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// ForwardUdpBeats carries UDP beat datagrams (package udpbeat) that a
+	// node received, as they were received, to the leader, which checks each
+	// datagram's MAC again and commits the beats in its group commit. Every
+	// datagram authenticates itself, so the call needs no token. It has no
+	// HTTP binding.
+	ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeatsRequest, opts ...grpc.CallOption) (*BeatResponse, error)
 }
 
 type registryClient struct {
@@ -150,6 +157,16 @@ func (c *registryClient) Watch(ctx context.Context, in *WatchRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryClient) ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeatsRequest, opts ...grpc.CallOption) (*BeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeatResponse)
+	err := c.cc.Invoke(ctx, Registry_ForwardUdpBeats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServer is the server API for Registry service.
 // All implementations must embed UnimplementedRegistryServer
 // for forward compatibility.
@@ -177,6 +194,12 @@ type RegistryServer interface {
 	// Watch streams the changes of one service, or of all services. Any node
 	// serves it from its own replica.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// ForwardUdpBeats carries UDP beat datagrams (package udpbeat) that a
+	// node received, as they were received, to the leader, which checks each
+	// datagram's MAC again and commits the beats in its group commit. Every
+	// datagram authenticates itself, so the call needs no token. It has no
+	// HTTP binding.
+	ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error)
 	mustEmbedUnimplementedRegistryServer()
 }
 
@@ -207,6 +230,9 @@ func (UnimplementedRegistryServer) ListServices(context.Context, *ListServicesRe
 }
 func (UnimplementedRegistryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServer) ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForwardUdpBeats not implemented")
 }
 func (UnimplementedRegistryServer) mustEmbedUnimplementedRegistryServer() {}
 func (UnimplementedRegistryServer) testEmbeddedByValue()                  {}
@@ -337,6 +363,24 @@ func _Registry_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Registry_ForwardUdpBeats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardUdpBeatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).ForwardUdpBeats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_ForwardUdpBeats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).ForwardUdpBeats(ctx, req.(*ForwardUdpBeatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Registry_ServiceDesc is the grpc.ServiceDesc for Registry service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -363,6 +407,10 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListServices",
 			Handler:    _Registry_ListServices_Handler,
+		},
+		{
+			MethodName: "ForwardUdpBeats",
+			Handler:    _Registry_ForwardUdpBeats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -20,7 +20,7 @@ import (
 )
 
 // Port offsets from --port-base: gRPC base+1+i, Raft base+101+i, HTTP
-// base+201+i, DNS (UDP and TCP) base+301+i. The default base (27000) is
+// base+201+i, DNS (UDP and TCP) base+301+i, UDP beats base+321+i. The default base (27000) is
 // below the kernel's ephemeral range and apart from the integration tests'
 // ports (17000+).
 const (
@@ -28,6 +28,7 @@ const (
 	raftOffset = 101
 	httpOffset = 201
 	dnsOffset  = 301
+	udpOffset  = 321 // UDP beats (udp.go), base+321+i
 )
 
 // cluster is the registry under test: either three registry-node
@@ -47,6 +48,7 @@ type cluster struct {
 type nodeProc struct {
 	id, grpcAddr string
 	httpAddr     string
+	udpAddr      string // --udp-beat-addr
 	spec         proc.Spec
 	procs        proc.Slot
 }
@@ -90,6 +92,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 			id:       id,
 			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
 			httpAddr: hostPort(ip, portBase+httpOffset+i),
+			udpAddr:  hostPort(ip, portBase+udpOffset+i),
 			spec: proc.Spec{
 				Name:    id,
 				Binary:  binary,
@@ -101,6 +104,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
 					"--http-addr", hostPort(ip, portBase+httpOffset+i),
 					"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
+					"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
 					"--bootstrap-peers", strings.Join(peers, ","),
 					"--log-level", "warn",
 				}, extra...),

@@ -64,6 +64,7 @@ type options struct {
 	stepTimeout time.Duration
 
 	dns dnsOptions
+	udp udpOptions
 }
 
 func main() {
@@ -77,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.endpoints, "endpoints", "", "gRPC addresses of a running cluster (comma-separated); default: start three nodes locally. W4 and the node CPU/RSS figures need local nodes")
 	fs.StringVar(&o.nodeBinary, "node-binary", "", "registry-node binary to start (default: go build ./cmd/registry-node into a temporary directory)")
 	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
-	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203, DNS base+301..303")
+	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203, DNS base+301..303, UDP beats base+321..323")
 	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, dns)")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
@@ -112,6 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
+	udpFlags(fs, &o.udp)
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
 	dnsFlags(fs, &o.dns)
 	if err := fs.Parse(args); err != nil {
@@ -191,11 +193,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.bin = bin
 	}
-	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "dns": b.wdns}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "dns": b.wdns, "udp": b.udp, "udp-w1": b.udpW1}
 	for _, w := range splitList(b.o.workloads) {
 		fn, ok := workloads[strings.ToLower(w)]
 		if !ok {
-			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, dns)", w)
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, dns, udp, udp-w1)", w)
 		}
 		if err := fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", w, err)

@@ -59,6 +59,7 @@ type options struct {
 	limits                       node.Limits
 	allowedOrigins, allowedHosts string
 	dns                          dnsserver.Config
+	udpBeatAddr                  string
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -80,6 +81,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
 	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter (or, with --read-replica, a read replica), when the data dir is empty")
 	fs.BoolVar(&o.readReplica, "read-replica", false, "with --join, join as a read replica (a Raft non-voter): serve reads, watches and beats, never vote or lead (env "+envName("read-replica")+")")
+	str(&o.udpBeatAddr, "udp-beat-addr", d.UDPBeatAddr, "UDP address that takes authenticated beat datagrams (README, \"UDP beats\"); empty disables it")
 	def := d.Checker
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", def.SweepInterval, "how often the leader's expiry checker looks for missed beats (env "+envName("sweep-interval")+")")
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
@@ -183,6 +185,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
 	cfg.ReadReplica = o.readReplica
+	cfg.UDPBeatAddr = o.udpBeatAddr
 	cfg.Raft = o.raft
 	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile = o.tls.CertFile, o.tls.KeyFile, o.tls.CAFile
 	cfg.TLS.ClientAuth = o.tls.ClientAuth

@@ -59,6 +59,7 @@ var normalizers = []struct {
 	{regexp.MustCompile(`(failover fence remaining|clock skew):( +)\S+`), "${1}:${2}DURATION"},
 	{regexp.MustCompile(`\(\d+ bytes\)`), "(N bytes)"},
 	{regexp.MustCompile(`(true|false)( +)(\d+|-)\n`), "${1}${2}LAG\n"}, // cluster members
+	{regexp.MustCompile(`(beat key \(UDP beats, base64\): |"beat_key": ")[A-Za-z0-9+/=]{44}`), "${1}KEY"},
 }
 
 // ages are the last-beat ages of an instances table, whose column width

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -252,6 +253,9 @@ must then beat (registryctl beat, or its client library) or it expires.`,
 				fmt.Fprintf(w, "registered %s/%s incarnation %d at index %d (beat every %v, suspect after %v, ttl %v)\n",
 					got.Service, got.Id, got.Incarnation, resp.Index,
 					got.BeatInterval.AsDuration(), got.SuspectAfter.AsDuration(), got.Ttl.AsDuration())
+				if len(resp.BeatKey) > 0 { // a secret: for the UDP beat sender of this incarnation only
+					fmt.Fprintf(w, "beat key (UDP beats, base64): %s\n", base64.StdEncoding.EncodeToString(resp.BeatKey))
+				}
 			})
 		},
 	}
