@@ -173,15 +173,17 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.SetRcode(req, dns.RcodeServerFailure)
 	}
 	m.Truncate(replySize(w, req))
-	if err := w.WriteMsg(m); err != nil {
-		s.log.Debug("dns: writing a reply", "peer", w.RemoteAddr().String(), "error", err)
-	}
+	// Counted before the reply is sent, so that a client that has its
+	// answer sees it counted.
 	var qtype uint16
 	if len(req.Question) > 0 {
 		qtype = req.Question[0].Qtype
 	}
 	s.metrics.queries.WithLabelValues(qtypeLabel(qtype), rcodeLabel(m.Rcode)).Inc()
 	s.metrics.duration.Observe(time.Since(start).Seconds())
+	if err := w.WriteMsg(m); err != nil {
+		s.log.Debug("dns: writing a reply", "peer", w.RemoteAddr().String(), "error", err)
+	}
 }
 
 // replySize is the most a reply may take: over TCP 65535 bytes, over UDP
