@@ -104,27 +104,29 @@ func (p *project) waitMarker(t *testing.T, r *node, index uint64) {
 }
 
 // killReplica: docker kill a replica → writes through the voters are all
-// acknowledged, every instance beats on (no registration event at all:
-// not even a Lost), the other replica serves the writes; docker start it
-// → it catches up, and its watch (whose only endpoint it is) resumes.
+// acknowledged at the first attempt, every instance beats on (no
+// registration event at all: not even a Lost), the other replica serves
+// the writes; docker start it → it catches up, and its watch (whose only
+// endpoint it is) resumes.
 func killReplica(t *testing.T, p *project, rec *recorder, f *fleet) {
 	r, other := p.replicas[0], p.replicas[1]
 	fleetMark := f.mark()
+	term := p.term(t)
 	id := p.containerOrFail(t, r)
 	p.dockerOrFail(t, "kill", id)
 	killed := time.Now()
 	t.Logf("killed replica %s", r)
 	var index uint64
-	for i := range replicaWrites {
-		var err error
-		if index, err = p.barrier(t.Context()); err != nil {
-			t.Fatalf("write %d of %d with %s killed: %v", i+1, replicaWrites, r, err)
-		}
+	var failed []error
+	for range replicaWrites {
+		var errs []error
+		index, errs = p.write(t)
+		failed = append(failed, errs...)
 	}
 	t.Logf("%d writes acknowledged with %s killed, the last at index %d", replicaWrites, r, index)
 	p.waitMarker(t, other, index)
 	settle(t, p, rec, f, killed) // every instance beat after the kill
-	checkNoRegistrationEvents(t, f, fleetMark)
+	p.checkUnaffected(t, term, f, fleetMark, failed)
 
 	p.dockerOrFail(t, "start", id)
 	p.waitCaughtUp(t, catchUpTimeout, r, p.nodes)
@@ -142,6 +144,7 @@ func killReplica(t *testing.T, p *project, rec *recorder, f *fleet) {
 func partitionReplica(t *testing.T, p *project, rec *recorder, f *fleet) {
 	r := p.replicas[1]
 	fleetMark := f.mark()
+	term := p.term(t)
 	lastLog := p.metricOrFail(t, r, "registry_raft_last_log_index")
 	snap0 := p.metricOrFail(t, r, "registry_raft_last_snapshot_index")
 	network, aliases := p.network(t, r)
@@ -157,12 +160,12 @@ func partitionReplica(t *testing.T, p *project, rec *recorder, f *fleet) {
 	// trailing logs it keeps is beyond the replica's last entry.
 	want := lastLog + partitionMargin + trailingLogs
 	var leaderSnap uint64
+	var failed []error
 	writes := 0
 	for {
 		for range partitionBatch {
-			if _, err := p.barrier(t.Context()); err != nil {
-				t.Fatalf("write %d with %s cut off: %v", writes+1, r, err)
-			}
+			_, errs := p.write(t)
+			failed = append(failed, errs...)
 			writes++
 		}
 		leader := p.waitLeader(t, electionTimeout, p.nodes...)
@@ -177,7 +180,7 @@ func partitionReplica(t *testing.T, p *project, rec *recorder, f *fleet) {
 		}
 	}
 	settle(t, p, rec, f, cut) // every instance beat after the cut
-	checkNoRegistrationEvents(t, f, fleetMark)
+	p.checkUnaffected(t, term, f, fleetMark, failed)
 
 	p.dockerOrFail(t, "network", "connect", "--alias", r.service, network, id)
 	t.Logf("reconnected %s after %v", r, time.Since(cut).Round(time.Millisecond))
@@ -198,11 +201,58 @@ func partitionReplica(t *testing.T, p *project, rec *recorder, f *fleet) {
 	p.waitConverged(t, f)
 }
 
-// checkNoRegistrationEvents fails the test for any event of the fleet's
-// registrations since mark: with the voters untouched, every beat is
-// acknowledged, so there is no Lost, let alone a registration again.
-func checkNoRegistrationEvents(t *testing.T, f *fleet, mark int) {
+// write writes a barrier through the voters, again after a failure (for
+// at most settleTimeout), and returns its index and the failed attempts.
+func (p *project) write(t *testing.T) (uint64, []error) {
 	t.Helper()
+	var index uint64
+	var failed []error
+	poll.Eventually(t, settleTimeout, func(ctx context.Context) error {
+		var err error
+		if index, err = p.barrier(ctx); err != nil {
+			failed = append(failed, err)
+		}
+		return err
+	})
+	return index, failed
+}
+
+// term returns the highest Raft term the voters report.
+func (p *project) term(t *testing.T) uint64 {
+	t.Helper()
+	var term uint64
+	poll.Eventually(t, electionTimeout, func(ctx context.Context) error {
+		term = 0
+		for _, n := range p.nodes {
+			st, err := status(ctx, n)
+			if err != nil {
+				return err
+			}
+			term = max(term, st.Term)
+		}
+		return nil
+	})
+	return term
+}
+
+// checkUnaffected checks that a replica's fault did not touch the voters'
+// clients: with the voters' term unchanged since before the fault (no
+// election), every write was acknowledged at its first attempt and the
+// fleet's registrations had no event at all (every beat acknowledged: not
+// even a Lost). An election during the step is not the replica's doing
+// (the voters elect among themselves; on this shared machine a load spike
+// can make a leader step down): it is logged, the failed attempts and Lost
+// events are allowed, and checkNoLoss still forbids any lost instance.
+func (p *project) checkUnaffected(t *testing.T, before uint64, f *fleet, mark int, failed []error) {
+	t.Helper()
+	if after := p.term(t); after != before {
+		t.Logf("the voters held an election during the step (term %d to %d): %d write attempts failed and were retried; registration events: %d",
+			before, after, len(failed), len(f.since(mark)))
+		return
+	}
+	for _, err := range failed {
+		t.Errorf("a write failed with no election: %v", err)
+	}
 	for _, e := range f.since(mark) {
 		t.Errorf("client: %s %s (incarnation %d): %s", e.key, e.ev.Type, e.ev.Incarnation, e.ev.Reason)
 	}
