@@ -126,9 +126,9 @@ compose-secrets: build ## create, where absent, the compose cluster's CA, node a
 	@deploy/compose-secrets.sh $(BIN)/registryctl $(SECRETS)
 
 .PHONY: compose-up
-compose-up: image compose-secrets ## start the three-node cluster in Docker (mTLS, ACLs), wait for a leader, print the endpoints and how to call them
-	REGISTRY_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) up -d
-	@deploy/compose-wait.sh $(COMPOSE_PROJECT)
+compose-up: image compose-secrets ## start the three-node cluster in Docker (mTLS, ACLs; REPLICAS=1 adds two read replicas), wait for a leader, print the endpoints and how to call them
+	REGISTRY_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) $(if $(REPLICAS),--profile replicas) up -d
+	@SERVICES="node1 node2 node3$(if $(REPLICAS), replica1 replica2)" deploy/compose-wait.sh $(COMPOSE_PROJECT)
 	@s=$(abspath $(SECRETS)); ip=$${REGISTRY_BIND_IP:-127.0.0.1}; \
 	eps=$$ip:$${REGISTRY_GRPC_PORT_1:-7001},$$ip:$${REGISTRY_GRPC_PORT_2:-7002},$$ip:$${REGISTRY_GRPC_PORT_3:-7003}; \
 	deploy/compose-tokens.sh $(BIN)/registryctl $$s $$eps || exit 1; \
@@ -144,12 +144,12 @@ compose-up: image compose-secrets ## start the three-node cluster in Docker (mTL
 
 .PHONY: compose-down
 compose-down: ## stop and remove the Docker cluster (keeps its data volumes; VOLUMES=1 removes them)
-	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) -f deploy/docker-compose.five.yml --profile monitoring down --remove-orphans $(if $(VOLUMES),-v)
+	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) -f deploy/docker-compose.five.yml --profile monitoring --profile replicas down --remove-orphans $(if $(VOLUMES),-v)
 
 .PHONY: compose-test
-compose-test: image compose-secrets ## test the image and the compose cluster (mTLS, ACLs) with real containers: TLS and token refusals, kill, partition, restart, pause
+compose-test: image compose-secrets ## test the image and the compose cluster (mTLS, ACLs, two read replicas) with real containers: TLS and token refusals, kill, partition, restart, pause; replica reads, kill, partition past compaction
 	@project=regtest-$$$$-$$RANDOM; \
-	trap '$(COMPOSE) -p '"$$project"' -f $(DEPLOY_COMPOSE) down -v --remove-orphans >/dev/null 2>&1 || true' EXIT; \
+	trap '$(COMPOSE) -p '"$$project"' -f $(DEPLOY_COMPOSE) --profile replicas down -v --remove-orphans >/dev/null 2>&1 || true' EXIT; \
 	REGISTRY_COMPOSE_TEST=1 REGISTRY_IMAGE=$(IMAGE) REGISTRY_COMPOSE_CMD="$(COMPOSE)" REGISTRY_COMPOSE_PROJECT=$$project \
 		$(GO) test -race -count=1 -v -timeout 15m $(TEST_FLAGS) ./deploy/composetest/
 

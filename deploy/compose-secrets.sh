@@ -24,7 +24,8 @@
 set -euo pipefail
 ctl=${1:-bin/registryctl}
 dir=${2:-deploy/secrets}
-nodes=(n1 n2 n3 n4 n5) # node4 and node5: deploy/docker-compose.five.yml
+nodes=(n1 n2 n3 n4 n5) # n4, n5: node4 and node5 of deploy/docker-compose.five.yml, and the
+                       # read replicas replica1 and replica2 (profile "replicas")
 
 mkdir -p "$dir"
 chmod 0755 "$dir"

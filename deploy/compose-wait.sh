@@ -5,8 +5,9 @@
 #
 #   deploy/compose-wait.sh PROJECT [TIMEOUT_SECONDS]
 #   SERVICES="node1 node2 node3 node4 node5" deploy/compose-wait.sh registry
+#   SERVICES="node1 node2 node3 replica1 replica2" deploy/compose-wait.sh registry
 #
-# SERVICES defaults to node1 node2 node3. Exits 1, with the nodes' states and
+# SERVICES defaults to node1 node2 node3 (nodeN has id nN, replicaN rN). Exits 1, with the nodes' states and
 # the end of their logs, if they are not all healthy within the timeout
 # (default 90 s).
 set -euo pipefail
@@ -45,10 +46,14 @@ while :; do
 done
 
 echo "registry: ${#services[@]} nodes in Docker (project $project) are ready: a leader is elected"
-printf '  %-6s %-4s %-22s %s\n' node id gRPC HTTP
+printf '  %-8s %-4s %-22s %s\n' node id gRPC HTTP
 for s in "${services[@]}"; do
   id=$(container "$s")
   grpc=$(docker port "$id" 7001/tcp | head -n 1)
   http=$(docker port "$id" 7201/tcp | head -n 1)
-  printf '  %-6s %-4s %-22s %s\n' "$s" "n${s#node}" "$grpc" "$http"
+  case $s in
+  replica*) nid=r${s#replica} ;;
+  *) nid=n${s#node} ;;
+  esac
+  printf '  %-8s %-4s %-22s %s\n' "$s" "$nid" "$grpc" "$http"
 done

@@ -66,9 +66,9 @@ func TestComposeCluster(t *testing.T) {
 	}
 	begin := time.Now()
 	p := startProject(t, image)
-	p.waitHealthy(t, readyTimeout, p.nodes...)
+	p.waitHealthy(t, readyTimeout, p.all()...)
 	leader := p.waitLeader(t, electionTimeout, p.nodes...)
-	t.Logf("three healthy nodes, leader %s, %v after compose up", leader, time.Since(begin).Round(time.Millisecond))
+	t.Logf("three healthy nodes and two replicas, leader %s, %v after compose up", leader, time.Since(begin).Round(time.Millisecond))
 
 	var endpoints []string
 	for _, n := range p.nodes {
@@ -80,10 +80,16 @@ func TestComposeCluster(t *testing.T) {
 	if !t.Run("TokenRequired", func(t *testing.T) { tokenRequired(t, p) }) {
 		return
 	}
-	rec := newRecorder(t, endpoints, p.tls)
+	rec := newRecorder(t, "watch", endpoints, p.tls)
+	for _, r := range p.replicas {
+		p.replicaWatches = append(p.replicaWatches, newRecorder(t, "watch-"+r.id, []string{r.grpc}, p.tls))
+	}
 	f := newFleet(t, endpoints, p.tls, spec)
 	t.Logf("registered %d instances through %d clients", len(f.keys), len(f.clients))
 	settle(t, p, rec, f, time.Now())
+	if !t.Run("ReplicaReads", func(t *testing.T) { replicaReads(t, p, f) }) {
+		return
+	}
 
 	phases := []struct {
 		name string
@@ -91,15 +97,24 @@ func TestComposeCluster(t *testing.T) {
 	}{
 		{"KillLeader", killLeader},
 		{"DisconnectFollower", disconnectFollower},
+		{"KillReplica", killReplica},
+		{"PartitionReplica", partitionReplica},
 		{"RestartProject", restartProject},
 		{"PauseLeader", pauseLeader},
 	}
 	for _, ph := range phases {
 		recMark, fleetMark := rec.mark(), f.mark()
+		var replicaMarks []int
+		for _, r := range p.replicaWatches {
+			replicaMarks = append(replicaMarks, r.mark())
+		}
 		start := time.Now()
 		ok := t.Run(ph.name, func(t *testing.T) {
 			ph.run(t, p, rec, f)
 			checkNoLoss(t, rec, recMark, f, fleetMark)
+			for i, r := range p.replicaWatches {
+				checkWatch(t, "the watch through "+p.replicas[i].String(), r, replicaMarks[i])
+			}
 		})
 		t.Logf("%s: %v", ph.name, time.Since(start).Round(time.Millisecond))
 		if !ok {
@@ -379,13 +394,13 @@ func disconnectFollower(t *testing.T, p *project, rec *recorder, f *fleet) {
 // back off while no node answers, and beat again once a leader is up.
 func restartProject(t *testing.T, p *project, rec *recorder, f *fleet) {
 	p.composeOrFail(t, stopTimeout, "stop")
-	for _, n := range p.nodes {
+	for _, n := range p.all() {
 		if h, err := p.health(t.Context(), n); err != nil || h != "exited" {
 			t.Fatalf("after compose stop %s is %q (%v), want exited", n, h, err)
 		}
 	}
 	p.composeOrFail(t, upTimeout, "start")
-	p.waitHealthy(t, readyTimeout, p.nodes...)
+	p.waitHealthy(t, readyTimeout, p.all()...)
 	leader := p.waitLeader(t, electionTimeout, p.nodes...)
 	t.Logf("restarted: leader %s", leader)
 	settle(t, p, rec, f, time.Now())
@@ -484,18 +499,7 @@ func settle(t *testing.T, p *project, rec *recorder, f *fleet, since time.Time) 
 // verdicts and the clients' Lost events, which are allowed.
 func checkNoLoss(t *testing.T, rec *recorder, recMark int, f *fleet, fleetMark int) {
 	t.Helper()
-	counts := map[string]int{}
-	for _, e := range rec.since(recMark) {
-		counts[e.ev.Type.String()]++
-		switch e.ev.Type {
-		case client.EventExpired, client.EventDeregistered:
-			t.Errorf("watch: %s %s at index %d (%v since its last beat)", e.ev.Instance.Service+"/"+e.ev.Instance.ID, e.ev.Type, e.ev.Index, e.ev.SinceLastBeat)
-		case client.EventReset:
-			if len(e.vanished) > 0 {
-				t.Errorf("watch: a reset at index %d removed %d instances unseen: %v", e.ev.Index, len(e.vanished), e.vanished)
-			}
-		}
-	}
+	checkWatch(t, "watch", rec, recMark)
 	regCounts := map[string]int{}
 	for _, e := range f.since(fleetMark) {
 		regCounts[e.ev.Type.String()]++
@@ -504,7 +508,27 @@ func checkNoLoss(t *testing.T, rec *recorder, recMark int, f *fleet, fleetMark i
 			t.Errorf("client: %s %s (incarnation %d): %s", e.key, e.ev.Type, e.ev.Incarnation, e.ev.Reason)
 		}
 	}
-	t.Logf("watch events: %v; registration events: %v", counts, regCounts)
+	t.Logf("registration events: %v", regCounts)
+}
+
+// checkWatch fails the test for an EXPIRED or DEREGISTERED event the
+// recorder received since the mark, or an instance a reset removed from
+// its view unseen, and logs the events it received.
+func checkWatch(t *testing.T, name string, rec *recorder, mark int) {
+	t.Helper()
+	counts := map[string]int{}
+	for _, e := range rec.since(mark) {
+		counts[e.ev.Type.String()]++
+		switch e.ev.Type {
+		case client.EventExpired, client.EventDeregistered:
+			t.Errorf("%s: %s %s at index %d (%v since its last beat)", name, e.ev.Instance.Service+"/"+e.ev.Instance.ID, e.ev.Type, e.ev.Index, e.ev.SinceLastBeat)
+		case client.EventReset:
+			if len(e.vanished) > 0 {
+				t.Errorf("%s: a reset at index %d removed %d instances unseen: %v", name, e.ev.Index, len(e.vanished), e.vanished)
+			}
+		}
+	}
+	t.Logf("%s events: %v", name, counts)
 }
 
 // markerService holds one instance that barrier registers again and
@@ -594,9 +618,11 @@ func digest(insts []*registryv1.Instance) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// waitConverged waits until every node's own replica (STALE reads) holds
-// the fleet's instances and the same state (digest), each at an index no
-// lower than the leader's applied index when the wait began.
+// waitConverged waits until every node's own replica (STALE reads), the
+// read replicas' too, holds the fleet's instances and the same state
+// (digest), each at an index no lower than the leader's applied index when
+// the wait began; then that every watch through a replica has received a
+// barrier written after that and holds the fleet's instances.
 func (p *project) waitConverged(t *testing.T, f *fleet) {
 	t.Helper()
 	var target uint64
@@ -611,7 +637,7 @@ func (p *project) waitConverged(t *testing.T, f *fleet) {
 		}
 		var digests []string
 		last = last[:0]
-		for _, n := range p.nodes {
+		for _, n := range p.all() {
 			insts, idx, err := readNode(ctx, n, registryv1.Consistency_CONSISTENCY_STALE)
 			if err != nil {
 				return err
@@ -634,4 +660,24 @@ func (p *project) waitConverged(t *testing.T, f *fleet) {
 		return nil
 	})
 	t.Logf("converged: %s", strings.Join(last, ", "))
+	ctx, cancel := context.WithTimeout(t.Context(), settleTimeout)
+	defer cancel()
+	index, err := p.barrier(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range p.replicaWatches {
+		if err := r.waitIndex(ctx, index); err != nil {
+			t.Fatalf("the watch through %s: %v", p.replicas[i], err)
+		}
+		view := r.viewKeys()
+		for _, k := range f.keys {
+			if !view[k] {
+				t.Errorf("the watch through %s lacks %s at index %d", p.replicas[i], k, index)
+			}
+		}
+		if len(view) != len(f.keys) {
+			t.Errorf("the watch through %s holds %d instances, want %d", p.replicas[i], len(view), len(f.keys))
+		}
+	}
 }

@@ -16,7 +16,8 @@ import (
 
 // TestComposeFileIsValid has every compose implementation on the machine
 // (docker compose v2, docker-compose v1) parse deploy/docker-compose.yml,
-// with and without the monitoring profile.
+// with and without the monitoring and replicas profiles; with the replicas
+// profile the replicas carry the same TLS and ACL settings as the nodes.
 func TestComposeFileIsValid(t *testing.T) {
 	found := 0
 	for label, c := range map[string][]string{"v2": {"docker", "compose"}, "v1": {"docker-compose"}} {
@@ -32,7 +33,7 @@ func TestComposeFileIsValid(t *testing.T) {
 		}
 		found++
 		t.Run(label, func(t *testing.T) {
-			for _, profile := range [][]string{nil, {"--profile", "monitoring"}} {
+			for _, profile := range [][]string{nil, {"--profile", "monitoring"}, {"--profile", "replicas"}} {
 				args := append(append(slices.Clone(c[1:]), profile...), "-f", filepath.Join("..", "docker-compose.yml"), "config")
 				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 				out, err := exec.CommandContext(ctx, c[0], args...).CombinedOutput()
@@ -47,6 +48,9 @@ func TestComposeFileIsValid(t *testing.T) {
 					if !strings.Contains(string(out), want) {
 						t.Errorf("%s %s: the output lacks %q", name, strings.Join(args, " "), want)
 					}
+				}
+				if slices.Contains(profile, "replicas") {
+					replicaSettings(t, string(out))
 				}
 			}
 		})
@@ -92,5 +96,36 @@ func TestMonitoringPrometheusConfigIsValid(t *testing.T) {
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("promtool check config: %v\n%s", err, out)
+	}
+}
+
+// replicaSettings checks, in the output of compose config with the
+// replicas profile, that each replica joins as a read replica and has the
+// nodes' TLS and ACL settings (without the ACL token it could not join).
+func replicaSettings(t *testing.T, config string) {
+	t.Helper()
+	for _, r := range []struct{ service, cert string }{{"replica1", "server-n4"}, {"replica2", "server-n5"}} {
+		_, rest, ok := strings.Cut(config, "\n  "+r.service+":\n")
+		if !ok {
+			t.Errorf("the config lacks service %s", r.service)
+			continue
+		}
+		// The service's block ends at the next line indented less than
+		// its keys (the next service, or the next top-level key).
+		var lines []string
+		for line := range strings.Lines(rest) {
+			if strings.TrimSpace(line) != "" && !strings.HasPrefix(line, "   ") {
+				break
+			}
+			lines = append(lines, line)
+		}
+		block := strings.Join(lines, "")
+		for _, want := range []string{"--read-replica", "--join=node1:7001",
+			"REGISTRY_TLS_CERT: /secrets/" + r.cert + ".pem", "REGISTRY_TLS_CLIENT_AUTH: require",
+			"REGISTRY_ACL_ENABLED: \"true\"", "REGISTRY_ACL_TOKEN_FILE: /secrets/management-token"} {
+			if !strings.Contains(block, want) {
+				t.Errorf("service %s lacks %q", r.service, want)
+			}
+		}
 	}
 }

@@ -13,7 +13,18 @@
 // longer than the TTL, stops and starts the whole project, and pauses the
 // leader. After each fault it checks, through the client's Watch and
 // linearizable reads, that no instance was lost or falsely expired, and
-// that every node converges to the same state. Every container, network
+// that every node converges to the same state.
+//
+// The project runs with the compose file's "replicas" profile (two read
+// replicas, Raft non-voters) and testdata/small-snapshots.yml (the voters
+// snapshot and compact their log after a few hundred entries). The test
+// checks that each replica serves with STALE reads and a watch what was
+// written through the voters; kills one (every write through the voters is
+// acknowledged, every instance beats on without a Lost, and it catches up
+// once started again); and cuts one off the network until the leader has
+// compacted its log past the replica's last entry, then reconnects it: it
+// must catch up by snapshot (its registry_raft_last_snapshot_index reaches
+// the leader's) and converge with the voters. Every container, network
 // and volume it creates is removed when it ends (`down -v`), also when it
 // fails.
 //

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -100,19 +101,27 @@ func (f tlsFiles) config() (*tls.Config, error) { return tlsutil.ClientConfig(f.
 // project is one compose project running deploy/docker-compose.yml: the
 // cluster under test.
 type project struct {
-	t       *testing.T // the test that started it: its cleanup and logs
-	name    string
-	tls     tlsFiles // what its clients use
-	compose []string // the compose command, e.g. {"docker", "compose"}
-	file    string   // the compose file, absolute
-	env     []string // the environment of compose commands
-	nodes   []*node
-	markers uint64 // the marker's last incarnation, see barrier
+	t        *testing.T // the test that started it: its cleanup and logs
+	name     string
+	tls      tlsFiles // what its clients use
+	compose  []string // the compose command, e.g. {"docker", "compose"}
+	file     string   // the compose file, absolute
+	override string   // testdata/small-snapshots.yml, absolute
+	env      []string // the environment of compose commands
+	nodes    []*node  // the voters
+	replicas []*node  // the read replicas (profile "replicas")
+	// replicaWatches follow every service through one replica each
+	// (replicaWatches[i] has only replicas[i] as its endpoint).
+	replicaWatches []*recorder
+	markers        uint64 // the marker's last incarnation, see barrier
 }
+
+// all returns the voters and the replicas.
+func (p *project) all() []*node { return append(slices.Clone(p.nodes), p.replicas...) }
 
 // node is one service of the project, reached through its published ports.
 type node struct {
-	id      string // the Raft id, n1
+	id      string // the Raft id, n1 (r1 for replica1)
 	service string // the compose service and host name, node1
 	grpc    string // the published gRPC endpoint, 127.0.0.1:port
 	http    string // the published HTTP endpoint
@@ -156,7 +165,8 @@ func freePorts(n int) ([]int, error) {
 }
 
 // startProject starts deploy/docker-compose.yml as a new project with image,
-// on free ports, and registers a cleanup that removes everything it created
+// its replicas profile and the override testdata/small-snapshots.yml, on
+// free ports, and registers a cleanup that removes everything it created
 // (containers, network, volumes), printing the nodes' logs first if the
 // test failed. It returns once the containers are created and started.
 func startProject(t *testing.T, image string) *project {
@@ -175,25 +185,35 @@ func startProject(t *testing.T, image string) *project {
 		rand.Read(b)
 		name = "regtest-" + hex.EncodeToString(b)
 	}
-	ports, err := freePorts(6)
+	override, err := filepath.Abs(filepath.Join("testdata", "small-snapshots.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &project{t: t, name: name, compose: compose, file: file, tls: secretsOrFail(t)}
+	ports, err := freePorts(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &project{t: t, name: name, compose: compose, file: file, override: override, tls: secretsOrFail(t)}
 	tlsConfig, err := p.tls.config()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.env = append(os.Environ(), envImage+"="+image, "REGISTRY_BIND_IP=127.0.0.1")
-	for i := range 3 {
+	// Voters n1-n3 (node1-node3), then replicas r1, r2 (replica1,
+	// replica2): the compose file's port variables and service names.
+	for i, s := range []struct{ id, service, port string }{
+		{"n1", "node1", "1"}, {"n2", "node2", "2"}, {"n3", "node3", "3"},
+		{"r1", "replica1", "R1"}, {"r2", "replica2", "R2"},
+	} {
+		grpcPort, httpPort := ports[2*i], ports[2*i+1]
 		p.env = append(p.env,
-			fmt.Sprintf("REGISTRY_GRPC_PORT_%d=%d", i+1, ports[i]),
-			fmt.Sprintf("REGISTRY_HTTP_PORT_%d=%d", i+1, ports[3+i]))
+			fmt.Sprintf("REGISTRY_GRPC_PORT_%s=%d", s.port, grpcPort),
+			fmt.Sprintf("REGISTRY_HTTP_PORT_%s=%d", s.port, httpPort))
 		n := &node{
-			id:      fmt.Sprintf("n%d", i+1),
-			service: fmt.Sprintf("node%d", i+1),
-			grpc:    net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i])),
-			http:    net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3+i])),
+			id:      s.id,
+			service: s.service,
+			grpc:    net.JoinHostPort("127.0.0.1", strconv.Itoa(grpcPort)),
+			http:    net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)),
 		}
 		// Reconnect within a second once a node is back, rather than
 		// after gRPC's default backoff (up to 2 minutes).
@@ -204,14 +224,19 @@ func startProject(t *testing.T, image string) *project {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.nodes = append(p.nodes, n)
+		if strings.HasPrefix(s.id, "n") {
+			p.nodes = append(p.nodes, n)
+		} else {
+			p.replicas = append(p.replicas, n)
+		}
 	}
-	t.Logf("compose project %s with %q; gRPC %s %s %s", name, strings.Join(compose, " "), p.nodes[0].grpc, p.nodes[1].grpc, p.nodes[2].grpc)
+	t.Logf("compose project %s with %q; gRPC %s %s %s, replicas %s %s", name, strings.Join(compose, " "),
+		p.nodes[0].grpc, p.nodes[1].grpc, p.nodes[2].grpc, p.replicas[0].grpc, p.replicas[1].grpc)
 
 	// Registered before anything is created: it runs last, also when the
 	// test fails or panics.
 	t.Cleanup(func() {
-		for _, n := range p.nodes {
+		for _, n := range p.all() {
 			n.conn.Close()
 		}
 		if t.Failed() {
@@ -235,9 +260,10 @@ func startProject(t *testing.T, image string) *project {
 	return p
 }
 
-// run runs a compose command of the project and returns its output.
+// run runs a compose command of the project, with the replicas profile
+// and the test's override file, and returns its output.
 func (p *project) run(ctx context.Context, args ...string) ([]byte, error) {
-	full := append(append(p.compose[1:], "-p", p.name, "-f", p.file), args...)
+	full := append(append(slices.Clone(p.compose[1:]), "-p", p.name, "-f", p.file, "-f", p.override, "--profile", "replicas"), args...)
 	cmd := exec.CommandContext(ctx, p.compose[0], full...)
 	cmd.Env = p.env
 	return cmd.CombinedOutput()
@@ -443,7 +469,7 @@ func (p *project) network(t *testing.T, n *node) (string, []string) {
 func (p *project) dumpLogs() {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	for _, n := range p.nodes {
+	for _, n := range p.all() {
 		id, err := p.container(ctx, n)
 		if err != nil {
 			p.t.Logf("logs of %s: %v", n, err)
@@ -463,7 +489,7 @@ func (p *project) saveLogs(dir string) {
 		p.t.Errorf("saving logs: %v", err)
 		return
 	}
-	for _, n := range p.nodes {
+	for _, n := range p.all() {
 		id, err := p.container(ctx, n)
 		if err != nil {
 			p.t.Errorf("saving logs of %s: %v", n, err)

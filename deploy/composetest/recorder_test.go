@@ -55,14 +55,15 @@ type recorder struct {
 }
 
 // newRecorder starts watching every service through a client of its own
-// with the given endpoints and TLS files; a t.Cleanup stops it.
-func newRecorder(t *testing.T, endpoints []string, files tlsFiles) *recorder {
+// (logging as name) with the given endpoints and TLS files; a t.Cleanup
+// stops it.
+func newRecorder(t *testing.T, name string, endpoints []string, files tlsFiles) *recorder {
 	t.Helper()
 	c, err := client.New(client.Config{
 		Endpoints: endpoints,
 		CAFile:    files.ca, CertFile: files.cert, KeyFile: files.key,
 		Token:  files.token,
-		Logger: testLogger(t, "watch"),
+		Logger: testLogger(t, name),
 	})
 	if err != nil {
 		t.Fatal(err)
