@@ -6,7 +6,6 @@ import (
 	"google.golang.org/grpc"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
-	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/validate"
 )
@@ -25,7 +24,7 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 			return registryv1.NewRegistryClient(cc).Register(ctx, req)
 		})
 	}
-	res, err := fsm.Propose[*fsm.RegisterResult](ctx, s.applier, &fsmpb.Register{
+	res, err := s.proposeRegister(ctx, &fsmpb.Register{
 		Service:        in.Service,
 		Id:             in.Id,
 		Address:        in.Address,
@@ -34,7 +33,6 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 		BeatIntervalNs: int64(in.BeatInterval.AsDuration()),
 		SuspectAfterNs: int64(in.SuspectAfter.AsDuration()),
 		TtlNs:          int64(in.Ttl.AsDuration()),
-		NowUnixNs:      s.now(),
 	})
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -55,11 +53,10 @@ func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterReque
 			return registryv1.NewRegistryClient(cc).Deregister(ctx, req)
 		})
 	}
-	res, err := fsm.Propose[*fsm.DeregisterResult](ctx, s.applier, &fsmpb.Deregister{
+	res, err := s.proposeDeregister(ctx, &fsmpb.Deregister{
 		Service:     req.Service,
 		Id:          req.Id,
 		Incarnation: req.Incarnation,
-		NowUnixNs:   s.now(),
 	})
 	if err != nil {
 		return nil, s.toStatus(err)
