@@ -63,6 +63,8 @@ fuzz: ## fuzz Apply, the ACL rules parser and Bearer parsing for FUZZTIME each (
 	$(GO) test ./fsm -run '^$$' -fuzz '^FuzzApply$$' -fuzztime $${FUZZTIME:-20s}
 	$(GO) test ./acl -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-20s}
 	$(GO) test ./acl -run '^$$' -fuzz '^FuzzBearer$$' -fuzztime $${FUZZTIME:-20s}
+	$(GO) test ./dnsserver -run '^$$' -fuzz '^FuzzReply$$' -fuzztime $${FUZZTIME:-20s}
+	$(GO) test ./udpbeat -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $${FUZZTIME:-20s}
 
 .PHONY: proto
 proto: ## regenerate the protobuf code with buf
@@ -115,25 +117,29 @@ image: ## build the FROM-scratch image regcenter/registry:dev (IMAGE=...) from a
 		$(BIN)/image
 	@docker image ls $(IMAGE) --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}'
 
-# The compose cluster's CA and certificates (deploy/compose-secrets.sh); the
-# directory is git-ignored.
+# The compose cluster's CA, certificates and ACL management token
+# (deploy/compose-secrets.sh); the directory is git-ignored.
 SECRETS         := deploy/secrets
 
 .PHONY: compose-secrets
-compose-secrets: build ## create, where absent, the compose cluster's CA, node and client certificates in deploy/secrets
+compose-secrets: build ## create, where absent, the compose cluster's CA, node and client certificates and ACL management token in deploy/secrets
 	@deploy/compose-secrets.sh $(BIN)/registryctl $(SECRETS)
 
 .PHONY: compose-up
-compose-up: image compose-secrets ## start the three-node cluster in Docker (mTLS), wait for a leader, print the endpoints and how to call them
+compose-up: image compose-secrets ## start the three-node cluster in Docker (mTLS, ACLs), wait for a leader, print the endpoints and how to call them
 	REGISTRY_IMAGE=$(IMAGE) $(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) up -d
 	@deploy/compose-wait.sh $(COMPOSE_PROJECT)
 	@s=$(abspath $(SECRETS)); ip=$${REGISTRY_BIND_IP:-127.0.0.1}; \
 	eps=$$ip:$${REGISTRY_GRPC_PORT_1:-7001},$$ip:$${REGISTRY_GRPC_PORT_2:-7002},$$ip:$${REGISTRY_GRPC_PORT_3:-7003}; \
-	echo "The nodes require TLS with a client certificate (mTLS); the files are in $(SECRETS)/:"; \
+	deploy/compose-tokens.sh $(BIN)/registryctl $$s $$eps || exit 1; \
+	echo "The nodes require TLS with a client certificate (mTLS) and an ACL token on every call."; \
+	echo "The files are in $(SECRETS)/; management-token holds the secret of the management token (it may do everything):"; \
+	echo "  export REGISTRY_TOKEN=\$$(cat $$s/management-token)"; \
 	echo "  $(BIN)/registryctl --endpoints $$eps --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem cluster status"; \
 	echo "or, for every registryctl in this shell:"; \
 	echo "  export REGISTRY_ENDPOINTS=$$eps REGISTRY_CACERT=$$s/registry-agent-ca.pem REGISTRY_CERT=$$s/client.pem REGISTRY_KEY=$$s/client-key.pem"; \
-	echo "  curl --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem https://$$ip:$${REGISTRY_HTTP_PORT_1:-7201}/v1/cluster/status"
+	echo "  curl --cacert $$s/registry-agent-ca.pem --cert $$s/client.pem --key $$s/client-key.pem -H \"Authorization: Bearer \$$REGISTRY_TOKEN\" https://$$ip:$${REGISTRY_HTTP_PORT_1:-7201}/v1/cluster/status"; \
+	echo "Give applications tokens of their own: registryctl acl policy create / acl token create (README, Security)."
 	@echo "Stop with: make compose-down (the data volumes stay; VOLUMES=1 removes them too)"
 
 .PHONY: compose-down
@@ -141,7 +147,7 @@ compose-down: ## stop and remove the Docker cluster (keeps its data volumes; VOL
 	$(COMPOSE) -p $(COMPOSE_PROJECT) -f $(DEPLOY_COMPOSE) -f deploy/docker-compose.five.yml --profile monitoring down --remove-orphans $(if $(VOLUMES),-v)
 
 .PHONY: compose-test
-compose-test: image compose-secrets ## test the image and the compose cluster (mTLS) with real containers: TLS refusals, kill, partition, restart, pause
+compose-test: image compose-secrets ## test the image and the compose cluster (mTLS, ACLs) with real containers: TLS and token refusals, kill, partition, restart, pause
 	@project=regtest-$$$$-$$RANDOM; \
 	trap '$(COMPOSE) -p '"$$project"' -f $(DEPLOY_COMPOSE) down -v --remove-orphans >/dev/null 2>&1 || true' EXIT; \
 	REGISTRY_COMPOSE_TEST=1 REGISTRY_IMAGE=$(IMAGE) REGISTRY_COMPOSE_CMD="$(COMPOSE)" REGISTRY_COMPOSE_PROJECT=$$project \

@@ -142,6 +142,15 @@ func (b *beater) run(ctx context.Context) {
 		if err == nil {
 			continue
 		}
+		if d, ok := retryDelay(err); ok {
+			// Over this client's write rate: reopen on the same node after
+			// the delay it asked for.
+			b.c.log.Info("beat stream rate-limited; reopening after the delay the node asked for", "endpoint", addr, "retry_after", d)
+			if sleep(ctx, d) != nil {
+				return
+			}
+			continue
+		}
 		b.c.log.Info("beat stream broke; reopening on another node", "endpoint", addr, "error", err)
 		if sleep(ctx, b.c.backoff(attempt)) != nil {
 			return

@@ -212,18 +212,24 @@ func (c *Client) discoverDirect(ctx context.Context, service string, o discoverO
 	if o.consistency == Linearizable {
 		req.Consistency = registryv1.Consistency_CONSISTENCY_LINEARIZABLE
 	}
-	var resp *registryv1.GetServiceResponse
-	err := c.call(ctx, false, func(ctx context.Context, cc *grpc.ClientConn) error {
-		var err error
-		resp, err = registryv1.NewRegistryClient(cc).GetService(ctx, req)
-		return err
-	})
-	if err != nil {
-		return nil, err
+	var out []Instance
+	for {
+		var resp *registryv1.GetServiceResponse
+		err := c.call(ctx, false, func(ctx context.Context, cc *grpc.ClientConn) error {
+			var err error
+			resp, err = registryv1.NewRegistryClient(cc).GetService(ctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range resp.Instances {
+			out = append(out, fromAPI(in))
+		}
+		// A large service comes in pages (each at most 3 MiB).
+		if resp.NextPageToken == "" {
+			return out, nil
+		}
+		req.PageToken = resp.NextPageToken
 	}
-	out := make([]Instance, len(resp.Instances))
-	for i, in := range resp.Instances {
-		out[i] = fromAPI(in)
-	}
-	return out, nil
 }

@@ -36,10 +36,13 @@ type Client struct {
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn
 	current string // the endpoint calls and the beat stream use now
-	rng     *rand.Rand
-	caches  map[string]*cache
-	writes  map[string]uint64 // service → Raft index of this client's last write to it
-	closed  bool
+	// readCurrent is the read endpoint discovery uses now, when
+	// Config.ReadEndpoints is set (otherwise reads use current).
+	readCurrent string
+	rng         *rand.Rand
+	caches      map[string]*cache
+	writes      map[string]uint64 // service → Raft index of this client's last write to it
+	closed      bool
 
 	beats *beater
 }
@@ -68,6 +71,9 @@ func New(cfg Config) (*Client, error) {
 		writes: make(map[string]uint64),
 	}
 	c.current = cfg.Endpoints[c.rng.IntN(len(cfg.Endpoints))]
+	if len(cfg.ReadEndpoints) > 0 {
+		c.readCurrent = cfg.ReadEndpoints[c.rng.IntN(len(cfg.ReadEndpoints))]
+	}
 	c.beats = newBeater(c)
 	c.wg.Add(1)
 	go func() {
@@ -144,26 +150,50 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 // and its next call go there.
 func (c *Client) Endpoint() string { return c.endpoint() }
 
-// endpoint is the endpoint to use now.
-func (c *Client) endpoint() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.current
+// endpoint is the endpoint to use now for writes and beats.
+func (c *Client) endpoint() string { return c.endpointFor(false) }
+
+// failover moves writes and beats away from failed.
+func (c *Client) failover(failed string) string { return c.failoverFor(false, failed) }
+
+// pool returns the endpoints and the current one for reads (when
+// Config.ReadEndpoints is set) or for everything else. Callers hold mu.
+func (c *Client) pool(read bool) ([]string, *string) {
+	if read && len(c.cfg.ReadEndpoints) > 0 {
+		return c.cfg.ReadEndpoints, &c.readCurrent
+	}
+	return c.cfg.Endpoints, &c.current
 }
 
-// failover moves away from failed to another endpoint chosen at random, so
-// that clients that lose the same node spread over the others.
-func (c *Client) failover(failed string) string {
+// endpointFor is the endpoint to use now for a read or anything else.
+func (c *Client) endpointFor(read bool) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.current != failed {
-		return c.current // someone else already moved on
+	_, current := c.pool(read)
+	return *current
+}
+
+// failoverFor moves away from failed to another endpoint of the same pool
+// chosen at random, so that clients that lose the same node spread over
+// the others. A read whose pool holds no other endpoint moves to one of
+// Endpoints (and from there, at its next failure, back to the read pool).
+func (c *Client) failoverFor(read bool, failed string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	endpoints, current := c.pool(read)
+	if *current != failed {
+		return *current // someone else already moved on
 	}
-	others := slices.DeleteFunc(slices.Clone(c.cfg.Endpoints), func(e string) bool { return e == failed })
+	others := slices.DeleteFunc(slices.Clone(endpoints), func(e string) bool { return e == failed })
+	if len(others) == 0 && read {
+		// The only read endpoint failed: read from the voters until the
+		// next failure moves back.
+		others = slices.DeleteFunc(slices.Clone(c.cfg.Endpoints), func(e string) bool { return e == failed })
+	}
 	if len(others) > 0 {
-		c.current = others[c.rng.IntN(len(others))]
+		*current = others[c.rng.IntN(len(others))]
 	}
-	return c.current
+	return *current
 }
 
 // backoff returns the full-jitter exponential backoff for attempt (0 is the
@@ -209,14 +239,16 @@ func leaderHint(err error) string {
 	return ""
 }
 
-// call runs fn against a node: each attempt is bounded by CallTimeout;
-// retryable failures move to another node after a full-jitter backoff,
-// until ctx ends. A write goes straight to the leader a failure names.
+// call runs fn against a node (one of Config.ReadEndpoints for a read,
+// when set): each attempt is bounded by CallTimeout; retryable failures
+// move to another node after a full-jitter backoff, until ctx ends; a
+// rate-limited one (RetryInfo) waits the delay the node asked for and tries
+// the same node again. A write goes straight to the leader a failure names.
 func (c *Client) call(ctx context.Context, write bool, fn func(context.Context, *grpc.ClientConn) error) error {
 	if c.ctx.Err() != nil {
 		return ErrClosed
 	}
-	addr := c.endpoint()
+	addr := c.endpointFor(!write)
 	followedHint := false
 	for attempt := 0; ; attempt++ {
 		cc, err := c.conn(addr)
@@ -236,11 +268,21 @@ func (c *Client) call(ctx context.Context, write bool, fn func(context.Context, 
 			continue
 		}
 		followedHint = false
+		if d, ok := retryDelay(err); ok {
+			// Over this client's write rate on addr: wait as long as the node
+			// asks, then try it again (another node would only spread the
+			// excess).
+			c.log.Debug("registry call rate-limited; waiting the delay the node asked for", "endpoint", addr, "retry_after", d)
+			if err := sleep(ctx, d); err != nil {
+				return err
+			}
+			continue
+		}
 		c.log.Debug("registry call failed; trying another node", "endpoint", addr, "error", err)
 		if err := sleep(ctx, c.backoff(attempt)); err != nil {
 			return err
 		}
-		addr = c.failover(addr)
+		addr = c.failoverFor(!write, addr)
 	}
 }
 

@@ -21,6 +21,14 @@ type Config struct {
 	// Endpoints are the gRPC addresses (host:port) of some or all of the
 	// registry's nodes. Any node serves any call.
 	Endpoints []string
+	// ReadEndpoints, if set, are the nodes that serve this client's
+	// discovery: the watch streams behind Discover's caches and Watch, and
+	// the reads Discover makes. Point them at read replicas (registry-node
+	// --read-replica) to keep that load off the voters. Registrations,
+	// beats and deregistrations always use Endpoints. When the only read
+	// endpoint fails, discovery moves to Endpoints until its next failure.
+	// Empty: Endpoints serve everything.
+	ReadEndpoints []string
 	// CallTimeout bounds each attempt of a call (the deadline of one
 	// request). Default 5s.
 	CallTimeout time.Duration
@@ -137,6 +145,11 @@ func (c *Config) Validate() error {
 	for i, e := range c.Endpoints {
 		if e == "" {
 			return fmt.Errorf("client: Config.Endpoints[%d] is empty", i)
+		}
+	}
+	for i, e := range c.ReadEndpoints {
+		if e == "" {
+			return fmt.Errorf("client: Config.ReadEndpoints[%d] is empty", i)
 		}
 	}
 	switch {

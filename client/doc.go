@@ -30,7 +30,10 @@
 //   - Failover: calls and streams move to another endpoint, chosen at
 //     random so that clients losing the same node spread out, after a
 //     capped full-jitter exponential backoff. Writes follow the leader hint
-//     of an UNAVAILABLE answer.
+//     of an UNAVAILABLE answer. A write or a beat stream refused
+//     RESOURCE_EXHAUSTED with a google.rpc.RetryInfo (over the client's
+//     write rate) instead waits the delay the node asked for (at most 30 s,
+//     and never past the call's context) and tries the same node again.
 //   - Re-registration: a beat answered "unknown" (the instance expired while
 //     the client was cut off, or the cluster was restored from a backup)
 //     registers the instance again with a higher incarnation after a

@@ -16,7 +16,8 @@ type update struct {
 	events []Event
 }
 
-// follow streams the changes of service ("" for all) from any node until
+// follow streams the changes of service ("" for all) from any node (of
+// Config.ReadEndpoints when set) until
 // ctx ends, resuming after the last index it delivered when a stream
 // breaks, on another node if need be. Every update is passed to deliver in
 // index order, exactly once; when the node no longer holds the events
@@ -24,7 +25,7 @@ type update struct {
 // ends follow with it.
 func (c *Client) follow(ctx context.Context, service string, after uint64, deliver func(update) error) error {
 	attempt := 0
-	addr := c.endpoint()
+	addr := c.endpointFor(true)
 	for {
 		delivered, err := c.followOnce(ctx, addr, service, &after, deliver)
 		if ctx.Err() != nil {
@@ -42,7 +43,7 @@ func (c *Client) follow(ctx context.Context, service string, after uint64, deliv
 			return ctx.Err()
 		}
 		attempt++
-		addr = c.failover(addr)
+		addr = c.failoverFor(true, addr)
 	}
 }
 

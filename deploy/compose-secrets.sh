@@ -7,6 +7,11 @@
 #                                                     server.registry, nodeN, localhost, 127.0.0.1)
 #   client.pem, client-key.pem                        a client's certificate (registryctl, the
 #                                                     compose test, Prometheus)
+#   management-token                                  the secret of the cluster's first ACL
+#                                                     management token: the nodes bootstrap the
+#                                                     ACLs with it (--acl-initial-management-
+#                                                     token-file) and send it on their own calls
+#                                                     (--acl-token-file); registryctl --token
 #
 #   deploy/compose-secrets.sh [REGISTRYCTL] [DIR]
 #
@@ -42,11 +47,19 @@ if [ ! -e "$dir/client.pem" ]; then
   made+=(client.pem)
 fi
 chmod 0644 "$dir/client-key.pem"
-# ACLs (issue 13): the bootstrap token of the compose cluster will be made
-# here too, as $dir/bootstrap-token, where absent.
+# The management token's secret: 128 random bits as a UUID-shaped string
+# (the format of the secrets the nodes make). Readable by the nodes (0644,
+# see above); it grants everything, so keep DIR to yourself.
+if [ ! -e "$dir/management-token" ]; then
+  hex=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  printf '%s-%s-%s-%s-%s\n' "${hex:0:8}" "${hex:8:4}" "${hex:12:4}" "${hex:16:4}" "${hex:20:12}" >"$dir/management-token.tmp"
+  mv "$dir/management-token.tmp" "$dir/management-token"
+  made+=(management-token)
+fi
+chmod 0644 "$dir/management-token"
 
 if [ "${#made[@]}" -gt 0 ]; then
   echo "compose secrets: created ${made[*]} in $dir"
 else
-  echo "compose secrets: $dir holds the CA, the nodes' and the client's certificates (kept)"
+  echo "compose secrets: $dir holds the CA, the nodes' and the client's certificates and the management token (kept)"
 fi

@@ -235,5 +235,6 @@ func (s *State) snapshot(index uint64) *snapshot {
 		tokens:          s.Tokens(),
 		aclBootstrapped: s.acl.bootstrapped,
 		aclIndex:        s.acl.index,
+		beatSecret:      s.beatSecret,
 	}
 }

@@ -31,7 +31,8 @@ const (
 	ACLPolicyDeleteType MessageType = 9
 	ACLTokenSetType     MessageType = 10
 	ACLTokenDeleteType  MessageType = 11
-	WriteBatchType      MessageType = 12
+	BeatSecretSetType   MessageType = 12
+	WriteBatchType      MessageType = 13
 
 	// IgnoreUnknownTypeFlag: a type byte with this bit set, unknown to this
 	// node, is skipped (Apply returns nil) instead of fail-stop. A node that
@@ -100,6 +101,10 @@ var commands = [...]command{
 	ACLTokenDeleteType: newCommand("ACLTokenDelete", func(s *State, index uint64, m *fsmpb.ACLTokenDelete) (*ACLResult, []Event, error) {
 		res, err := s.ACLTokenDelete(index, m)
 		return &res, nil, err
+	}),
+	BeatSecretSetType: newCommand("BeatSecretSet", func(s *State, index uint64, m *fsmpb.BeatSecretSet) (*BeatSecretResult, []Event, error) {
+		res := s.SetBeatSecret(index, m)
+		return &res, nil, nil
 	}),
 	WriteBatchType: newCommand("WriteBatch", func(s *State, index uint64, m *fsmpb.WriteBatch) (*WriteBatchResult, []Event, error) {
 		res, ev := s.WriteBatch(index, m)
@@ -247,6 +252,9 @@ type Instance struct {
 	ModifyIndex uint64
 	// LastBeatIndex is the Raft index of the last beat; registration counts.
 	LastBeatIndex uint64
+	// LastUDPSeq is the highest UDP beat sequence number applied to this
+	// incarnation (0: none); a UDP beat must carry a greater one.
+	LastUDPSeq uint64
 	// RegisteredAt and LastBeatAt are Unix nanoseconds by the proposing
 	// leader's clock.
 	RegisteredAt int64
@@ -360,15 +368,20 @@ const (
 	RejectUnknown RejectReason = 1
 	// RejectFenced: another incarnation is registered.
 	RejectFenced RejectReason = 2
+	// RejectReplay: a UDP beat whose sequence number is not greater than
+	// the instance's LastUDPSeq.
+	RejectReplay RejectReason = 3
 )
 
-// String returns "UNKNOWN", "FENCED" or "RejectReason(n)".
+// String returns "UNKNOWN", "FENCED", "REPLAY" or "RejectReason(n)".
 func (r RejectReason) String() string {
 	switch r {
 	case RejectUnknown:
 		return "UNKNOWN"
 	case RejectFenced:
 		return "FENCED"
+	case RejectReplay:
+		return "REPLAY"
 	}
 	return fmt.Sprintf("RejectReason(%d)", uint8(r))
 }
@@ -381,6 +394,9 @@ type BeatRejection struct {
 	Reason      RejectReason
 	// Current is the registered incarnation, for RejectFenced.
 	Current uint64
+	// UDPSeq is the beat's udp_seq (0 for a beat that did not come over
+	// UDP), which tells apart two UDP beats of one instance in a batch.
+	UDPSeq uint64
 }
 
 // BeatResult is the Apply response to a BeatBatch.
@@ -395,6 +411,14 @@ type ConditionalResult struct {
 	Index   uint64
 	Applied int
 	Skipped int
+}
+
+// BeatSecretResult is the Apply response to BeatSecretSet.
+type BeatSecretResult struct {
+	Index uint64
+	// Set is false when the cluster had a beat secret already (or the
+	// command's was empty): the command changed nothing.
+	Set bool
 }
 
 // NodeMetaResult is the Apply response to NodeMeta.

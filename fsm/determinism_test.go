@@ -78,7 +78,15 @@ func (g *logGen) command() proto.Message {
 		c := &fsmpb.BeatBatch{NowUnixNs: g.now}
 		for range 1 + g.rng.IntN(8) {
 			svc, id := g.key()
-			c.Beats = append(c.Beats, &fsmpb.Beat{Service: svc, Id: id, Incarnation: g.incarnation(svc, id)})
+			b := &fsmpb.Beat{Service: svc, Id: id, Incarnation: g.incarnation(svc, id)}
+			if in, ok := g.view.Instance(svc, id); ok && g.rng.IntN(3) == 0 {
+				// A UDP beat: the next sequence numbers, or a replay.
+				b.UdpSeq = in.LastUDPSeq + uint64(g.rng.IntN(3))
+				if b.UdpSeq > 0 && g.rng.IntN(3) == 0 {
+					b.UdpSeq -= uint64(g.rng.IntN(int(min(b.UdpSeq, 3))))
+				}
+			}
+			c.Beats = append(c.Beats, b)
 		}
 		return c
 	case r < 79:
@@ -100,8 +108,10 @@ func (g *logGen) command() proto.Message {
 			c.HttpAddress = fmt.Sprintf("10.1.0.%d:8000", g.rng.IntN(3))
 		}
 		return c
-	case r < 97:
+	case r < 96:
 		return g.aclCommand()
+	case r < 97:
+		return &fsmpb.BeatSecretSet{Secret: bytes.Repeat([]byte{byte(g.rng.IntN(3))}, g.rng.IntN(2)*32)}
 	default:
 		return nil // an unknown command marked ignorable
 	}
@@ -242,6 +252,8 @@ func outcomes(resp any) []string {
 		return []string{"node meta"}
 	case *fsm.ACLResult:
 		return []string{"acl applied"}
+	case *fsm.BeatSecretResult:
+		return []string{fmt.Sprint("beat secret set=", r.Set)}
 	case *fsm.WriteBatchResult:
 		out := []string{"write batch"}
 		for _, w := range r.Results {
@@ -286,8 +298,9 @@ func TestDeterminism(t *testing.T) {
 
 	for _, o := range []string{
 		"ignored", "fenced", "not found", "register created=true", "register created=false",
-		"deregistered", "beat batch", "beat rejected UNKNOWN", "beat rejected FENCED",
+		"deregistered", "beat batch", "beat rejected UNKNOWN", "beat rejected FENCED", "beat rejected REPLAY",
 		"condition applied", "condition skipped", "node meta", "acl applied", "acl refused",
+		"beat secret set=true", "beat secret set=false",
 		"write batch", "batched fenced", "batched not found", "batched register created=true",
 		"batched register created=false", "batched deregistered", "batched empty write",
 	} {

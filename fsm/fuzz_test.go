@@ -55,7 +55,8 @@ func FuzzApply(f *testing.F) {
 		for index := uint64(5); index <= 6; index++ {
 			resp := g.Apply(fsmtest.Log(index, data))
 			switch resp.(type) {
-			case nil, error, *fsm.RegisterResult, *fsm.DeregisterResult, *fsm.BeatResult, *fsm.ConditionalResult, *fsm.NodeMetaResult, *fsm.ACLResult, *fsm.WriteBatchResult:
+			case nil, error, *fsm.RegisterResult, *fsm.DeregisterResult, *fsm.BeatResult, *fsm.ConditionalResult, *fsm.NodeMetaResult,
+				*fsm.ACLResult, *fsm.BeatSecretResult, *fsm.WriteBatchResult:
 			default:
 				t.Fatalf("Apply response %T", resp)
 			}

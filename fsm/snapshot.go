@@ -23,9 +23,11 @@ import (
 // fsmpb.NodeMeta records sorted by node id, then (since version 2)
 // header.acl_policy_count fsmpb.ACLPolicySet records sorted by name and
 // header.acl_token_count fsmpb.ACLTokenSet records sorted by accessor id,
-// then the end of the stream. Version 1 streams, written before ACLs, are
-// read as having no ACL records and not bootstrapped.
-const snapshotVersion = 2
+// then the end of the stream. Version 3 adds header.beat_secret and the
+// instances' last_udp_seq. Version 1 streams, written before ACLs, are
+// read as having no ACL records and not bootstrapped; version 1 and 2
+// streams as having no beat secret and no UDP beat applied.
+const snapshotVersion = 3
 
 // minSnapshotVersion is the oldest format readSnapshot accepts.
 const minSnapshotVersion = 1
@@ -43,6 +45,9 @@ type snapshot struct {
 	// aclBootstrapped and aclIndex are the ACL state's flag and index.
 	aclBootstrapped bool
 	aclIndex        uint64
+	// beatSecret is the cluster beat secret, shared with the state (which
+	// never mutates it), or nil.
+	beatSecret []byte
 }
 
 var _ raft.FSMSnapshot = (*snapshot)(nil)
@@ -91,7 +96,8 @@ func (f *FSM) WriteSnapshot(w io.Writer) (SnapshotInfo, error) {
 // Raft index it is about to be installed at) and with this FSM's node
 // records in place of the backup's, since a backup restores the registry's
 // contents, not the cluster's membership. Its ACL records replace this
-// FSM's, unless it has none: then this FSM's are kept. It changes nothing in the FSM.
+// FSM's, unless it has none: then this FSM's are kept; the same for the
+// beat secret. It changes nothing in the FSM.
 // A backup that does not decode fails with an error wrapping
 // ErrBadSnapshot (and r's own error, if r failed).
 func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotInfo, error) {
@@ -108,6 +114,11 @@ func (f *FSM) PrepareRestore(r io.Reader, index uint64, w io.Writer) (SnapshotIn
 	if !s.aclBootstrapped && len(s.policies) == 0 && len(s.tokens) == 0 {
 		cur := f.snapshot()
 		s.policies, s.tokens, s.aclBootstrapped, s.aclIndex = cur.policies, cur.tokens, cur.aclBootstrapped, cur.aclIndex
+	}
+	// Likewise the beat secret: a backup without one keeps this cluster's,
+	// so that the keys handed out here stay valid.
+	if s.beatSecret == nil {
+		s.beatSecret = f.snapshot().beatSecret
 	}
 	if err := s.write(w); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("fsm: prepare restore: %w", err)
@@ -142,6 +153,7 @@ func (s *snapshot) write(w io.Writer) error {
 		AclTokenCount:   uint64(len(s.tokens)),
 		AclBootstrapped: s.aclBootstrapped,
 		AclIndex:        s.aclIndex,
+		BeatSecret:      s.beatSecret,
 	}
 	if _, err := marshalDelim.MarshalTo(bw, header); err != nil {
 		return fmt.Errorf("header: %w", err)
@@ -184,6 +196,9 @@ func readSnapshot(r io.Reader) (*State, uint64, error) {
 	if header.GetVersion() < 2 && (header.GetAclPolicyCount() != 0 || header.GetAclTokenCount() != 0 || header.GetAclBootstrapped()) {
 		return nil, 0, fmt.Errorf("snapshot version %d has ACL records", header.GetVersion())
 	}
+	if header.GetVersion() < 3 && len(header.GetBeatSecret()) != 0 {
+		return nil, 0, fmt.Errorf("snapshot version %d has a beat secret", header.GetVersion())
+	}
 
 	st := NewState()
 	// Counts come from the stream: loop on them without preallocating, so
@@ -218,6 +233,9 @@ func readSnapshot(r io.Reader) (*State, uint64, error) {
 	if err := readACLRecords(br, &header, st); err != nil {
 		return nil, 0, err
 	}
+	if sec := header.GetBeatSecret(); len(sec) != 0 {
+		st.beatSecret = slices.Clone(sec)
+	}
 	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
 		if err != nil {
 			return nil, 0, fmt.Errorf("after the last record: %w", err)
@@ -250,6 +268,7 @@ func instanceToProto(in Instance) *fsmpb.Instance {
 		CreateIndex:        in.CreateIndex,
 		ModifyIndex:        in.ModifyIndex,
 		LastBeatIndex:      in.LastBeatIndex,
+		LastUdpSeq:         in.LastUDPSeq,
 		RegisteredAtUnixNs: in.RegisteredAt,
 		LastBeatAtUnixNs:   in.LastBeatAt,
 	}
@@ -273,6 +292,7 @@ func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
 		CreateIndex:   p.GetCreateIndex(),
 		ModifyIndex:   p.GetModifyIndex(),
 		LastBeatIndex: p.GetLastBeatIndex(),
+		LastUDPSeq:    p.GetLastUdpSeq(),
 		RegisteredAt:  p.GetRegisteredAtUnixNs(),
 		LastBeatAt:    p.GetLastBeatAtUnixNs(),
 	}, nil

@@ -76,7 +76,7 @@ func TestSnapshotFormat(t *testing.T) {
 	if err := protodelim.UnmarshalFrom(r, &header); err != nil {
 		t.Fatal(err)
 	}
-	wantHeader := &fsmpb.SnapshotHeader{Version: 2, Index: 7, InstanceCount: 3, NodeCount: 2}
+	wantHeader := &fsmpb.SnapshotHeader{Version: 3, Index: 7, InstanceCount: 3, NodeCount: 2}
 	if !proto.Equal(&header, wantHeader) {
 		t.Errorf("header = %v, want %v", &header, wantHeader)
 	}
@@ -145,23 +145,24 @@ func TestRestoreFailureKeepsState(t *testing.T) {
 	}
 	node := nodeMeta("n1", "a:1", "")
 	tests := map[string][]byte{
-		"empty stream":            nil,
-		"version 0":               stream(t, header(0, 0, 0)),
-		"version 3":               stream(t, header(3, 0, 0)),
-		"missing instance":        stream(t, header(1, 2, 0), inst("a", 1)),
-		"missing node":            stream(t, header(1, 1, 1), inst("a", 1)),
-		"extra instance":          stream(t, header(1, 1, 0), inst("a", 1), inst("b", 1)),
-		"trailing byte":           append(stream(t, header(1, 1, 0), inst("a", 1)), 0),
-		"duplicate instance":      stream(t, header(1, 2, 0), inst("a", 1), inst("a", 1)),
-		"state 0":                 stream(t, header(1, 1, 0), inst("a", 0)),
-		"state 3":                 stream(t, header(1, 1, 0), inst("a", 3)),
-		"state 257":               stream(t, header(1, 1, 0), inst("a", 257)),
-		"node without addresses":  stream(t, header(1, 0, 1), nodeMeta("n1", "", "")),
-		"duplicate node":          stream(t, header(1, 0, 2), node, node),
-		"huge count, no records":  stream(t, header(1, 1<<62, 0)),
-		"huge record length":      append(stream(t, header(1, 1, 0)), 0xff, 0xff, 0xff, 0xff, 0x0f),
-		"garbage":                 []byte("not a snapshot at all"),
-		"undecodable node record": append(stream(t, header(1, 0, 1)), 0x02, 0x0a, 0x07),
+		"empty stream":             nil,
+		"version 0":                stream(t, header(0, 0, 0)),
+		"version 4":                stream(t, header(4, 0, 0)),
+		"beat secret in version 2": stream(t, &fsmpb.SnapshotHeader{Version: 2, Index: 50, BeatSecret: []byte{1}}),
+		"missing instance":         stream(t, header(1, 2, 0), inst("a", 1)),
+		"missing node":             stream(t, header(1, 1, 1), inst("a", 1)),
+		"extra instance":           stream(t, header(1, 1, 0), inst("a", 1), inst("b", 1)),
+		"trailing byte":            append(stream(t, header(1, 1, 0), inst("a", 1)), 0),
+		"duplicate instance":       stream(t, header(1, 2, 0), inst("a", 1), inst("a", 1)),
+		"state 0":                  stream(t, header(1, 1, 0), inst("a", 0)),
+		"state 3":                  stream(t, header(1, 1, 0), inst("a", 3)),
+		"state 257":                stream(t, header(1, 1, 0), inst("a", 257)),
+		"node without addresses":   stream(t, header(1, 0, 1), nodeMeta("n1", "", "")),
+		"duplicate node":           stream(t, header(1, 0, 2), node, node),
+		"huge count, no records":   stream(t, header(1, 1<<62, 0)),
+		"huge record length":       append(stream(t, header(1, 1, 0)), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"garbage":                  []byte("not a snapshot at all"),
+		"undecodable node record":  append(stream(t, header(1, 0, 1)), 0x02, 0x0a, 0x07),
 	}
 	for i := range len(valid) {
 		tests[fmt.Sprintf("truncated at %d of %d", i, len(valid))] = valid[:i]

@@ -27,6 +27,9 @@ type State struct {
 	insts    []Instance
 	nodes    map[string]NodeMeta
 	acl      aclState
+	// beatSecret is the cluster beat secret (BeatSecretSet), nil until set.
+	// It never changes once set and is never handed out by a read API.
+	beatSecret []byte
 }
 
 // NewState returns an empty state.
@@ -128,6 +131,8 @@ func (s *State) Register(index uint64, c *fsmpb.Register) (RegisterResult, []Eve
 	next.CreateIndex = old.CreateIndex
 	next.RegisteredAt = old.RegisteredAt
 	next.ModifyIndex = old.ModifyIndex
+	// The same incarnation has the same UDP beat key: its replay floor stays.
+	next.LastUDPSeq = old.LastUDPSeq
 	var events []Event
 	switch {
 	case !sameSpec(old, next):
@@ -205,6 +210,9 @@ func (s *State) WriteBatch(index uint64, c *fsmpb.WriteBatch) (WriteBatchResult,
 // BeatBatch renews the instances named by the batch, in order. A beat for an
 // absent instance or another incarnation is rejected; the batch never fails.
 // A beat on a SUSPECT instance makes it HEALTHY again (EventReacquired).
+// A UDP beat (udp_seq non-zero) whose sequence number is not greater than
+// the instance's LastUDPSeq is rejected as a replay and changes nothing;
+// an applied one raises LastUDPSeq. Beats without udp_seq are not checked.
 func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event) {
 	now := c.GetNowUnixNs()
 	res := BeatResult{Index: index}
@@ -214,7 +222,7 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 		if !ok {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectUnknown,
+				Reason: RejectUnknown, UDPSeq: b.GetUdpSeq(),
 			})
 			continue
 		}
@@ -223,9 +231,19 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 		if b.GetIncarnation() != in.Incarnation {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectFenced, Current: in.Incarnation,
+				Reason: RejectFenced, Current: in.Incarnation, UDPSeq: b.GetUdpSeq(),
 			})
 			continue
+		}
+		if seq := b.GetUdpSeq(); seq != 0 {
+			if seq <= in.LastUDPSeq {
+				res.Rejected = append(res.Rejected, BeatRejection{
+					Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
+					Reason: RejectReplay, UDPSeq: seq,
+				})
+				continue
+			}
+			in.LastUDPSeq = seq
 		}
 		if in.State == StateSuspect {
 			old := *in
@@ -318,6 +336,20 @@ func (s *State) Expire(index uint64, c *fsmpb.Expire) (ConditionalResult, []Even
 	}
 	return res, events
 }
+
+// SetBeatSecret sets the cluster beat secret if there is none yet: the
+// first one applied wins, so that the keys handed out never change.
+func (s *State) SetBeatSecret(index uint64, c *fsmpb.BeatSecretSet) BeatSecretResult {
+	if s.beatSecret != nil || len(c.GetSecret()) == 0 {
+		return BeatSecretResult{Index: index}
+	}
+	s.beatSecret = slices.Clone(c.GetSecret())
+	return BeatSecretResult{Index: index, Set: true}
+}
+
+// BeatSecret returns the cluster beat secret, or nil. The caller must not
+// modify it.
+func (s *State) BeatSecret() []byte { return s.beatSecret }
 
 // SetNode records a node's addresses; both addresses empty removes the node.
 func (s *State) SetNode(c *fsmpb.NodeMeta) {

@@ -122,8 +122,27 @@ func isolateOldLeader(t *testing.T, c *harness.Cluster, round int, phase time.Du
 // history is linearizable and no acknowledged write is lost.
 func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	t.Parallel()
+	runMixedFaults(t, mixedFaultsScenario{name: "mixed faults", soakShare: 0.2})
+}
+
+// The same with TLS on every port and ACLs on: the workload, the fault
+// control calls and the harness's checks all go through mutual TLS with
+// the management token. One round (a small share of a soak).
+func TestMixedFaultsUnderLoadStayLinearizableWithTLSAndACLs(t *testing.T) {
+	t.Parallel()
+	runMixedFaults(t, mixedFaultsScenario{name: "mixed faults, TLS and ACLs", secure: true, soakShare: 0.05})
+}
+
+// mixedFaultsScenario is a variant of the mixed-faults scenario.
+type mixedFaultsScenario struct {
+	name      string
+	secure    bool    // TLS and ACLs on
+	soakShare float64 // of a soak's time
+}
+
+func runMixedFaults(t *testing.T, sc mixedFaultsScenario) {
 	report := startScenario(t)
-	c := harness.Start(t, harness.Options{FaultInjection: true})
+	c := harness.Start(t, harness.Options{FaultInjection: true, TLS: sc.secure, ACL: sc.secure})
 	if _, err := c.WaitSettled(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +151,7 @@ func TestMixedFaultsUnderLoadStayLinearizable(t *testing.T) {
 	t.Logf("fault seed %d", seed)
 	// A soak runs rounds of 12 s, each with a fresh workload on fresh
 	// services, so that porcupine checks histories of bounded size.
-	reportRounds(t, report, reportRow{Scenario: "mixed faults", FalseExpirations: notApplicable}, 1, 0.2,
+	reportRounds(t, report, reportRow{Scenario: sc.name, FalseExpirations: notApplicable}, 1, sc.soakShare,
 		func(i int) reportRow { return mixedFaults(t, c, rng, i) })
 }
 

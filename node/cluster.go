@@ -145,6 +145,9 @@ func (n *Node) Status(ctx context.Context) (rpc.Status, error) {
 	if skew, ok := n.skew.estimate(); ok && !n.IsLeader() {
 		st.ClockSkew, st.ClockSkewKnown = skew, true
 	}
+	if last := n.raft.LastContact(); !last.IsZero() && !n.IsLeader() {
+		st.LastContact, st.LastContactKnown = time.Since(last), true
+	}
 	conf, _, err := n.configuration(ctx)
 	if err != nil {
 		return rpc.Status{}, err
@@ -173,14 +176,19 @@ func (n *Node) configuration(ctx context.Context) (raft.Configuration, uint64, e
 	return cf.Configuration(), cf.Index(), nil
 }
 
-// AddVoter implements rpc.Cluster.
+// AddVoter implements rpc.Cluster. A read replica that asks to join again
+// (without --read-replica, at any address) stays a replica: Promote, not
+// a restart's flags, changes a member's role.
 func (n *Node) AddVoter(ctx context.Context, id, raftAddr string) (uint64, error) {
 	conf, index, err := n.configuration(ctx)
 	if err != nil {
 		return 0, err
 	}
-	for _, srv := range conf.Servers {
-		if string(srv.ID) == id && string(srv.Address) == raftAddr && srv.Suffrage == raft.Voter {
+	if srv, ok := findServer(conf, id); ok {
+		if srv.Suffrage != raft.Voter {
+			return n.AddNonvoter(ctx, id, raftAddr)
+		}
+		if string(srv.Address) == raftAddr {
 			return index, nil
 		}
 	}
@@ -221,16 +229,14 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) (string, error
 		if err != nil {
 			return "", err
 		}
-		var addr raft.ServerAddress
-		for _, srv := range conf.Servers {
-			if string(srv.ID) == id {
-				addr = srv.Address
-			}
-		}
-		if addr == "" {
+		srv, ok := findServer(conf, id)
+		if !ok {
 			return "", validate.FieldErrorf("node_id", "%q is not a member of the cluster", id)
 		}
-		f = n.raft.LeadershipTransferToServer(raft.ServerID(id), addr)
+		if srv.Suffrage != raft.Voter {
+			return "", fmt.Errorf("%w: %q is a read replica, which cannot lead; promote it first", rpc.ErrMembershipRefused, id)
+		}
+		f = n.raft.LeadershipTransferToServer(srv.ID, srv.Address)
 	}
 	if err := waitFuture(ctx, f); err != nil {
 		return "", err

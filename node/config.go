@@ -13,11 +13,13 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/regcenter/registry/beatcheck"
+	"github.com/regcenter/registry/dnsserver"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/internal/defaults"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/tlsutil"
+	"github.com/regcenter/registry/udpbeat"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -95,6 +97,9 @@ type Config struct {
 	// health (empty disables it). Port 0 picks a free port.
 	GRPCAddr string
 	HTTPAddr string
+	// ConsulAddr serves the Consul-compatible HTTP API (package consulapi);
+	// empty (the default) leaves it off. The docs use 127.0.0.1:8500.
+	ConsulAddr string
 	// GRPCAdvertise and HTTPAdvertise are the addresses other nodes and
 	// clients reach this node at (default: the bound addresses).
 	GRPCAdvertise string
@@ -105,6 +110,11 @@ type Config struct {
 	// Join is the gRPC address of a running cluster member to join as a
 	// voter, when the node has no state yet.
 	Join string
+	// ReadReplica joins through Join as a Raft non-voter: the node
+	// replicates the log and serves reads, watches, beats and writes like
+	// a follower, but never votes, counts in a quorum or leads (README,
+	// "Read replicas"). Cluster.Promote makes it a voter.
+	ReadReplica bool
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 	// RaftLogLevel is the least level of hashicorp/raft's own log lines.
@@ -158,6 +168,21 @@ type Config struct {
 	// cannot join and a follower's address record stays unpublished; the
 	// node logs a warning and retries every second. Never logged.
 	ACLToken string
+	// ACLInitialManagementToken, with ACLs on, is the secret of the first
+	// management token (Consul's initial_management): the leader bootstraps
+	// the ACLs with it if they are not yet bootstrapped (aclbootstrap.go).
+	// Give every server the same one. Never logged.
+	ACLInitialManagementToken acl.Secret
+
+	// DNS serves DNS from this node's replica (package dnsserver); off
+	// unless DNS.Addr is set.
+	DNS dnsserver.Config
+
+	// UDPBeatAddr is the UDP address that takes beat datagrams (package
+	// udpbeat); empty (the default) turns UDP beats off. UDPBeat tunes the
+	// receiver; zero fields take udpbeat's defaults.
+	UDPBeatAddr string
+	UDPBeat     udpbeat.Config
 
 	// DebugHandlers are added to the HTTP mux, pattern → handler. Test-only:
 	// registry-node --test-fault-injection serves its control endpoint here.
@@ -208,6 +233,8 @@ func DefaultConfig() Config {
 		ACLDefaultPolicy: services.ACLDefault.String(),
 		TLS:              tlsutil.DefaultConfig(),
 		Limits:           DefaultLimits(),
+		DNS:              dnsserver.DefaultConfig(),
+		UDPBeat:          udpbeat.DefaultConfig(),
 	}
 }
 
@@ -230,6 +257,8 @@ func (c Config) withDefaults() Config {
 	}
 	defaults.Set(&c.RaftAdvertise, c.RaftAddr)
 	c.TLS = c.TLS.WithDefaults()
+	c.DNS = c.DNS.WithDefaults()
+	c.UDPBeat = c.UDPBeat.WithDefaults()
 	return c
 }
 
@@ -263,6 +292,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("http addr %q: %v", c.HTTPAddr, err))
 		}
 	}
+	if c.ConsulAddr != "" {
+		if _, _, err := net.SplitHostPort(c.ConsulAddr); err != nil {
+			errs = append(errs, fmt.Errorf("consul addr %q: %v", c.ConsulAddr, err))
+		}
+	}
 	if len(c.BootstrapPeers) > 0 {
 		if c.Join != "" {
 			errs = append(errs, errors.New("bootstrap peers and join: set one, not both"))
@@ -274,6 +308,9 @@ func (c *Config) Validate() error {
 		if !found {
 			errs = append(errs, fmt.Errorf("bootstrap peers: do not name this node (%q)", c.NodeID))
 		}
+	}
+	if c.ReadReplica && c.Join == "" {
+		errs = append(errs, errors.New("read replica: needs join (the gRPC address of a member); a replica cannot bootstrap a cluster"))
 	}
 	r := c.Raft
 	if r.HeartbeatTimeout < 5*time.Millisecond || r.ElectionTimeout < 5*time.Millisecond {
@@ -300,5 +337,9 @@ func (c *Config) Validate() error {
 	if _, err := acl.ParseDefault(c.ACLDefaultPolicy); err != nil {
 		errs = append(errs, fmt.Errorf("acl default policy: %w", err))
 	}
+	if err := c.DNS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.udpBeatErrors()...)
 	return errors.Join(errs...)
 }

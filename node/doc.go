@@ -13,7 +13,8 @@
 // package's and the node's metrics, a collector that reads Raft, the fsm and
 // the checker at scrape time, and hashicorp/raft's go-metrics through their
 // Prometheus sink), /healthz, /readyz, Prometheus HTTP service discovery
-// (/v1/sd/prometheus) and the HTTP/JSON API: the grpc-gateway, which calls
+// (/v1/sd/prometheus), the web console (/ui/, console.go: package console's
+// embedded page and its few endpoints) and the HTTP/JSON API: the grpc-gateway, which calls
 // this node's own gRPC server so that HTTP calls are validated, forwarded
 // and fail exactly as gRPC ones.
 //
@@ -36,6 +37,12 @@
 // (forwarding, joining, the HTTP gateway) with that same check. Cluster.Join
 // takes only a node's certificate. Replaced files are read again by the
 // Source (or ReloadTLS, on SIGHUP) and used by new connections.
+//
+// Read replicas (replica.go) are hashicorp/raft non-voters: a node with
+// Config.ReadReplica joins through AddNonvoter, serves what a follower
+// serves and never votes or leads; Promote and Demote change a member's
+// suffrage (Demote refuses the leader and fewer than three voters), and
+// leadership is never handed to a non-voter.
 //
 // RestoreSnapshot installs a backup with raft's user restore; the fsm's
 // OnRestore hook makes the expiry checker grant its failover grace again.

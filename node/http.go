@@ -41,6 +41,7 @@ import (
 //	GET /readyz             200 once a leader is known and this node has applied
 //	                        what was committed when it started; 503 otherwise
 //	GET /v1/sd/prometheus   Prometheus HTTP service discovery, from this replica
+//	GET /, /ui/...          the web console (console.go)
 //	/debug/pprof/...        net/http/pprof, with Config.EnablePprof only
 //	/v1/...                 the HTTP/JSON API: the gRPC gateway, calling this
 //	                        node's own gRPC server through gw
@@ -58,6 +59,7 @@ func (n *Node) httpHandler(gw *grpc.ClientConn, gatherers prometheus.Gatherers) 
 		writeText(w, http.StatusOK, "ok")
 	})
 	mux.HandleFunc("GET /v1/sd/prometheus", n.serveSD)
+	n.consoleRoutes(mux, gw, gatherers) // the web console: / and /ui/ (console.go)
 	if n.cfg.EnablePprof {
 		// Explicit routes on our own mux: net/http/pprof's init also
 		// registers on http.DefaultServeMux, which nothing here serves.

@@ -81,6 +81,7 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 	var reg struct {
 		Instance map[string]any `json:"instance"`
 		Index    string         `json:"index"`
+		BeatKey  []byte         `json:"beat_key"` // base64 in JSON
 	}
 	if err := json.Unmarshal([]byte(body), &reg); err != nil {
 		t.Fatal(err)
@@ -89,14 +90,17 @@ func TestTheHTTPAPIRegistersBeatsReadsAndDeregistersThroughAFollower(t *testing.
 		reg.Instance["suspect_after"] != "15s" || reg.Index == "" {
 		t.Errorf("register answered %s; want the stored instance with proto field names and defaults filled in", body)
 	}
+	if len(reg.BeatKey) != 32 {
+		t.Errorf("register answered a beat_key of %d bytes, want 32 (the UDP beat key)", len(reg.BeatKey))
+	}
 
 	code, body = call(t, "POST", base+"/v1/beat", `{"beats": [{"service": "orders", "id": "orders-1", "incarnation": "1"}, {"service": "orders", "id": "ghost"}]}`)
-	want := `{"index": "*", "recommended_interval": null, "rejected": [{"current_incarnation": "0", "instance": {"id": "ghost", "incarnation": "1", "service": "orders"}, "reason": "BEAT_REJECT_REASON_UNKNOWN"}], "retry": null, "seq": "0"}`
+	want := `{"index": "*", "recommended_interval": null, "rejected": [{"current_incarnation": "0", "instance": {"id": "ghost", "incarnation": "1", "service": "orders"}, "reason": "BEAT_REJECT_REASON_UNKNOWN", "udp_seq": "0"}], "retry": null, "seq": "0"}`
 	if code != http.StatusOK || !sameJSON(t, want, body) {
 		t.Errorf("beat: %d %s; want 200 with ghost (only) rejected as unknown", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services/orders?consistency=CONSISTENCY_LINEARIZABLE", "")
-	if code != http.StatusOK || !strings.Contains(body, "127.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true}`, body) {
+	if code != http.StatusOK || !strings.Contains(body, "127.0.0.5:8080") || !sameJSON(t, `{"instances": "*", "index": "*", "known_leader": true, "next_page_token": ""}`, body) {
 		t.Errorf("get service: %d %s", code, body)
 	}
 	code, body = call(t, "GET", base+"/v1/services", "")
@@ -234,7 +238,7 @@ func TestTheHTTPAPIReadsGoDurations(t *testing.T) {
 		`{"address": "127.0.0.1:8080", "beat_interval": "1m30s", "suspect_after": "3m", "ttl": "1h"}`)
 	if code != http.StatusOK || !sameJSON(t, `{"instance": {"service": "orders", "id": "a", "address": "127.0.0.1:8080", "metadata": {},
 		"incarnation": "*", "beat_interval": "90s", "suspect_after": "180s", "ttl": "3600s", "state": "INSTANCE_STATE_HEALTHY",
-		"create_index": "*", "modify_index": "*", "last_beat_index": "*", "registered_at": "*", "last_beat_at": "*"}, "index": "*"}`, body) {
+		"create_index": "*", "modify_index": "*", "last_beat_index": "*", "registered_at": "*", "last_beat_at": "*"}, "index": "*", "beat_key": "*"}`, body) {
 		t.Errorf("register with Go durations: %d %s; want 200 with them in seconds", code, body)
 	}
 	code, body = call(t, "PUT", base+"/v1/services/orders/instances/b", `{"address": "127.0.0.1:8081", "ttl": "an hour"}`)
@@ -413,6 +417,7 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 			`registry_raft_applied_index`,
 			`registry_raft_commit_index`,
 			`registry_raft_last_log_index`,
+			`registry_raft_voter 1`,
 			`registry_raft_term`,
 			`registry_raft_last_snapshot_index`,
 			`registry_suspects_total 0`,

@@ -68,6 +68,7 @@ func (n *Node) leaderDuties(ctx context.Context) {
 	// leader's time base if it is ahead of this node's clock.
 	offset := n.clock.adopt()
 	n.log.Info("leading", "term", term, "index", n.raft.AppliedIndex(), "clock_offset", offset.String())
+	n.bootstrapACLs(ctx)
 	// Promoted now: the checker's failover fence starts here, after the
 	// barrier, so it also covers the time the barrier took.
 	n.checker.Run(ctx, n.clock.now())

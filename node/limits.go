@@ -54,12 +54,13 @@ type Limits struct {
 	// HTTPMaxHeaderBytes bounds a request's header.
 	HTTPMaxHeaderBytes int
 
-	// WriteRate and WriteBurst bound the writes of one client address
-	// (rpc.Config.WriteRate, WriteBurst).
+	// WriteRate and WriteBurst bound the writes of one client: its ACL
+	// token with ACLs on, its address otherwise (rpc.Config.WriteRate,
+	// WriteBurst).
 	WriteRate  float64
 	WriteBurst int
-	// MaxWatchesPerClient bounds the watches of one client address
-	// (rpc.Config.MaxWatchesPerClient).
+	// MaxWatchesPerClient bounds the watches of one client, counted as
+	// for WriteRate (rpc.Config.MaxWatchesPerClient).
 	MaxWatchesPerClient int
 
 	// HTTPAllowedOrigins are the browser origins (scheme://host[:port])

@@ -11,6 +11,7 @@ import (
 
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/rpc"
+	"github.com/regcenter/registry/udpbeat"
 )
 
 // Metrics counts the liveness transitions this node applies. Every node
@@ -90,6 +91,8 @@ func (n *Node) newRegistry() (*prometheus.Registry, *grpcprom.ServerMetrics, *rp
 	))
 	reg.MustRegister(grpcMetrics, &collector{n: n}, tlsCollector{n})
 	n.metrics = NewMetrics(reg)
+	n.registerDNSMetrics(reg)
+	n.udp.metrics = udpbeat.NewMetrics(reg)
 	return reg, grpcMetrics, rpc.NewMetrics(reg)
 }
 
@@ -130,6 +133,8 @@ var (
 		"The last Raft index this node applied.", nil, nil)
 	descCommit = prometheus.NewDesc("registry_raft_commit_index",
 		"The last Raft index this node knows to be committed.", nil, nil)
+	descVoter = prometheus.NewDesc("registry_raft_voter",
+		"1 while this node is a voter in its latest Raft configuration, 0 while it is a read replica (a non-voter); absent while it is not a member.", nil, nil)
 	descLastLog = prometheus.NewDesc("registry_raft_last_log_index",
 		"The last Raft index in this node's log.", nil, nil)
 	descSnapshotIndex = prometheus.NewDesc("registry_raft_last_snapshot_index",
@@ -144,7 +149,7 @@ var raftRoles = []raft.RaftState{raft.Follower, raft.Candidate, raft.Leader, raf
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInstances, descServices, descCheckerRunning, descGuardActive,
 		descGuardReleased, descGuardHeld, descFence, descSkew, descRole, descTerm, descHasLeader, descLeader,
-		descLastContact, descApplied, descCommit, descLastLog, descSnapshotIndex, descSnapshotAge} {
+		descLastContact, descApplied, descCommit, descLastLog, descSnapshotIndex, descSnapshotAge, descVoter} {
 		ch <- d
 	}
 }
@@ -199,6 +204,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descApplied, float64(n.raft.AppliedIndex()))
 	gauge(descCommit, float64(n.raft.CommitIndex()))
 	gauge(descLastLog, float64(n.raft.LastIndex()))
+	// GetConfiguration reads the latest configuration under a lock, not
+	// through Raft's main loop.
+	if srv, ok := findServer(n.raft.GetConfiguration().Configuration(), n.cfg.NodeID); ok {
+		gauge(descVoter, bit(srv.Suffrage == raft.Voter))
+	}
 	// From the snapshot store, not raft.Stats: a scrape reads atomics only.
 	snap, _ := n.snapshots.lastSnapshot()
 	gauge(descSnapshotIndex, float64(snap.Index))

@@ -65,6 +65,10 @@ type Node struct {
 	undo  undoList // what New closes again if a later step fails
 
 	tls *tlsutil.Source // nil without TLS
+	udp udpBeats        // the UDP beat receiver (node/udp.go)
+
+	dns    dnsState      // node/dns.go
+	consul *consulServer // the Consul-compatible API, nil when off (consul.go)
 
 	ctx      context.Context // ends at Shutdown
 	cancel   context.CancelFunc
@@ -119,6 +123,9 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.startServers(m); err != nil {
+		return nil, err
+	}
+	if err := n.startDNS(); err != nil {
 		return nil, err
 	}
 	n.startLeaderLoop()
@@ -352,7 +359,13 @@ func (n *Node) startServers(m nodeMetrics) error {
 		return err
 	}
 	n.undo.add(n.rpc.Close)
+	if err := n.serveUDPBeats(); err != nil {
+		return err
+	}
 	n.serveGRPC(m.grpc)
+	if err := n.serveConsul(); err != nil {
+		return err
+	}
 	return n.serveHTTP(m.gatherer)
 }
 
@@ -485,6 +498,7 @@ func (n *Node) stop(ctx context.Context) error {
 		}
 	}
 	n.health.Shutdown()
+	n.closeUDPBeats()
 	n.rpc.Close() // ends watches and beat streams, so that GracefulStop can finish
 	stopped := make(chan struct{})
 	go func() { n.grpc.GracefulStop(); close(stopped) }()
@@ -494,12 +508,14 @@ func (n *Node) stop(ctx context.Context) error {
 		n.grpc.Stop()
 		<-stopped
 	}
+	n.stopConsul(ctx)
 	if n.http != nil {
 		if err := n.http.Shutdown(ctx); err != nil {
 			n.http.Close()
 		}
 		n.gateway.Close()
 	}
+	n.stopDNS()
 	n.cancel()
 	n.barriers.Close()
 	var errs []error

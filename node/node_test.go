@@ -384,6 +384,7 @@ func TestStartupProblemsAreClearErrors(t *testing.T) {
 		{"no node id", func(c *node.Config) { c.NodeID = "" }, "node id"},
 		{"peers without this node", func(c *node.Config) { c.BootstrapPeers = []node.Peer{{ID: "x", Address: "127.0.0.1:1"}} }, "do not name this node"},
 		{"unspecified advertise", func(c *node.Config) { c.RaftAddr = "0.0.0.0:0" }, "--raft-advertise"},
+		{"read replica without join", func(c *node.Config) { c.ReadReplica = true }, "read replica: needs join"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

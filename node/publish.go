@@ -33,6 +33,7 @@ func (n *Node) publishAddresses() {
 		RaftAddress: n.RaftAddr(),
 		GrpcAddress: grpcAddr,
 		HttpAddress: httpAddr,
+		ReadReplica: n.cfg.ReadReplica,
 	}
 	if n.cfg.RaftTransport == nil {
 		req.RaftAddress = n.cfg.RaftAdvertise
@@ -82,8 +83,8 @@ func (n *Node) publishOnce(req *registryv1.JoinRequest) error {
 	return err
 }
 
-// joinVia asks the member at addr to add this node as a voter and record
-// its addresses.
+// joinVia asks the member at addr to add this node (as a voter, or as a
+// read replica) and record its addresses.
 func (n *Node) joinVia(ctx context.Context, addr string, req *registryv1.JoinRequest) error {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(n.conns.creds))
 	if err != nil {

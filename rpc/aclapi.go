@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"encoding/hex"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -33,13 +34,24 @@ func onLeader[Resp any](ctx context.Context, s *Server, method string, call func
 }
 
 // Bootstrap implements registry.v1.ACL.
+//
+// A chosen secret (secret_id) must be a UUID in its canonical text form;
+// it is checked here, before anything is forwarded or proposed. The leader
+// proposes only its hash, as for a random one, so the FSM's command is the
+// same either way.
 func (s *Server) Bootstrap(ctx context.Context, req *registryv1.ACLBootstrapRequest) (*registryv1.ACLTokenSecret, error) {
+	if req.SecretId != "" && !isUUID(req.SecretId) {
+		return nil, s.toStatus(validate.FieldErrorf("secret_id", "must be a UUID (8-4-4-4-12 hexadecimal digits, 36 characters), like the secrets the registry makes"))
+	}
 	return onLeader(ctx, s, registryv1.ACL_Bootstrap_FullMethodName,
 		func(ctx context.Context, c registryv1.ACLClient) (*registryv1.ACLTokenSecret, error) {
 			return c.Bootstrap(ctx, req)
 		},
 		func() (*registryv1.ACLTokenSecret, error) {
 			secret, accessor := acl.NewSecret(), acl.NewAccessorID()
+			if req.SecretId != "" {
+				secret = acl.Secret(req.SecretId)
+			}
 			res, err := fsm.Propose[*fsm.ACLResult](ctx, s.applier, &fsmpb.ACLBootstrap{
 				AccessorId:  accessor,
 				SecretHash:  acl.HashSecret(secret),
@@ -155,4 +167,14 @@ func (s *Server) proposeACL(ctx context.Context, cmd proto.Message) (uint64, err
 		return 0, err
 	}
 	return res.Index, nil
+}
+
+// isUUID reports whether v is a UUID in canonical text form
+// (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, hexadecimal digits).
+func isUUID(v string) bool {
+	if len(v) != 36 || v[8] != '-' || v[13] != '-' || v[18] != '-' || v[23] != '-' {
+		return false
+	}
+	_, err := hex.DecodeString(v[0:8] + v[9:13] + v[14:18] + v[19:23] + v[24:36])
+	return err == nil
 }

@@ -227,6 +227,9 @@ var rules = map[string]rule{
 	// Beats are not audited: they are the steady traffic of every instance.
 	registryv1.Registry_Beat_FullMethodName:       {each: beatsWrite},
 	registryv1.Registry_BeatStream_FullMethodName: {each: beatsWrite},
+	// Each forwarded UDP datagram carries its own permission: its MAC under
+	// a key only a Register with service write was given (udpbeats.go).
+	registryv1.Registry_ForwardUdpBeats_FullMethodName: {anonymous: true},
 	registryv1.Registry_GetService_FullMethodName: {each: func(z *acl.Authorizer, req any) error {
 		return z.ServiceRead(req.(*registryv1.GetServiceRequest).GetService()).Err()
 	}},
@@ -243,6 +246,8 @@ var rules = map[string]rule{
 	registryv1.Cluster_Join_FullMethodName:               operatorWrite(),
 	registryv1.Cluster_Remove_FullMethodName:             operatorWrite(),
 	registryv1.Cluster_TransferLeadership_FullMethodName: operatorWrite(),
+	registryv1.Cluster_Promote_FullMethodName:            operatorWrite(),
+	registryv1.Cluster_Demote_FullMethodName:             operatorWrite(),
 	registryv1.Cluster_ReleaseExpiryGuard_FullMethodName: operatorWrite(),
 	registryv1.Cluster_SnapshotSave_FullMethodName:       operatorWrite(),
 	registryv1.Cluster_SnapshotRestore_FullMethodName:    operatorWrite(),

@@ -30,6 +30,12 @@ type beatItem struct {
 	// authorization is the caller's bearer value: a follower forwards each
 	// caller's beats under the caller's token, which the leader checks.
 	authorization string
+	// udpSeq and datagram are set for a beat that came as a UDP datagram
+	// (see udpbeats.go): the sequence number goes into the log for the
+	// FSM's replay rule, and a follower forwards the datagram itself, which
+	// the leader authenticates again.
+	udpSeq   uint64
+	datagram []byte
 }
 
 // beatOutcome is the result of one beat in a flushed batch.
@@ -97,9 +103,10 @@ func (s *Server) beat(ctx context.Context, req *registryv1.BeatRequest, fwd bool
 // the beat was accepted.
 func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcome, error) {
 	refs := make([]*registryv1.InstanceRef, len(items))
+	seqs := make([]uint64, len(items))
 	anyForwarded := false
 	for i, it := range items {
-		refs[i] = it.ref
+		refs[i], seqs[i] = it.ref, it.udpSeq
 		anyForwarded = anyForwarded || it.forwarded
 	}
 	var (
@@ -113,7 +120,7 @@ func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcom
 		cmd := &fsmpb.BeatBatch{Beats: make([]*fsmpb.Beat, len(refs)), NowUnixNs: s.now()}
 		for i, r := range refs {
 			b := &beats[i]
-			b.Service, b.Id, b.Incarnation = r.Service, r.Id, r.Incarnation
+			b.Service, b.Id, b.Incarnation, b.UdpSeq = r.Service, r.Id, r.Incarnation, seqs[i]
 			cmd.Beats[i] = b
 		}
 		res, err := fsm.Propose[*fsm.BeatResult](ctx, s.applier, cmd)
@@ -129,6 +136,7 @@ func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcom
 				Instance:           &registryv1.InstanceRef{Service: rj.Service, Id: rj.ID, Incarnation: rj.Incarnation},
 				Reason:             registryv1.BeatRejectReason(rj.Reason),
 				CurrentIncarnation: rj.Current,
+				UdpSeq:             rj.UDPSeq,
 			})
 		}
 		recommended = s.recommendInterval(refs)
@@ -138,7 +146,7 @@ func (s *Server) flushBeats(ctx context.Context, items []beatItem) ([]beatOutcom
 		}
 		return s.forwardBeats(ctx, items)
 	}
-	out, err := matchRejections(refs, rejected, index)
+	out, err := matchRejections(refs, seqs, rejected, index)
 	for i := range out {
 		out[i].recommended = recommended
 	}
@@ -154,27 +162,44 @@ func (s *Server) forwardBeats(ctx context.Context, items []beatItem) ([]beatOutc
 	groups := make(map[string][]int) // authorization → positions in items
 	var order []string
 	for i, it := range items {
-		if _, ok := groups[it.authorization]; !ok {
-			order = append(order, it.authorization)
+		key := it.authorization
+		if it.datagram != nil {
+			key = udpGroup
 		}
-		groups[it.authorization] = append(groups[it.authorization], i)
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], i)
 	}
 	out := make([]beatOutcome, len(items))
 	for _, auth := range order {
 		pos := groups[auth]
 		refs := make([]*registryv1.InstanceRef, len(pos))
+		seqs := make([]uint64, len(pos))
 		for j, p := range pos {
-			refs[j] = items[p].ref
+			refs[j], seqs[j] = items[p].ref, items[p].udpSeq
 		}
-		fctx, conn, err := s.toLeaderAs(ctx, registryv1.Registry_Beat_FullMethodName, auth)
+		var (
+			resp *registryv1.BeatResponse
+			err  error
+		)
+		if auth == udpGroup {
+			resp, err = s.forwardUDPBeats(ctx, items, pos)
+		} else {
+			var (
+				fctx context.Context
+				conn *grpc.ClientConn
+			)
+			fctx, conn, err = s.toLeaderAs(ctx, registryv1.Registry_Beat_FullMethodName, auth)
+			if err != nil {
+				return nil, err
+			}
+			resp, err = registryv1.NewRegistryClient(conn).Beat(fctx, &registryv1.BeatRequest{Beats: refs})
+		}
 		if err != nil {
 			return nil, err
 		}
-		resp, err := registryv1.NewRegistryClient(conn).Beat(fctx, &registryv1.BeatRequest{Beats: refs})
-		if err != nil {
-			return nil, err
-		}
-		got, err := matchRejections(refs, resp.Rejected, resp.Index)
+		got, err := matchRejections(refs, seqs, resp.Rejected, resp.Index)
 		if err != nil {
 			return nil, err
 		}
@@ -231,15 +256,21 @@ func (m *rateMeter) add(n int) int {
 }
 
 // matchRejections gives each beat its outcome. Rejections come in the order
-// of the beats they reject, so one pass pairs them.
-func matchRejections(refs []*registryv1.InstanceRef, rejected []*registryv1.BeatRejection, index uint64) ([]beatOutcome, error) {
+// of the beats they reject, so one pass pairs them; seqs (the beats' UDP
+// sequence numbers, 0 for other beats) tell apart two UDP beats of one
+// instance.
+func matchRejections(refs []*registryv1.InstanceRef, seqs []uint64, rejected []*registryv1.BeatRejection, index uint64) ([]beatOutcome, error) {
 	out := make([]beatOutcome, len(refs))
 	j := 0
 	for i, r := range refs {
 		out[i].index = index
+		var seq uint64
+		if seqs != nil {
+			seq = seqs[i]
+		}
 		if j < len(rejected) {
 			rj := rejected[j].GetInstance()
-			if rj.GetService() == r.Service && rj.GetId() == r.Id && rj.GetIncarnation() == r.Incarnation {
+			if rj.GetService() == r.Service && rj.GetId() == r.Id && rj.GetIncarnation() == r.Incarnation && rejected[j].GetUdpSeq() == seq {
 				out[i].rejection = rejected[j]
 				j++
 			}

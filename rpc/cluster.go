@@ -26,8 +26,10 @@ func (s *Server) Status(ctx context.Context, req *registryv1.StatusRequest) (*re
 }
 
 // Join implements registry.v1.Cluster: it adds the node as a voter (unless
-// it is one already at that address) and records its client addresses. A
-// node calls it at start-up, on itself, to publish its addresses.
+// it is one already at that address), or as a non-voter if it asks to be a
+// read replica (unless it is a member already), and records its client
+// addresses. A node calls it at start-up, on itself, to publish its
+// addresses.
 func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*registryv1.JoinResponse, error) {
 	if err := validate.Name("node_id", req.NodeId); err != nil {
 		return nil, s.toStatus(err)
@@ -40,7 +42,11 @@ func (s *Server) Join(ctx context.Context, req *registryv1.JoinRequest) (*regist
 			return registryv1.NewClusterClient(cc).Join(ctx, req)
 		})
 	}
-	index, err := s.admin.AddVoter(ctx, req.NodeId, req.RaftAddress)
+	add := s.admin.AddVoter
+	if req.ReadReplica {
+		add = s.admin.AddNonvoter
+	}
+	index, err := add(ctx, req.NodeId, req.RaftAddress)
 	if err != nil {
 		return nil, s.toStatus(err)
 	}

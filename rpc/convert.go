@@ -85,10 +85,13 @@ func toAPIStatus(st Status) *registryv1.StatusResponse {
 	if st.ClockSkewKnown {
 		resp.ClockSkew = durationpb.New(st.ClockSkew)
 	}
+	if st.LastContactKnown {
+		resp.LastContact = durationpb.New(st.LastContact)
+	}
 	for _, m := range st.Members {
 		resp.Members = append(resp.Members, &registryv1.Member{
 			Id: m.ID, RaftAddress: m.RaftAddress, GrpcAddress: m.GRPCAddress, HttpAddress: m.HTTPAddress,
-			Voter: m.Voter, Leader: m.Leader,
+			Voter: m.Voter, Leader: m.Leader, Role: m.Role(),
 		})
 	}
 	return resp

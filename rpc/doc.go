@@ -17,17 +17,26 @@
 // result or error; a follower forwards them one call each.
 // Watches are served by every node from its own replica.
 //
+// UDP beats (udpbeats.go, package udpbeat) join the same group commit
+// through UDPBeats, with their sequence numbers, which the fsm's replay
+// rule checks; a follower forwards them as the datagrams themselves
+// (ForwardUdpBeats, no token: the leader checks every MAC again). Register
+// proposes the cluster beat secret the first time it is missing and
+// returns the registration's beat key.
+//
 // Requests are validated (package validate) before anything is proposed;
 // every error leaves through one mapping, toStatus.
 //
-// Per client address (ratelimit.go): writes are rate-limited (a Register,
+// Per client (ratelimit.go): writes are rate-limited (a Register,
 // Deregister, Beat call or BeatStream frame is one write), answered
-// RESOURCE_EXHAUSTED with a RetryInfo, and watches are counted. A call is
+// RESOURCE_EXHAUSTED with a RetryInfo, and watches are counted. A client
+// is the accessor id of its ACL token when the node enforces ACLs (the
+// token the interceptor resolved), its address otherwise. A call is
 // counted where the client reached the cluster: one forwarded by a member
 // is not counted again, and one from the node's own HTTP gateway is
-// counted against the HTTP client's address (ClientAddrKey, believed only
-// with the gateway's GatewayToken from a loopback peer). The limiters are
-// an LRU of at most MaxClients addresses, guarded by one mutex.
+// counted against the HTTP client's token, or its address (ClientAddrKey,
+// believed only with the gateway's GatewayToken from a loopback peer). The
+// limiters are an LRU of at most MaxClients clients, guarded by one mutex.
 //
 // Cluster.SnapshotSave streams the leader's state (after a read barrier) in
 // the fsm's snapshot format; Cluster.SnapshotRestore reads a backup of at

@@ -32,12 +32,18 @@ var (
 	ErrShuttingDown = errors.New("node is shutting down")
 	// ErrNotMember means a node id is not in the Raft configuration.
 	ErrNotMember = errors.New("not a member of the cluster")
-	// ErrRateLimited means a client address made more writes than
-	// Config.WriteRate allows; see RateLimitedError for when to retry.
-	ErrRateLimited = errors.New("too many writes from this client address")
-	// ErrTooManyClientWatches means a client address has
-	// Config.MaxWatchesPerClient watches on this node already.
-	ErrTooManyClientWatches = errors.New("too many watches from this client address")
+	// ErrMembershipRefused means a configuration change would leave the
+	// cluster unsafe or cannot apply to that member (demoting the leader or
+	// below MinVotersAfterDemote voters, handing leadership to a replica).
+	ErrMembershipRefused = errors.New("membership change refused")
+	// ErrRateLimited means a client (its ACL token, or its address
+	// without one) made more writes than Config.WriteRate allows; see
+	// RateLimitedError for when to retry.
+	ErrRateLimited = errors.New("too many writes from this client")
+	// ErrTooManyClientWatches means a client (its ACL token, or its
+	// address without one) has Config.MaxWatchesPerClient watches on this
+	// node already.
+	ErrTooManyClientWatches = errors.New("too many watches from this client")
 )
 
 // toStatus maps every error that leaves the gRPC services to a status. It
@@ -69,7 +75,7 @@ func (s *Server) toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrNotMember), errors.Is(err, fsm.ErrACLNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, fsm.ErrFenced):
+	case errors.Is(err, fsm.ErrFenced), errors.Is(err, ErrMembershipRefused):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrNotLeader), errors.Is(err, fsm.ErrLeadershipLost),
 		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),

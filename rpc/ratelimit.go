@@ -28,12 +28,33 @@ const (
 // RateLimitedError is a write refused by the per-client write rate; it
 // wraps ErrRateLimited and says when to retry.
 type RateLimitedError struct {
-	Client     netip.Addr
+	// Client names what the write was counted against: "token <accessor
+	// id>" or "address <ip>" (never a secret).
+	Client     string
 	RetryAfter time.Duration
 }
 
 func (e *RateLimitedError) Error() string {
-	return fmt.Sprintf("%v: client %v, retry after %v", ErrRateLimited, e.Client, e.RetryAfter)
+	return fmt.Sprintf("%v: %s, retry after %v", ErrRateLimited, e.Client, e.RetryAfter)
+}
+
+// limitKey is what a client's writes and watches are counted against: the
+// accessor id of its ACL token when the node enforces ACLs and the call
+// carries one (all the processes sharing a token share its budget, from
+// whatever address), otherwise its address (clientKey).
+type limitKey struct {
+	accessor string
+	addr     netip.Addr
+}
+
+func tokenKey(accessor string) limitKey { return limitKey{accessor: accessor} }
+func addrKey(a netip.Addr) limitKey     { return limitKey{addr: clientKey(a)} }
+
+func (k limitKey) String() string {
+	if k.accessor != "" {
+		return "token " + k.accessor
+	}
+	return "address " + k.addr.String()
 }
 
 func (e *RateLimitedError) Unwrap() error { return ErrRateLimited }
@@ -49,10 +70,10 @@ func clientKey(a netip.Addr) netip.Addr {
 	return a
 }
 
-// clients tracks the write rate and the watches of each client address.
-// Rate limiters are kept for at most max addresses, the least recently
-// seen forgotten first (a forgotten address starts with a full bucket);
-// watch counts exist only while an address has watches.
+// clients tracks the write rate and the watches of each client (token or
+// address, see limitKey). Rate limiters are kept for at most max clients,
+// the least recently seen forgotten first (a forgotten client starts with
+// a full bucket); watch counts exist only while a client has watches.
 type clients struct {
 	rate  rate.Limit
 	burst int
@@ -60,8 +81,8 @@ type clients struct {
 
 	mu      sync.Mutex
 	lru     *list.List // of *clientRate, most recent first
-	byAddr  map[netip.Addr]*list.Element
-	watches map[netip.Addr]int
+	byKey   map[limitKey]*list.Element
+	watches map[limitKey]int
 	names   map[string]resolvedName // members' host names
 }
 
@@ -71,33 +92,33 @@ type resolvedName struct {
 }
 
 type clientRate struct {
-	addr netip.Addr
-	lim  *rate.Limiter
+	key limitKey
+	lim *rate.Limiter
 }
 
 func newClients(c Config) *clients {
 	return &clients{
 		rate: rate.Limit(c.WriteRate), burst: c.WriteBurst, max: c.MaxClients,
-		lru: list.New(), byAddr: map[netip.Addr]*list.Element{}, watches: map[netip.Addr]int{},
+		lru: list.New(), byKey: map[limitKey]*list.Element{}, watches: map[limitKey]int{},
 		names: map[string]resolvedName{},
 	}
 }
 
-// allow takes one write of addr's budget at now, or returns how long until
+// allow takes one write of key's budget at now, or returns how long until
 // one is available.
-func (c *clients) allow(addr netip.Addr, now time.Time) (bool, time.Duration) {
+func (c *clients) allow(key limitKey, now time.Time) (bool, time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var cr *clientRate
-	if e, ok := c.byAddr[addr]; ok {
+	if e, ok := c.byKey[key]; ok {
 		c.lru.MoveToFront(e)
 		cr = e.Value.(*clientRate)
 	} else {
-		cr = &clientRate{addr: addr, lim: rate.NewLimiter(c.rate, c.burst)}
-		c.byAddr[addr] = c.lru.PushFront(cr)
+		cr = &clientRate{key: key, lim: rate.NewLimiter(c.rate, c.burst)}
+		c.byKey[key] = c.lru.PushFront(cr)
 		for c.lru.Len() > c.max {
 			old := c.lru.Remove(c.lru.Back()).(*clientRate)
-			delete(c.byAddr, old.addr)
+			delete(c.byKey, old.key)
 		}
 	}
 	if cr.lim.AllowN(now, 1) {
@@ -107,29 +128,29 @@ func (c *clients) allow(addr netip.Addr, now time.Time) (bool, time.Duration) {
 	return false, max(time.Duration(missing/float64(c.rate)*float64(time.Second)), time.Millisecond)
 }
 
-// tracked is the number of addresses with a rate limiter.
+// tracked is the number of clients with a rate limiter.
 func (c *clients) tracked() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lru.Len()
 }
 
-// addWatch counts a watch of addr unless it has limit already.
-func (c *clients) addWatch(addr netip.Addr, limit int) bool {
+// addWatch counts a watch of key unless it has limit already.
+func (c *clients) addWatch(key limitKey, limit int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.watches[addr] >= limit {
+	if c.watches[key] >= limit {
 		return false
 	}
-	c.watches[addr]++
+	c.watches[key]++
 	return true
 }
 
-func (c *clients) doneWatch(addr netip.Addr) {
+func (c *clients) doneWatch(key limitKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.watches[addr]--; c.watches[addr] <= 0 {
-		delete(c.watches, addr)
+	if c.watches[key]--; c.watches[key] <= 0 {
+		delete(c.watches, key)
 	}
 }
 
@@ -145,22 +166,27 @@ func newGatewayToken() string {
 // the one limited. It never leaves the node.
 func (s *Server) GatewayToken() string { return s.gatewayToken }
 
-// client returns the address a call is counted against, and false when it
-// is not counted: a call forwarded by a member of the cluster (the node the
-// client reached counted it) or one without a peer address.
-func (s *Server) client(ctx context.Context) (netip.Addr, bool) {
+// client returns what a call is counted against (see limitKey), and false
+// when it is not counted: a call forwarded by a member of the cluster (the
+// node the client reached counted it) or one without a peer address.
+func (s *Server) client(ctx context.Context) (limitKey, bool) {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.Addr == nil {
-		return netip.Addr{}, false
+		return limitKey{}, false
 	}
 	ap, err := netip.ParseAddrPort(p.Addr.String())
 	if err != nil {
-		return netip.Addr{}, false
+		return limitKey{}, false
 	}
 	addr := ap.Addr().Unmap()
 	md, _ := metadata.FromIncomingContext(ctx)
 	if by := md.Get(forwardedKey); len(by) > 0 && s.isMember(ctx, by[0], addr) {
-		return netip.Addr{}, false
+		return limitKey{}, false
+	}
+	// The ACL interceptor put the caller's token there (the accessor id it
+	// resolved to when the call began).
+	if c, ok := ctx.Value(callerKey{}).(*caller); ok && c.accessor != "" {
+		return tokenKey(c.accessor), true
 	}
 	if tok := md.Get(GatewayTokenKey); len(tok) == 1 && tok[0] == s.gatewayToken && addr.IsLoopback() {
 		if c := md.Get(ClientAddrKey); len(c) == 1 {
@@ -169,7 +195,7 @@ func (s *Server) client(ctx context.Context) (netip.Addr, bool) {
 			}
 		}
 	}
-	return clientKey(addr), true
+	return addrKey(addr), true
 }
 
 // isMember reports whether addr is the gRPC address host of node id, a
@@ -224,13 +250,13 @@ func (c *clients) resolve(ctx context.Context, host string) []netip.Addr {
 // admitWrite counts one write against the calling client's rate, or
 // fails with a *RateLimitedError.
 func (s *Server) admitWrite(ctx context.Context) error {
-	addr, counted := s.client(ctx)
+	key, counted := s.client(ctx)
 	if !counted {
 		return nil
 	}
-	if ok, wait := s.clients.allow(addr, time.Now()); !ok { // local time: the rate is this node's
+	if ok, wait := s.clients.allow(key, time.Now()); !ok { // local time: the rate is this node's
 		s.metrics.rateLimited.Inc()
-		return &RateLimitedError{Client: addr, RetryAfter: wait}
+		return &RateLimitedError{Client: key.String(), RetryAfter: wait}
 	}
 	return nil
 }
@@ -238,13 +264,13 @@ func (s *Server) admitWrite(ctx context.Context) error {
 // admitWatch takes one of the calling client's watch slots; release gives
 // it back.
 func (s *Server) admitWatch(ctx context.Context) (release func(), err error) {
-	addr, counted := s.client(ctx)
+	key, counted := s.client(ctx)
 	if !counted {
 		return func() {}, nil
 	}
-	if !s.clients.addWatch(addr, s.cfg.MaxWatchesPerClient) {
-		return nil, fmt.Errorf("%w: client %v has %d, the limit (--max-watches-per-client)",
-			ErrTooManyClientWatches, addr, s.cfg.MaxWatchesPerClient)
+	if !s.clients.addWatch(key, s.cfg.MaxWatchesPerClient) {
+		return nil, fmt.Errorf("%w: %v has %d, the limit (--max-watches-per-client)",
+			ErrTooManyClientWatches, key, s.cfg.MaxWatchesPerClient)
 	}
-	return func() { s.clients.doneWatch(addr) }, nil
+	return func() { s.clients.doneWatch(key) }, nil
 }

@@ -2,11 +2,16 @@ package rpc
 
 import (
 	"context"
+	"encoding/base64"
+	"slices"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
+	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
+	"github.com/regcenter/registry/udpbeat"
 	"github.com/regcenter/registry/validate"
 )
 
@@ -24,6 +29,10 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 			return registryv1.NewRegistryClient(cc).Register(ctx, req)
 		})
 	}
+	secret, err := s.ensureBeatSecret(ctx)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
 	res, err := s.proposeRegister(ctx, &fsmpb.Register{
 		Service:        in.Service,
 		Id:             in.Id,
@@ -37,7 +46,11 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &registryv1.RegisterResponse{Instance: toAPIInstance(&res.Instance), Index: res.Index}, nil
+	return &registryv1.RegisterResponse{
+		Instance: toAPIInstance(&res.Instance),
+		Index:    res.Index,
+		BeatKey:  udpbeat.DeriveKey(secret, res.Instance.Service, res.Instance.ID, res.Instance.Incarnation),
+	}, nil
 }
 
 // Deregister implements registry.v1.Registry.
@@ -93,6 +106,13 @@ func (s *Server) GetService(ctx context.Context, req *registryv1.GetServiceReque
 	if err := validate.Service("service", req.Service, false); err != nil {
 		return nil, s.toStatus(err)
 	}
+	if req.PageSize > validate.MaxPageSize {
+		return nil, s.toStatus(validate.FieldErrorf("page_size", "%d is above the limit of %d", req.PageSize, validate.MaxPageSize))
+	}
+	after, err := decodePageToken(req.PageToken)
+	if err != nil {
+		return nil, s.toStatus(err)
+	}
 	local, err := s.readLocally(ctx, req.Consistency)
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -103,11 +123,58 @@ func (s *Server) GetService(ctx context.Context, req *registryv1.GetServiceReque
 		})
 	}
 	ins, index := s.state.GetService(req.Service, req.IncludeSuspect)
+	page, next := servicePage(ins, req.IncludeSuspect, after, int(req.PageSize))
 	return &registryv1.GetServiceResponse{
-		Instances:   toAPIInstances(ins, req.IncludeSuspect),
-		Index:       index,
-		KnownLeader: s.knownLeader(),
+		Instances:     page,
+		Index:         index,
+		KnownLeader:   s.knownLeader(),
+		NextPageToken: next,
 	}, nil
+}
+
+// decodePageToken returns the instance id a GetService page token names
+// (empty for no token). The token is the base64url of the previous page's
+// last id: opaque to callers, checked like any id.
+func decodePageToken(token string) (string, error) {
+	if token == "" {
+		return "", nil
+	}
+	id, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || validate.Name("page_token", string(id)) != nil {
+		return "", validate.FieldErrorf("page_token", "is not a token from a GetService response")
+	}
+	return string(id), nil
+}
+
+// servicePage returns the instances (sorted by id) after the id after, at
+// most size of them (0: no count limit) and at most validate.MaxPageBytes
+// encoded, with the token of the next page if any remain.
+func servicePage(ins []fsm.Instance, includeSuspect bool, after string, size int) ([]*registryv1.Instance, string) {
+	start, _ := slices.BinarySearchFunc(ins, after, func(in fsm.Instance, id string) int {
+		if in.ID <= id {
+			return -1
+		}
+		return 1
+	})
+	capacity := len(ins) - start
+	if size > 0 {
+		capacity = min(capacity, size)
+	}
+	out := make([]*registryv1.Instance, 0, capacity)
+	bytes := 0
+	for i := start; i < len(ins); i++ {
+		if !includeSuspect && ins[i].State != fsm.StateHealthy {
+			continue
+		}
+		in := toAPIInstance(&ins[i])
+		n := proto.Size(in) + 8 // the field's tag and length
+		if len(out) > 0 && ((size > 0 && len(out) == size) || bytes+n > validate.MaxPageBytes) {
+			return out, base64.RawURLEncoding.EncodeToString([]byte(out[len(out)-1].Id))
+		}
+		out = append(out, in)
+		bytes += n
+	}
+	return out, ""
 }
 
 // ListServices implements registry.v1.Registry.

@@ -56,6 +56,15 @@ func (c *fakeCluster) Status(context.Context) (Status, error) {
 	return c.status, nil
 }
 func (c *fakeCluster) AddVoter(context.Context, string, string) (uint64, error) { return 0, nil }
+func (c *fakeCluster) AddNonvoter(context.Context, string, string) (uint64, error) {
+	return 0, nil
+}
+func (c *fakeCluster) Promote(_ context.Context, id string) (uint64, error) {
+	return 0, fmt.Errorf("%w: %q", ErrNotMember, id)
+}
+func (c *fakeCluster) Demote(_ context.Context, id string) (uint64, error) {
+	return 0, fmt.Errorf("%w: demoting %q", ErrMembershipRefused, id)
+}
 func (c *fakeCluster) RemoveServer(_ context.Context, id string) (uint64, error) {
 	return 0, fmt.Errorf("%w: %q", ErrNotMember, id) // no server is a member
 }
@@ -95,6 +104,9 @@ type fakeState struct {
 }
 
 func (s *fakeState) AppliedIndex() uint64 { return s.index }
+
+// The fake's beat secret is fixed: Register needs one.
+func (s *fakeState) BeatSecret() []byte { return []byte("fake beat secret") }
 
 // The fake has no ACL records (the ACL tests use a real fsm).
 func (s *fakeState) ACLIndex() uint64 { return 0 }
@@ -299,6 +311,7 @@ func TestStatusAnswersTheNodesStatusInTheAPIForm(t *testing.T) {
 		Members: []Member{
 			{ID: "n1", RaftAddress: "10.1.1.1:7000", GRPCAddress: "10.1.1.1:7001", HTTPAddress: "10.1.1.1:7201", Voter: true, Leader: true},
 			{ID: "n2", RaftAddress: "10.1.1.2:7000", Voter: true},
+			{ID: "r1", RaftAddress: "127.0.0.3:7000"},
 		},
 		ExpiryGuardEngaged: true, ExpiriesHeld: 12, FailoverFenceRemaining: 3 * time.Second,
 		ClockSkew: -5 * time.Millisecond, ClockSkewKnown: true,
@@ -313,8 +326,9 @@ func TestStatusAnswersTheNodesStatusInTheAPIForm(t *testing.T) {
 		LeaderGrpcAddress: "10.1.1.1:7001", LeaderHttpAddress: "10.1.1.1:7201",
 		AppliedIndex: 40, CommitIndex: 41, LastLogIndex: 42,
 		Members: []*registryv1.Member{
-			{Id: "n1", RaftAddress: "10.1.1.1:7000", GrpcAddress: "10.1.1.1:7001", HttpAddress: "10.1.1.1:7201", Voter: true, Leader: true},
-			{Id: "n2", RaftAddress: "10.1.1.2:7000", Voter: true},
+			{Id: "n1", RaftAddress: "10.1.1.1:7000", GrpcAddress: "10.1.1.1:7001", HttpAddress: "10.1.1.1:7201", Voter: true, Leader: true, Role: "voter"},
+			{Id: "n2", RaftAddress: "10.1.1.2:7000", Voter: true, Role: "voter"},
+			{Id: "r1", RaftAddress: "127.0.0.3:7000", Role: "replica"},
 		},
 		ExpiryGuardEngaged: true, ExpiriesHeld: 12, FailoverFenceRemaining: durationpb.New(3 * time.Second),
 		ClockSkew: durationpb.New(-5 * time.Millisecond), StateHash: "fake", StateHashIndex: 40,
@@ -413,7 +427,7 @@ func TestMatchRejectionsPairsEachRejectionWithItsBeat(t *testing.T) {
 		{Instance: ref("b", 1), Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_UNKNOWN},
 		{Instance: ref("c", 2), Reason: registryv1.BeatRejectReason_BEAT_REJECT_REASON_FENCED},
 	}
-	out, err := matchRejections(refs, rej, 9)
+	out, err := matchRejections(refs, nil, rej, 9)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +437,7 @@ func TestMatchRejectionsPairsEachRejectionWithItsBeat(t *testing.T) {
 			t.Errorf("beat %d: rejection %v index %d; want rejected=%v at 9", i, o.rejection, o.index, wantRejected)
 		}
 	}
-	if _, err := matchRejections(refs, []*registryv1.BeatRejection{{Instance: ref("z", 1)}}, 9); err == nil {
+	if _, err := matchRejections(refs, nil, []*registryv1.BeatRejection{{Instance: ref("z", 1)}}, 9); err == nil {
 		t.Error("a rejection that matches no beat was accepted")
 	}
 }

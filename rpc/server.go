@@ -46,8 +46,18 @@ type Admin interface {
 	// Status describes the node and the cluster.
 	Status(ctx context.Context) (Status, error)
 	// AddVoter adds a voter, or does nothing if it is one already at that
-	// address; it returns the configuration's index.
+	// address; a non-voter stays one (at that address): Promote changes
+	// roles. It returns the configuration's index.
 	AddVoter(ctx context.Context, id, raftAddr string) (uint64, error)
+	// AddNonvoter adds a read replica (a Raft non-voter), or does nothing
+	// if the node is a member at that address already, voter or not.
+	AddNonvoter(ctx context.Context, id, raftAddr string) (uint64, error)
+	// Promote makes a member a voter; Demote makes a voter a non-voter,
+	// refusing (ErrMembershipRefused) the leader and a change that leaves
+	// fewer than MinVotersAfterDemote voters. An id that is not in the
+	// configuration is ErrNotMember.
+	Promote(ctx context.Context, id string) (uint64, error)
+	Demote(ctx context.Context, id string) (uint64, error)
 	// RemoveServer removes a server from the configuration; an id that is
 	// not in it is ErrNotMember.
 	RemoveServer(ctx context.Context, id string) (uint64, error)
@@ -90,6 +100,10 @@ type Status struct {
 	// ClockSkew is this node's clock minus the leader's, when known.
 	ClockSkew      time.Duration
 	ClockSkewKnown bool
+	// LastContact is how long ago this follower last heard from the
+	// leader, when it has.
+	LastContact      time.Duration
+	LastContactKnown bool
 }
 
 // Member is one server of the Raft configuration.
@@ -97,6 +111,25 @@ type Member struct {
 	ID, RaftAddress, GRPCAddress, HTTPAddress string
 	Voter, Leader                             bool
 }
+
+// Role names a member's part in the configuration: RoleVoter, or
+// RoleReplica for a Raft non-voter.
+func (m Member) Role() string {
+	if m.Voter {
+		return RoleVoter
+	}
+	return RoleReplica
+}
+
+// Member roles (registry.v1.Member.role).
+const (
+	RoleVoter   = "voter"
+	RoleReplica = "replica"
+)
+
+// MinVotersAfterDemote is the fewest voters Demote leaves: three voters
+// survive the loss of one.
+const MinVotersAfterDemote = 3
 
 // StateReader reads the local replica. *fsm.FSM implements it.
 type StateReader interface {
@@ -114,6 +147,8 @@ type StateReader interface {
 	ACLPolicy(name string) (fsm.ACLPolicy, bool)
 	ACLPolicies() ([]fsm.ACLPolicy, uint64)
 	ACLTokens() ([]fsm.ACLToken, uint64)
+	// BeatSecret is the cluster beat secret (see udpbeats.go), or nil.
+	BeatSecret() []byte
 }
 
 // Config configures a Server.
@@ -155,8 +190,10 @@ type Config struct {
 	// than refusing them) must not hold every beat of this node for long.
 	// Default 1s: a commit takes milliseconds.
 	ForwardTimeout time.Duration
-	// WriteRate is the writes per second one client address may make
-	// (token bucket of WriteBurst): a Register, a Deregister, a Beat call
+	// WriteRate is the writes per second one client may make (token
+	// bucket of WriteBurst). A client is its ACL token (by accessor id)
+	// when the node enforces ACLs, its address otherwise (an IPv4 address,
+	// an IPv6 /64). A Register, a Deregister, a Beat call
 	// or one BeatStream frame is one write, however many instances it
 	// names. Beyond it a call is ResourceExhausted with a RetryInfo.
 	// Counted on the node the client reached, never again on the leader a
@@ -166,11 +203,12 @@ type Config struct {
 	// addresses can set far less.
 	WriteRate  float64
 	WriteBurst int
-	// MaxClients bounds the client addresses whose write rate is tracked;
+	// MaxClients bounds the clients (tokens or addresses) whose write rate
+	// is tracked;
 	// beyond it the least recently seen is forgotten. Default 65,536.
 	MaxClients int
 	// MaxWatchesPerClient bounds the concurrent watches of one client
-	// address on this node. Default 1,024.
+	// (token or address, as for WriteRate) on this node. Default 1,024.
 	MaxWatchesPerClient int
 	// ACLDefault decides, when the node enforces ACLs (it installs
 	// UnaryInterceptor and StreamInterceptor), what a token may do where

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
@@ -57,6 +58,7 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 			return s.toStatus(err)
 		}
 		if len(events) > 0 {
+			events, next = withinPageBytes(events, next)
 			msg := &registryv1.WatchResponse{Index: next, Events: make([]*registryv1.Event, 0, len(events))}
 			canRead := readFilter(ctx)
 			for i := range events {
@@ -95,7 +97,7 @@ func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchRes
 	s.metrics.watchResets.Inc()
 	api := toAPIInstances(ins, true)
 	for first := true; first || len(api) > 0; first = false {
-		n := min(len(api), s.cfg.WatchBatch)
+		n := prefixWithin(len(api), s.cfg.WatchBatch, func(i int) int { return proto.Size(api[i]) })
 		msg := &registryv1.WatchResponse{IsReset: first, Instances: api[:n], Index: index, More: n < len(api)}
 		api = api[n:]
 		if err := stream.Send(msg); err != nil {
@@ -103,4 +105,45 @@ func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchRes
 		}
 	}
 	return index, nil
+}
+
+// prefixWithin returns how many of the first n items (at least one, when
+// there are any) go into one message: at most limit of them (0: no count
+// limit) and at most validate.MaxPageBytes by size, so that a message fits
+// what a gRPC client receives by default.
+func prefixWithin(n, limit int, size func(i int) int) int {
+	bytes := 0
+	for i := range n {
+		if i > 0 && (i == limit || bytes+size(i)+8 > validate.MaxPageBytes) {
+			return i
+		}
+		bytes += size(i) + 8 // the field's tag and length
+	}
+	return n
+}
+
+// withinPageBytes cuts events (in index order, the batch ending at next) to
+// a prefix of at most validate.MaxPageBytes of instances, cut only between
+// two indexes: a message's index covers all its index's events, so a
+// watcher resuming after it misses none. The events of one index (one Raft
+// entry) always go together, even beyond the bound.
+func withinPageBytes(events []fsm.Event, next uint64) ([]fsm.Event, uint64) {
+	bytes := 0
+	for i := range events {
+		bytes += instanceBytes(&events[i].Instance)
+		if bytes > validate.MaxPageBytes && i > 0 && events[i].Index != events[i-1].Index {
+			return events[:i], events[i-1].Index
+		}
+	}
+	return events, next
+}
+
+// instanceBytes estimates an instance's encoded size: its strings, its
+// metadata and a fixed allowance for the numbers and timestamps.
+func instanceBytes(in *fsm.Instance) int {
+	n := len(in.Service) + len(in.ID) + len(in.Address) + 96
+	for k, v := range in.Metadata {
+		n += len(k) + len(v) + 8
+	}
+	return n
 }

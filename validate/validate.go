@@ -39,6 +39,12 @@ const (
 	MaxRequestBytes = 1 << 20
 	// MaxBeatBatch bounds the instances of one beat request.
 	MaxBeatBatch = 10_000
+	// MaxPageSize bounds GetService's page_size.
+	MaxPageSize = 100_000
+	// MaxPageBytes bounds the instances of one GetService response, in
+	// encoded bytes, so that a response fits the 4 MiB a gRPC client (and a
+	// node forwarding a read) receives by default.
+	MaxPageBytes = 3 << 20
 	// MaxSnapshotBytes bounds a backup given to Cluster.SnapshotRestore.
 	MaxSnapshotBytes = 1 << 30
 	// MaxIncarnation bounds an incarnation (2^53-1, the largest integer a

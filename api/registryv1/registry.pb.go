@@ -141,6 +141,9 @@ const (
 	BeatRejectReason_BEAT_REJECT_REASON_UNKNOWN BeatRejectReason = 1
 	// FENCED: another incarnation is registered; see current_incarnation.
 	BeatRejectReason_BEAT_REJECT_REASON_FENCED BeatRejectReason = 2
+	// REPLAY: a UDP beat whose sequence number is not above the last one
+	// applied to the instance.
+	BeatRejectReason_BEAT_REJECT_REASON_REPLAY BeatRejectReason = 3
 )
 
 // Enum value maps for BeatRejectReason.
@@ -149,11 +152,13 @@ var (
 		0: "BEAT_REJECT_REASON_UNSPECIFIED",
 		1: "BEAT_REJECT_REASON_UNKNOWN",
 		2: "BEAT_REJECT_REASON_FENCED",
+		3: "BEAT_REJECT_REASON_REPLAY",
 	}
 	BeatRejectReason_value = map[string]int32{
 		"BEAT_REJECT_REASON_UNSPECIFIED": 0,
 		"BEAT_REJECT_REASON_UNKNOWN":     1,
 		"BEAT_REJECT_REASON_FENCED":      2,
+		"BEAT_REJECT_REASON_REPLAY":      3,
 	}
 )
 
@@ -464,7 +469,11 @@ type RegisterResponse struct {
 	// The instance as stored.
 	Instance *Instance `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
 	// The Raft index of the registration.
-	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The key (32 bytes) that authenticates this incarnation's UDP beats
+	// (HMAC-SHA256, see README "UDP beats"). Each incarnation has its own;
+	// empty if the cluster has no beat secret yet. Treat it as a secret.
+	BeatKey       []byte `protobuf:"bytes,3,opt,name=beat_key,json=beatKey,proto3" json:"beat_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -511,6 +520,13 @@ func (x *RegisterResponse) GetIndex() uint64 {
 		return x.Index
 	}
 	return 0
+}
+
+func (x *RegisterResponse) GetBeatKey() []byte {
+	if x != nil {
+		return x.BeatKey
+	}
+	return nil
 }
 
 type DeregisterRequest struct {
@@ -680,6 +696,51 @@ func (x *InstanceRef) GetIncarnation() uint64 {
 	return 0
 }
 
+type ForwardUdpBeatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The datagrams, each as received; at most 10,000.
+	Datagrams     [][]byte `protobuf:"bytes,1,rep,name=datagrams,proto3" json:"datagrams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardUdpBeatsRequest) Reset() {
+	*x = ForwardUdpBeatsRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardUdpBeatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardUdpBeatsRequest) ProtoMessage() {}
+
+func (x *ForwardUdpBeatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardUdpBeatsRequest.ProtoReflect.Descriptor instead.
+func (*ForwardUdpBeatsRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForwardUdpBeatsRequest) GetDatagrams() [][]byte {
+	if x != nil {
+		return x.Datagrams
+	}
+	return nil
+}
+
 type BeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 10,000 instances.
@@ -692,7 +753,7 @@ type BeatRequest struct {
 
 func (x *BeatRequest) Reset() {
 	*x = BeatRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +765,7 @@ func (x *BeatRequest) String() string {
 func (*BeatRequest) ProtoMessage() {}
 
 func (x *BeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +778,7 @@ func (x *BeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRequest.ProtoReflect.Descriptor instead.
 func (*BeatRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BeatRequest) GetBeats() []*InstanceRef {
@@ -740,13 +801,16 @@ type BeatRejection struct {
 	Reason   BeatRejectReason       `protobuf:"varint,2,opt,name=reason,proto3,enum=registry.v1.BeatRejectReason" json:"reason,omitempty"`
 	// The registered incarnation, for FENCED.
 	CurrentIncarnation uint64 `protobuf:"varint,3,opt,name=current_incarnation,json=currentIncarnation,proto3" json:"current_incarnation,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The UDP beat's sequence number, for a beat that came as a UDP
+	// datagram; else 0.
+	UdpSeq        uint64 `protobuf:"varint,4,opt,name=udp_seq,json=udpSeq,proto3" json:"udp_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BeatRejection) Reset() {
 	*x = BeatRejection{}
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +822,7 @@ func (x *BeatRejection) String() string {
 func (*BeatRejection) ProtoMessage() {}
 
 func (x *BeatRejection) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +835,7 @@ func (x *BeatRejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRejection.ProtoReflect.Descriptor instead.
 func (*BeatRejection) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BeatRejection) GetInstance() *InstanceRef {
@@ -791,6 +855,13 @@ func (x *BeatRejection) GetReason() BeatRejectReason {
 func (x *BeatRejection) GetCurrentIncarnation() uint64 {
 	if x != nil {
 		return x.CurrentIncarnation
+	}
+	return 0
+}
+
+func (x *BeatRejection) GetUdpSeq() uint64 {
+	if x != nil {
+		return x.UdpSeq
 	}
 	return 0
 }
@@ -817,7 +888,7 @@ type BeatResponse struct {
 
 func (x *BeatResponse) Reset() {
 	*x = BeatResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +900,7 @@ func (x *BeatResponse) String() string {
 func (*BeatResponse) ProtoMessage() {}
 
 func (x *BeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +913,7 @@ func (x *BeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatResponse.ProtoReflect.Descriptor instead.
 func (*BeatResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BeatResponse) GetRejected() []*BeatRejection {
@@ -895,7 +966,7 @@ type BeatRetry struct {
 
 func (x *BeatRetry) Reset() {
 	*x = BeatRetry{}
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +978,7 @@ func (x *BeatRetry) String() string {
 func (*BeatRetry) ProtoMessage() {}
 
 func (x *BeatRetry) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +991,7 @@ func (x *BeatRetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRetry.ProtoReflect.Descriptor instead.
 func (*BeatRetry) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BeatRetry) GetMessage() string {
@@ -950,13 +1021,23 @@ type GetServiceRequest struct {
 	Consistency Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=registry.v1.Consistency" json:"consistency,omitempty"`
 	// Also return SUSPECT instances.
 	IncludeSuspect bool `protobuf:"varint,3,opt,name=include_suspect,json=includeSuspect,proto3" json:"include_suspect,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// At most this many instances per response (at most 100000). Zero: as
+	// many as fit. Whatever page_size says, a response holds at most 3 MiB of
+	// instances, so that it fits the 4 MiB a gRPC client receives by default
+	// and a forwarding node passes it on; the rest follows with
+	// next_page_token.
+	PageSize uint32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A previous response's next_page_token: continue after its last
+	// instance. Each page is read at its own index: an instance registered
+	// between two pages with an id before the token is not in this listing.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1049,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1062,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -1005,6 +1086,20 @@ func (x *GetServiceRequest) GetIncludeSuspect() bool {
 	return false
 }
 
+func (x *GetServiceRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetServiceRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type GetServiceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Sorted by id.
@@ -1012,14 +1107,17 @@ type GetServiceResponse struct {
 	// The Raft index the answering replica had applied.
 	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
 	// Whether the answering node knew a leader.
-	KnownLeader   bool `protobuf:"varint,3,opt,name=known_leader,json=knownLeader,proto3" json:"known_leader,omitempty"`
+	KnownLeader bool `protobuf:"varint,3,opt,name=known_leader,json=knownLeader,proto3" json:"known_leader,omitempty"`
+	// Set when more instances follow: pass it as page_token for the next page.
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,4,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1129,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1142,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetServiceResponse) GetInstances() []*Instance {
@@ -1068,6 +1166,13 @@ func (x *GetServiceResponse) GetKnownLeader() bool {
 	return false
 }
 
+func (x *GetServiceResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type ListServicesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Consistency   Consistency            `protobuf:"varint,1,opt,name=consistency,proto3,enum=registry.v1.Consistency" json:"consistency,omitempty"`
@@ -1077,7 +1182,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1194,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1207,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListServicesRequest) GetConsistency() Consistency {
@@ -1123,7 +1228,7 @@ type ServiceSummary struct {
 
 func (x *ServiceSummary) Reset() {
 	*x = ServiceSummary{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1240,7 @@ func (x *ServiceSummary) String() string {
 func (*ServiceSummary) ProtoMessage() {}
 
 func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1253,7 @@ func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSummary.ProtoReflect.Descriptor instead.
 func (*ServiceSummary) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ServiceSummary) GetService() string {
@@ -1184,7 +1289,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1301,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1314,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceSummary {
@@ -1246,7 +1351,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1363,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1376,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRequest) GetService() string {
@@ -1308,7 +1413,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1425,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1438,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Event) GetType() EventType {
@@ -1399,7 +1504,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1516,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1529,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchResponse) GetIsReset() bool {
@@ -1475,7 +1580,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1592,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1605,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LeaderHint) GetLeaderId() string {
@@ -1539,7 +1644,7 @@ type WriteOutcome struct {
 
 func (x *WriteOutcome) Reset() {
 	*x = WriteOutcome{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1656,7 @@ func (x *WriteOutcome) String() string {
 func (*WriteOutcome) ProtoMessage() {}
 
 func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1669,7 @@ func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteOutcome.ProtoReflect.Descriptor instead.
 func (*WriteOutcome) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WriteOutcome) GetProposed() bool {
@@ -1587,7 +1692,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1704,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1717,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -1624,20 +1729,23 @@ func (x *StatusRequest) GetIncludeStateHash() bool {
 
 // Member is one server of the Raft configuration.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	HttpAddress   string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
-	Voter         bool                   `protobuf:"varint,5,opt,name=voter,proto3" json:"voter,omitempty"`
-	Leader        bool                   `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	HttpAddress string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	Voter       bool                   `protobuf:"varint,5,opt,name=voter,proto3" json:"voter,omitempty"`
+	Leader      bool                   `protobuf:"varint,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	// "voter", or "replica" for a Raft non-voter (a read replica): it
+	// replicates the log but never votes or leads.
+	Role          string `protobuf:"bytes,7,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1757,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1770,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Member) GetId() string {
@@ -1707,6 +1815,13 @@ func (x *Member) GetLeader() bool {
 	return false
 }
 
+func (x *Member) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 type StatusResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1739,13 +1854,16 @@ type StatusResponse struct {
 	// Set when the request asked for include_state_hash.
 	StateHash      string `protobuf:"bytes,17,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	StateHashIndex uint64 `protobuf:"varint,18,opt,name=state_hash_index,json=stateHashIndex,proto3" json:"state_hash_index,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How long ago this node last heard from the leader; unset on the
+	// leader and on a node that has not heard from one.
+	LastContact   *durationpb.Duration `protobuf:"bytes,19,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1875,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1888,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1899,19 +2017,29 @@ func (x *StatusResponse) GetStateHashIndex() uint64 {
 	return 0
 }
 
+func (x *StatusResponse) GetLastContact() *durationpb.Duration {
+	if x != nil {
+		return x.LastContact
+	}
+	return nil
+}
+
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	GrpcAddress   string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
-	HttpAddress   string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	GrpcAddress string                 `protobuf:"bytes,3,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	HttpAddress string                 `protobuf:"bytes,4,opt,name=http_address,json=httpAddress,proto3" json:"http_address,omitempty"`
+	// Join as a read replica (a Raft non-voter). A node that is a voter
+	// already stays one: Demote changes a voter's role.
+	ReadReplica   bool `protobuf:"varint,5,opt,name=read_replica,json=readReplica,proto3" json:"read_replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2051,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2064,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1967,6 +2095,13 @@ func (x *JoinRequest) GetHttpAddress() string {
 	return ""
 }
 
+func (x *JoinRequest) GetReadReplica() bool {
+	if x != nil {
+		return x.ReadReplica
+	}
+	return false
+}
+
 type JoinResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1976,7 +2111,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2123,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2136,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -2020,7 +2155,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2167,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2180,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2064,7 +2199,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2211,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,10 +2224,188 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type PromoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteRequest) Reset() {
+	*x = PromoteRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteRequest) ProtoMessage() {}
+
+func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
+func (*PromoteRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PromoteRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type PromoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the configuration that holds the node as a voter.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteResponse) Reset() {
+	*x = PromoteResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteResponse) ProtoMessage() {}
+
+func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
+func (*PromoteResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PromoteResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type DemoteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteRequest) Reset() {
+	*x = DemoteRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteRequest) ProtoMessage() {}
+
+func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteRequest.ProtoReflect.Descriptor instead.
+func (*DemoteRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DemoteRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type DemoteResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The index of the configuration that holds the node as a replica.
+	Index         uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DemoteResponse) Reset() {
+	*x = DemoteResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DemoteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DemoteResponse) ProtoMessage() {}
+
+func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DemoteResponse.ProtoReflect.Descriptor instead.
+func (*DemoteResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *DemoteResponse) GetIndex() uint64 {
 	if x != nil {
 		return x.Index
 	}
@@ -2109,7 +2422,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2434,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2447,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -2153,7 +2466,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2478,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2491,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2196,7 +2509,7 @@ type ReleaseExpiryGuardRequest struct {
 
 func (x *ReleaseExpiryGuardRequest) Reset() {
 	*x = ReleaseExpiryGuardRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2521,7 @@ func (x *ReleaseExpiryGuardRequest) String() string {
 func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2534,7 @@ func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 type ReleaseExpiryGuardResponse struct {
@@ -2236,7 +2549,7 @@ type ReleaseExpiryGuardResponse struct {
 
 func (x *ReleaseExpiryGuardResponse) Reset() {
 	*x = ReleaseExpiryGuardResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2561,7 @@ func (x *ReleaseExpiryGuardResponse) String() string {
 func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2574,7 @@ func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
@@ -2286,7 +2599,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2611,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2624,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 // SnapshotChunk is one piece of a backup stream.
@@ -2328,7 +2641,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2653,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2666,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -2390,7 +2703,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2715,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2728,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -2433,14 +2746,20 @@ func (x *SnapshotRestoreResponse) GetInstances() uint64 {
 }
 
 type ACLBootstrapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// secret_id, if set, is the secret the management token gets instead of
+	// a fresh random one: a UUID, like the secrets the registry makes, so
+	// that the nodes can be started with it as --acl-token before the
+	// cluster exists (Consul's BootstrapSecret). Only its hash is proposed
+	// and stored; it is never logged.
+	SecretId      string `protobuf:"bytes,1,opt,name=secret_id,json=secretId,proto3" json:"secret_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ACLBootstrapRequest) Reset() {
 	*x = ACLBootstrapRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2771,7 @@ func (x *ACLBootstrapRequest) String() string {
 func (*ACLBootstrapRequest) ProtoMessage() {}
 
 func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2784,14 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ACLBootstrapRequest) GetSecretId() string {
+	if x != nil {
+		return x.SecretId
+	}
+	return ""
 }
 
 // ACLTokenSecret is a new token: the only message that carries a secret.
@@ -2480,7 +2806,7 @@ type ACLTokenSecret struct {
 
 func (x *ACLTokenSecret) Reset() {
 	*x = ACLTokenSecret{}
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2818,7 @@ func (x *ACLTokenSecret) String() string {
 func (*ACLTokenSecret) ProtoMessage() {}
 
 func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2831,7 @@ func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSecret.ProtoReflect.Descriptor instead.
 func (*ACLTokenSecret) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ACLTokenSecret) GetAccessorId() string {
@@ -2540,7 +2866,7 @@ type ACLPolicyCreateRequest struct {
 
 func (x *ACLPolicyCreateRequest) Reset() {
 	*x = ACLPolicyCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2878,7 @@ func (x *ACLPolicyCreateRequest) String() string {
 func (*ACLPolicyCreateRequest) ProtoMessage() {}
 
 func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2891,7 @@ func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ACLPolicyCreateRequest) GetName() string {
@@ -2591,7 +2917,7 @@ type ACLPolicyCreateResponse struct {
 
 func (x *ACLPolicyCreateResponse) Reset() {
 	*x = ACLPolicyCreateResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2929,7 @@ func (x *ACLPolicyCreateResponse) String() string {
 func (*ACLPolicyCreateResponse) ProtoMessage() {}
 
 func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2942,7 @@ func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ACLPolicyCreateResponse) GetIndex() uint64 {
@@ -2634,7 +2960,7 @@ type ACLPolicyListRequest struct {
 
 func (x *ACLPolicyListRequest) Reset() {
 	*x = ACLPolicyListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2972,7 @@ func (x *ACLPolicyListRequest) String() string {
 func (*ACLPolicyListRequest) ProtoMessage() {}
 
 func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2985,7 @@ func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 type ACLPolicy struct {
@@ -2672,7 +2998,7 @@ type ACLPolicy struct {
 
 func (x *ACLPolicy) Reset() {
 	*x = ACLPolicy{}
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +3010,7 @@ func (x *ACLPolicy) String() string {
 func (*ACLPolicy) ProtoMessage() {}
 
 func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +3023,7 @@ func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicy.ProtoReflect.Descriptor instead.
 func (*ACLPolicy) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ACLPolicy) GetName() string {
@@ -2724,7 +3050,7 @@ type ACLPolicyListResponse struct {
 
 func (x *ACLPolicyListResponse) Reset() {
 	*x = ACLPolicyListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2736,7 +3062,7 @@ func (x *ACLPolicyListResponse) String() string {
 func (*ACLPolicyListResponse) ProtoMessage() {}
 
 func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2749,7 +3075,7 @@ func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ACLPolicyListResponse) GetPolicies() []*ACLPolicy {
@@ -2775,7 +3101,7 @@ type ACLPolicyDeleteRequest struct {
 
 func (x *ACLPolicyDeleteRequest) Reset() {
 	*x = ACLPolicyDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3113,7 @@ func (x *ACLPolicyDeleteRequest) String() string {
 func (*ACLPolicyDeleteRequest) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3126,7 @@ func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ACLPolicyDeleteRequest) GetName() string {
@@ -2819,7 +3145,7 @@ type ACLPolicyDeleteResponse struct {
 
 func (x *ACLPolicyDeleteResponse) Reset() {
 	*x = ACLPolicyDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2831,7 +3157,7 @@ func (x *ACLPolicyDeleteResponse) String() string {
 func (*ACLPolicyDeleteResponse) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2844,7 +3170,7 @@ func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ACLPolicyDeleteResponse) GetIndex() uint64 {
@@ -2864,7 +3190,7 @@ type ACLTokenCreateRequest struct {
 
 func (x *ACLTokenCreateRequest) Reset() {
 	*x = ACLTokenCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2876,7 +3202,7 @@ func (x *ACLTokenCreateRequest) String() string {
 func (*ACLTokenCreateRequest) ProtoMessage() {}
 
 func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2889,7 +3215,7 @@ func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ACLTokenCreateRequest) GetPolicies() []string {
@@ -2919,7 +3245,7 @@ type ACLToken struct {
 
 func (x *ACLToken) Reset() {
 	*x = ACLToken{}
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2931,7 +3257,7 @@ func (x *ACLToken) String() string {
 func (*ACLToken) ProtoMessage() {}
 
 func (x *ACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2944,7 +3270,7 @@ func (x *ACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
 func (*ACLToken) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ACLToken) GetAccessorId() string {
@@ -2983,7 +3309,7 @@ type ACLTokenListRequest struct {
 
 func (x *ACLTokenListRequest) Reset() {
 	*x = ACLTokenListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3321,7 @@ func (x *ACLTokenListRequest) String() string {
 func (*ACLTokenListRequest) ProtoMessage() {}
 
 func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3334,7 @@ func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 type ACLTokenListResponse struct {
@@ -3021,7 +3347,7 @@ type ACLTokenListResponse struct {
 
 func (x *ACLTokenListResponse) Reset() {
 	*x = ACLTokenListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3033,7 +3359,7 @@ func (x *ACLTokenListResponse) String() string {
 func (*ACLTokenListResponse) ProtoMessage() {}
 
 func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3372,7 @@ func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ACLTokenListResponse) GetTokens() []*ACLToken {
@@ -3072,7 +3398,7 @@ type ACLTokenDeleteRequest struct {
 
 func (x *ACLTokenDeleteRequest) Reset() {
 	*x = ACLTokenDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3410,7 @@ func (x *ACLTokenDeleteRequest) String() string {
 func (*ACLTokenDeleteRequest) ProtoMessage() {}
 
 func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3423,7 @@ func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ACLTokenDeleteRequest) GetAccessorId() string {
@@ -3116,7 +3442,7 @@ type ACLTokenDeleteResponse struct {
 
 func (x *ACLTokenDeleteResponse) Reset() {
 	*x = ACLTokenDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3454,7 @@ func (x *ACLTokenDeleteResponse) String() string {
 func (*ACLTokenDeleteResponse) ProtoMessage() {}
 
 func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3467,7 @@ func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ACLTokenDeleteResponse) GetIndex() uint64 {
@@ -3177,10 +3503,11 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x0fRegisterRequest\x121\n" +
-	"\binstance\x18\x01 \x01(\v2\x15.registry.v1.InstanceR\binstance\"[\n" +
+	"\binstance\x18\x01 \x01(\v2\x15.registry.v1.InstanceR\binstance\"v\n" +
 	"\x10RegisterResponse\x121\n" +
 	"\binstance\x18\x01 \x01(\v2\x15.registry.v1.InstanceR\binstance\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"_\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x19\n" +
+	"\bbeat_key\x18\x03 \x01(\fR\abeatKey\"_\n" +
 	"\x11DeregisterRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
@@ -3190,14 +3517,17 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\vInstanceRef\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"O\n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"6\n" +
+	"\x16ForwardUdpBeatsRequest\x12\x1c\n" +
+	"\tdatagrams\x18\x01 \x03(\fR\tdatagrams\"O\n" +
 	"\vBeatRequest\x12.\n" +
 	"\x05beats\x18\x01 \x03(\v2\x18.registry.v1.InstanceRefR\x05beats\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xad\x01\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xc6\x01\n" +
 	"\rBeatRejection\x124\n" +
 	"\binstance\x18\x01 \x01(\v2\x18.registry.v1.InstanceRefR\binstance\x125\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.registry.v1.BeatRejectReasonR\x06reason\x12/\n" +
-	"\x13current_incarnation\x18\x03 \x01(\x04R\x12currentIncarnation\"\xea\x01\n" +
+	"\x13current_incarnation\x18\x03 \x01(\x04R\x12currentIncarnation\x12\x17\n" +
+	"\audp_seq\x18\x04 \x01(\x04R\x06udpSeq\"\xea\x01\n" +
 	"\fBeatResponse\x126\n" +
 	"\brejected\x18\x01 \x03(\v2\x1a.registry.v1.BeatRejectionR\brejected\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12L\n" +
@@ -3207,15 +3537,19 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tBeatRetry\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\x123\n" +
 	"\aoutcome\x18\x02 \x01(\v2\x19.registry.v1.WriteOutcomeR\aoutcome\x12/\n" +
-	"\x06leader\x18\x03 \x01(\v2\x17.registry.v1.LeaderHintR\x06leader\"\x92\x01\n" +
+	"\x06leader\x18\x03 \x01(\v2\x17.registry.v1.LeaderHintR\x06leader\"\xce\x01\n" +
 	"\x11GetServiceRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12:\n" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x18.registry.v1.ConsistencyR\vconsistency\x12'\n" +
-	"\x0finclude_suspect\x18\x03 \x01(\bR\x0eincludeSuspect\"\x82\x01\n" +
+	"\x0finclude_suspect\x18\x03 \x01(\bR\x0eincludeSuspect\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xaa\x01\n" +
 	"\x12GetServiceResponse\x123\n" +
 	"\tinstances\x18\x01 \x03(\v2\x15.registry.v1.InstanceR\tinstances\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12!\n" +
-	"\fknown_leader\x18\x03 \x01(\bR\vknownLeader\"Q\n" +
+	"\fknown_leader\x18\x03 \x01(\bR\vknownLeader\x12&\n" +
+	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\"Q\n" +
 	"\x13ListServicesRequest\x12:\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x18.registry.v1.ConsistencyR\vconsistency\"^\n" +
 	"\x0eServiceSummary\x12\x18\n" +
@@ -3252,14 +3586,15 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fWriteOutcome\x12\x1a\n" +
 	"\bproposed\x18\x01 \x01(\bR\bproposed\"=\n" +
 	"\rStatusRequest\x12,\n" +
-	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xaf\x01\n" +
+	"\x12include_state_hash\x18\x01 \x01(\bR\x10includeStateHash\"\xc3\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\bR\x06leader\"\xf7\x05\n" +
+	"\x06leader\x18\x06 \x01(\bR\x06leader\x12\x12\n" +
+	"\x04role\x18\a \x01(\tR\x04role\"\xb5\x06\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
@@ -3281,17 +3616,27 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"clock_skew\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\tclockSkew\x12\x1d\n" +
 	"\n" +
 	"state_hash\x18\x11 \x01(\tR\tstateHash\x12(\n" +
-	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\"\x8f\x01\n" +
+	"\x10state_hash_index\x18\x12 \x01(\x04R\x0estateHashIndex\x12<\n" +
+	"\flast_contact\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\vlastContact\"\xb2\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12!\n" +
 	"\fgrpc_address\x18\x03 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\"$\n" +
+	"\fhttp_address\x18\x04 \x01(\tR\vhttpAddress\x12!\n" +
+	"\fread_replica\x18\x05 \x01(\bR\vreadReplica\"$\n" +
 	"\fJoinResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"(\n" +
 	"\rRemoveRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"&\n" +
 	"\x0eRemoveResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\")\n" +
+	"\x0ePromoteRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"'\n" +
+	"\x0fPromoteResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"(\n" +
+	"\rDemoteRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"&\n" +
+	"\x0eDemoteResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"4\n" +
 	"\x19TransferLeadershipRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"9\n" +
@@ -3309,8 +3654,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tinstances\x18\x03 \x01(\x04R\tinstances\"M\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1c\n" +
-	"\tinstances\x18\x02 \x01(\x04R\tinstances\"\x15\n" +
-	"\x13ACLBootstrapRequest\"d\n" +
+	"\tinstances\x18\x02 \x01(\x04R\tinstances\"2\n" +
+	"\x13ACLBootstrapRequest\x12\x1b\n" +
+	"\tsecret_id\x18\x01 \x01(\tR\bsecretId\"d\n" +
 	"\x0eACLTokenSecret\x12\x1f\n" +
 	"\vaccessor_id\x18\x01 \x01(\tR\n" +
 	"accessorId\x12\x1b\n" +
@@ -3359,11 +3705,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\vConsistency\x12\x17\n" +
 	"\x13CONSISTENCY_DEFAULT\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x02*u\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x02*\x94\x01\n" +
 	"\x10BeatRejectReason\x12\"\n" +
 	"\x1eBEAT_REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aBEAT_REJECT_REASON_UNKNOWN\x10\x01\x12\x1d\n" +
-	"\x19BEAT_REJECT_REASON_FENCED\x10\x02*\xc2\x01\n" +
+	"\x19BEAT_REJECT_REASON_FENCED\x10\x02\x12\x1d\n" +
+	"\x19BEAT_REJECT_REASON_REPLAY\x10\x03*\xc2\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15EVENT_TYPE_REGISTERED\x10\x01\x12\x16\n" +
@@ -3371,7 +3718,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x17EVENT_TYPE_DEREGISTERED\x10\x03\x12\x16\n" +
 	"\x12EVENT_TYPE_SUSPECT\x10\x04\x12\x19\n" +
 	"\x15EVENT_TYPE_REACQUIRED\x10\x05\x12\x16\n" +
-	"\x12EVENT_TYPE_EXPIRED\x10\x062\x8c\x04\n" +
+	"\x12EVENT_TYPE_EXPIRED\x10\x062\xdf\x04\n" +
 	"\bRegistry\x12G\n" +
 	"\bRegister\x12\x1c.registry.v1.RegisterRequest\x1a\x1d.registry.v1.RegisterResponse\x12M\n" +
 	"\n" +
@@ -3382,12 +3729,15 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1e.registry.v1.GetServiceRequest\x1a\x1f.registry.v1.GetServiceResponse\x12S\n" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x012\xc1\x04\n" +
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12Q\n" +
+	"\x0fForwardUdpBeats\x12#.registry.v1.ForwardUdpBeatsRequest\x1a\x19.registry.v1.BeatResponse2\xca\x05\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
 	"\x04Join\x12\x18.registry.v1.JoinRequest\x1a\x19.registry.v1.JoinResponse\x12A\n" +
 	"\x06Remove\x12\x1a.registry.v1.RemoveRequest\x1a\x1b.registry.v1.RemoveResponse\x12e\n" +
-	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12e\n" +
+	"\x12TransferLeadership\x12&.registry.v1.TransferLeadershipRequest\x1a'.registry.v1.TransferLeadershipResponse\x12D\n" +
+	"\aPromote\x12\x1b.registry.v1.PromoteRequest\x1a\x1c.registry.v1.PromoteResponse\x12A\n" +
+	"\x06Demote\x12\x1a.registry.v1.DemoteRequest\x1a\x1b.registry.v1.DemoteResponse\x12e\n" +
 	"\x12ReleaseExpiryGuard\x12&.registry.v1.ReleaseExpiryGuardRequest\x1a'.registry.v1.ReleaseExpiryGuardResponse\x12N\n" +
 	"\fSnapshotSave\x12 .registry.v1.SnapshotSaveRequest\x1a\x1a.registry.v1.SnapshotChunk0\x01\x12U\n" +
 	"\x0fSnapshotRestore\x12\x1a.registry.v1.SnapshotChunk\x1a$.registry.v1.SnapshotRestoreResponse(\x012\xd6\x04\n" +
@@ -3414,7 +3764,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -3426,134 +3776,146 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*DeregisterRequest)(nil),          // 7: registry.v1.DeregisterRequest
 	(*DeregisterResponse)(nil),         // 8: registry.v1.DeregisterResponse
 	(*InstanceRef)(nil),                // 9: registry.v1.InstanceRef
-	(*BeatRequest)(nil),                // 10: registry.v1.BeatRequest
-	(*BeatRejection)(nil),              // 11: registry.v1.BeatRejection
-	(*BeatResponse)(nil),               // 12: registry.v1.BeatResponse
-	(*BeatRetry)(nil),                  // 13: registry.v1.BeatRetry
-	(*GetServiceRequest)(nil),          // 14: registry.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),         // 15: registry.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),        // 16: registry.v1.ListServicesRequest
-	(*ServiceSummary)(nil),             // 17: registry.v1.ServiceSummary
-	(*ListServicesResponse)(nil),       // 18: registry.v1.ListServicesResponse
-	(*WatchRequest)(nil),               // 19: registry.v1.WatchRequest
-	(*Event)(nil),                      // 20: registry.v1.Event
-	(*WatchResponse)(nil),              // 21: registry.v1.WatchResponse
-	(*LeaderHint)(nil),                 // 22: registry.v1.LeaderHint
-	(*WriteOutcome)(nil),               // 23: registry.v1.WriteOutcome
-	(*StatusRequest)(nil),              // 24: registry.v1.StatusRequest
-	(*Member)(nil),                     // 25: registry.v1.Member
-	(*StatusResponse)(nil),             // 26: registry.v1.StatusResponse
-	(*JoinRequest)(nil),                // 27: registry.v1.JoinRequest
-	(*JoinResponse)(nil),               // 28: registry.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 29: registry.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 30: registry.v1.RemoveResponse
-	(*TransferLeadershipRequest)(nil),  // 31: registry.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 32: registry.v1.TransferLeadershipResponse
-	(*ReleaseExpiryGuardRequest)(nil),  // 33: registry.v1.ReleaseExpiryGuardRequest
-	(*ReleaseExpiryGuardResponse)(nil), // 34: registry.v1.ReleaseExpiryGuardResponse
-	(*SnapshotSaveRequest)(nil),        // 35: registry.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 36: registry.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 37: registry.v1.SnapshotRestoreResponse
-	(*ACLBootstrapRequest)(nil),        // 38: registry.v1.ACLBootstrapRequest
-	(*ACLTokenSecret)(nil),             // 39: registry.v1.ACLTokenSecret
-	(*ACLPolicyCreateRequest)(nil),     // 40: registry.v1.ACLPolicyCreateRequest
-	(*ACLPolicyCreateResponse)(nil),    // 41: registry.v1.ACLPolicyCreateResponse
-	(*ACLPolicyListRequest)(nil),       // 42: registry.v1.ACLPolicyListRequest
-	(*ACLPolicy)(nil),                  // 43: registry.v1.ACLPolicy
-	(*ACLPolicyListResponse)(nil),      // 44: registry.v1.ACLPolicyListResponse
-	(*ACLPolicyDeleteRequest)(nil),     // 45: registry.v1.ACLPolicyDeleteRequest
-	(*ACLPolicyDeleteResponse)(nil),    // 46: registry.v1.ACLPolicyDeleteResponse
-	(*ACLTokenCreateRequest)(nil),      // 47: registry.v1.ACLTokenCreateRequest
-	(*ACLToken)(nil),                   // 48: registry.v1.ACLToken
-	(*ACLTokenListRequest)(nil),        // 49: registry.v1.ACLTokenListRequest
-	(*ACLTokenListResponse)(nil),       // 50: registry.v1.ACLTokenListResponse
-	(*ACLTokenDeleteRequest)(nil),      // 51: registry.v1.ACLTokenDeleteRequest
-	(*ACLTokenDeleteResponse)(nil),     // 52: registry.v1.ACLTokenDeleteResponse
-	nil,                                // 53: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 54: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
+	(*ForwardUdpBeatsRequest)(nil),     // 10: registry.v1.ForwardUdpBeatsRequest
+	(*BeatRequest)(nil),                // 11: registry.v1.BeatRequest
+	(*BeatRejection)(nil),              // 12: registry.v1.BeatRejection
+	(*BeatResponse)(nil),               // 13: registry.v1.BeatResponse
+	(*BeatRetry)(nil),                  // 14: registry.v1.BeatRetry
+	(*GetServiceRequest)(nil),          // 15: registry.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),         // 16: registry.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),        // 17: registry.v1.ListServicesRequest
+	(*ServiceSummary)(nil),             // 18: registry.v1.ServiceSummary
+	(*ListServicesResponse)(nil),       // 19: registry.v1.ListServicesResponse
+	(*WatchRequest)(nil),               // 20: registry.v1.WatchRequest
+	(*Event)(nil),                      // 21: registry.v1.Event
+	(*WatchResponse)(nil),              // 22: registry.v1.WatchResponse
+	(*LeaderHint)(nil),                 // 23: registry.v1.LeaderHint
+	(*WriteOutcome)(nil),               // 24: registry.v1.WriteOutcome
+	(*StatusRequest)(nil),              // 25: registry.v1.StatusRequest
+	(*Member)(nil),                     // 26: registry.v1.Member
+	(*StatusResponse)(nil),             // 27: registry.v1.StatusResponse
+	(*JoinRequest)(nil),                // 28: registry.v1.JoinRequest
+	(*JoinResponse)(nil),               // 29: registry.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 30: registry.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 31: registry.v1.RemoveResponse
+	(*PromoteRequest)(nil),             // 32: registry.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 33: registry.v1.PromoteResponse
+	(*DemoteRequest)(nil),              // 34: registry.v1.DemoteRequest
+	(*DemoteResponse)(nil),             // 35: registry.v1.DemoteResponse
+	(*TransferLeadershipRequest)(nil),  // 36: registry.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 37: registry.v1.TransferLeadershipResponse
+	(*ReleaseExpiryGuardRequest)(nil),  // 38: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 39: registry.v1.ReleaseExpiryGuardResponse
+	(*SnapshotSaveRequest)(nil),        // 40: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 41: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 42: registry.v1.SnapshotRestoreResponse
+	(*ACLBootstrapRequest)(nil),        // 43: registry.v1.ACLBootstrapRequest
+	(*ACLTokenSecret)(nil),             // 44: registry.v1.ACLTokenSecret
+	(*ACLPolicyCreateRequest)(nil),     // 45: registry.v1.ACLPolicyCreateRequest
+	(*ACLPolicyCreateResponse)(nil),    // 46: registry.v1.ACLPolicyCreateResponse
+	(*ACLPolicyListRequest)(nil),       // 47: registry.v1.ACLPolicyListRequest
+	(*ACLPolicy)(nil),                  // 48: registry.v1.ACLPolicy
+	(*ACLPolicyListResponse)(nil),      // 49: registry.v1.ACLPolicyListResponse
+	(*ACLPolicyDeleteRequest)(nil),     // 50: registry.v1.ACLPolicyDeleteRequest
+	(*ACLPolicyDeleteResponse)(nil),    // 51: registry.v1.ACLPolicyDeleteResponse
+	(*ACLTokenCreateRequest)(nil),      // 52: registry.v1.ACLTokenCreateRequest
+	(*ACLToken)(nil),                   // 53: registry.v1.ACLToken
+	(*ACLTokenListRequest)(nil),        // 54: registry.v1.ACLTokenListRequest
+	(*ACLTokenListResponse)(nil),       // 55: registry.v1.ACLTokenListResponse
+	(*ACLTokenDeleteRequest)(nil),      // 56: registry.v1.ACLTokenDeleteRequest
+	(*ACLTokenDeleteResponse)(nil),     // 57: registry.v1.ACLTokenDeleteResponse
+	nil,                                // 58: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	53, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	54, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	54, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	54, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	58, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	59, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	59, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	59, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	55, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	55, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	60, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	60, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
-	11, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	54, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
-	13, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
-	23, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
-	22, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
+	12, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
+	59, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	14, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
+	24, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
+	23, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
 	1,  // 17: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
 	4,  // 18: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
 	1,  // 19: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
-	17, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
+	18, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	54, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	55, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	55, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	59, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	60, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	60, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
-	20, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
-	25, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	54, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	54, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	43, // 31: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	48, // 32: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
-	5,  // 33: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 34: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	10, // 35: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	10, // 36: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	14, // 37: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	16, // 38: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	19, // 39: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	24, // 40: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	27, // 41: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	29, // 42: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	31, // 43: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	33, // 44: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	35, // 45: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	36, // 46: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	38, // 47: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	40, // 48: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	42, // 49: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	45, // 50: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	47, // 51: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	49, // 52: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	51, // 53: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 54: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 55: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	12, // 56: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	12, // 57: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	15, // 58: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	18, // 59: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	21, // 60: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 61: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	28, // 62: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	30, // 63: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	32, // 64: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	34, // 65: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	36, // 66: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	37, // 67: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	39, // 68: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	41, // 69: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	44, // 70: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	46, // 71: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	39, // 72: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	50, // 73: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	52, // 74: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	54, // [54:75] is the sub-list for method output_type
-	33, // [33:54] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	21, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
+	26, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
+	59, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	59, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	59, // 31: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	48, // 32: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	53, // 33: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	5,  // 34: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 35: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	11, // 36: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	11, // 37: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	15, // 38: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	17, // 39: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	20, // 40: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	10, // 41: registry.v1.Registry.ForwardUdpBeats:input_type -> registry.v1.ForwardUdpBeatsRequest
+	25, // 42: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	28, // 43: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	30, // 44: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	36, // 45: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	32, // 46: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
+	34, // 47: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
+	38, // 48: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	40, // 49: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	41, // 50: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	43, // 51: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	45, // 52: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	47, // 53: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	50, // 54: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	52, // 55: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	54, // 56: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	56, // 57: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 58: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 59: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	13, // 60: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	13, // 61: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	16, // 62: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	19, // 63: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	22, // 64: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	13, // 65: registry.v1.Registry.ForwardUdpBeats:output_type -> registry.v1.BeatResponse
+	27, // 66: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	29, // 67: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	31, // 68: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	37, // 69: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	33, // 70: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
+	35, // 71: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
+	39, // 72: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	41, // 73: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	42, // 74: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	44, // 75: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	46, // 76: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	49, // 77: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	51, // 78: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	44, // 79: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	55, // 80: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	57, // 81: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	58, // [58:82] is the sub-list for method output_type
+	34, // [34:58] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -3567,7 +3929,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   50,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -385,6 +385,9 @@ func request_ACL_Bootstrap_0(ctx context.Context, marshaler runtime.Marshaler, c
 		protoReq ACLBootstrapRequest
 		metadata runtime.ServerMetadata
 	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
 	if req.Body != nil {
 		_, _ = io.Copy(io.Discard, req.Body)
 	}
@@ -397,6 +400,9 @@ func local_request_ACL_Bootstrap_0(ctx context.Context, marshaler runtime.Marsha
 		protoReq ACLBootstrapRequest
 		metadata runtime.ServerMetadata
 	)
+	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
+		return nil, metadata, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
 	msg, err := server.Bootstrap(ctx, &protoReq)
 	return msg, metadata, err
 }

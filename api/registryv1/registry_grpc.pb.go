@@ -22,13 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Registry_Register_FullMethodName     = "/registry.v1.Registry/Register"
-	Registry_Deregister_FullMethodName   = "/registry.v1.Registry/Deregister"
-	Registry_Beat_FullMethodName         = "/registry.v1.Registry/Beat"
-	Registry_BeatStream_FullMethodName   = "/registry.v1.Registry/BeatStream"
-	Registry_GetService_FullMethodName   = "/registry.v1.Registry/GetService"
-	Registry_ListServices_FullMethodName = "/registry.v1.Registry/ListServices"
-	Registry_Watch_FullMethodName        = "/registry.v1.Registry/Watch"
+	Registry_Register_FullMethodName        = "/registry.v1.Registry/Register"
+	Registry_Deregister_FullMethodName      = "/registry.v1.Registry/Deregister"
+	Registry_Beat_FullMethodName            = "/registry.v1.Registry/Beat"
+	Registry_BeatStream_FullMethodName      = "/registry.v1.Registry/BeatStream"
+	Registry_GetService_FullMethodName      = "/registry.v1.Registry/GetService"
+	Registry_ListServices_FullMethodName    = "/registry.v1.Registry/ListServices"
+	Registry_Watch_FullMethodName           = "/registry.v1.Registry/Watch"
+	Registry_ForwardUdpBeats_FullMethodName = "/registry.v1.Registry/ForwardUdpBeats"
 )
 
 // RegistryClient is the client API for Registry service.
@@ -58,6 +59,12 @@ type RegistryClient interface {
 	// Watch streams the changes of one service, or of all services. Any node
 	// serves it from its own replica.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// ForwardUdpBeats carries UDP beat datagrams (package udpbeat) that a
+	// node received, as they were received, to the leader, which checks each
+	// datagram's MAC again and commits the beats in its group commit. Every
+	// datagram authenticates itself, so the call needs no token. It has no
+	// HTTP binding.
+	ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeatsRequest, opts ...grpc.CallOption) (*BeatResponse, error)
 }
 
 type registryClient struct {
@@ -150,6 +157,16 @@ func (c *registryClient) Watch(ctx context.Context, in *WatchRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryClient) ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeatsRequest, opts ...grpc.CallOption) (*BeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BeatResponse)
+	err := c.cc.Invoke(ctx, Registry_ForwardUdpBeats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServer is the server API for Registry service.
 // All implementations must embed UnimplementedRegistryServer
 // for forward compatibility.
@@ -177,6 +194,12 @@ type RegistryServer interface {
 	// Watch streams the changes of one service, or of all services. Any node
 	// serves it from its own replica.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// ForwardUdpBeats carries UDP beat datagrams (package udpbeat) that a
+	// node received, as they were received, to the leader, which checks each
+	// datagram's MAC again and commits the beats in its group commit. Every
+	// datagram authenticates itself, so the call needs no token. It has no
+	// HTTP binding.
+	ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error)
 	mustEmbedUnimplementedRegistryServer()
 }
 
@@ -207,6 +230,9 @@ func (UnimplementedRegistryServer) ListServices(context.Context, *ListServicesRe
 }
 func (UnimplementedRegistryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServer) ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForwardUdpBeats not implemented")
 }
 func (UnimplementedRegistryServer) mustEmbedUnimplementedRegistryServer() {}
 func (UnimplementedRegistryServer) testEmbeddedByValue()                  {}
@@ -337,6 +363,24 @@ func _Registry_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Registry_ForwardUdpBeats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardUdpBeatsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).ForwardUdpBeats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_ForwardUdpBeats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).ForwardUdpBeats(ctx, req.(*ForwardUdpBeatsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Registry_ServiceDesc is the grpc.ServiceDesc for Registry service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +408,10 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListServices",
 			Handler:    _Registry_ListServices_Handler,
 		},
+		{
+			MethodName: "ForwardUdpBeats",
+			Handler:    _Registry_ForwardUdpBeats_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -386,6 +434,8 @@ const (
 	Cluster_Join_FullMethodName               = "/registry.v1.Cluster/Join"
 	Cluster_Remove_FullMethodName             = "/registry.v1.Cluster/Remove"
 	Cluster_TransferLeadership_FullMethodName = "/registry.v1.Cluster/TransferLeadership"
+	Cluster_Promote_FullMethodName            = "/registry.v1.Cluster/Promote"
+	Cluster_Demote_FullMethodName             = "/registry.v1.Cluster/Demote"
 	Cluster_ReleaseExpiryGuard_FullMethodName = "/registry.v1.Cluster/ReleaseExpiryGuard"
 	Cluster_SnapshotSave_FullMethodName       = "/registry.v1.Cluster/SnapshotSave"
 	Cluster_SnapshotRestore_FullMethodName    = "/registry.v1.Cluster/SnapshotRestore"
@@ -399,12 +449,19 @@ const (
 type ClusterClient interface {
 	// Status describes this node and the cluster as this node sees it.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
-	// Join adds a node to the cluster as a voter.
+	// Join adds a node to the cluster as a voter, or as a read replica (a
+	// Raft non-voter) when read_replica is set.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	// Remove removes a node from the cluster.
 	Remove(ctx context.Context, in *RemoveRequest, opts ...grpc.CallOption) (*RemoveResponse, error)
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
+	// Promote turns a read replica into a voter (a no-op for a voter).
+	Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error)
+	// Demote turns a voter into a read replica (a no-op for a replica).
+	// FAILED_PRECONDITION for the leader (transfer leadership first) and
+	// when fewer than three voters would remain.
+	Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error)
 	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
 	// go (on the leader), until the guard clears by itself.
 	ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error)
@@ -467,6 +524,26 @@ func (c *clusterClient) TransferLeadership(ctx context.Context, in *TransferLead
 	return out, nil
 }
 
+func (c *clusterClient) Promote(ctx context.Context, in *PromoteRequest, opts ...grpc.CallOption) (*PromoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PromoteResponse)
+	err := c.cc.Invoke(ctx, Cluster_Promote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) Demote(ctx context.Context, in *DemoteRequest, opts ...grpc.CallOption) (*DemoteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DemoteResponse)
+	err := c.cc.Invoke(ctx, Cluster_Demote_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *clusterClient) ReleaseExpiryGuard(ctx context.Context, in *ReleaseExpiryGuardRequest, opts ...grpc.CallOption) (*ReleaseExpiryGuardResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReleaseExpiryGuardResponse)
@@ -517,12 +594,19 @@ type Cluster_SnapshotRestoreClient = grpc.ClientStreamingClient[SnapshotChunk, S
 type ClusterServer interface {
 	// Status describes this node and the cluster as this node sees it.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
-	// Join adds a node to the cluster as a voter.
+	// Join adds a node to the cluster as a voter, or as a read replica (a
+	// Raft non-voter) when read_replica is set.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	// Remove removes a node from the cluster.
 	Remove(context.Context, *RemoveRequest) (*RemoveResponse, error)
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
+	// Promote turns a read replica into a voter (a no-op for a voter).
+	Promote(context.Context, *PromoteRequest) (*PromoteResponse, error)
+	// Demote turns a voter into a read replica (a no-op for a replica).
+	// FAILED_PRECONDITION for the leader (transfer leadership first) and
+	// when fewer than three voters would remain.
+	Demote(context.Context, *DemoteRequest) (*DemoteResponse, error)
 	// ReleaseExpiryGuard lets the expiries that the mass-expiry guard holds
 	// go (on the leader), until the guard clears by itself.
 	ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error)
@@ -556,6 +640,12 @@ func (UnimplementedClusterServer) Remove(context.Context, *RemoveRequest) (*Remo
 }
 func (UnimplementedClusterServer) TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeadership not implemented")
+}
+func (UnimplementedClusterServer) Promote(context.Context, *PromoteRequest) (*PromoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Promote not implemented")
+}
+func (UnimplementedClusterServer) Demote(context.Context, *DemoteRequest) (*DemoteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Demote not implemented")
 }
 func (UnimplementedClusterServer) ReleaseExpiryGuard(context.Context, *ReleaseExpiryGuardRequest) (*ReleaseExpiryGuardResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseExpiryGuard not implemented")
@@ -659,6 +749,42 @@ func _Cluster_TransferLeadership_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Promote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Promote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Promote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Promote(ctx, req.(*PromoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_Demote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DemoteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Demote(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Demote_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Demote(ctx, req.(*DemoteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Cluster_ReleaseExpiryGuard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReleaseExpiryGuardRequest)
 	if err := dec(in); err != nil {
@@ -717,6 +843,14 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeadership",
 			Handler:    _Cluster_TransferLeadership_Handler,
+		},
+		{
+			MethodName: "Promote",
+			Handler:    _Cluster_Promote_Handler,
+		},
+		{
+			MethodName: "Demote",
+			Handler:    _Cluster_Demote_Handler,
 		},
 		{
 			MethodName: "ReleaseExpiryGuard",

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
@@ -21,12 +20,15 @@ import (
 )
 
 // Port offsets from --port-base: gRPC base+1+i, Raft base+101+i, HTTP
-// base+201+i. The default base (27000) is below the kernel's ephemeral
-// range and apart from the integration tests' ports (17000+).
+// base+201+i, DNS (UDP and TCP) base+301+i, UDP beats base+321+i. The default base (27000) is
+// below the kernel's ephemeral range and apart from the integration tests'
+// ports (17000+).
 const (
 	grpcOffset = 1
 	raftOffset = 101
 	httpOffset = 201
+	dnsOffset  = 301
+	udpOffset  = 321 // UDP beats (udp.go), base+321+i
 )
 
 // cluster is the registry under test: either three registry-node
@@ -46,6 +48,7 @@ type cluster struct {
 type nodeProc struct {
 	id, grpcAddr string
 	httpAddr     string
+	udpAddr      string // --udp-beat-addr
 	spec         proc.Spec
 	procs        proc.Slot
 }
@@ -60,7 +63,7 @@ func externalCluster(endpoints []string) *cluster {
 func startCluster(ctx context.Context, binary, ip string, portBase int, extra []string) (*cluster, error) {
 	const n = 3
 	for i := range n {
-		for _, off := range []int{grpcOffset, raftOffset, httpOffset} {
+		for _, off := range []int{grpcOffset, raftOffset, httpOffset, dnsOffset} {
 			addr := hostPort(ip, portBase+off+i)
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -89,15 +92,19 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 			id:       id,
 			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
 			httpAddr: hostPort(ip, portBase+httpOffset+i),
+			udpAddr:  hostPort(ip, portBase+udpOffset+i),
 			spec: proc.Spec{
 				Name:    id,
 				Binary:  binary,
+				Env:     nodeEnv(),
 				LogPath: filepath.Join(dir, id+".log"),
 				Args: append([]string{
 					"--node-id", id, "--data-dir", data,
 					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
 					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
 					"--http-addr", hostPort(ip, portBase+httpOffset+i),
+					"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
+					"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
 					"--bootstrap-peers", strings.Join(peers, ","),
 					"--log-level", "warn",
 				}, extra...),
@@ -112,6 +119,13 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	if sec != nil {
+		// Until then the nodes refuse Status (and their own publication).
+		if err := c.bootstrap(wctx); err != nil {
+			c.close()
+			return nil, err
+		}
+	}
 	for _, p := range c.nodes {
 		if err := c.waitReady(wctx, p); err != nil {
 			c.close()
@@ -141,6 +155,15 @@ func (c *cluster) waitReady(ctx context.Context, p *nodeProc) error {
 		return fmt.Errorf("%s: %w", p.id, err)
 	}
 	return nil
+}
+
+// nodeEnv is the nodes' environment: this program's (nil), plus the ACL
+// token with -secure.
+func nodeEnv() []string {
+	if sec == nil {
+		return nil
+	}
+	return append(os.Environ(), sec.env...)
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
@@ -201,7 +224,7 @@ func (c *cluster) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, dialOptions()...)
 	if err != nil {
 		return nil, err
 	}

@@ -17,11 +17,11 @@ var errNoLocalNode = errors.New("not a local node")
 // its /metrics, summed over the command types: the commands it proposed to
 // the Raft log as the leader, and their bytes.
 func proposed(ctx context.Context, httpAddr string) (entries, bytes float64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, httpURL(httpAddr, "/metrics"), nil)
 	if err != nil {
 		return 0, 0, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient().Do(req)
 	if err != nil {
 		return 0, 0, err
 	}

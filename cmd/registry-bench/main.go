@@ -37,6 +37,7 @@ type options struct {
 	profileDir string
 	nodeFlags  string
 	backoffMax time.Duration
+	secure     bool
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -61,6 +62,9 @@ type options struct {
 	w1Profile   string
 	regWorkers  int
 	stepTimeout time.Duration
+
+	dns dnsOptions
+	udp udpOptions
 }
 
 func main() {
@@ -74,10 +78,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.endpoints, "endpoints", "", "gRPC addresses of a running cluster (comma-separated); default: start three nodes locally. W4 and the node CPU/RSS figures need local nodes")
 	fs.StringVar(&o.nodeBinary, "node-binary", "", "registry-node binary to start (default: go build ./cmd/registry-node into a temporary directory)")
 	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
-	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203")
-	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order")
+	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203, DNS base+301..303, UDP beats base+321..323")
+	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, dns)")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
+	fs.BoolVar(&o.secure, "secure", false, "start the local nodes with mutual TLS on every port and ACLs on (a CA and certificates made in a temporary directory, the ACLs bootstrapped with a management token that every benchmark connection carries), to compare with a plaintext run")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", 0.6, "--expiry-guard-share of the local nodes (W3 stops half of its instances; the default guard, 0.3, would hold their expiry)")
 
 	fs.IntVar(&o.w2Workers, "w2-workers", 64, "W2: concurrent workers")
@@ -108,7 +113,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
+	udpFlags(fs, &o.udp)
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
+	dnsFlags(fs, &o.dns)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -132,6 +139,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	clientBackoffMax = o.backoffMax
+	if o.secure {
+		if o.endpoints != "" {
+			fmt.Fprintln(stderr, "registry-bench: --secure needs the local nodes (no --endpoints): it makes their certificates and bootstraps their ACLs")
+			return 2
+		}
+		s, err := newSecurity(o.ip)
+		if err != nil {
+			fmt.Fprintf(stderr, "registry-bench: --secure: %v\n", err)
+			return 1
+		}
+		defer s.close()
+		sec = s
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -173,11 +193,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.bin = bin
 	}
-	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "dns": b.wdns, "udp": b.udp, "udp-w1": b.udpW1}
 	for _, w := range splitList(b.o.workloads) {
 		fn, ok := workloads[strings.ToLower(w)]
 		if !ok {
-			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4)", w)
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, dns, udp, udp-w1)", w)
 		}
 		if err := fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", w, err)
@@ -195,8 +215,13 @@ func (b *bench) cluster(ctx context.Context) (*cluster, error) {
 	if b.o.endpoints != "" {
 		return externalCluster(splitList(b.o.endpoints)), nil
 	}
-	b.logf("starting three nodes on %s", b.o.ip)
 	extra := []string{"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64)}
+	if sec != nil {
+		b.logf("starting three nodes on %s with mutual TLS and ACLs", b.o.ip)
+		extra = append(extra, sec.nodeFlags...)
+	} else {
+		b.logf("starting three nodes on %s", b.o.ip)
+	}
 	if b.o.profileDir != "" {
 		extra = append(extra, "--enable-pprof")
 	}
@@ -258,6 +283,9 @@ var clientBackoffMax time.Duration
 func clientConfig(c client.Config) client.Config {
 	if clientBackoffMax > 0 {
 		c.BackoffMax = clientBackoffMax
+	}
+	if sec != nil {
+		c.TLS, c.Token = sec.tls.Clone(), string(sec.secret)
 	}
 	return c
 }

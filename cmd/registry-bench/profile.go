@@ -20,7 +20,7 @@ type profiler struct {
 // fetch GETs http://httpAddr/debug/pprof/<what> into dir/name and returns
 // the path. The CPU profile's request lasts as long as the profile.
 func (p *profiler) fetch(ctx context.Context, httpAddr, what, name string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/debug/pprof/"+what, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, httpURL(httpAddr, "/debug/pprof/"+what), nil)
 	if err != nil {
 		return "", err
 	}

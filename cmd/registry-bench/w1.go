@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -116,6 +115,11 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		return false, nil
 	}
 	r.addMs("registration_time", time.Since(rstart))
+	udp, err := b.udpAlongside(ctx, c) // udp.go: UDP beats from here to the end of the hold, if asked
+	if err != nil {
+		return false, err
+	}
+	defer udp.stop()
 	sleepCtx(ctx, 2*b.o.w1Interval)
 
 	leader, err := c.waitLeader(ctx, c.endpoints)
@@ -139,6 +143,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	b.logf("W1 %s: holding %d instances for %v", mode, n, b.o.w1Hold)
 	errs0 := fl.logs.n.Load()
 	fl.record()
+	udp.begin()
 	t0 := time.Now()
 	prof := b.w1Profile(ctx, c, leader, mode, n)
 	sleepCtx(ctx, b.o.w1Hold)
@@ -146,6 +151,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		return false, ctx.Err()
 	}
 	acks, _ := fl.stop()
+	udp.end(r)
 	elapsed := time.Since(t0)
 	termEnd := c.term(ctx)
 	prof(r)
@@ -261,7 +267,7 @@ func (b *bench) w1Profile(ctx context.Context, c *cluster, leader, mode string, 
 	if p == nil {
 		return nothing
 	}
-	pr := &profiler{dir: b.o.profileDir, hc: &http.Client{}}
+	pr := &profiler{dir: b.o.profileDir, hc: httpClient()}
 	base := fmt.Sprintf("w1-%s-%d-leader-%s", mode, n, p.id)
 	length := cpuProfileLength(b.o.w1Hold)
 	var (

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -27,7 +26,7 @@ func (b *bench) w2(ctx context.Context) error {
 	defer c.close()
 	conns := make([]*grpc.ClientConn, len(c.endpoints))
 	for i, e := range c.endpoints {
-		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(e, dialOptions()...)
 		if err != nil {
 			return err
 		}

@@ -31,7 +31,7 @@ func (b *bench) w3(ctx context.Context) error {
 	newClient := func(cfg client.Config) (*client.Client, error) {
 		cfg.Endpoints = c.endpoints
 		cfg.Logger = slog.New(logs)
-		return client.New(cfg)
+		return client.New(clientConfig(cfg))
 	}
 	opts := []client.RegisterOption{client.WithBeatInterval(b.o.w3Interval), client.WithTTL(b.o.w3TTL)}
 	const service = "w3"

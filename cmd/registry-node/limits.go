@@ -25,9 +25,9 @@ func limitFlags(fs *flag.FlagSet, l *node.Limits, origins, hosts *string, d node
 		{&l.HTTPWriteTimeout, "http-write-timeout", "time to write an HTTP response; watches are exempt"},
 		{&l.HTTPIdleTimeout, "http-idle-timeout", "close an idle HTTP keep-alive connection after this long"},
 		{&l.HTTPMaxHeaderBytes, "http-max-header-bytes", "largest HTTP request header"},
-		{&l.WriteRate, "write-rate", "writes per second per client address (Register, Deregister, a Beat call or a BeatStream frame each count one)"},
-		{&l.WriteBurst, "write-burst", "writes one client address may make at once above --write-rate"},
-		{&l.MaxWatchesPerClient, "max-watches-per-client", "concurrent watches per client address"},
+		{&l.WriteRate, "write-rate", "writes per second per client: per ACL token (accessor id) with --acl-enabled, per client address (IPv6: /64) without (Register, Deregister, a Beat call or a BeatStream frame each count one)"},
+		{&l.WriteBurst, "write-burst", "writes one client (ACL token, or address without ACLs) may make at once above --write-rate"},
+		{&l.MaxWatchesPerClient, "max-watches-per-client", "concurrent watches on this node per client: per ACL token with --acl-enabled, per client address without"},
 	} {
 		usage := f.usage + " (env " + envName(f.name) + ")"
 		switch p := f.p.(type) {

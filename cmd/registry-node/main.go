@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/regcenter/registry/dnsserver"
 	"github.com/regcenter/registry/node"
 	"github.com/regcenter/registry/node/faultinject"
 	"github.com/regcenter/registry/tlsutil"
@@ -39,21 +40,26 @@ type options struct {
 	raftAddr, raftAdvertise      string
 	grpcAddr, httpAddr           string
 	grpcAdvertise, httpAdvertise string
+	consulAddr                   string
 	bootstrapPeers, join         string
 	logLevel, logFormat          string
 	failoverGrace, sweepInterval time.Duration
 	guardShare                   float64
 	guardMin                     int
 	enablePprof                  bool
+	readReplica                  bool
 	aclEnabled                   bool
 	aclDefaultPolicy             string
 	aclToken                     string
+	aclTokenFile, aclInitialFile string
 	testFaults                   bool
 	testClockOffset              time.Duration
 	raft                         node.RaftTiming
 	tls                          tlsutil.Config
 	limits                       node.Limits
 	allowedOrigins, allowedHosts string
+	dns                          dnsserver.Config
+	udpBeatAddr                  string
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -71,8 +77,11 @@ func newFlagSet(o *options) *flag.FlagSet {
 	str(&o.grpcAdvertise, "grpc-advertise", "", "gRPC address other nodes and clients reach this node at (default: --grpc-addr)")
 	str(&o.httpAddr, "http-addr", d.HTTPAddr, "HTTP address for the JSON API, /metrics, /healthz, /readyz and Prometheus service discovery; empty disables it")
 	str(&o.httpAdvertise, "http-advertise", "", "HTTP address others reach this node at (default: --http-addr)")
+	str(&o.consulAddr, "consul-addr", "", "address for the Consul-compatible HTTP API (e.g. 127.0.0.1:8500; README, \"Consul-compatible API\"); empty (the default) disables it")
 	str(&o.bootstrapPeers, "bootstrap-peers", "", "initial cluster as id=raft-host:port,...; the same list on every node; used only when the data dir is empty")
-	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter, when the data dir is empty")
+	str(&o.join, "join", "", "gRPC address of a cluster member to join as a voter (or, with --read-replica, a read replica), when the data dir is empty")
+	fs.BoolVar(&o.readReplica, "read-replica", false, "with --join, join as a read replica (a Raft non-voter): serve reads, watches and beats, never vote or lead (env "+envName("read-replica")+")")
+	str(&o.udpBeatAddr, "udp-beat-addr", d.UDPBeatAddr, "UDP address that takes authenticated beat datagrams (README, \"UDP beats\"); empty disables it")
 	def := d.Checker
 	fs.DurationVar(&o.sweepInterval, "sweep-interval", def.SweepInterval, "how often the leader's expiry checker looks for missed beats (env "+envName("sweep-interval")+")")
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
@@ -94,9 +103,12 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")
 	fs.DurationVar(&o.testClockOffset, "test-clock-offset", 0, "TEST ONLY, never in production: add this offset to the clock that stamps commands and drives the expiry checker (env "+envName("test-clock-offset")+")")
 	addTLSFlags(fs, str, &o.tls)
+	addDNSFlags(fs, str, &o.dns, d.DNS)
 	fs.BoolVar(&o.aclEnabled, "acl-enabled", d.ACLEnabled, "require an ACL token (Authorization: Bearer <secret>) on every call but health checks and the one-time ACL bootstrap (env "+envName("acl-enabled")+")")
 	str(&o.aclDefaultPolicy, "acl-default-policy", d.ACLDefaultPolicy, "with --acl-enabled, what a token may do where none of its rules matches: deny or allow")
 	str(&o.aclToken, "acl-token", "", "with --acl-enabled, the secret of a token with operator:write that this node sends when it joins and publishes its addresses (prefer the env variable: a flag shows in the process list)")
+	str(&o.aclTokenFile, "acl-token-file", "", "with --acl-enabled, a file holding the --acl-token secret (read at start; overrides --acl-token)")
+	str(&o.aclInitialFile, "acl-initial-management-token-file", "", "with --acl-enabled, a file holding the secret of the first management token: the leader bootstraps the ACLs with it if they are not yet bootstrapped (the same file on every server)")
 	str(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&o.logFormat, "log-format", "text", "log format: text or json")
 	return fs
@@ -169,8 +181,11 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.RaftAddr, cfg.RaftAdvertise = o.raftAddr, o.raftAdvertise
 	cfg.GRPCAddr, cfg.GRPCAdvertise = o.grpcAddr, o.grpcAdvertise
 	cfg.HTTPAddr, cfg.HTTPAdvertise = o.httpAddr, o.httpAdvertise
+	cfg.ConsulAddr = o.consulAddr
 	cfg.BootstrapPeers = peers
 	cfg.Join = o.join
+	cfg.ReadReplica = o.readReplica
+	cfg.UDPBeatAddr = o.udpBeatAddr
 	cfg.Raft = o.raft
 	cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile = o.tls.CertFile, o.tls.KeyFile, o.tls.CAFile
 	cfg.TLS.ClientAuth = o.tls.ClientAuth
@@ -185,6 +200,10 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Limits = o.limits
 	cfg.Limits.HTTPAllowedOrigins, cfg.Limits.HTTPAllowedHosts = splitList(o.allowedOrigins), splitList(o.allowedHosts)
 	cfg.ACLEnabled, cfg.ACLDefaultPolicy, cfg.ACLToken = o.aclEnabled, o.aclDefaultPolicy, o.aclToken
+	if err := o.readTokenFiles(&cfg); err != nil {
+		return node.Config{}, err
+	}
+	cfg.DNS.Addr, cfg.DNS.Domain, cfg.DNS.TTL = o.dns.Addr, o.dns.Domain, o.dns.TTL
 	if o.enablePprof {
 		if o.httpAddr == "" {
 			return node.Config{}, errors.New("--enable-pprof needs --http-addr")

@@ -20,7 +20,7 @@ func TestHelpDocumentsEveryFlagWithItsEnvironmentVariable(t *testing.T) {
 		t.Fatalf("--help exited %d, want 0", code)
 	}
 	for _, flag := range []string{"node-id", "data-dir", "raft-addr", "raft-advertise", "grpc-addr", "http-addr",
-		"bootstrap-peers", "join", "log-level", "log-format", "enable-pprof"} {
+		"bootstrap-peers", "join", "read-replica", "log-level", "log-format", "enable-pprof"} {
 		if !strings.Contains(out.String(), "-"+flag+" ") && !strings.Contains(out.String(), "-"+flag+"\n") { // a bool flag has no value
 			t.Errorf("--help does not document --%s", flag)
 		}
@@ -174,4 +174,15 @@ func configOf(t *testing.T, args ...string) node.Config {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+func TestDNSFlagsReachTheNodeConfig(t *testing.T) {
+	if got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir()).DNS; got.Enabled() || got.TTL != 0 || got.Domain != "registry." {
+		t.Errorf("DNS without flags %+v: want off, TTL 0, domain registry.", got)
+	}
+	t.Setenv("REGISTRY_DNS_TTL", "5s")
+	got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--dns-addr", "127.0.0.1:8600", "--dns-domain", "example.")
+	if got.DNS.Addr != "127.0.0.1:8600" || got.DNS.Domain != "example." || got.DNS.TTL != 5*time.Second {
+		t.Errorf("DNS %+v: want 127.0.0.1:8600, example., 5s (from the environment)", got.DNS)
+	}
 }

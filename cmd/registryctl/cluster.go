@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"sync"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
@@ -61,21 +65,60 @@ func (c *cli) clusterCmd() *cobra.Command {
 		},
 	}, &cobra.Command{
 		Use:   "members",
-		Short: "List the members of the Raft configuration",
-		Args:  cobra.NoArgs,
+		Short: "List the members of the Raft configuration, their roles and how far each lags",
+		Long: `List the members of the Raft configuration. ROLE is voter, or replica for a
+read replica (a Raft non-voter: it serves reads, watches and beats but never
+votes or leads). LAG is how many entries the leader has committed that the
+member has not applied yet, asked of each member at its gRPC address ("-"
+when it does not answer). With -o json: Cluster.Status's answer, each member
+with a "lag" (absent when it does not answer).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := c.status(cmd)
 			if err != nil {
 				return err
 			}
+			lags := c.lags(cmd, st)
+			if c.output == "json" {
+				return c.printMembersJSON(st, lags)
+			}
 			return c.print(st, func(w io.Writer) {
 				tw := newTable(w)
-				fmt.Fprintln(tw, "ID\tRAFT\tGRPC\tHTTP\tVOTER\tLEADER")
+				fmt.Fprintln(tw, "ID\tRAFT\tGRPC\tHTTP\tROLE\tLEADER\tLAG")
 				for _, m := range st.Members {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%v\n", m.Id, m.RaftAddress, orNone(m.GrpcAddress), orNone(m.HttpAddress), m.Voter, m.Leader)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\n", m.Id, m.RaftAddress, orNone(m.GrpcAddress), orNone(m.HttpAddress), m.Role, m.Leader, lags[m.Id])
 				}
 				tw.Flush()
 			})
+		},
+	}, &cobra.Command{
+		Use:   "promote NODE",
+		Short: "Make the read replica NODE a voter",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.PromoteResponse, error) {
+				return cluster(cc).Promote(ctx, &registryv1.PromoteRequest{NodeId: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return c.print(resp, func(w io.Writer) { fmt.Fprintf(w, "%s is a voter at index %d\n", args[0], resp.Index) })
+		},
+	}, &cobra.Command{
+		Use:   "demote NODE",
+		Short: "Make the voter NODE a read replica",
+		Long: `Make the voter NODE a read replica (a Raft non-voter). Refused
+(FAILED_PRECONDITION) for the leader (transfer leadership first) and when
+fewer than three voters would remain.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.DemoteResponse, error) {
+				return cluster(cc).Demote(ctx, &registryv1.DemoteRequest{NodeId: args[0]})
+			})
+			if err != nil {
+				return err
+			}
+			return c.print(resp, func(w io.Writer) { fmt.Fprintf(w, "%s is a read replica at index %d\n", args[0], resp.Index) })
 		},
 	}, &cobra.Command{
 		Use:   "transfer-leader [NODE]",
@@ -196,4 +239,70 @@ func (c *cli) guardCmd() *cobra.Command {
 			})
 		},
 	})
+}
+
+// lags asks every member of st with a gRPC address for its applied index,
+// at once and bounded by --timeout, and returns each member's lag behind
+// the leader's commit index (the highest commit index any member reports
+// when the leader does not answer), "-" for a member that does not answer.
+func (c *cli) lags(cmd *cobra.Command, st *registryv1.StatusResponse) map[string]string {
+	ctx, cancel := context.WithTimeout(cmd.Context(), c.timeout)
+	defer cancel()
+	answers := make([]*registryv1.StatusResponse, len(st.Members))
+	var wg sync.WaitGroup
+	for i, m := range st.Members {
+		if m.GrpcAddress == "" {
+			continue
+		}
+		cc, err := c.conn(m.GrpcAddress)
+		if err != nil {
+			continue
+		}
+		wg.Go(func() {
+			answers[i], _ = cluster(cc).Status(ctx, &registryv1.StatusRequest{})
+		})
+	}
+	wg.Wait()
+	var ref uint64
+	for i, m := range st.Members {
+		if a := answers[i]; a != nil && m.Leader {
+			ref = a.CommitIndex
+			break
+		} else if a != nil {
+			ref = max(ref, a.CommitIndex)
+		}
+	}
+	out := make(map[string]string, len(st.Members))
+	for i, m := range st.Members {
+		switch a := answers[i]; {
+		case a == nil:
+			out[m.Id] = "-"
+		case a.AppliedIndex >= ref:
+			out[m.Id] = "0"
+		default:
+			out[m.Id] = strconv.FormatUint(ref-a.AppliedIndex, 10)
+		}
+	}
+	return out
+}
+
+// printMembersJSON prints st as JSON (as -o json does) with each member's
+// lag added as "lag" (a string, as JSON carries the API's uint64s), left out
+// for a member that did not answer.
+func (c *cli) printMembersJSON(st *registryv1.StatusResponse, lags map[string]string) error {
+	raw, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(st)
+	if err != nil {
+		return fail(err)
+	}
+	var doc structpb.Struct
+	if err := protojson.Unmarshal(raw, &doc); err != nil {
+		return fail(err)
+	}
+	for _, m := range doc.Fields["members"].GetListValue().GetValues() {
+		fields := m.GetStructValue().GetFields()
+		if lag := lags[fields["id"].GetStringValue()]; lag != "" && lag != "-" {
+			fields["lag"] = structpb.NewStringValue(lag)
+		}
+	}
+	return c.printJSON(&doc, false)
 }

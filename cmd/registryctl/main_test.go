@@ -58,6 +58,8 @@ var normalizers = []struct {
 	{regexp.MustCompile(`"\d{4}-\d\d-\d\dT[0-9:.]+Z"`), `"TIME"`},
 	{regexp.MustCompile(`(failover fence remaining|clock skew):( +)\S+`), "${1}:${2}DURATION"},
 	{regexp.MustCompile(`\(\d+ bytes\)`), "(N bytes)"},
+	{regexp.MustCompile(`(true|false)( +)(\d+|-)\n`), "${1}${2}LAG\n"}, // cluster members
+	{regexp.MustCompile(`(beat key \(UDP beats, base64\): |"beat_key": ")[A-Za-z0-9+/=]{44}`), "${1}KEY"},
 }
 
 // ages are the last-beat ages of an instances table, whose column width
@@ -147,6 +149,9 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		{"guard-override", []string{"guard", "override"}},
 		{"cluster-remove-unknown", []string{"cluster", "remove", "bad id"}},
 		{"cluster-remove-not-a-member", []string{"cluster", "remove", "n9"}},
+		{"cluster-promote-not-a-member", []string{"cluster", "promote", "n9"}},
+		{"cluster-demote-the-leader", []string{"cluster", "demote", "n1"}},
+		{"cluster-demote-a-voter-of-three", []string{"cluster", "demote", "n2"}},
 		{"failover-to-the-next-endpoint", []string{"--endpoints", "127.0.0.1:1," + strings.Split(os.Getenv(endpointsEnv), ",")[1], "services"}},
 		{"no-endpoint-reachable", []string{"--endpoints", "127.0.0.1:1,127.0.0.1:2", "services"}},
 	})
@@ -165,7 +170,7 @@ func TestUsage(t *testing.T) {
 	})
 	// Every command has its own help.
 	for _, args := range [][]string{{"services"}, {"watch"}, {"register"}, {"deregister"}, {"beat"}, {"cluster", "status"},
-		{"cluster", "members"}, {"cluster", "transfer-leader"}, {"cluster", "remove"}, {"guard", "status"},
+		{"cluster", "members"}, {"cluster", "transfer-leader"}, {"cluster", "remove"}, {"cluster", "promote"}, {"cluster", "demote"}, {"guard", "status"},
 		{"guard", "override"}, {"snapshot", "save"}, {"snapshot", "restore"}} {
 		stdout, _, code := ctl(t, append(args, "--help")...)
 		if code != exitOK || !strings.Contains(stdout, "Usage:\n  registryctl "+strings.Join(args, " ")) {
@@ -235,4 +240,39 @@ func TestWatchPrintsAResetThenEventsUntilInterrupted(t *testing.T) {
 	if code := <-done; code != exitOK || stderr.String() != "" {
 		t.Errorf("interrupted watch: exit %d, stderr %q; want 0 and nothing", code, stderr.String())
 	}
+}
+
+// A read replica is listed with the role replica and a lag; promote makes
+// it a voter and demote a replica again.
+func TestPromoteAndDemoteAReadReplica(t *testing.T) {
+	c := newCluster(t)
+	c.StartReplica(0, nil)
+	role := func(want string) {
+		t.Helper()
+		poll.Eventually(t, 10*time.Second, func(context.Context) error {
+			stdout, stderr, code := ctl(t, "cluster", "members")
+			for _, line := range strings.Split(stdout, "\n") {
+				if f := strings.Fields(line); len(f) == 7 && f[0] == "n4" {
+					if f[4] != want || f[6] == "-" || f[3] == "-" && f[2] == "-" {
+						return fmt.Errorf("n4 is listed as %q, want role %s and a lag", line, want)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("n4 is not listed (exit %d):\n%s%s", code, stdout, stderr)
+		})
+	}
+	role("replica")
+	stdout, stderr, code := ctl(t, "-o", "json", "cluster", "members")
+	if code != exitOK || !strings.Contains(stdout, `"role": "replica"`) || strings.Count(stdout, `"lag": "`) != 4 {
+		t.Errorf("cluster members -o json: exit %d, want every member with a lag and n4's role replica:\n%s%s", code, stdout, stderr)
+	}
+	if stdout, stderr, code := ctl(t, "cluster", "promote", "n4"); code != exitOK || !strings.HasPrefix(stdout, "n4 is a voter") {
+		t.Fatalf("promote n4: exit %d\n%s%s", code, stdout, stderr)
+	}
+	role("voter")
+	if stdout, stderr, code := ctl(t, "cluster", "demote", "n4"); code != exitOK || !strings.HasPrefix(stdout, "n4 is a read replica") {
+		t.Fatalf("demote n4: exit %d\n%s%s", code, stdout, stderr)
+	}
+	role("replica")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -94,12 +95,28 @@ leader's clock against this machine's) and incarnation.`,
 			if err != nil {
 				return err
 			}
-			resp, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.GetServiceResponse, error) {
-				return registry(cc).GetService(ctx, &registryv1.GetServiceRequest{Service: args[0], Consistency: cons, IncludeSuspect: !healthyOnly})
-			})
-			if err != nil {
-				return err
+			// A large service comes in pages (each at most 3 MiB): gather them.
+			req := &registryv1.GetServiceRequest{Service: args[0], Consistency: cons, IncludeSuspect: !healthyOnly}
+			var resp *registryv1.GetServiceResponse
+			for {
+				page, err := unary(cmd, c, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.GetServiceResponse, error) {
+					return registry(cc).GetService(ctx, req)
+				})
+				if err != nil {
+					return err
+				}
+				if resp == nil {
+					resp = page
+				} else {
+					resp.Instances = append(resp.Instances, page.Instances...)
+					resp.Index, resp.KnownLeader = page.Index, page.KnownLeader
+				}
+				if page.NextPageToken == "" {
+					break
+				}
+				req.PageToken = page.NextPageToken
 			}
+			resp.NextPageToken = ""
 			now := time.Now()
 			return c.print(resp, func(w io.Writer) {
 				tw := newTable(w)
@@ -236,6 +253,9 @@ must then beat (registryctl beat, or its client library) or it expires.`,
 				fmt.Fprintf(w, "registered %s/%s incarnation %d at index %d (beat every %v, suspect after %v, ttl %v)\n",
 					got.Service, got.Id, got.Incarnation, resp.Index,
 					got.BeatInterval.AsDuration(), got.SuspectAfter.AsDuration(), got.Ttl.AsDuration())
+				if len(resp.BeatKey) > 0 { // a secret: for the UDP beat sender of this incarnation only
+					fmt.Fprintf(w, "beat key (UDP beats, base64): %s\n", base64.StdEncoding.EncodeToString(resp.BeatKey))
+				}
 			})
 		},
 	}

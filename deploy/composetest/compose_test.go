@@ -17,8 +17,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -74,6 +77,9 @@ func TestComposeCluster(t *testing.T) {
 	if !t.Run("TLSRequired", func(t *testing.T) { tlsRequired(t, p) }) {
 		return
 	}
+	if !t.Run("TokenRequired", func(t *testing.T) { tokenRequired(t, p) }) {
+		return
+	}
 	rec := newRecorder(t, endpoints, p.tls)
 	f := newFleet(t, endpoints, p.tls, spec)
 	t.Logf("registered %d instances through %d clients", len(f.keys), len(f.clients))
@@ -108,7 +114,8 @@ func TestComposeCluster(t *testing.T) {
 // without a certificate, on its gRPC and its HTTP port, and answers one
 // with the client certificate of deploy/secrets (the control: the refusals
 // are not a node that is down). Over HTTP the client checks the name it
-// dialed, 127.0.0.1, as curl does.
+// dialed, 127.0.0.1, as curl does. The TLS clients send the management
+// token over gRPC (Cluster.Status needs operator:read); /readyz needs none.
 func tlsRequired(t *testing.T, p *project) {
 	full, err := p.tls.config()
 	if err != nil {
@@ -129,7 +136,7 @@ func tlsRequired(t *testing.T, p *project) {
 	}
 	for _, n := range p.nodes {
 		for _, c := range clients {
-			gerr := grpcStatus(t.Context(), n, c.tls)
+			gerr := grpcStatus(t.Context(), n, c.tls, p.tls.token)
 			herr := httpReady(t.Context(), n, c.tls)
 			for _, r := range []struct {
 				port string
@@ -149,13 +156,16 @@ func tlsRequired(t *testing.T, p *project) {
 }
 
 // grpcStatus calls Cluster.Status on n through a connection of its own,
-// plaintext if cfg is nil.
-func grpcStatus(ctx context.Context, n *node, cfg *tls.Config) error {
-	creds := insecure.NewCredentials()
+// plaintext if cfg is nil, else over TLS with the token (if not empty).
+func grpcStatus(ctx context.Context, n *node, cfg *tls.Config, token string) error {
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if cfg != nil {
-		creds = credentials.NewTLS(cfg)
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+		if token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+		}
 	}
-	conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(n.grpc, opts...)
 	if err != nil {
 		return err
 	}
@@ -164,6 +174,106 @@ func grpcStatus(ctx context.Context, n *node, cfg *tls.Config) error {
 	defer cancel()
 	_, err = registryv1.NewClusterClient(conn).Status(ctx, &registryv1.StatusRequest{})
 	return err
+}
+
+// tokenRequired: the cluster came up with ACLs on and bootstrapped with
+// the management token of deploy/secrets. On every node, over mTLS, a call
+// with no token or an unknown one is refused UNAUTHENTICATED (gRPC: a read,
+// a write, a Cluster call; HTTP: 401), the one-time bootstrap is refused
+// as done already, and the same calls with the management token are
+// answered (the control).
+func tokenRequired(t *testing.T, p *project) {
+	full, err := p.tls.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const unknown = "00000000-0000-4000-8000-000000000000"
+	for _, n := range p.nodes {
+		conn, err := grpc.NewClient(n.grpc, grpc.WithTransportCredentials(credentials.NewTLS(full)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		reg, cl := registryv1.NewRegistryClient(conn), registryv1.NewClusterClient(conn)
+		calls := []struct {
+			name string
+			call func(context.Context) error
+		}{
+			{"Registry.ListServices", func(ctx context.Context) error {
+				_, err := reg.ListServices(ctx, &registryv1.ListServicesRequest{})
+				return err
+			}},
+			{"Registry.Register", func(ctx context.Context) error {
+				_, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{
+					Service: "intruder", Id: "i1", Address: "127.0.0.9:80", Ttl: durationpb.New(30 * time.Second)}})
+				return err
+			}},
+			{"Cluster.Status", func(ctx context.Context) error {
+				_, err := cl.Status(ctx, &registryv1.StatusRequest{})
+				return err
+			}},
+		}
+		for _, c := range calls {
+			for _, tok := range []struct{ name, secret string }{{"no token", ""}, {"an unknown token", unknown}} {
+				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				if tok.secret != "" {
+					ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok.secret)
+				}
+				err := c.call(ctx)
+				cancel()
+				if code := grpcstatus.Code(err); code != codes.Unauthenticated {
+					t.Errorf("%s: %s with %s: %v, want Unauthenticated", n, c.name, tok.name, err)
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err = registryv1.NewACLClient(conn).Bootstrap(ctx, &registryv1.ACLBootstrapRequest{})
+		cancel()
+		if code := grpcstatus.Code(err); code != codes.FailedPrecondition {
+			t.Errorf("%s: ACL.Bootstrap: %v, want FailedPrecondition (bootstrapped at start with the management token)", n, err)
+		}
+		for _, c := range calls[:1] {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			err := c.call(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.tls.token))
+			cancel()
+			if err != nil {
+				t.Errorf("%s: %s with the management token: %v", n, c.name, err)
+			}
+		}
+		for _, tok := range []struct {
+			secret string
+			want   int
+		}{{"", http.StatusUnauthorized}, {unknown, http.StatusUnauthorized}, {p.tls.token, http.StatusOK}} {
+			if got, err := httpGet(t.Context(), n, full, "/v1/services", tok.secret); err != nil || got != tok.want {
+				t.Errorf("%s: GET /v1/services (token set: %v): %d, %v; want %d", n, tok.secret != "", got, err, tok.want)
+			}
+		}
+	}
+}
+
+// httpGet GETs path on n over https with the client certificate and, if
+// not empty, the token, and returns the status code.
+func httpGet(ctx context.Context, n *node, cfg *tls.Config, path, token string) (int, error) {
+	cfg = cfg.Clone()
+	cfg.ServerName = "" // the URL's host
+	tr := &http.Transport{TLSClientConfig: cfg}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+n.http+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	return resp.StatusCode, nil
 }
 
 // httpReady asks n's /readyz, over http if cfg is nil, else over https

@@ -41,7 +41,9 @@ func TestComposeFileIsValid(t *testing.T) {
 					t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 				}
 				for _, want := range []string{"node1", "node2", "node3", "--bootstrap-peers=n1=node1:7101,n2=node2:7101,n3=node3:7101",
-					"REGISTRY_TLS_CERT: /secrets/server-n1.pem", "REGISTRY_TLS_CLIENT_AUTH: require"} {
+					"REGISTRY_TLS_CERT: /secrets/server-n1.pem", "REGISTRY_TLS_CLIENT_AUTH: require",
+					"REGISTRY_ACL_ENABLED: \"true\"", "REGISTRY_ACL_INITIAL_MANAGEMENT_TOKEN_FILE: /secrets/management-token",
+					"REGISTRY_ACL_TOKEN_FILE: /secrets/management-token"} {
 					if !strings.Contains(string(out), want) {
 						t.Errorf("%s %s: the output lacks %q", name, strings.Join(args, " "), want)
 					}
@@ -79,7 +81,7 @@ func TestMonitoringPrometheusConfigIsValid(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "secrets"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"registry-agent-ca.pem", "client.pem", "client-key.pem"} {
+	for _, f := range []string{"registry-agent-ca.pem", "client.pem", "client-key.pem", "prometheus-token"} {
 		if err := os.WriteFile(filepath.Join(dir, "secrets", f), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}

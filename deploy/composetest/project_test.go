@@ -46,10 +46,14 @@ const (
 	dockerTimeout = 30 * time.Second
 )
 
-// tlsFiles are the client's TLS files of the compose cluster: the CA and
-// the client certificate that make compose-secrets writes to
-// deploy/secrets, which the compose file mounts into the nodes.
-type tlsFiles struct{ ca, cert, key string }
+// tlsFiles are the client's credentials for the compose cluster: the CA
+// and the client certificate, and the ACL management token's secret, that
+// make compose-secrets writes to deploy/secrets, which the compose file
+// mounts into the nodes (the nodes bootstrap the ACLs with that token).
+type tlsFiles struct {
+	ca, cert, key string
+	token         string // the secret, read from management-token
+}
 
 // secretsOrFail returns the files of deploy/secrets, failing the test if
 // one is missing.
@@ -69,8 +73,25 @@ func secretsOrFail(t *testing.T) tlsFiles {
 			t.Fatalf("the compose cluster's TLS files: %v (make compose-secrets creates them)", err)
 		}
 	}
+	b, err := os.ReadFile(filepath.Join(dir, "management-token"))
+	if err != nil {
+		t.Fatalf("the compose cluster's management token: %v (make compose-secrets creates it)", err)
+	}
+	if f.token = strings.TrimSpace(string(b)); f.token == "" {
+		t.Fatalf("%s is empty (delete it; make compose-secrets makes another)", filepath.Join(dir, "management-token"))
+	}
 	return f
 }
+
+// bearer sends an ACL token's secret on every call of a connection (only
+// over TLS).
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
 
 // config returns the client's TLS configuration: the CA and the client
 // certificate, verifying that a node's certificate names server.registry.
@@ -177,6 +198,7 @@ func startProject(t *testing.T, image string) *project {
 		// Reconnect within a second once a node is back, rather than
 		// after gRPC's default backoff (up to 2 minutes).
 		n.conn, err = grpc.NewClient(n.grpc, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+			grpc.WithPerRPCCredentials(bearer(p.tls.token)),
 			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 				BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}))
 		if err != nil {

@@ -61,6 +61,7 @@ func newRecorder(t *testing.T, endpoints []string, files tlsFiles) *recorder {
 	c, err := client.New(client.Config{
 		Endpoints: endpoints,
 		CAFile:    files.ca, CertFile: files.cert, KeyFile: files.key,
+		Token:  files.token,
 		Logger: testLogger(t, "watch"),
 	})
 	if err != nil {
@@ -215,6 +216,7 @@ func newFleet(t *testing.T, endpoints []string, files tlsFiles, spec fleetSpec) 
 			CAFile:                   files.ca,
 			CertFile:                 files.cert,
 			KeyFile:                  files.key,
+			Token:                    files.token,
 			Logger:                   testLogger(t, fmt.Sprintf("c%d", i)),
 			KeepRegistrationsOnClose: true,
 		})

@@ -206,10 +206,15 @@ func (x *Deregister) GetNowUnixNs() int64 {
 }
 
 type Beat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Service     string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Id          string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// Non-zero for a beat that came as a UDP datagram (package udpbeat): the
+	// datagram's sequence number. The beat is applied only if it is greater
+	// than the instance's last_udp_seq, which it then becomes; otherwise it is
+	// rejected as a replay. Zero (gRPC and HTTP beats) is never checked.
+	UdpSeq        uint64 `protobuf:"varint,4,opt,name=udp_seq,json=udpSeq,proto3" json:"udp_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -261,6 +266,13 @@ func (x *Beat) GetId() string {
 func (x *Beat) GetIncarnation() uint64 {
 	if x != nil {
 		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *Beat) GetUdpSeq() uint64 {
+	if x != nil {
+		return x.UdpSeq
 	}
 	return 0
 }
@@ -703,7 +715,10 @@ type SnapshotHeader struct {
 	AclTokenCount   uint64 `protobuf:"varint,6,opt,name=acl_token_count,json=aclTokenCount,proto3" json:"acl_token_count,omitempty"`
 	AclBootstrapped bool   `protobuf:"varint,7,opt,name=acl_bootstrapped,json=aclBootstrapped,proto3" json:"acl_bootstrapped,omitempty"`
 	// The Raft index of the last change to the ACL records.
-	AclIndex      uint64 `protobuf:"varint,8,opt,name=acl_index,json=aclIndex,proto3" json:"acl_index,omitempty"`
+	AclIndex uint64 `protobuf:"varint,8,opt,name=acl_index,json=aclIndex,proto3" json:"acl_index,omitempty"`
+	// The cluster beat secret (BeatSecretSet), empty if none was set yet.
+	// Since version 3.
+	BeatSecret    []byte `protobuf:"bytes,9,opt,name=beat_secret,json=beatSecret,proto3" json:"beat_secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -794,6 +809,13 @@ func (x *SnapshotHeader) GetAclIndex() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetBeatSecret() []byte {
+	if x != nil {
+		return x.BeatSecret
+	}
+	return nil
+}
+
 // Instance is one instance as stored in a snapshot.
 type Instance struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -812,8 +834,10 @@ type Instance struct {
 	LastBeatIndex      uint64 `protobuf:"varint,12,opt,name=last_beat_index,json=lastBeatIndex,proto3" json:"last_beat_index,omitempty"`
 	RegisteredAtUnixNs int64  `protobuf:"varint,13,opt,name=registered_at_unix_ns,json=registeredAtUnixNs,proto3" json:"registered_at_unix_ns,omitempty"`
 	LastBeatAtUnixNs   int64  `protobuf:"varint,14,opt,name=last_beat_at_unix_ns,json=lastBeatAtUnixNs,proto3" json:"last_beat_at_unix_ns,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The highest UDP beat sequence number applied to this incarnation.
+	LastUdpSeq    uint64 `protobuf:"varint,15,opt,name=last_udp_seq,json=lastUdpSeq,proto3" json:"last_udp_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Instance) Reset() {
@@ -940,6 +964,13 @@ func (x *Instance) GetRegisteredAtUnixNs() int64 {
 func (x *Instance) GetLastBeatAtUnixNs() int64 {
 	if x != nil {
 		return x.LastBeatAtUnixNs
+	}
+	return 0
+}
+
+func (x *Instance) GetLastUdpSeq() uint64 {
+	if x != nil {
+		return x.LastUdpSeq
 	}
 	return 0
 }
@@ -1230,6 +1261,54 @@ func (x *ACLTokenDelete) GetAccessorId() string {
 	return ""
 }
 
+// BeatSecretSet sets the cluster beat secret, from which every
+// registration's UDP beat key is derived (package udpbeat). The proposer
+// generates it (32 random bytes); the first one applied wins and later ones
+// are no-ops, so that racing proposers never change a key handed out.
+type BeatSecretSet struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        []byte                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BeatSecretSet) Reset() {
+	*x = BeatSecretSet{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeatSecretSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeatSecretSet) ProtoMessage() {}
+
+func (x *BeatSecretSet) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeatSecretSet.ProtoReflect.Descriptor instead.
+func (*BeatSecretSet) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BeatSecretSet) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
 var File_registry_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
@@ -1253,11 +1332,12 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x1e\n" +
-	"\vnow_unix_ns\x18\x04 \x01(\x03R\tnowUnixNs\"R\n" +
+	"\vnow_unix_ns\x18\x04 \x01(\x03R\tnowUnixNs\"k\n" +
 	"\x04Beat\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"X\n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x17\n" +
+	"\audp_seq\x18\x04 \x01(\x04R\x06udpSeq\"X\n" +
 	"\tBeatBatch\x12+\n" +
 	"\x05beats\x18\x01 \x03(\v2\x15.registry.fsm.v1.BeatR\x05beats\x12\x1e\n" +
 	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\"\x85\x01\n" +
@@ -1284,7 +1364,7 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\bNodeMeta\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12!\n" +
-	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\"\xa0\x02\n" +
+	"\fhttp_address\x18\x03 \x01(\tR\vhttpAddress\"\xc1\x02\n" +
 	"\x0eSnapshotHeader\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12%\n" +
@@ -1294,7 +1374,9 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x10acl_policy_count\x18\x05 \x01(\x04R\x0eaclPolicyCount\x12&\n" +
 	"\x0facl_token_count\x18\x06 \x01(\x04R\raclTokenCount\x12)\n" +
 	"\x10acl_bootstrapped\x18\a \x01(\bR\x0faclBootstrapped\x12\x1b\n" +
-	"\tacl_index\x18\b \x01(\x04R\baclIndex\"\xc4\x04\n" +
+	"\tacl_index\x18\b \x01(\x04R\baclIndex\x12\x1f\n" +
+	"\vbeat_secret\x18\t \x01(\fR\n" +
+	"beatSecret\"\xe6\x04\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -1310,7 +1392,9 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\fmodify_index\x18\v \x01(\x04R\vmodifyIndex\x12&\n" +
 	"\x0flast_beat_index\x18\f \x01(\x04R\rlastBeatIndex\x121\n" +
 	"\x15registered_at_unix_ns\x18\r \x01(\x03R\x12registeredAtUnixNs\x12.\n" +
-	"\x14last_beat_at_unix_ns\x18\x0e \x01(\x03R\x10lastBeatAtUnixNs\x1a;\n" +
+	"\x14last_beat_at_unix_ns\x18\x0e \x01(\x03R\x10lastBeatAtUnixNs\x12 \n" +
+	"\flast_udp_seq\x18\x0f \x01(\x04R\n" +
+	"lastUdpSeq\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
@@ -1337,7 +1421,9 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"management\"1\n" +
 	"\x0eACLTokenDelete\x12\x1f\n" +
 	"\vaccessor_id\x18\x01 \x01(\tR\n" +
-	"accessorIdB/Z-github.com/regcenter/registry/fsm/fsmpb;fsmpbb\x06proto3"
+	"accessorId\"'\n" +
+	"\rBeatSecretSet\x12\x16\n" +
+	"\x06secret\x18\x01 \x01(\fR\x06secretB/Z-github.com/regcenter/registry/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_registry_fsm_v1_fsm_proto_rawDescOnce sync.Once
@@ -1351,7 +1437,7 @@ func file_registry_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_registry_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_registry_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_registry_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_registry_fsm_v1_fsm_proto_goTypes = []any{
 	(*Register)(nil),        // 0: registry.fsm.v1.Register
 	(*Deregister)(nil),      // 1: registry.fsm.v1.Deregister
@@ -1370,18 +1456,19 @@ var file_registry_fsm_v1_fsm_proto_goTypes = []any{
 	(*ACLPolicyDelete)(nil), // 14: registry.fsm.v1.ACLPolicyDelete
 	(*ACLTokenSet)(nil),     // 15: registry.fsm.v1.ACLTokenSet
 	(*ACLTokenDelete)(nil),  // 16: registry.fsm.v1.ACLTokenDelete
-	nil,                     // 17: registry.fsm.v1.Register.MetadataEntry
-	nil,                     // 18: registry.fsm.v1.Instance.MetadataEntry
+	(*BeatSecretSet)(nil),   // 17: registry.fsm.v1.BeatSecretSet
+	nil,                     // 18: registry.fsm.v1.Register.MetadataEntry
+	nil,                     // 19: registry.fsm.v1.Instance.MetadataEntry
 }
 var file_registry_fsm_v1_fsm_proto_depIdxs = []int32{
-	17, // 0: registry.fsm.v1.Register.metadata:type_name -> registry.fsm.v1.Register.MetadataEntry
+	18, // 0: registry.fsm.v1.Register.metadata:type_name -> registry.fsm.v1.Register.MetadataEntry
 	2,  // 1: registry.fsm.v1.BeatBatch.beats:type_name -> registry.fsm.v1.Beat
 	0,  // 2: registry.fsm.v1.Write.register:type_name -> registry.fsm.v1.Register
 	1,  // 3: registry.fsm.v1.Write.deregister:type_name -> registry.fsm.v1.Deregister
 	4,  // 4: registry.fsm.v1.WriteBatch.writes:type_name -> registry.fsm.v1.Write
 	6,  // 5: registry.fsm.v1.MarkSuspect.entries:type_name -> registry.fsm.v1.Condition
 	6,  // 6: registry.fsm.v1.Expire.entries:type_name -> registry.fsm.v1.Condition
-	18, // 7: registry.fsm.v1.Instance.metadata:type_name -> registry.fsm.v1.Instance.MetadataEntry
+	19, // 7: registry.fsm.v1.Instance.metadata:type_name -> registry.fsm.v1.Instance.MetadataEntry
 	8,  // [8:8] is the sub-list for method output_type
 	8,  // [8:8] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
@@ -1404,7 +1491,7 @@ func file_registry_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_fsm_v1_fsm_proto_rawDesc), len(file_registry_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

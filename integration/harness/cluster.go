@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/regcenter/registry/acl"
 	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/internal/proc"
 )
@@ -77,10 +78,15 @@ type Options struct {
 	AllowUnexpectedExit bool
 	// TLS creates a CA (Cluster.CA) and starts every node with a node
 	// certificate of it (--tls-*, with the default --tls-client-auth
-	// require); the harness's connections present a client certificate.
-	// Not with FaultInjection (its control endpoint is called over plain
-	// HTTP).
+	// require); the harness's connections present a client certificate
+	// (and so does its HTTPS client, for the fault control endpoint).
 	TLS bool
+	// ACL starts every node with --acl-enabled and the harness's management
+	// token as its --acl-token, bootstraps the ACLs with that token once a
+	// leader exists (see acl.go), and makes every harness connection
+	// (RegistryClient, ClusterClient, Status, Beater, EventRecorder, Dial)
+	// carry it. Node.DialToken dials with another token or none.
+	ACL bool
 	// Spare is the number of port slots after the Nodes bootstrapped ones
 	// that Start also checks are free, for the nodes Cluster.AddNode adds.
 	Spare int
@@ -127,9 +133,12 @@ type Cluster struct {
 	conns   []*grpc.ClientConn // every connection ever opened, for the cleanup
 	leader  *Node              // as of the last successful WaitLeader
 	removed []*Node            // taken out by RemoveNode, kept for their logs
-	done    bool               // the cleanup has run
+	// outsiders are started by StartOutsider; never members.
+	outsiders []*Node
+	done      bool // the cleanup has run
 
-	tls *clusterTLS // with Options.TLS
+	tls  *clusterTLS // with Options.TLS
+	mgmt acl.Secret  // the management token's secret, with Options.ACL
 
 	faultMu sync.Mutex                // serialises fault changes
 	blocked map[*Node]map[string]bool // node → peer ids it drops (Partition, Isolate)
@@ -145,9 +154,6 @@ func Start(t *testing.T, opts Options) *Cluster {
 	opts = opts.withDefaults()
 	if opts.Nodes < 1 || opts.Spare < 0 || opts.Nodes+opts.Spare > maxNodes {
 		t.Fatalf("harness: Options.Nodes = %d, Spare = %d: want 1..%d nodes in all", opts.Nodes, opts.Spare, maxNodes)
-	}
-	if opts.TLS && opts.FaultInjection {
-		t.Fatal("harness: Options.TLS and FaultInjection do not go together")
 	}
 	binary := opts.Binary
 	if binary == "" {
@@ -173,6 +179,10 @@ func Start(t *testing.T, opts Options) *Cluster {
 			t.Fatalf("harness: %v", err)
 		}
 	}
+	if opts.ACL {
+		c.mgmt = acl.NewSecret()
+		c.env = append(c.env, aclTokenEnv+"="+string(c.mgmt))
+	}
 
 	peers := make([]string, opts.Nodes)
 	for i := range opts.Nodes {
@@ -191,6 +201,11 @@ func Start(t *testing.T, opts Options) *Cluster {
 		}
 	}
 	if !opts.SkipReady {
+		if opts.ACL {
+			if err := c.bootstrapACL(c.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := c.waitReady(c.nodes); err != nil {
 			t.Fatalf("harness: cluster did not start: %v", err)
 		}
@@ -236,6 +251,7 @@ func (c *Cluster) newNode(slot int, membership string) (*Node, error) {
 		return nil, err
 	}
 	n.args = append(n.args, tlsArgs...)
+	n.args = append(n.args, c.aclArgs()...)
 	if n.conn, err = c.dial(n.grpcAddr); err != nil {
 		return nil, err
 	}
@@ -290,14 +306,23 @@ func nodeEnv(extra []string) []string {
 	return append(env, extra...)
 }
 
-// dial opens a client connection that reconnects quickly after a restart.
+// dial opens a client connection that reconnects quickly after a restart
+// and carries the management token with Options.ACL.
 func (c *Cluster) dial(addr string) (*grpc.ClientConn, error) {
+	return c.dialToken(addr, c.mgmt)
+}
+
+// dialToken is dial with the calls carrying secret, or no token for "".
+func (c *Cluster) dialToken(addr string, secret acl.Secret) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if c.tls != nil {
 		creds = c.tls.creds
 	}
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(creds),
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if o := tokenOption(secret); o != nil {
+		opts = append(opts, o)
+	}
+	conn, err := grpc.NewClient(addr, append(opts,
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  20 * time.Millisecond,
@@ -307,7 +332,7 @@ func (c *Cluster) dial(addr string) (*grpc.ClientConn, error) {
 			},
 			MinConnectTimeout: time.Second,
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -367,6 +392,9 @@ func (c *Cluster) cleanup() {
 	wg.Wait()
 	for _, conn := range conns {
 		conn.Close()
+	}
+	if c.tls != nil {
+		c.tls.http.CloseIdleConnections()
 	}
 	for _, p := range procs {
 		if !p.Exited() {

@@ -36,6 +36,20 @@
 // Cluster.Remove, stops its process and takes it out of Nodes. Both change
 // the node list: call them from the test goroutine.
 //
+// # Security
+//
+// With Options.TLS the cluster has a CA of its own ([Cluster.CA]); every
+// node gets a node certificate of it and every harness connection, gRPC
+// and HTTP ([Cluster.HTTPClient], [Node.HTTPURL]; the fault control calls
+// too), presents a client certificate. [Node.RotateCertificate] replaces a
+// node's files; [Cluster.StartOutsider] starts a node of another CA that
+// tries to join. With Options.ACL the nodes run with --acl-enabled and the
+// harness's management secret as their --acl-token; the harness
+// bootstraps the ACLs with that chosen secret once a leader exists (before
+// it waits for the nodes to answer Status, which needs operator:read), and
+// every connection it makes carries the token ([Cluster.ManagementToken];
+// [Node.DialToken] dials with another token or none).
+//
 // # Clients
 //
 // [Beater] keeps instances alive the way a client library does (a Beat call

@@ -49,12 +49,12 @@ func (n *Node) SetFaults(ctx context.Context, f Faults) error {
 	}
 	ctx, cancel := poll.WithDefaultTimeout(ctx, faultsTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+n.httpAddr+"/debug/faults", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, n.HTTPURL("/debug/faults"), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.cluster.HTTPClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: set faults: %w", n.id, err)
 	}

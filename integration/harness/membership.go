@@ -29,7 +29,7 @@ import (
 // ErrNoSpareSlot.
 func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	c.mu.Lock()
-	slot := len(c.nodes) + len(c.removed)
+	slot := len(c.nodes) + len(c.removed) + len(c.outsiders)
 	c.mu.Unlock()
 	if slot >= c.opts.Nodes+c.opts.Spare {
 		return nil, fmt.Errorf("add node: %w (Options.Nodes %d, Spare %d)", ErrNoSpareSlot, c.opts.Nodes, c.opts.Spare)
@@ -164,7 +164,7 @@ func (c *Cluster) RemoveNode(ctx context.Context, n *Node) error {
 func (c *Cluster) everyNode() []*Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append(slices.Clone(c.nodes), c.removed...)
+	return append(append(slices.Clone(c.nodes), c.removed...), c.outsiders...)
 }
 
 // describeMembers lists a configuration for error messages.

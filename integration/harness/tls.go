@@ -1,10 +1,14 @@
 package harness
 
 import (
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc/credentials"
@@ -18,6 +22,7 @@ type clusterTLS struct {
 	ca    tlsutil.PEMPair
 	files tlsutil.Config // the CA file and the harness's client certificate
 	creds credentials.TransportCredentials
+	http  *http.Client // trusts ca, presents the client certificate
 }
 
 // newClusterTLS creates a CA and a client certificate in dir.
@@ -38,7 +43,9 @@ func newClusterTLS(dir string) (*clusterTLS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clusterTLS{ca: ca, files: files, creds: credentials.NewTLS(cfg)}, nil
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg.Clone()
+	return &clusterTLS{ca: ca, files: files, creds: credentials.NewTLS(cfg), http: &http.Client{Transport: tr}}, nil
 }
 
 // writeTLSFiles writes ca's certificate and cert into dir (ca.pem, cert.pem,
@@ -76,6 +83,26 @@ func (c *Cluster) tlsArgs(n *Node) ([]string, error) {
 	return []string{"--tls-cert=" + n.tlsFiles.CertFile, "--tls-key=" + n.tlsFiles.KeyFile, "--tls-ca=" + n.tlsFiles.CAFile}, nil
 }
 
+// HTTPClient is an HTTP client for the nodes' HTTP ports: with Options.TLS
+// it trusts the cluster's CA and presents the harness's client
+// certificate. It carries no token.
+func (c *Cluster) HTTPClient() *http.Client {
+	if c.tls == nil {
+		return http.DefaultClient
+	}
+	return c.tls.http
+}
+
+// HTTPURL is the URL of path on the node's HTTP port: https with
+// Options.TLS, http otherwise.
+func (n *Node) HTTPURL(path string) string {
+	scheme := "http"
+	if n.cluster.tls != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + n.httpAddr + path
+}
+
 // CA is the cluster's CA (Options.TLS), to make more certificates with.
 func (c *Cluster) CA() tlsutil.PEMPair { return c.tls.ca }
 
@@ -87,16 +114,67 @@ func (c *Cluster) ClientTLSFiles() tlsutil.Config { return c.tls.files }
 // (Options.TLS) and returns it; the node reads it within seconds, or at
 // once on SIGHUP (Node.Signal).
 func (n *Node) RotateCertificate() (tlsutil.PEMPair, error) {
+	return n.writeCertificate(n.cluster.tls.ca, n.cluster.tls.ca.Cert)
+}
+
+// writeCertificate writes a node certificate of ca for n, and trust (PEM
+// certificates) as the CAs it trusts, into n's TLS files.
+func (n *Node) writeCertificate(ca tlsutil.PEMPair, trust []byte) (tlsutil.PEMPair, error) {
 	c := n.cluster
-	cert, err := tlsutil.CreateCert(c.tls.ca, tlsutil.CertOptions{Server: true, CommonName: n.id, IPs: []net.IP{net.ParseIP(c.ip)}})
+	cert, err := tlsutil.CreateCert(ca, tlsutil.CertOptions{Server: true, CommonName: n.id, IPs: []net.IP{net.ParseIP(c.ip)}})
 	if err != nil {
 		return cert, err
 	}
-	n.tlsFiles, err = writeTLSFiles(filepath.Join(n.dir, "tls"), c.tls.ca, cert)
+	n.tlsFiles, err = writeTLSFiles(filepath.Join(n.dir, "tls"), tlsutil.PEMPair{Cert: trust}, cert)
 	if err != nil {
 		return cert, fmt.Errorf("%s: tls files: %w", n.id, err)
 	}
 	return cert, nil
+}
+
+// StartOutsider starts a registry-node on the next spare slot (see
+// Options.Spare) that has a node certificate of ca, trusts both ca and the
+// cluster's CA (so that only the members can refuse it), and tries to join
+// the cluster through a running member (--join, with the management token
+// under Options.ACL; --log-level=debug, where each failed attempt is
+// logged): a node of another cluster, or an attacker's. It does not wait
+// for it to answer, and it is never one of
+// Nodes (nor of Running, WaitLeader...); the cleanup stops it by pid and
+// prints its log like the members'. Options.TLS only.
+func (c *Cluster) StartOutsider(ca tlsutil.PEMPair) (*Node, error) {
+	if c.tls == nil {
+		return nil, errors.New("harness: StartOutsider needs Options.TLS")
+	}
+	running := c.Running()
+	if len(running) == 0 {
+		return nil, errors.New("harness: start outsider: no running member to join through")
+	}
+	c.mu.Lock()
+	slot := len(c.nodes) + len(c.removed) + len(c.outsiders)
+	c.mu.Unlock()
+	if slot >= c.opts.Nodes+c.opts.Spare {
+		return nil, fmt.Errorf("start outsider: %w (Options.Nodes %d, Spare %d)", ErrNoSpareSlot, c.opts.Nodes, c.opts.Spare)
+	}
+	n, err := c.newNode(slot, "--join="+running[0].grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("harness: start outsider: %w", err)
+	}
+	n.id += "-outsider"
+	if _, err := n.writeCertificate(ca, append(slices.Clone(ca.Cert), c.tls.ca.Cert...)); err != nil {
+		return nil, err
+	}
+	for i, a := range n.args {
+		switch {
+		case strings.HasPrefix(a, "--node-id="):
+			n.args[i] = "--node-id=" + n.id
+		case strings.HasPrefix(a, "--log-level="):
+			n.args[i] = "--log-level=debug"
+		}
+	}
+	c.mu.Lock()
+	c.outsiders = append(c.outsiders, n)
+	c.mu.Unlock()
+	return n, n.start()
 }
 
 // Signal sends sig to the node's live process.
