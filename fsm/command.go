@@ -32,6 +32,7 @@ const (
 	ACLTokenSetType     MessageType = 10
 	ACLTokenDeleteType  MessageType = 11
 	BeatSecretSetType   MessageType = 12
+	WriteBatchType      MessageType = 13
 
 	// IgnoreUnknownTypeFlag: a type byte with this bit set, unknown to this
 	// node, is skipped (Apply returns nil) instead of fail-stop. A node that
@@ -104,6 +105,10 @@ var commands = [...]command{
 	BeatSecretSetType: newCommand("BeatSecretSet", func(s *State, index uint64, m *fsmpb.BeatSecretSet) (*BeatSecretResult, []Event, error) {
 		res := s.SetBeatSecret(index, m)
 		return &res, nil, nil
+	}),
+	WriteBatchType: newCommand("WriteBatch", func(s *State, index uint64, m *fsmpb.WriteBatch) (*WriteBatchResult, []Event, error) {
+		res, ev := s.WriteBatch(index, m)
+		return &res, ev, nil
 	}),
 }
 
@@ -336,6 +341,23 @@ type DeregisterResult struct {
 	Instance Instance
 }
 
+// WriteResult is the outcome of one write of a WriteBatch: exactly one of
+// Register (a registration that applied), Deregister (a deregistration that
+// applied) and Err (the domain error the write alone would have got, e.g.
+// wrapping ErrFenced or ErrNotFound) is set.
+type WriteResult struct {
+	Register   *RegisterResult
+	Deregister *DeregisterResult
+	Err        error
+}
+
+// WriteBatchResult is the Apply response to a WriteBatch.
+type WriteBatchResult struct {
+	Index uint64
+	// Results has one entry per write, in command order.
+	Results []WriteResult
+}
+
 // RejectReason says why a beat was not applied; the numbers are those of
 // registry.v1.BeatRejectReason.
 type RejectReason uint8
@@ -421,6 +443,9 @@ var (
 	ErrACLNotFound = errors.New("ACL policy or token not found")
 	// ErrACLConflict: a token's secret hash is another token's.
 	ErrACLConflict = errors.New("ACL token conflict")
+	// ErrEmptyWrite: a write of a WriteBatch names neither a registration
+	// nor a deregistration. Only that write fails.
+	ErrEmptyWrite = errors.New("write names neither a registration nor a deregistration")
 	// ErrUndecodable: Decode could not parse a log entry.
 	ErrUndecodable = errors.New("undecodable log entry")
 	// ErrBadSnapshot: PrepareRestore could not decode a backup.

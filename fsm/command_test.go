@@ -25,6 +25,7 @@ func TestEncodeDecode(t *testing.T) {
 		{fsm.MarkSuspectType, suspect(100, cond("orders", "orders-1", 3, 7))},
 		{fsm.ExpireType, expire(100, cond("orders", "orders-1", 3, 7))},
 		{fsm.NodeMetaType, nodeMeta("n1", "10.0.0.1:9000", "10.0.0.1:8000")},
+		{fsm.WriteBatchType, writeBatch(register("orders", "orders-1", 3, 100), deregister("web", "w", 1, 100), nil)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.typ.String(), func(t *testing.T) {
@@ -142,6 +143,7 @@ func TestStrings(t *testing.T) {
 	}{
 		{fsm.RegisterType, "Register"},
 		{fsm.NodeMetaType, "NodeMeta"},
+		{fsm.WriteBatchType, "WriteBatch"},
 		{fsm.ExpireType | fsm.IgnoreUnknownTypeFlag, "Expire|IgnoreUnknown"},
 		{fsm.MessageType(77), "MessageType(77)"},
 		{fsm.StateHealthy, "HEALTHY"},

@@ -69,35 +69,11 @@ func (g *logGen) condition() *fsmpb.Condition {
 func (g *logGen) command() proto.Message {
 	switch r := g.rng.IntN(100); {
 	case r < 25:
-		svc, id := g.key()
-		inc := g.incarnation(svc, id)
-		if _, ok := g.view.Instance(svc, id); !ok && g.rng.IntN(2) == 0 {
-			inc = 1
-		}
-		c := &fsmpb.Register{
-			Service:        svc,
-			Id:             id,
-			Address:        fmt.Sprintf("10.0.%d.%d:80", g.rng.IntN(2), g.rng.IntN(2)),
-			Incarnation:    inc,
-			BeatIntervalNs: int64(g.rng.IntN(3)) * int64(time.Second),
-			SuspectAfterNs: int64(g.rng.IntN(3)-1) * int64(time.Second), // sometimes negative
-			TtlNs:          int64(g.rng.IntN(3)) * int64(10*time.Second),
-			NowUnixNs:      g.now,
-		}
-		if n := g.rng.IntN(4); n > 0 {
-			c.Metadata = make(map[string]string)
-			for i := range n {
-				c.Metadata[fmt.Sprint("k", i)] = fmt.Sprint(g.rng.IntN(2))
-			}
-		}
-		return c
+		return g.register()
 	case r < 35:
-		svc, id := g.key()
-		inc := g.incarnation(svc, id)
-		if g.rng.IntN(2) == 0 {
-			inc = 0
-		}
-		return &fsmpb.Deregister{Service: svc, Id: id, Incarnation: inc, NowUnixNs: g.now}
+		return g.deregister()
+	case r < 40:
+		return g.writeBatch()
 	case r < 65:
 		c := &fsmpb.BeatBatch{NowUnixNs: g.now}
 		for range 1 + g.rng.IntN(8) {
@@ -139,6 +115,61 @@ func (g *logGen) command() proto.Message {
 	default:
 		return nil // an unknown command marked ignorable
 	}
+}
+
+// register is a registration of a random key: mostly of the stored
+// incarnation, sometimes fenced or superseding.
+func (g *logGen) register() *fsmpb.Register {
+	svc, id := g.key()
+	inc := g.incarnation(svc, id)
+	if _, ok := g.view.Instance(svc, id); !ok && g.rng.IntN(2) == 0 {
+		inc = 1
+	}
+	c := &fsmpb.Register{
+		Service:        svc,
+		Id:             id,
+		Address:        fmt.Sprintf("10.0.%d.%d:80", g.rng.IntN(2), g.rng.IntN(2)),
+		Incarnation:    inc,
+		BeatIntervalNs: int64(g.rng.IntN(3)) * int64(time.Second),
+		SuspectAfterNs: int64(g.rng.IntN(3)-1) * int64(time.Second), // sometimes negative
+		TtlNs:          int64(g.rng.IntN(3)) * int64(10*time.Second),
+		NowUnixNs:      g.now,
+	}
+	if n := g.rng.IntN(4); n > 0 {
+		c.Metadata = make(map[string]string)
+		for i := range n {
+			c.Metadata[fmt.Sprint("k", i)] = fmt.Sprint(g.rng.IntN(2))
+		}
+	}
+	return c
+}
+
+// deregister is a deregistration of a random key, of any incarnation half
+// the time.
+func (g *logGen) deregister() *fsmpb.Deregister {
+	svc, id := g.key()
+	inc := g.incarnation(svc, id)
+	if g.rng.IntN(2) == 0 {
+		inc = 0
+	}
+	return &fsmpb.Deregister{Service: svc, Id: id, Incarnation: inc, NowUnixNs: g.now}
+}
+
+// writeBatch is a group commit of registrations and deregistrations, now
+// and then with an empty write.
+func (g *logGen) writeBatch() *fsmpb.WriteBatch {
+	c := &fsmpb.WriteBatch{}
+	for range 1 + g.rng.IntN(8) {
+		w := &fsmpb.Write{}
+		switch r := g.rng.IntN(20); {
+		case r < 13:
+			w.Op = &fsmpb.Write_Register{Register: g.register()}
+		case r < 19:
+			w.Op = &fsmpb.Write_Deregister{Deregister: g.deregister()}
+		}
+		c.Writes = append(c.Writes, w)
+	}
+	return c
 }
 
 // aclCommand is one of the ACL commands, over a few policies and tokens so
@@ -194,6 +225,8 @@ func outcomes(resp any) []string {
 			return []string{"not found"}
 		case errors.Is(r, fsm.ErrACLBootstrapped), errors.Is(r, fsm.ErrACLNotFound), errors.Is(r, fsm.ErrACLConflict):
 			return []string{"acl refused"}
+		case errors.Is(r, fsm.ErrEmptyWrite):
+			return []string{"empty write"}
 		}
 		return []string{"error " + r.Error()}
 	case *fsm.RegisterResult:
@@ -221,6 +254,23 @@ func outcomes(resp any) []string {
 		return []string{"acl applied"}
 	case *fsm.BeatSecretResult:
 		return []string{fmt.Sprint("beat secret set=", r.Set)}
+	case *fsm.WriteBatchResult:
+		out := []string{"write batch"}
+		for _, w := range r.Results {
+			var o []string
+			switch {
+			case w.Err != nil:
+				o = outcomes(w.Err)
+			case w.Register != nil:
+				o = outcomes(w.Register)
+			case w.Deregister != nil:
+				o = outcomes(w.Deregister)
+			}
+			for _, x := range o {
+				out = append(out, "batched "+x)
+			}
+		}
+		return out
 	}
 	return []string{fmt.Sprintf("unexpected %T", resp)}
 }
@@ -251,6 +301,8 @@ func TestDeterminism(t *testing.T) {
 		"deregistered", "beat batch", "beat rejected UNKNOWN", "beat rejected FENCED", "beat rejected REPLAY",
 		"condition applied", "condition skipped", "node meta", "acl applied", "acl refused",
 		"beat secret set=true", "beat secret set=false",
+		"write batch", "batched fenced", "batched not found", "batched register created=true",
+		"batched register created=false", "batched deregistered", "batched empty write",
 	} {
 		if seen[o] == 0 {
 			t.Errorf("the log never produced %q; outcomes: %v", o, seen)

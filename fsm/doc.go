@@ -50,7 +50,10 @@
 // without failing the batch. MarkSuspect and Expire are conditional: each
 // entry names the incarnation and LastBeatIndex the proposer saw and is
 // skipped if the instance has changed since, so a beat or re-registration
-// that raced the checker wins.
+// that raced the checker wins. WriteBatch (the group commit of concurrent
+// Register and Deregister calls) applies its writes in order at one index,
+// each as Register or Deregister alone would, and fails none but the write
+// that fails: its WriteResult holds that write's error.
 //
 // The ACL commands (ACLBootstrap, ACLPolicySet, ACLPolicyDelete,
 // ACLTokenSet, ACLTokenDelete) keep policies as their rules text (the

@@ -94,9 +94,10 @@ func New(cfg Config) *FSM {
 }
 
 // Apply applies one committed log entry and returns its response: a
-// *RegisterResult, *DeregisterResult, *BeatResult, *ConditionalResult or
-// *NodeMetaResult, an error wrapping ErrNotFound or ErrFenced, or nil for an
-// unknown type marked IgnoreUnknownTypeFlag. It panics on an entry it cannot
+// *RegisterResult, *DeregisterResult, *BeatResult, *ConditionalResult,
+// *NodeMetaResult, *ACLResult or *WriteBatchResult, an error wrapping
+// ErrNotFound or ErrFenced, or nil for an unknown type marked
+// IgnoreUnknownTypeFlag. It panics on an entry it cannot
 // decode, so that a replica stops rather than diverge.
 func (f *FSM) Apply(l *raft.Log) any {
 	t, msg, err := Decode(l.Data)

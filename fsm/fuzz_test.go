@@ -56,7 +56,7 @@ func FuzzApply(f *testing.F) {
 			resp := g.Apply(fsmtest.Log(index, data))
 			switch resp.(type) {
 			case nil, error, *fsm.RegisterResult, *fsm.DeregisterResult, *fsm.BeatResult, *fsm.ConditionalResult, *fsm.NodeMetaResult,
-				*fsm.ACLResult, *fsm.BeatSecretResult:
+				*fsm.ACLResult, *fsm.BeatSecretResult, *fsm.WriteBatchResult:
 			default:
 				t.Fatalf("Apply response %T", resp)
 			}

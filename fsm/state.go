@@ -172,6 +172,41 @@ func (s *State) Deregister(index uint64, c *fsmpb.Deregister) (DeregisterResult,
 		[]Event{{Type: EventDeregistered, Index: index, Instance: old, At: c.GetNowUnixNs()}}, nil
 }
 
+// WriteBatch applies the registrations and deregistrations of a batch in
+// order, all at index, each exactly as Register or Deregister would alone:
+// a write that fails (fenced, not found, empty) fails alone, its result
+// holding the error, and the batch never fails. Later writes see the
+// effects of earlier ones.
+func (s *State) WriteBatch(index uint64, c *fsmpb.WriteBatch) (WriteBatchResult, []Event) {
+	writes := c.GetWrites()
+	res := WriteBatchResult{Index: index, Results: make([]WriteResult, len(writes))}
+	var events []Event
+	for i, w := range writes {
+		out := &res.Results[i]
+		switch op := w.GetOp().(type) {
+		case *fsmpb.Write_Register:
+			r, ev, err := s.Register(index, op.Register)
+			if err != nil {
+				out.Err = err
+				continue
+			}
+			out.Register = &r
+			events = append(events, ev...)
+		case *fsmpb.Write_Deregister:
+			r, ev, err := s.Deregister(index, op.Deregister)
+			if err != nil {
+				out.Err = err
+				continue
+			}
+			out.Deregister = &r
+			events = append(events, ev...)
+		default:
+			out.Err = fmt.Errorf("%w: write %d of the batch at index %d", ErrEmptyWrite, i, index)
+		}
+	}
+	return res, events
+}
+
 // BeatBatch renews the instances named by the batch, in order. A beat for an
 // absent instance or another incarnation is rejected; the batch never fails.
 // A beat on a SUSPECT instance makes it HEALTHY again (EventReacquired).

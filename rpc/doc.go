@@ -11,6 +11,10 @@
 // that was already forwarded is never forwarded again. Beats are
 // group-committed (package groupcommit): concurrent beats share one Raft
 // entry on the leader, and a follower gathers them into one forwarded call.
+// Registers and Deregisters are group-committed on the leader too
+// (writes.go): concurrent ones share one WriteBatch entry, a lone one is
+// proposed at once as its own command, and each caller gets its own
+// result or error; a follower forwards them one call each.
 // Watches are served by every node from its own replica.
 //
 // UDP beats (udpbeats.go, package udpbeat) join the same group commit

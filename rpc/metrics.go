@@ -15,6 +15,7 @@ type Metrics struct {
 	beatsApplied      prometheus.Counter
 	beatsRejected     *prometheus.CounterVec
 	beatBatchSize     prometheus.Histogram
+	writeBatchSize    prometheus.Histogram
 	beatCommitLatency prometheus.Histogram
 	watchers          prometheus.Gauge
 	watchEvents       prometheus.Counter
@@ -42,6 +43,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name:    "registry_beat_batch_size_beats",
 			Help:    "Beats carried by each BeatBatch entry this node proposed as leader (the group commit's batch size).",
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000},
+		}),
+		writeBatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "registry_write_batch_size_writes",
+			Help:    "Registrations and deregistrations carried by each entry this node proposed for them as leader (the write group commit's batch size).",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000},
 		}),
 		beatCommitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "registry_beat_commit_latency_seconds",
@@ -73,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.beatsRejected.WithLabelValues(rejectLabel(reason))
 	}
 	if reg != nil {
-		reg.MustRegister(m.beatsReceived, m.beatsApplied, m.beatsRejected, m.beatBatchSize, m.beatCommitLatency,
+		reg.MustRegister(m.beatsReceived, m.beatsApplied, m.beatsRejected, m.beatBatchSize, m.writeBatchSize, m.beatCommitLatency,
 			m.watchers, m.watchEvents, m.watchResets, m.forwarded, m.rateLimited)
 	}
 	return m

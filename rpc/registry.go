@@ -33,7 +33,7 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	res, err := fsm.Propose[*fsm.RegisterResult](ctx, s.applier, &fsmpb.Register{
+	res, err := s.proposeRegister(ctx, &fsmpb.Register{
 		Service:        in.Service,
 		Id:             in.Id,
 		Address:        in.Address,
@@ -42,7 +42,6 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 		BeatIntervalNs: int64(in.BeatInterval.AsDuration()),
 		SuspectAfterNs: int64(in.SuspectAfter.AsDuration()),
 		TtlNs:          int64(in.Ttl.AsDuration()),
-		NowUnixNs:      s.now(),
 	})
 	if err != nil {
 		return nil, s.toStatus(err)
@@ -67,11 +66,10 @@ func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterReque
 			return registryv1.NewRegistryClient(cc).Deregister(ctx, req)
 		})
 	}
-	res, err := fsm.Propose[*fsm.DeregisterResult](ctx, s.applier, &fsmpb.Deregister{
+	res, err := s.proposeDeregister(ctx, &fsmpb.Deregister{
 		Service:     req.Service,
 		Id:          req.Id,
 		Incarnation: req.Incarnation,
-		NowUnixNs:   s.now(),
 	})
 	if err != nil {
 		return nil, s.toStatus(err)

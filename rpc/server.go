@@ -165,6 +165,10 @@ type Config struct {
 	// Beats tunes the beat group commit; zero fields take its defaults
 	// (a 10 ms window: at most 100 beat entries a second).
 	Beats groupcommit.Config
+	// Writes tunes the group commit of Register and Deregister on the
+	// leader; zero fields take its defaults (a 1 ms window: a lone write is
+	// proposed at once, concurrent ones share an entry).
+	Writes groupcommit.Config
 	// MaxWatchers bounds concurrent watches on this node. Default 10,000.
 	MaxWatchers int
 	// WatchBatch bounds the events (and reset instances) of one watch
@@ -222,6 +226,7 @@ func DefaultConfig() Config {
 		Logger:                slog.New(slog.DiscardHandler),
 		Clock:                 time.Now,
 		Beats:                 groupcommit.DefaultConfig(),
+		Writes:                defaultWrites(),
 		MaxWatchers:           10_000,
 		WatchBatch:            256,
 		MaxInflightBeatFrames: 64,
@@ -237,6 +242,10 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero setting set to its default.
 func (c Config) WithDefaults() Config {
 	c.Beats = c.Beats.WithDefaults()
+	if c.Writes == (groupcommit.Config{}) {
+		c.Writes = DefaultConfig().Writes
+	}
+	c.Writes = c.Writes.WithDefaults()
 	defaults.Fill(&c, DefaultConfig())
 	return c
 }
@@ -255,6 +264,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("rpc: WriteRate (%v) must be positive, WriteBurst (%d), MaxClients (%d) and MaxWatchesPerClient (%d) at least 1",
 			c.WriteRate, c.WriteBurst, c.MaxClients, c.MaxWatchesPerClient)
 	}
+	if err := c.Writes.Validate(); err != nil {
+		return fmt.Errorf("rpc: Writes: %w", err)
+	}
 	return c.Beats.Validate()
 }
 
@@ -271,6 +283,7 @@ type Server struct {
 	admin   Admin      // the Cluster service's operations
 	state   StateReader
 	beats   *groupcommit.Batcher[beatItem, beatOutcome]
+	writes  *groupcommit.Batcher[writeItem, writeOutcome]
 	rate    rateMeter // beats applied per second, on the leader
 	metrics *Metrics
 
@@ -321,6 +334,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.beats = b
+	w, err := groupcommit.New(cfg.Writes, s.flushWrites)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	s.writes = w
 	return s, nil
 }
 
@@ -345,6 +364,7 @@ func (s *Server) Close() {
 		s.goMu.Unlock()
 		close(s.done)
 		s.beats.Close()
+		s.writes.Close()
 		s.wg.Wait()
 	})
 }

@@ -330,6 +330,136 @@ func (x *BeatBatch) GetNowUnixNs() int64 {
 	return 0
 }
 
+// Write is one registration or deregistration of a WriteBatch.
+type Write struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*Write_Register
+	//	*Write_Deregister
+	Op            isWrite_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Write) Reset() {
+	*x = Write{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Write) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Write) ProtoMessage() {}
+
+func (x *Write) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Write.ProtoReflect.Descriptor instead.
+func (*Write) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Write) GetOp() isWrite_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *Write) GetRegister() *Register {
+	if x != nil {
+		if x, ok := x.Op.(*Write_Register); ok {
+			return x.Register
+		}
+	}
+	return nil
+}
+
+func (x *Write) GetDeregister() *Deregister {
+	if x != nil {
+		if x, ok := x.Op.(*Write_Deregister); ok {
+			return x.Deregister
+		}
+	}
+	return nil
+}
+
+type isWrite_Op interface {
+	isWrite_Op()
+}
+
+type Write_Register struct {
+	Register *Register `protobuf:"bytes,1,opt,name=register,proto3,oneof"`
+}
+
+type Write_Deregister struct {
+	Deregister *Deregister `protobuf:"bytes,2,opt,name=deregister,proto3,oneof"`
+}
+
+func (*Write_Register) isWrite_Op() {}
+
+func (*Write_Deregister) isWrite_Op() {}
+
+// WriteBatch applies many registrations and deregistrations at one index,
+// in order, each on its own: one that is fenced or names an absent instance
+// fails alone. Each carries its own now_unix_ns.
+type WriteBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Writes        []*Write               `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteBatch) Reset() {
+	*x = WriteBatch{}
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteBatch) ProtoMessage() {}
+
+func (x *WriteBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
+func (*WriteBatch) Descriptor() ([]byte, []int) {
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WriteBatch) GetWrites() []*Write {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
 // Condition names the instance state the proposer saw; a conditional
 // command is a no-op for an entry whose instance has changed since.
 type Condition struct {
@@ -344,7 +474,7 @@ type Condition struct {
 
 func (x *Condition) Reset() {
 	*x = Condition{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +486,7 @@ func (x *Condition) String() string {
 func (*Condition) ProtoMessage() {}
 
 func (x *Condition) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +499,7 @@ func (x *Condition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Condition.ProtoReflect.Descriptor instead.
 func (*Condition) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Condition) GetService() string {
@@ -411,7 +541,7 @@ type MarkSuspect struct {
 
 func (x *MarkSuspect) Reset() {
 	*x = MarkSuspect{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +553,7 @@ func (x *MarkSuspect) String() string {
 func (*MarkSuspect) ProtoMessage() {}
 
 func (x *MarkSuspect) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +566,7 @@ func (x *MarkSuspect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkSuspect.ProtoReflect.Descriptor instead.
 func (*MarkSuspect) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MarkSuspect) GetEntries() []*Condition {
@@ -464,7 +594,7 @@ type Expire struct {
 
 func (x *Expire) Reset() {
 	*x = Expire{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +606,7 @@ func (x *Expire) String() string {
 func (*Expire) ProtoMessage() {}
 
 func (x *Expire) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +619,7 @@ func (x *Expire) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Expire.ProtoReflect.Descriptor instead.
 func (*Expire) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Expire) GetEntries() []*Condition {
@@ -519,7 +649,7 @@ type NodeMeta struct {
 
 func (x *NodeMeta) Reset() {
 	*x = NodeMeta{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +661,7 @@ func (x *NodeMeta) String() string {
 func (*NodeMeta) ProtoMessage() {}
 
 func (x *NodeMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +674,7 @@ func (x *NodeMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeMeta.ProtoReflect.Descriptor instead.
 func (*NodeMeta) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeMeta) GetNodeId() string {
@@ -595,7 +725,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +737,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +750,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SnapshotHeader) GetVersion() uint32 {
@@ -712,7 +842,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +854,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +867,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Instance) GetService() string {
@@ -859,7 +989,7 @@ type ACLBootstrap struct {
 
 func (x *ACLBootstrap) Reset() {
 	*x = ACLBootstrap{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1001,7 @@ func (x *ACLBootstrap) String() string {
 func (*ACLBootstrap) ProtoMessage() {}
 
 func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1014,7 @@ func (x *ACLBootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrap.ProtoReflect.Descriptor instead.
 func (*ACLBootstrap) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ACLBootstrap) GetAccessorId() string {
@@ -921,7 +1051,7 @@ type ACLPolicySet struct {
 
 func (x *ACLPolicySet) Reset() {
 	*x = ACLPolicySet{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1063,7 @@ func (x *ACLPolicySet) String() string {
 func (*ACLPolicySet) ProtoMessage() {}
 
 func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1076,7 @@ func (x *ACLPolicySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicySet.ProtoReflect.Descriptor instead.
 func (*ACLPolicySet) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ACLPolicySet) GetName() string {
@@ -973,7 +1103,7 @@ type ACLPolicyDelete struct {
 
 func (x *ACLPolicyDelete) Reset() {
 	*x = ACLPolicyDelete{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1115,7 @@ func (x *ACLPolicyDelete) String() string {
 func (*ACLPolicyDelete) ProtoMessage() {}
 
 func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1128,7 @@ func (x *ACLPolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDelete.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDelete) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ACLPolicyDelete) GetName() string {
@@ -1023,7 +1153,7 @@ type ACLTokenSet struct {
 
 func (x *ACLTokenSet) Reset() {
 	*x = ACLTokenSet{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1165,7 @@ func (x *ACLTokenSet) String() string {
 func (*ACLTokenSet) ProtoMessage() {}
 
 func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1178,7 @@ func (x *ACLTokenSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSet.ProtoReflect.Descriptor instead.
 func (*ACLTokenSet) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ACLTokenSet) GetAccessorId() string {
@@ -1096,7 +1226,7 @@ type ACLTokenDelete struct {
 
 func (x *ACLTokenDelete) Reset() {
 	*x = ACLTokenDelete{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1238,7 @@ func (x *ACLTokenDelete) String() string {
 func (*ACLTokenDelete) ProtoMessage() {}
 
 func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1251,7 @@ func (x *ACLTokenDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDelete.ProtoReflect.Descriptor instead.
 func (*ACLTokenDelete) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ACLTokenDelete) GetAccessorId() string {
@@ -1144,7 +1274,7 @@ type BeatSecretSet struct {
 
 func (x *BeatSecretSet) Reset() {
 	*x = BeatSecretSet{}
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1286,7 @@ func (x *BeatSecretSet) String() string {
 func (*BeatSecretSet) ProtoMessage() {}
 
 func (x *BeatSecretSet) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_registry_fsm_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1299,7 @@ func (x *BeatSecretSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatSecretSet.ProtoReflect.Descriptor instead.
 func (*BeatSecretSet) Descriptor() ([]byte, []int) {
-	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_registry_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BeatSecretSet) GetSecret() []byte {
@@ -1210,7 +1340,16 @@ const file_registry_fsm_v1_fsm_proto_rawDesc = "" +
 	"\audp_seq\x18\x04 \x01(\x04R\x06udpSeq\"X\n" +
 	"\tBeatBatch\x12+\n" +
 	"\x05beats\x18\x01 \x03(\v2\x15.registry.fsm.v1.BeatR\x05beats\x12\x1e\n" +
-	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\"\x7f\n" +
+	"\vnow_unix_ns\x18\x02 \x01(\x03R\tnowUnixNs\"\x85\x01\n" +
+	"\x05Write\x127\n" +
+	"\bregister\x18\x01 \x01(\v2\x19.registry.fsm.v1.RegisterH\x00R\bregister\x12=\n" +
+	"\n" +
+	"deregister\x18\x02 \x01(\v2\x1b.registry.fsm.v1.DeregisterH\x00R\n" +
+	"deregisterB\x04\n" +
+	"\x02op\"<\n" +
+	"\n" +
+	"WriteBatch\x12.\n" +
+	"\x06writes\x18\x01 \x03(\v2\x16.registry.fsm.v1.WriteR\x06writes\"\x7f\n" +
 	"\tCondition\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
@@ -1298,38 +1437,43 @@ func file_registry_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_registry_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_registry_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_registry_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_registry_fsm_v1_fsm_proto_goTypes = []any{
 	(*Register)(nil),        // 0: registry.fsm.v1.Register
 	(*Deregister)(nil),      // 1: registry.fsm.v1.Deregister
 	(*Beat)(nil),            // 2: registry.fsm.v1.Beat
 	(*BeatBatch)(nil),       // 3: registry.fsm.v1.BeatBatch
-	(*Condition)(nil),       // 4: registry.fsm.v1.Condition
-	(*MarkSuspect)(nil),     // 5: registry.fsm.v1.MarkSuspect
-	(*Expire)(nil),          // 6: registry.fsm.v1.Expire
-	(*NodeMeta)(nil),        // 7: registry.fsm.v1.NodeMeta
-	(*SnapshotHeader)(nil),  // 8: registry.fsm.v1.SnapshotHeader
-	(*Instance)(nil),        // 9: registry.fsm.v1.Instance
-	(*ACLBootstrap)(nil),    // 10: registry.fsm.v1.ACLBootstrap
-	(*ACLPolicySet)(nil),    // 11: registry.fsm.v1.ACLPolicySet
-	(*ACLPolicyDelete)(nil), // 12: registry.fsm.v1.ACLPolicyDelete
-	(*ACLTokenSet)(nil),     // 13: registry.fsm.v1.ACLTokenSet
-	(*ACLTokenDelete)(nil),  // 14: registry.fsm.v1.ACLTokenDelete
-	(*BeatSecretSet)(nil),   // 15: registry.fsm.v1.BeatSecretSet
-	nil,                     // 16: registry.fsm.v1.Register.MetadataEntry
-	nil,                     // 17: registry.fsm.v1.Instance.MetadataEntry
+	(*Write)(nil),           // 4: registry.fsm.v1.Write
+	(*WriteBatch)(nil),      // 5: registry.fsm.v1.WriteBatch
+	(*Condition)(nil),       // 6: registry.fsm.v1.Condition
+	(*MarkSuspect)(nil),     // 7: registry.fsm.v1.MarkSuspect
+	(*Expire)(nil),          // 8: registry.fsm.v1.Expire
+	(*NodeMeta)(nil),        // 9: registry.fsm.v1.NodeMeta
+	(*SnapshotHeader)(nil),  // 10: registry.fsm.v1.SnapshotHeader
+	(*Instance)(nil),        // 11: registry.fsm.v1.Instance
+	(*ACLBootstrap)(nil),    // 12: registry.fsm.v1.ACLBootstrap
+	(*ACLPolicySet)(nil),    // 13: registry.fsm.v1.ACLPolicySet
+	(*ACLPolicyDelete)(nil), // 14: registry.fsm.v1.ACLPolicyDelete
+	(*ACLTokenSet)(nil),     // 15: registry.fsm.v1.ACLTokenSet
+	(*ACLTokenDelete)(nil),  // 16: registry.fsm.v1.ACLTokenDelete
+	(*BeatSecretSet)(nil),   // 17: registry.fsm.v1.BeatSecretSet
+	nil,                     // 18: registry.fsm.v1.Register.MetadataEntry
+	nil,                     // 19: registry.fsm.v1.Instance.MetadataEntry
 }
 var file_registry_fsm_v1_fsm_proto_depIdxs = []int32{
-	16, // 0: registry.fsm.v1.Register.metadata:type_name -> registry.fsm.v1.Register.MetadataEntry
+	18, // 0: registry.fsm.v1.Register.metadata:type_name -> registry.fsm.v1.Register.MetadataEntry
 	2,  // 1: registry.fsm.v1.BeatBatch.beats:type_name -> registry.fsm.v1.Beat
-	4,  // 2: registry.fsm.v1.MarkSuspect.entries:type_name -> registry.fsm.v1.Condition
-	4,  // 3: registry.fsm.v1.Expire.entries:type_name -> registry.fsm.v1.Condition
-	17, // 4: registry.fsm.v1.Instance.metadata:type_name -> registry.fsm.v1.Instance.MetadataEntry
-	5,  // [5:5] is the sub-list for method output_type
-	5,  // [5:5] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	0,  // 2: registry.fsm.v1.Write.register:type_name -> registry.fsm.v1.Register
+	1,  // 3: registry.fsm.v1.Write.deregister:type_name -> registry.fsm.v1.Deregister
+	4,  // 4: registry.fsm.v1.WriteBatch.writes:type_name -> registry.fsm.v1.Write
+	6,  // 5: registry.fsm.v1.MarkSuspect.entries:type_name -> registry.fsm.v1.Condition
+	6,  // 6: registry.fsm.v1.Expire.entries:type_name -> registry.fsm.v1.Condition
+	19, // 7: registry.fsm.v1.Instance.metadata:type_name -> registry.fsm.v1.Instance.MetadataEntry
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_registry_fsm_v1_fsm_proto_init() }
@@ -1337,13 +1481,17 @@ func file_registry_fsm_v1_fsm_proto_init() {
 	if File_registry_fsm_v1_fsm_proto != nil {
 		return
 	}
+	file_registry_fsm_v1_fsm_proto_msgTypes[4].OneofWrappers = []any{
+		(*Write_Register)(nil),
+		(*Write_Deregister)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_fsm_v1_fsm_proto_rawDesc), len(file_registry_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
