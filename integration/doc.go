@@ -12,6 +12,10 @@
 // acknowledged beat and no later than the documented bound, also across a
 // leader change; no beating instance is removed while the leader is killed
 // or paused; and the mass-expiry guard holds expiries and clears by itself.
+// The interface test (interfaces_test.go) talks to the nodes as the other
+// clients do too, through DNS, the Consul-compatible API
+// (hashicorp/consul/api) and UDP beats, and kills the leader under all of
+// them at once: nothing that kept beating expires.
 //
 // The fault suite (faults, leaderchange, crashloop, membership,
 // snapshotcatchup, clockskew and the dead-instance liveness tests) records

@@ -90,6 +90,10 @@ type Options struct {
 	// Spare is the number of port slots after the Nodes bootstrapped ones
 	// that Start also checks are free, for the nodes Cluster.AddNode adds.
 	Spare int
+	// Interfaces starts every node with --dns-addr, --consul-addr and
+	// --udp-beat-addr on fixed ports of its own (Node.DNSAddr, ConsulAddr,
+	// UDPBeatAddr; see interfaces.go).
+	Interfaces bool
 }
 
 func (o Options) withDefaults() Options {
@@ -252,6 +256,7 @@ func (c *Cluster) newNode(slot int, membership string) (*Node, error) {
 	}
 	n.args = append(n.args, tlsArgs...)
 	n.args = append(n.args, c.aclArgs()...)
+	n.args = append(n.args, c.interfaceArgs(n, slot)...)
 	if n.conn, err = c.dial(n.grpcAddr); err != nil {
 		return nil, err
 	}
@@ -264,7 +269,7 @@ func pickIP(nodes int) (string, error) {
 	const attempts = 50
 	for range attempts {
 		ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), 1+rand.IntN(254), 1+rand.IntN(254))
-		if portsFree(ip, nodes) {
+		if portsFree(ip, nodes) && interfacePortsFree(ip, nodes) {
 			return ip, nil
 		}
 	}

@@ -6,7 +6,8 @@
 // [Build] compiles ./cmd/registry-node once per test binary. [Start] starts a
 // cluster of nodes on one loopback IP of its own (127.a.b.c, never 127.0.0.1)
 // with fixed ports below the kernel's ephemeral range (gRPC 17001+i, Raft
-// 17101+i, HTTP 17201+i), so the address list is known before any process
+// 17101+i, HTTP 17201+i; with Options.Interfaces also DNS 17301+i, Consul
+// API 17401+i, UDP beats 17501+i), so the address list is known before any process
 // starts and concurrently running test packages do not collide. Each node has
 // its own data directory and log file under t.TempDir(); when the test fails,
 // the tail of every node's log is printed with t.Log.

@@ -36,6 +36,7 @@ type Node struct {
 	args     []string
 	conn     *grpc.ClientConn // cached; survives restarts
 	tlsFiles tlsutil.Config   // with Options.TLS
+	ifaces   interfaceAddrs   // with Options.Interfaces
 
 	procs proc.Slot // the current or last process
 
