@@ -428,11 +428,17 @@ class ServiceView {
   // states stay the stream's.
   async refreshBeats() {
     try {
-      const r = await api('GET', `/v1/services/${encodeURIComponent(this.name)}?include_suspect=true&consistency=CONSISTENCY_STALE`);
-      for (const fresh of r.instances || []) {
-        const inst = this.instances.get(fresh.id);
-        if (inst && inst.incarnation === fresh.incarnation && fresh.last_beat_at) inst.last_beat_at = fresh.last_beat_at;
-      }
+      // A large service comes in pages (each at most 3 MiB).
+      let token = '';
+      do {
+        const page = token ? `&page_token=${encodeURIComponent(token)}` : '';
+        const r = await api('GET', `/v1/services/${encodeURIComponent(this.name)}?include_suspect=true&consistency=CONSISTENCY_STALE${page}`);
+        for (const fresh of r.instances || []) {
+          const inst = this.instances.get(fresh.id);
+          if (inst && inst.incarnation === fresh.incarnation && fresh.last_beat_at) inst.last_beat_at = fresh.last_beat_at;
+        }
+        token = r.next_page_token || '';
+      } while (token && this.alive);
       this.rowsDirty = true;
       this.schedule();
     } catch { /* the stream's status shows trouble */ }
