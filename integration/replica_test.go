@@ -129,7 +129,10 @@ func TestAReadReplicaServesReadsSurvivesFaultsAndChangesRole(t *testing.T) {
 		for i := range fill {
 			fill[i] = newInstance("whilereplicacut", fmt.Sprintf("c%03d", i), i)
 		}
-		acked := registerAll(t, voters, 4, fill)
+		// One at a time: concurrent registrations share Raft entries (the
+		// write group commit), and the fill must add an entry each to pass
+		// --snapshot-threshold.
+		acked := registerAll(t, voters, 1, fill)
 		need := cutLast + 1 + snapshotTrailingLogs
 		poll.Eventually(t, replicationTimeout, func(ctx context.Context) error {
 			v, err := scrapeMetric(ctx, leader, "registry_raft_last_snapshot_index")
