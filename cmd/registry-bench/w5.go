@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,7 +31,7 @@ type w5Options struct {
 }
 
 func w5Flags(fs *flag.FlagSet, o *w5Options) {
-	fs.StringVar(&o.steps, "w5-steps", "1000,10000", "W5: watcher counts to step through (each on a fresh cluster; beyond 30,000 the nodes' --max-watchers, 10,000 each, refuses)")
+	fs.StringVar(&o.steps, "w5-steps", "1000,10000", "W5: watcher counts to step through, each on a fresh cluster (e.g. 1000,10000,50000)")
 	fs.IntVar(&o.rounds, "w5-rounds", 20, "W5: rounds, one registration each")
 	fs.DurationVar(&o.pause, "w5-pause", 200*time.Millisecond, "W5: pause between a round's last delivery and the next registration")
 	fs.IntVar(&o.streamsPerConn, "w5-streams-per-conn", 1024, "W5: watch streams per gRPC connection; the local nodes get it as --grpc-max-concurrent-streams (default 1024 per connection)")
@@ -78,8 +79,9 @@ type w5Watcher struct {
 func (b *bench) w5Step(ctx context.Context, n int) error {
 	o := b.o.w5
 	// Every watcher comes from this machine's one address: a node must
-	// accept all of its share of them from one client.
+	// accept all of its share of them, from one client.
 	c, err := b.cluster(ctx,
+		"--max-watchers", strconv.Itoa(max(n, 10_000)),
 		"--max-watches-per-client", strconv.Itoa(max(n, 1024)),
 		"--grpc-max-concurrent-streams", strconv.Itoa(max(o.streamsPerConn, 1024)))
 	if err != nil {
@@ -271,6 +273,8 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	var all []time.Duration
 	perNodeLat := make([][]time.Duration, nodes)
 	firstLat := make([][]time.Duration, nodes)
+	var lag []time.Duration // per round and follower: its first delivery after the leader's first
+	leaderIdx := slices.Index(c.endpoints, leader)
 	missing, resets := 0, int64(0)
 	for k := range o.rounds {
 		if !registered[k] {
@@ -294,6 +298,9 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 		for i, f := range first {
 			if f > 0 {
 				firstLat[i] = append(firstLat[i], f)
+				if i != leaderIdx && first[leaderIdx] > 0 {
+					lag = append(lag, f-first[leaderIdx])
+				}
 			}
 		}
 	}
@@ -307,6 +314,7 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	r.add("register_errors", regErrs)
 	r.addDist("register_latency", regLat)
 	r.addDist("delivery", all)
+	r.addDist("follower_lag", lag)
 	for i, e := range c.endpoints {
 		role := "follower"
 		if e == leader {
