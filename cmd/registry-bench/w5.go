@@ -44,7 +44,12 @@ func w5Flags(fs *flag.FlagSet, o *w5Options) {
 // streams sharing each gRPC connection (--w5-streams-per-conn), then
 // --w5-rounds rounds of one registration each, sent to the leader. Per
 // watcher and round: the time from the Register call until the watcher
-// received its event.
+// received its event (delivery), split by the role of the watcher's node
+// in that round; per node and round the earliest delivery (*_first) and
+// how far each follower's trails the leader's (follower_lag: a follower
+// learns of a commit with the leader's next AppendEntries). Also the
+// nodes' RSS before and after opening the watchers, their CPU at idle
+// with the watchers open (--w5-idle) and per round.
 func (b *bench) w5(ctx context.Context) error {
 	var steps []int
 	for _, s := range splitList(b.o.w5.steps) {
@@ -106,12 +111,6 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 			conns[i] = append(conns[i], cc)
 		}
 	}
-	leaderConn, err := grpc.NewClient(leader, dialOptions()...)
-	if err != nil {
-		return err
-	}
-	defer leaderConn.Close()
-
 	const service = "w5"
 	run := fmt.Sprintf("%x", time.Now().UnixNano()&0xffffff)
 	prefix := "w5-" + run + "-"
@@ -223,33 +222,45 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	}
 
 	b.logf("W5: %d rounds", o.rounds)
-	stub := registryv1.NewRegistryClient(leaderConn)
+	term0 := c.term(ctx)
 	cpu0 := c.sample()
 	self0, _ := readProcStat(os.Getpid())
 	var regLat []time.Duration
 	var regErrs int
-	registered := make([]bool, o.rounds)
+	leaderAt := make([]int, o.rounds) // the leader's node in round k; -1: its Register failed
 	complete := 0
 	for k := range o.rounds {
+		leaderAt[k] = -1
 		req := &registryv1.RegisterRequest{Instance: &registryv1.Instance{
 			Service: service, Id: prefix + strconv.Itoa(k), Address: fmt.Sprintf("127.0.0.1:%d", 20000+k),
 			Incarnation: 1, Ttl: durationpb.New(10 * time.Minute),
 		}}
+		cc, err := c.conn(leader)
+		if err != nil {
+			return err
+		}
 		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
 		t := time.Now()
 		roundStart[k].Store(since())
-		_, err := stub.Register(rctx, req)
+		_, err = registryv1.NewRegistryClient(cc).Register(rctx, req)
 		rcancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			// The round is left out (it may still have been applied); the
+			// next one goes to the leader the nodes then agree on.
 			regErrs++
 			b.logf("W5: round %d: Register: %v", k, err)
+			lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+			if l, err := c.waitLeader(lctx, c.endpoints); err == nil {
+				leader = l
+			}
+			lcancel()
 			continue
 		}
 		regLat = append(regLat, time.Since(t))
-		registered[k] = true
+		leaderAt[k] = slices.Index(c.endpoints, leader)
 		wait, wcancel := context.WithTimeout(ctx, o.roundTimeout)
 		if poll.Until(wait, func(context.Context) error {
 			if got[k].Load() < int64(n) {
@@ -267,17 +278,15 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	}
 	cpu1 := c.sample()
 	self1, _ := readProcStat(os.Getpid())
+	term1 := c.term(ctx)
 
-	// Delivery times: overall, per node, and per node the earliest of
-	// each round (how late the node learned of the commit).
-	var all []time.Duration
-	perNodeLat := make([][]time.Duration, nodes)
-	firstLat := make([][]time.Duration, nodes)
-	var lag []time.Duration // per round and follower: its first delivery after the leader's first
-	leaderIdx := slices.Index(c.endpoints, leader)
+	// Delivery times by the watcher node's role in the round, and per
+	// node and round the earliest (when the node applied the entry, give
+	// or take its first send).
+	var all, onLeader, onFollowers, leaderFirst, followerFirst, lag []time.Duration
 	missing, resets := 0, int64(0)
-	for k := range o.rounds {
-		if !registered[k] {
+	for k, li := range leaderAt {
+		if li < 0 {
 			continue
 		}
 		start := roundStart[k].Load()
@@ -290,16 +299,24 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 			}
 			d := time.Duration(a - start)
 			all = append(all, d)
-			perNodeLat[w.node] = append(perNodeLat[w.node], d)
+			if w.node == li {
+				onLeader = append(onLeader, d)
+			} else {
+				onFollowers = append(onFollowers, d)
+			}
 			if first[w.node] == 0 || d < first[w.node] {
 				first[w.node] = d
 			}
 		}
 		for i, f := range first {
-			if f > 0 {
-				firstLat[i] = append(firstLat[i], f)
-				if i != leaderIdx && first[leaderIdx] > 0 {
-					lag = append(lag, f-first[leaderIdx])
+			switch {
+			case f == 0:
+			case i == li:
+				leaderFirst = append(leaderFirst, f)
+			default:
+				followerFirst = append(followerFirst, f)
+				if first[li] > 0 {
+					lag = append(lag, f-first[li])
 				}
 			}
 		}
@@ -312,18 +329,14 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	r.add("missing", missing)
 	r.add("resets_after_open", resets)
 	r.add("register_errors", regErrs)
+	r.add("leader_changes", term1-term0)
 	r.addDist("register_latency", regLat)
 	r.addDist("delivery", all)
+	r.addDist("leader_delivery", onLeader)
+	r.addDist("follower_delivery", onFollowers)
+	r.addDist("leader_first", leaderFirst)
+	r.addDist("follower_first", followerFirst)
 	r.addDist("follower_lag", lag)
-	for i, e := range c.endpoints {
-		role := "follower"
-		if e == leader {
-			role = "leader"
-		}
-		name := fmt.Sprintf("n%d_%s", i+1, role)
-		r.addDist(name+"_delivery", perNodeLat[i])
-		r.addDist(name+"_first", firstLat[i])
-	}
 	if len(cpu1) > 0 {
 		cpu := cpuSum(cpu0, cpu1)
 		r.add("node_cpu_ms_per_round", round1(float64(cpu.Milliseconds())/float64(o.rounds)))
