@@ -81,8 +81,11 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 				msg, n, err = s.batches.get(ctx, key, stream, func() *registryv1.WatchResponse {
 					return eventsMessage(events, next, canRead)
 				})
-				if err != nil {
-					return err
+				switch {
+				case ctx.Err() != nil:
+					return nil
+				case err != nil:
+					return s.toStatus(err)
 				}
 			} else {
 				m := eventsMessage(events, next, canRead)
