@@ -11,7 +11,9 @@
 // that was already forwarded is never forwarded again. Beats are
 // group-committed (package groupcommit): concurrent beats share one Raft
 // entry on the leader, and a follower gathers them into one forwarded call.
-// Watches are served by every node from its own replica.
+// Watches are served by every node from its own replica; the watches of
+// one service share one encoding of each change (watch.go), and a watcher
+// that falls behind the bounded history gets an explicit reset.
 //
 // Requests are validated (package validate) before anything is proposed;
 // every error leaves through one mapping, toStatus.
