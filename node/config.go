@@ -211,16 +211,15 @@ func DefaultConfig() Config {
 		// watchers on followers wait: a follower learns of a commit only
 		// with the leader's next AppendEntries, which an idle leader sends
 		// 1-2 CommitTimeouts after the last. In registry-bench W5 (1,000
-		// watchers, one registration per round, load average 6-16 on two
-		// shared cores) the followers' first delivery trailed the
-		// leader's by 68-74 ms (p50) at 50 ms, 27-30 at 20 ms, 15 at 10 ms
-		// and 8-10 at 5 ms; delivery p50 was 71-87 ms at 50 ms and 25-41
-		// at 10 ms. The cost is the idle AppendEntries: the three nodes'
-		// idle CPU went from 0.05-0.06 to 0.07-0.08 CPU-s/s at 10 ms
-		// (0.10-0.12 at 5 ms). W1 (20,000 instances, batched) showed no
-		// difference beyond the run-to-run noise: under load the leader
-		// sends for new entries anyway. The rest are hashicorp/raft's
-		// defaults.
+		// watchers, one registration per round, two cores, load average
+		// 1-2) the followers' first delivery trailed the leader's by 75 ms
+		// (p50) at 50 ms, 15 at 10 ms and 9 at 5 ms; delivery p99 fell
+		// from 105 to 27 ms (10,000 watchers: 166 to 138 ms). The cost is
+		// the idle AppendEntries: the three nodes' idle CPU went from 0.07
+		// to 0.13 CPU-s/s (0.17 at 5 ms). W1 (20,000 instances, batched)
+		// showed no difference beyond the run-to-run noise: under load
+		// the leader sends for new entries anyway. The rest are
+		// hashicorp/raft's defaults.
 		Raft: RaftTiming{
 			HeartbeatTimeout:   200 * time.Millisecond,
 			ElectionTimeout:    200 * time.Millisecond,
