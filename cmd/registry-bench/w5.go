@@ -169,29 +169,26 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 				}
 			}
 			if wctx.Err() == nil {
-				failed.Add(1)
 				lastErr.Store(&err)
+				failed.Add(1)
 			}
 		})
 	}
 	octx, ocancel := context.WithTimeout(ctx, b.o.stepTimeout)
 	err = poll.Until(octx, func(context.Context) error {
-		if f := failed.Load(); f > 0 {
-			return fmt.Errorf("%d watches failed (last: %v)", f, *lastErr.Load())
-		}
-		if k := opened.Load(); k < int64(n) {
+		if k := opened.Load(); k < int64(n) && failed.Load() == 0 {
 			return fmt.Errorf("%d of %d watches open", k, n)
 		}
-		return nil
+		return nil // all open, or one failed
 	})
 	ocancel()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if err != nil || failed.Load() > 0 {
-		if err == nil {
-			err = fmt.Errorf("%d watches failed (last: %v)", failed.Load(), *lastErr.Load())
-		}
+	if f := failed.Load(); f > 0 {
+		err = fmt.Errorf("%d watches failed (last: %v)", f, *lastErr.Load())
+	}
+	if err != nil {
 		r.add("verdict", "fail: opening the watches: "+err.Error())
 		b.rep.emit(r)
 		return nil
