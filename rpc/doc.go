@@ -15,7 +15,9 @@
 // (writes.go): concurrent ones share one WriteBatch entry, a lone one is
 // proposed at once as its own command, and each caller gets its own
 // result or error; a follower forwards them one call each.
-// Watches are served by every node from its own replica.
+// Watches are served by every node from its own replica; the watches of
+// one service share one encoding of each change (watch.go), and a watcher
+// that falls behind the bounded history gets an explicit reset.
 //
 // UDP beats (udpbeats.go, package udpbeat) join the same group commit
 // through UDPBeats, with their sequence numbers, which the fsm's replay

@@ -288,6 +288,7 @@ type Server struct {
 	metrics *Metrics
 
 	watchers     chan struct{} // a slot per watch
+	batches      sharedBatches // event messages encoded once for every watch (watch.go)
 	clients      *clients      // write rates and watches per client address
 	gatewayToken string        // see GatewayToken
 	done         chan struct{} // closed by Close

@@ -46,6 +46,7 @@ type options struct {
 	failoverGrace, sweepInterval time.Duration
 	guardShare                   float64
 	guardMin                     int
+	maxWatchers                  int
 	enablePprof                  bool
 	readReplica                  bool
 	aclEnabled                   bool
@@ -87,6 +88,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.failoverGrace, "failover-grace", def.FailoverGrace, "after a leader change, the time (plus each instance's beat interval) before any instance may be suspected or removed (env "+envName("failover-grace")+")")
 	fs.Float64Var(&o.guardShare, "expiry-guard-share", def.GuardShare, "the mass-expiry guard holds expiries when more than this share of the live instances would expire (env "+envName("expiry-guard-share")+")")
 	fs.IntVar(&o.guardMin, "expiry-guard-min", def.GuardMinCount, "the guard also needs more than this many instances to expire (env "+envName("expiry-guard-min")+")")
+	fs.IntVar(&o.maxWatchers, "max-watchers", d.MaxWatchers, "concurrent watches this node serves, from all clients together (env "+envName("max-watchers")+")")
 	rt := d.Raft
 	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
 		fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
@@ -197,6 +199,7 @@ func (o *options) nodeConfig(log *slog.Logger, level slog.Level) (node.Config, e
 	cfg.Checker.FailoverGrace = o.failoverGrace
 	cfg.Checker.GuardShare = o.guardShare
 	cfg.Checker.GuardMinCount = o.guardMin
+	cfg.MaxWatchers = o.maxWatchers
 	cfg.Limits = o.limits
 	cfg.Limits.HTTPAllowedOrigins, cfg.Limits.HTTPAllowedHosts = splitList(o.allowedOrigins), splitList(o.allowedHosts)
 	cfg.ACLEnabled, cfg.ACLDefaultPolicy, cfg.ACLToken = o.aclEnabled, o.aclDefaultPolicy, o.aclToken

@@ -151,7 +151,7 @@ func TestLimitFlagsReachTheNodeConfig(t *testing.T) {
 	got := configOf(t, "--node-id", "n1", "--data-dir", t.TempDir(), "--max-connections", "10", "--write-rate", "5",
 		"--write-burst", "7", "--max-watches-per-client", "3", "--grpc-max-concurrent-streams", "9",
 		"--http-read-timeout", "2s", "--http-allowed-origins", "https://a.example, http://b.example:80",
-		"--http-allowed-hosts", "a.example")
+		"--http-allowed-hosts", "a.example", "--max-watchers", "50000")
 	want := node.DefaultLimits()
 	want.MaxConnections, want.WriteRate, want.WriteBurst, want.MaxWatchesPerClient = 10, 5, 7, 3
 	want.GRPCMaxConcurrentStreams, want.HTTPReadTimeout = 9, 2*time.Second
@@ -159,6 +159,9 @@ func TestLimitFlagsReachTheNodeConfig(t *testing.T) {
 	want.HTTPAllowedHosts = []string{"a.example"}
 	if diff := cmp.Diff(want, got.Limits); diff != "" {
 		t.Errorf("limits (-want +got):\n%s", diff)
+	}
+	if got.MaxWatchers != 50000 {
+		t.Errorf("MaxWatchers = %d, want 50000 (--max-watchers)", got.MaxWatchers)
 	}
 }
 
