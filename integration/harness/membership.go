@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -28,57 +27,50 @@ import (
 // others. Without a spare slot left it returns an error wrapping
 // ErrNoSpareSlot.
 func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
-	c.mu.Lock()
-	slot := len(c.nodes) + len(c.removed) + len(c.outsiders)
-	c.mu.Unlock()
-	if slot >= c.opts.Nodes+c.opts.Spare {
-		return nil, fmt.Errorf("add node: %w (Options.Nodes %d, Spare %d)", ErrNoSpareSlot, c.opts.Nodes, c.opts.Spare)
-	}
-	via := c.Leader()
-	if via == nil {
-		running := c.Running()
-		if len(running) == 0 {
-			return nil, errors.New("harness: add node: no running member to join through")
-		}
-		via = running[0]
-	}
-	n, err := c.newNode(slot, "--join="+via.grpcAddr)
+	n, via, err := c.join(ctx, "node")
 	if err != nil {
-		return nil, fmt.Errorf("harness: add node: %w", err)
-	}
-	c.mu.Lock()
-	c.nodes = append(c.nodes, n)
-	c.mu.Unlock()
-	if err := n.start(); err != nil {
 		return nil, err
 	}
-	if err := n.WaitReady(ctx); err != nil {
-		return nil, err
-	}
-	ctx, cancel := poll.WithDefaultTimeout(ctx, c.opts.LeaderTimeout+c.opts.ApplyTimeout)
-	defer cancel()
-	err = poll.Until(ctx, func(ctx context.Context) error {
-		for _, m := range c.Running() {
-			st, err := m.Status(ctx)
-			if err != nil {
-				return fmt.Errorf("%s: %w", m.id, err)
-			}
-			i := slices.IndexFunc(st.GetMembers(), func(mb *registryv1.Member) bool { return mb.GetId() == n.id })
-			if i < 0 {
-				return fmt.Errorf("%s's configuration does not list %s yet: %s", m.id, n.id, describeMembers(st.GetMembers()))
-			}
-			if mb := st.GetMembers()[i]; !mb.GetVoter() || mb.GetGrpcAddress() != n.grpcAddr {
-				return fmt.Errorf("%s lists %s as voter %v at gRPC %q, want a voter at %s",
-					m.id, n.id, mb.GetVoter(), mb.GetGrpcAddress(), n.grpcAddr)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := c.WaitRole(ctx, n, "voter"); err != nil {
 		return nil, fmt.Errorf("harness: %s joined through %s but is not a voter everywhere: %w", n.id, via.id, err)
 	}
 	c.logf("%s: joined through %s as a voter", n.id, via.id)
 	return n, nil
+}
+
+// join starts a new node on the next free port slot with --join pointing
+// at a running member (the last known leader if it runs) and extra flags,
+// makes it one of Nodes and waits until it answers. It returns the node
+// and the member it joined through; what names the kind in errors.
+func (c *Cluster) join(ctx context.Context, what string, extra ...string) (n, via *Node, err error) {
+	c.mu.Lock()
+	slot := len(c.nodes) + len(c.removed) + len(c.outsiders)
+	c.mu.Unlock()
+	if slot >= c.opts.Nodes+c.opts.Spare {
+		return nil, nil, fmt.Errorf("add %s: %w (Options.Nodes %d, Spare %d)", what, ErrNoSpareSlot, c.opts.Nodes, c.opts.Spare)
+	}
+	via = c.Leader()
+	if via == nil {
+		running := c.Running()
+		if len(running) == 0 {
+			return nil, nil, fmt.Errorf("harness: add %s: no running member to join through", what)
+		}
+		via = running[0]
+	}
+	if n, err = c.newNode(slot, "--join="+via.grpcAddr); err != nil {
+		return nil, nil, fmt.Errorf("harness: add %s: %w", what, err)
+	}
+	n.args = append(n.args, extra...)
+	c.mu.Lock()
+	c.nodes = append(c.nodes, n)
+	c.mu.Unlock()
+	if err := n.start(); err != nil {
+		return nil, nil, err
+	}
+	if err := n.WaitReady(ctx); err != nil {
+		return nil, nil, err
+	}
+	return n, via, nil
 }
 
 // RemoveNode removes n from the Raft configuration (Cluster.Remove of its

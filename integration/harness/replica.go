@@ -2,7 +2,6 @@ package harness
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -23,32 +22,8 @@ const readReplicaFlag = "--read-replica"
 // cleanup stops it by pid. Without a spare slot left it returns an error
 // wrapping ErrNoSpareSlot.
 func (c *Cluster) AddReplica(ctx context.Context) (*Node, error) {
-	c.mu.Lock()
-	slot := len(c.nodes) + len(c.removed)
-	c.mu.Unlock()
-	if slot >= c.opts.Nodes+c.opts.Spare {
-		return nil, fmt.Errorf("add replica: %w (Options.Nodes %d, Spare %d)", ErrNoSpareSlot, c.opts.Nodes, c.opts.Spare)
-	}
-	via := c.Leader()
-	if via == nil {
-		running := c.Running()
-		if len(running) == 0 {
-			return nil, errors.New("harness: add replica: no running member to join through")
-		}
-		via = running[0]
-	}
-	n, err := c.newNode(slot, "--join="+via.grpcAddr)
+	n, via, err := c.join(ctx, "replica", readReplicaFlag)
 	if err != nil {
-		return nil, fmt.Errorf("harness: add replica: %w", err)
-	}
-	n.args = append(n.args, readReplicaFlag)
-	c.mu.Lock()
-	c.nodes = append(c.nodes, n)
-	c.mu.Unlock()
-	if err := n.start(); err != nil {
-		return nil, err
-	}
-	if err := n.WaitReady(ctx); err != nil {
 		return nil, err
 	}
 	if err := c.WaitRole(ctx, n, "replica"); err != nil {
