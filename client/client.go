@@ -44,6 +44,10 @@ type Client struct {
 	writes      map[string]uint64 // service → Raft index of this client's last write to it
 	closed      bool
 
+	// nextWatch picks the endpoint of the read pool the next watch starts
+	// on (see watchEndpoint); it starts at random so that clients spread.
+	nextWatch int
+
 	beats *beater
 }
 
@@ -74,6 +78,8 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.ReadEndpoints) > 0 {
 		c.readCurrent = cfg.ReadEndpoints[c.rng.IntN(len(cfg.ReadEndpoints))]
 	}
+	readPool, _ := c.pool(true)
+	c.nextWatch = c.rng.IntN(len(readPool))
 	c.beats = newBeater(c)
 	c.wg.Add(1)
 	go func() {
@@ -174,26 +180,56 @@ func (c *Client) endpointFor(read bool) string {
 }
 
 // failoverFor moves away from failed to another endpoint of the same pool
-// chosen at random, so that clients that lose the same node spread over
-// the others. A read whose pool holds no other endpoint moves to one of
-// Endpoints (and from there, at its next failure, back to the read pool).
+// chosen at random (see other).
 func (c *Client) failoverFor(read bool, failed string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	endpoints, current := c.pool(read)
+	_, current := c.pool(read)
 	if *current != failed {
 		return *current // someone else already moved on
 	}
+	*current = c.other(read, failed)
+	return *current
+}
+
+// watchEndpoint returns the endpoint a new watch starts on: the endpoints
+// of the read pool in turn, so that a client's watches spread over the
+// nodes instead of piling on the one its calls use.
+func (c *Client) watchEndpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	endpoints, _ := c.pool(true)
+	addr := endpoints[c.nextWatch%len(endpoints)]
+	c.nextWatch = (c.nextWatch + 1) % len(endpoints)
+	return addr
+}
+
+// watchFailover returns the endpoint a watch that broke on failed resumes
+// on. Each watch moves on its own, so the watches of a dead node spread
+// over the others.
+func (c *Client) watchFailover(failed string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.other(true, failed)
+}
+
+// other returns an endpoint of the pool other than failed, chosen at
+// random so that clients (and watches) that lose the same node spread
+// over the others. A read whose pool holds no other endpoint moves to one
+// of Endpoints (and from there, at its next failure, back to the read
+// pool). With no other endpoint at all it returns failed. Callers hold mu.
+func (c *Client) other(read bool, failed string) string {
+	endpoints, _ := c.pool(read)
 	others := slices.DeleteFunc(slices.Clone(endpoints), func(e string) bool { return e == failed })
 	if len(others) == 0 && read {
 		// The only read endpoint failed: read from the voters until the
 		// next failure moves back.
 		others = slices.DeleteFunc(slices.Clone(c.cfg.Endpoints), func(e string) bool { return e == failed })
 	}
-	if len(others) > 0 {
-		*current = others[c.rng.IntN(len(others))]
+	if len(others) == 0 {
+		return failed
 	}
-	return *current
+	return others[c.rng.IntN(len(others))]
 }
 
 // backoff returns the full-jitter exponential backoff for attempt (0 is the

@@ -20,6 +20,12 @@ import (
 type Config struct {
 	// Endpoints are the gRPC addresses (host:port) of some or all of the
 	// registry's nodes. Any node serves any call.
+	//
+	// Watches (Watch and the watch behind each service Discover caches)
+	// spread over the read endpoints (ReadEndpoints when set, else
+	// Endpoints): each new watch starts on the next endpoint in turn, from
+	// a random first one, and a watch whose node fails resumes on another
+	// chosen at random. Calls and the beat stream share one endpoint.
 	Endpoints []string
 	// ReadEndpoints, if set, are the nodes that serve this client's
 	// discovery: the watch streams behind Discover's caches and Watch, and

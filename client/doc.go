@@ -46,6 +46,11 @@
 //     service unless the leader confirms it.
 //   - Watch: every change exactly once, in index order, across node
 //     failures, or an explicit reset event.
+//   - Spread: a Client's watches (Watch and the caches' watches) do not
+//     pile on one node: each new one starts on the next read endpoint
+//     (Config.ReadEndpoints, else Endpoints) in turn, and each moves on its
+//     own when its node fails, so a dead node's watches spread over the
+//     others. Writes and beats keep to one endpoint of Endpoints.
 //
 // # Concurrency
 //

@@ -16,16 +16,17 @@ type update struct {
 	events []Event
 }
 
-// follow streams the changes of service ("" for all) from any node (of
-// Config.ReadEndpoints when set) until
-// ctx ends, resuming after the last index it delivered when a stream
-// breaks, on another node if need be. Every update is passed to deliver in
+// follow streams the changes of service ("" for all) from a node of the
+// read pool (Config.ReadEndpoints when set, else Endpoints), each follow
+// starting on the next node in turn, until ctx ends, resuming after the
+// last index it delivered when a stream breaks, on another node if need
+// be. Every update is passed to deliver in
 // index order, exactly once; when the node no longer holds the events
 // after that index, a reset takes their place. deliver returning an error
 // ends follow with it.
 func (c *Client) follow(ctx context.Context, service string, after uint64, deliver func(update) error) error {
 	attempt := 0
-	addr := c.endpointFor(true)
+	addr := c.watchEndpoint()
 	for {
 		delivered, err := c.followOnce(ctx, addr, service, &after, deliver)
 		if ctx.Err() != nil {
@@ -43,7 +44,7 @@ func (c *Client) follow(ctx context.Context, service string, after uint64, deliv
 			return ctx.Err()
 		}
 		attempt++
-		addr = c.failoverFor(true, addr)
+		addr = c.watchFailover(addr)
 	}
 }
 
