@@ -50,12 +50,12 @@ func writePlots(dir string, results []*result) ([]string, error) {
 }
 
 // w1Plot is the W1 beat latency p99 against the instance count, one line
-// per mode, with the steps' --w1-max-p99 as a dashed line; nil without
+// per mode, with --w1-max-p99 as a dashed line; nil without
 // W1 steps that measured a p99.
 func w1Plot(results []*result) (*plot.Plot, error) {
 	byMode := map[string]plotter.XYs{}
 	var modes []string
-	limit := 0.0
+	limit, maxP99 := 0.0, 0.0
 	for _, r := range results {
 		if r.Workload != "W1" {
 			continue
@@ -73,6 +73,7 @@ func w1Plot(results []*result) (*plot.Plot, error) {
 			modes = append(modes, mode)
 		}
 		byMode[mode] = append(byMode[mode], plotter.XY{X: float64(n), Y: p99})
+		maxP99 = max(maxP99, p99)
 	}
 	if len(modes) == 0 {
 		return nil, nil
@@ -81,7 +82,8 @@ func w1Plot(results []*result) (*plot.Plot, error) {
 	p.Title.Text = "W1: beat latency p99 against live instances (1 beat/s each)"
 	p.X.Label.Text = "instances"
 	p.Y.Label.Text = "beat latency p99 (ms)"
-	p.Y.Min = 0
+	p.X.Min, p.Y.Min = 0, 0 // room for the legend
+	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
 	p.Legend.Left = true
 	var lines []any
@@ -93,7 +95,9 @@ func w1Plot(results []*result) (*plot.Plot, error) {
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return nil, err
 	}
-	if limit > 0 {
+	// The limit, unless it is far above every point (it would flatten
+	// them).
+	if limit > 0 && limit <= 3*maxP99 {
 		xmin, xmax := p.X.Min, p.X.Max
 		l, err := plotter.NewLine(plotter.XYs{{X: xmin, Y: limit}, {X: xmax, Y: limit}})
 		if err != nil {
@@ -102,7 +106,9 @@ func w1Plot(results []*result) (*plot.Plot, error) {
 		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 		p.Add(l)
 		p.Legend.Add(fmt.Sprintf("limit %g ms", limit), l)
+		maxP99 = max(maxP99, limit)
 	}
+	p.Y.Max = 1.3 * maxP99 // headroom for the legend
 	return p, nil
 }
 
@@ -146,7 +152,7 @@ func cdfPlot(results []*result, workload, dist, title, xlabel string) (*plot.Plo
 		p.Y.Label.Text = "fraction of deliveries within"
 	}
 	p.X.Min, p.Y.Min, p.Y.Max = 0, 0, 1
-	p.Legend.Top = false
+	p.Legend.Top, p.Legend.Left = true, true // a CDF rises from bottom left to top right
 	p.Add(plotter.NewGrid())
 	if err := plotutil.AddLines(p, lines...); err != nil {
 		return nil, err
