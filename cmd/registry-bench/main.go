@@ -35,6 +35,7 @@ type options struct {
 	workloads  string
 	guardShare float64
 	profileDir string
+	plotsDir   string
 	nodeFlags  string
 	backoffMax time.Duration
 	secure     bool
@@ -113,6 +114,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (default MaxBeatsPerFrame) and/or single (one beat per frame)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
+	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count)")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
 	udpFlags(fs, &o.udp)
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
@@ -160,6 +162,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	b := &bench{o: o, rep: &reporter{out: stdout}, log: stderr}
 	err := b.run(ctx)
 	b.rep.table()
+	if o.plotsDir != "" {
+		paths, perr := writePlots(o.plotsDir, b.rep.results)
+		for _, p := range paths {
+			b.logf("wrote %s", p)
+		}
+		if perr != nil {
+			fmt.Fprintf(stderr, "registry-bench: --plots: %v\n", perr)
+			if err == nil {
+				return 1
+			}
+		}
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "registry-bench: %v\n", err)
 		return 1

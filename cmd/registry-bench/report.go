@@ -22,7 +22,14 @@ type result struct {
 	Case     string
 	Params   map[string]any
 	metrics  []metric
+	// dists holds, per addDist name, the latency at quantiles 0, 1/q, 2/q
+	// … 1 (q = distQuantiles): a bounded picture of the distribution for
+	// the plots (plots.go).
+	dists map[string][]time.Duration
 }
+
+// distQuantiles is how many steps a result keeps of each distribution.
+const distQuantiles = 200
 
 type metric struct {
 	name  string // with its unit: latency_p99_ms
@@ -103,6 +110,16 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 // addDist adds p50, p99 and max of samples (sorted in place) as name_*.
 func (r *result) addDist(name string, samples []time.Duration) {
 	slices.Sort(samples)
+	if len(samples) > 0 {
+		q := make([]time.Duration, distQuantiles+1)
+		for i := range q {
+			q[i] = percentile(samples, float64(i)/distQuantiles)
+		}
+		if r.dists == nil {
+			r.dists = map[string][]time.Duration{}
+		}
+		r.dists[name] = q
+	}
 	r.addMs(name+"_p50", percentile(samples, 0.50))
 	r.addMs(name+"_p99", percentile(samples, 0.99))
 	if len(samples) > 0 {
