@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -70,25 +69,10 @@ scrape_configs:
       - source_labels: [__meta_consul_service_metadata_version]
         target_label: version
 `, nd.ConsulAddr())
-	dir := t.TempDir()
-	configPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	proc, err := harness.StartProcess(t, binary, []string{
-		"--config.file=" + configPath,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + listen,
-		"--log.level=warn",
-	}, filepath.Join(dir, "prometheus.log"))
+	proc, err := harness.StartPrometheus(t, binary, config, listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- prometheus log ---\n%s", proc.LogTail(40))
-		}
-	})
 
 	targets := func(ctx context.Context) ([]consulSDTarget, error) {
 		if proc.Exited() {

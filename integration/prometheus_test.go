@@ -125,25 +125,10 @@ scrape_configs:
       - source_labels: [__meta_registry_instance_id]
         target_label: instance_id
 `, rules, strings.Join(nodes, ", "), strings.Join(sd, "\n"))
-	dir := t.TempDir()
-	configPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	proc, err := harness.StartProcess(t, binary, []string{
-		"--config.file=" + configPath,
-		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
-		"--web.listen-address=" + listen,
-		"--log.level=warn",
-	}, filepath.Join(dir, "prometheus.log"))
+	proc, err := harness.StartPrometheus(t, binary, config, listen)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- prometheus log ---\n%s\n--- config ---\n%s", proc.LogTail(40), config)
-		}
-	})
 	api := prometheusAPI{base: "http://" + listen}
 	poll.Eventually(t, 30*time.Second, func(ctx context.Context) error {
 		if proc.Exited() {

@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -41,3 +42,31 @@ func (p *Process) Exited() bool { return p.p.Exited() }
 
 // LogTail returns the last lines of the process's output.
 func (p *Process) LogTail(lines int) string { return p.p.LogTail(lines) }
+
+// StartPrometheus starts a Prometheus server (binary) with config as its
+// prometheus.yml, listening on listen, its data and log in a temporary
+// directory, through StartProcess. When the test fails, its log tail and
+// config are logged.
+func StartPrometheus(t testing.TB, binary, config, listen string) (*Process, error) {
+	t.Helper()
+	dir := t.TempDir()
+	configPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := StartProcess(t, binary, []string{
+		"--config.file=" + configPath,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + listen,
+		"--log.level=warn",
+	}, filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- prometheus log ---\n%s\n--- config ---\n%s", p.LogTail(40), config)
+		}
+	})
+	return p, nil
+}
