@@ -415,6 +415,14 @@ func TestUDPBeatsKeepAnInstanceThroughALeaderChange(t *testing.T) {
 		}
 		return errors.New("no new leader yet")
 	})
+	// A new leader applies the entries of the old term only once an entry
+	// of its own has committed: wait until it holds the registration.
+	poll.Eventually(t, 20*time.Second, func(context.Context) error {
+		if got := c.Nodes[newLeader].FSM().AppliedIndex(); got < reg.Index {
+			return fmt.Errorf("new leader applied %d, the registration is at %d", got, reg.Index)
+		}
+		return nil
+	})
 	// Beats commit under the new leader (LastBeatIndex moves past what it
 	// had applied when elected), and for three TTLs nothing expires.
 	mark := c.Nodes[newLeader].FSM().AppliedIndex()
