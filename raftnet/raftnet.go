@@ -25,9 +25,11 @@ var (
 // Config bounds the waits for an unreachable peer.
 type Config struct {
 	// MaxWait is the longest one call waits for a peer that refuses
-	// connections before its error is returned. 0 turns waiting off.
+	// connections before its error is returned. Negative turns waiting
+	// off; zero takes DefaultConfig's.
 	MaxWait time.Duration
-	// PollInterval is how often a waiting call retries.
+	// PollInterval is how often a waiting call retries; zero takes
+	// DefaultConfig's.
 	PollInterval time.Duration
 	// Logger gets a debug line per wait; nil discards.
 	Logger *slog.Logger
@@ -40,11 +42,23 @@ func DefaultConfig() Config {
 	return Config{MaxWait: 5 * time.Second, PollInterval: 25 * time.Millisecond}
 }
 
-// Validate reports bad values by name.
+// WithDefaults returns c with each zero field set from DefaultConfig.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.MaxWait == 0 {
+		c.MaxWait = d.MaxWait
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = d.PollInterval
+	}
+	return c
+}
+
+// Validate reports bad values by name (after WithDefaults).
 func (c Config) Validate() error {
 	var errs []error
-	if c.MaxWait < 0 || c.MaxWait > time.Minute {
-		errs = append(errs, fmt.Errorf("%w: MaxWait %v must be within [0, 1m]", ErrInvalidConfig, c.MaxWait))
+	if c.MaxWait > time.Minute {
+		errs = append(errs, fmt.Errorf("%w: MaxWait %v must be at most 1m (negative: off)", ErrInvalidConfig, c.MaxWait))
 	}
 	if c.MaxWait > 0 && (c.PollInterval < time.Millisecond || c.PollInterval > c.MaxWait) {
 		errs = append(errs, fmt.Errorf("%w: PollInterval %v must be within [1ms, MaxWait %v]", ErrInvalidConfig, c.PollInterval, c.MaxWait))
@@ -66,8 +80,10 @@ type Transport struct {
 }
 
 // New wraps inner, which must implement raft.WithPreVote (hashicorp/raft's
-// NetworkTransport and InmemTransport do).
+// NetworkTransport and InmemTransport do). Zero fields of cfg take
+// DefaultConfig's.
 func New(inner raft.Transport, cfg Config) (*Transport, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -108,7 +124,7 @@ func (t *Transport) cancelCh(target raft.ServerAddress) chan struct{} {
 // every PollInterval until it accepts or the wait ends (package doc).
 func (t *Transport) retry(target raft.ServerAddress, call func() error) error {
 	err := call()
-	if err == nil || t.cfg.MaxWait == 0 || !refused(err) {
+	if err == nil || t.cfg.MaxWait < 0 || !refused(err) {
 		return err
 	}
 	cancel := t.cancelCh(target)

@@ -135,8 +135,8 @@ func TestTheWaitIsBounded(t *testing.T) {
 	}
 }
 
-func TestZeroMaxWaitPassesErrorsThrough(t *testing.T) {
-	tr, inner := newTransport(t, raftnet.Config{}, func(raft.ServerAddress) error { return refusedErr })
+func TestNegativeMaxWaitPassesErrorsThrough(t *testing.T) {
+	tr, inner := newTransport(t, raftnet.Config{MaxWait: -1}, func(raft.ServerAddress) error { return refusedErr })
 	if err := tr.AppendEntries("p", "a", &raft.AppendEntriesRequest{}, &raft.AppendEntriesResponse{}); !errors.Is(err, syscall.ECONNREFUSED) || inner.calls.Load() != 1 {
 		t.Fatalf("got %v after %d calls, want the refused dial after 1", err, inner.calls.Load())
 	}
@@ -204,9 +204,8 @@ func TestNewChecksItsArguments(t *testing.T) {
 		cfg  raftnet.Config
 		name string
 	}{
-		{raftnet.Config{MaxWait: -time.Second, PollInterval: time.Millisecond}, "MaxWait"},
 		{raftnet.Config{MaxWait: time.Hour, PollInterval: time.Millisecond}, "MaxWait"},
-		{raftnet.Config{MaxWait: time.Second}, "PollInterval"},
+		{raftnet.Config{MaxWait: time.Second, PollInterval: time.Microsecond}, "PollInterval"},
 		{raftnet.Config{MaxWait: time.Second, PollInterval: 2 * time.Second}, "PollInterval"},
 	} {
 		err := c.cfg.Validate()
@@ -216,6 +215,12 @@ func TestNewChecksItsArguments(t *testing.T) {
 	}
 	if err := raftnet.DefaultConfig().Validate(); err != nil {
 		t.Errorf("DefaultConfig: %v", err)
+	}
+	if got, want := (raftnet.Config{}).WithDefaults(), raftnet.DefaultConfig(); got != want {
+		t.Errorf("zero Config with defaults: %+v, want %+v", got, want)
+	}
+	if err := (raftnet.Config{MaxWait: -1}).Validate(); err != nil {
+		t.Errorf("waiting off: %v", err)
 	}
 }
 
