@@ -17,6 +17,7 @@ import (
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/internal/defaults"
+	"github.com/regcenter/registry/raftnet"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/tlsutil"
 	"github.com/regcenter/registry/udpbeat"
@@ -87,6 +88,12 @@ type Config struct {
 	RaftAdvertise string
 	// RaftTransport replaces the TCP transport on RaftAddr, for tests.
 	RaftTransport raft.Transport
+	// PeerWait bounds how long a Raft call waits for a peer that refuses
+	// connections (its process restarting) before Raft counts a failure
+	// and backs off (package raftnet). Zero fields take raftnet's
+	// defaults; a negative MaxWait turns waiting off. Not used with
+	// RaftTransport.
+	PeerWait raftnet.Config
 	// RaftListener, if set, is the bound Raft listener to use instead of
 	// binding RaftAddr, for tests (port 0); RaftAdvertise must name it.
 	RaftListener net.Listener
@@ -273,6 +280,7 @@ func (c Config) withDefaults() Config {
 	c.TLS = c.TLS.WithDefaults()
 	c.DNS = c.DNS.WithDefaults()
 	c.UDPBeat = c.UDPBeat.WithDefaults()
+	c.PeerWait = c.PeerWait.WithDefaults()
 	return c
 }
 
@@ -353,6 +361,9 @@ func (c *Config) Validate() error {
 	}
 	if err := c.DNS.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.PeerWait.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("peer wait: %w", err))
 	}
 	errs = append(errs, c.udpBeatErrors()...)
 	return errors.Join(errs...)

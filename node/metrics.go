@@ -89,7 +89,7 @@ func (n *Node) newRegistry() (*prometheus.Registry, *grpcprom.ServerMetrics, *rp
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}),
 	))
-	reg.MustRegister(grpcMetrics, &collector{n: n}, tlsCollector{n})
+	reg.MustRegister(grpcMetrics, &collector{n: n}, tlsCollector{n}, startupCollector{n})
 	n.metrics = NewMetrics(reg)
 	n.registerDNSMetrics(reg)
 	n.udp.metrics = udpbeat.NewMetrics(reg)

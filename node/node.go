@@ -27,6 +27,7 @@ import (
 	"github.com/regcenter/registry/beatcheck"
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/groupcommit"
+	"github.com/regcenter/registry/raftnet"
 	"github.com/regcenter/registry/rpc"
 	"github.com/regcenter/registry/tlsutil"
 	"github.com/regcenter/registry/validate"
@@ -43,7 +44,9 @@ type Node struct {
 	fsm       *fsm.FSM
 	raft      *raft.Raft
 	transport raft.Transport
+	peerWait  *raftnet.Transport    // nil with Config.RaftTransport
 	bolt      *raftboltdb.BoltStore // nil when InMemory
+	startup   *startupSteps         // when each start-up step happened (startup.go)
 
 	rpc      *rpc.Server
 	grpc     *grpc.Server
@@ -91,6 +94,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node_id", cfg.NodeID), ctx: ctx, cancel: cancel}
+	n.startup = newStartupSteps(cfg.Clock, n.log)
 	defer func() {
 		if err != nil {
 			cancel()
@@ -173,7 +177,10 @@ func (n *Node) buildFSM() error {
 		ObserveStamp:  n.observeStamp,
 		ObserveEvents: n.metrics.observeEvents,
 		// Restored instances carry the backup's last-beat timestamps.
-		OnRestore: func(uint64) { n.checker.GrantGrace() },
+		OnRestore: func(index uint64) {
+			n.checker.GrantGrace()
+			n.startup.restored(index)
+		},
 	})
 	checkerCfg := n.cfg.Checker
 	checkerCfg.Clock = n.clock.now
@@ -188,6 +195,7 @@ func (n *Node) buildFSM() error {
 func (n *Node) observeStamp(unixNs int64) {
 	n.skew.observe(unixNs)
 	n.clock.observe(unixNs)
+	n.startup.observeApplied(unixNs)
 }
 
 // prepareDataDir creates the data dir and checks that it is writable, so
@@ -272,6 +280,7 @@ func (n *Node) openStores() (raftStores, error) {
 		return raftStores{}, fmt.Errorf("data dir: snapshots: %w", err)
 	}
 	n.snapshots = newSnapshotStore(snaps, cfg.DataDir)
+	n.startup.record(stepBoltOpened)
 	return raftStores{logs: logs, stable: n.bolt, snaps: n.snapshots}, nil
 }
 
@@ -280,6 +289,7 @@ func (n *Node) openStores() (raftStores, error) {
 func (n *Node) buildRaft(st raftStores) error {
 	cfg := n.cfg
 	hl := n.raftLogger()
+	var err error
 	if cfg.RaftTransport != nil {
 		n.transport = cfg.RaftTransport
 	} else {
@@ -292,6 +302,15 @@ func (n *Node) buildRaft(st raftStores) error {
 		if cfg.WrapRaftTransport != nil {
 			n.transport = cfg.WrapRaftTransport(tr)
 		}
+		// A peer that refuses connections (its process is restarting) is
+		// waited for, so that Raft's replication backoff stays short and
+		// the restarted peer gets the log as soon as it listens (raftnet).
+		pw := cfg.PeerWait
+		pw.Logger = n.log.With("component", "raftnet")
+		if n.peerWait, err = raftnet.New(n.transport, pw); err != nil {
+			return fmt.Errorf("raft transport: %w", err)
+		}
+		n.transport = n.peerWait
 	}
 
 	rc := raft.DefaultConfig()
@@ -328,6 +347,14 @@ func (n *Node) buildRaft(st raftStores) error {
 		return fmt.Errorf("starting raft: %w", err)
 	}
 	n.undo.add(func() { n.raft.Shutdown().Error() })
+	if n.peerWait != nil {
+		// Raft's Shutdown waits for its replication goroutines, which may
+		// be waiting in the transport: end the waits first (undo runs last
+		// first).
+		n.undo.add(n.peerWait.StopWaiting)
+	}
+	n.startup.started(n.raft.AppliedIndex(), n.raft.LastIndex())
+	n.startWatchingRaft()
 	return nil
 }
 
@@ -519,6 +546,9 @@ func (n *Node) stop(ctx context.Context) error {
 	n.cancel()
 	n.barriers.Close()
 	var errs []error
+	if n.peerWait != nil {
+		n.peerWait.StopWaiting() // Raft's Shutdown waits for the goroutines that may wait there
+	}
 	if err := n.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 	}
