@@ -52,6 +52,7 @@ type options struct {
 	w4TTL, w4Interval      time.Duration
 	w4WriteEvery           time.Duration
 	w4Observe              time.Duration
+	w4x                    w4Options // restarts and the etcd comparison (w4.go)
 
 	w1Steps     string
 	w1Clients   int
@@ -104,6 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.w4Interval, "w4-interval", time.Second, "W4: beat interval")
 	fs.DurationVar(&o.w4WriteEvery, "w4-write-every", 10*time.Millisecond, "W4: period of the write loop")
 	fs.DurationVar(&o.w4Observe, "w4-observe", 15*time.Second, "W4: how long after the kill to watch for false expirations")
+	o.w4x.register(fs)
 
 	fs.StringVar(&o.w1Steps, "w1-steps", "1000,5000,10000,20000,50000,75000,100000", "W1: instance counts to step through")
 	fs.IntVar(&o.w1Clients, "w1-clients", 8, "W1: clients (connections) the instances are spread over")

@@ -3,12 +3,19 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
@@ -61,8 +68,23 @@ type write struct {
 // end of the first write started after it that succeeds; the beats
 // acknowledged during that gap against those due; the EXPIRED events until
 // --w4-observe after the kill; and, with the killed node restarted once a
-// write succeeded, the time until its applied index reaches the leader's.
+// write succeeded, the time until its applied index reaches the leader's;
+// then --w4-restarts minus one more restarts of a follower SIGKILLed and
+// left down for --w4-down, each timed the same way, with the node's own
+// start-up steps. With --etcd-binary, the same restarts of an etcd member
+// follow (etcd.go).
 func (b *bench) w4(ctx context.Context) error {
+	if err := b.w4Registry(ctx); err != nil {
+		return err
+	}
+	if b.o.w4x.etcdBinary != "" {
+		// After the registry's nodes are gone: one cluster at a time.
+		return b.etcdRestarts(ctx)
+	}
+	return nil
+}
+
+func (b *bench) w4Registry(ctx context.Context) error {
 	if b.o.endpoints != "" {
 		b.logf("W4: skipped: it kills a node, which needs the nodes this command starts (no --endpoints)")
 		return nil
@@ -219,11 +241,6 @@ func (b *bench) w4(ctx context.Context) error {
 	b.logf("W4: a write succeeded %v after the kill; restarting %s", gap, killed.id)
 
 	// Restart the killed node and time its catch-up.
-	tr := time.Now()
-	if err := killed.start(); err != nil {
-		return fmt.Errorf("restarting %s: %w", killed.id, err)
-	}
-	var catchUp time.Duration
 	newLeader, err := c.waitLeader(ctx, survivors)
 	if err != nil {
 		return err
@@ -235,21 +252,22 @@ func (b *bench) w4(ctx context.Context) error {
 	if st, err := c.status(ctx, newLeader); err == nil {
 		failoverTerms = st.Term - term0
 	}
-	for time.Since(tr) < 60*time.Second && ctx.Err() == nil {
-		ls, lerr := c.status(ctx, newLeader)
-		ns, nerr := c.status(ctx, killed.grpcAddr)
-		if lerr == nil && nerr == nil && ns.AppliedIndex >= ls.AppliedIndex {
-			catchUp = time.Since(tr)
-			break
-		}
-		sleepCtx(ctx, 20*time.Millisecond)
+	first, err := b.timeRestart(ctx, c, killed, time.Since(tk), true)
+	if err != nil {
+		return err
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
+	restarts := []restartTiming{first}
 	sleepCtx(ctx, time.Until(tk.Add(b.o.w4Observe)))
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	// More restarts, of a follower each, while the instances beat.
+	for i := 1; i < b.o.w4x.restarts; i++ {
+		rt, err := b.restartFollower(ctx, c, i)
+		if err != nil {
+			return err
+		}
+		restarts = append(restarts, rt)
 	}
 	acks, maxGap := fl.stop()
 
@@ -290,11 +308,217 @@ func (b *bench) w4(ctx context.Context) error {
 	r.add("beat_stream_breaks", fl.logs.count("beat stream broke; reopening on another node"))
 	r.add("reregistered", fl.logs.count("re-registered"))
 	r.add("false_expirations", watch.expired.Load())
-	if catchUp > 0 {
-		r.addMs("restarted_node_caught_up", catchUp)
+	if first.caughtUp > 0 {
+		r.addMs("restarted_node_caught_up", first.caughtUp)
 	} else {
 		r.add("restarted_node_caught_up_ms", "not within 60s")
 	}
+	addRestarts(r, restarts)
 	b.rep.emit(r)
 	return nil
+}
+
+// w4Options are W4's restart flags.
+type w4Options struct {
+	restarts      int
+	down          time.Duration
+	etcdBinary    string
+	etcdctlBinary string
+}
+
+func (o *w4Options) register(fs *flag.FlagSet) {
+	fs.IntVar(&o.restarts, "w4-restarts", 3, "W4: restarts timed: the killed leader's, then each of a SIGKILLed follower, while the instances beat")
+	fs.DurationVar(&o.down, "w4-down", 2500*time.Millisecond, "W4: how long a killed follower stays down before its restart")
+	fs.StringVar(&o.etcdBinary, "etcd-binary", "", "W4: also time the restart of an etcd member, with this etcd binary (three members, --w4-instances keys on leases kept alive every --w4-interval)")
+	fs.StringVar(&o.etcdctlBinary, "etcdctl-binary", "etcdctl", "W4 with --etcd-binary: the etcdctl binary whose 'endpoint status -w json' reads the members' applied index")
+}
+
+// restartTiming is one timed restart: from starting the process to the
+// node's applied index reaching the leader's, and the node's own account
+// of its start-up steps (registry_startup_seconds, from node.New).
+type restartTiming struct {
+	node      string
+	wasLeader bool
+	down      time.Duration
+	caughtUp  time.Duration // 0: not within 60s
+	steps     map[string]time.Duration
+}
+
+// startupStepOrder is the node's order of registry_startup_seconds steps.
+var startupStepOrder = []string{"bolt_opened", "snapshot_restored", "raft_started", "first_contact", "first_apply", "caught_up"}
+
+func (rt restartTiming) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (down %v, leader before: %v): caught up %v after the restart", rt.node, rt.down.Round(time.Millisecond), rt.wasLeader, rt.caughtUp.Round(time.Millisecond))
+	for _, s := range startupStepOrder {
+		if d, ok := rt.steps[s]; ok {
+			fmt.Fprintf(&b, "; %s %.1fms", s, ms(d))
+		}
+	}
+	return b.String()
+}
+
+// timeRestart starts p again and times it until its applied index reaches
+// the leader's, polling both every 10 ms.
+func (b *bench) timeRestart(ctx context.Context, c *cluster, p *nodeProc, down time.Duration, wasLeader bool) (restartTiming, error) {
+	rt := restartTiming{node: p.id, wasLeader: wasLeader, down: down}
+	var others []string
+	for _, e := range c.endpoints {
+		if e != p.grpcAddr {
+			others = append(others, e)
+		}
+	}
+	leader, err := c.waitLeader(ctx, others)
+	if err != nil {
+		return rt, err
+	}
+	// A connection of its own that retries its dial every 10-50 ms: the
+	// cached one backs off for a second and more after dials refused while
+	// the node is down or starting, and the figure would be gRPC's
+	// reconnect backoff (the first W4 figures, 1.3-1.8 s, included it).
+	cc, err := grpc.NewClient(p.grpcAddr, append(dialOptions(), grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 50 * time.Millisecond},
+		MinConnectTimeout: time.Second,
+	}))...)
+	if err != nil {
+		return rt, err
+	}
+	defer cc.Close()
+	stub := registryv1.NewClusterClient(cc)
+	tr := time.Now()
+	if err := p.start(); err != nil {
+		return rt, fmt.Errorf("restarting %s: %w", p.id, err)
+	}
+	for time.Since(tr) < 60*time.Second && ctx.Err() == nil {
+		ls, lerr := c.status(ctx, leader)
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		ns, nerr := stub.Status(sctx, &registryv1.StatusRequest{})
+		cancel()
+		if lerr == nil && nerr == nil && ns.AppliedIndex >= ls.AppliedIndex {
+			rt.caughtUp = time.Since(tr)
+			break
+		}
+		sleepCtx(ctx, 10*time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return rt, ctx.Err()
+	}
+	rt.steps = b.startupSteps(ctx, p)
+	b.logf("W4: restart of %s", rt)
+	return rt, nil
+}
+
+// restartFollower SIGKILLs a follower (the i-th, alternately), leaves it
+// down for --w4-down and times its restart.
+func (b *bench) restartFollower(ctx context.Context, c *cluster, i int) (restartTiming, error) {
+	leader, err := c.waitLeader(ctx, c.endpoints)
+	if err != nil {
+		return restartTiming{}, err
+	}
+	var followers []*nodeProc
+	for _, p := range c.nodes {
+		if p.grpcAddr != leader {
+			followers = append(followers, p)
+		}
+	}
+	p := followers[i%len(followers)]
+	b.logf("W4: SIGKILL follower %s, restarting it after %v", p.id, b.o.w4x.down)
+	if err := p.kill(); err != nil {
+		return restartTiming{}, err
+	}
+	tk := time.Now()
+	sleepCtx(ctx, b.o.w4x.down)
+	return b.timeRestart(ctx, c, p, time.Since(tk), false)
+}
+
+// startupSteps reads the node's registry_startup_seconds from its metrics
+// endpoint, waiting up to 2 s for its caught_up step; nil with --secure
+// (the endpoint then wants a client certificate) or when it cannot be read.
+func (b *bench) startupSteps(ctx context.Context, p *nodeProc) map[string]time.Duration {
+	if sec != nil || p.httpAddr == "" {
+		return nil
+	}
+	var steps map[string]time.Duration
+	deadline := time.Now().Add(2 * time.Second)
+	for ctx.Err() == nil {
+		steps = scrapeStartupSteps(ctx, "http://"+p.httpAddr+"/metrics")
+		if _, ok := steps["caught_up"]; ok || time.Now().After(deadline) {
+			return steps
+		}
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+	return steps
+}
+
+func scrapeStartupSteps(ctx context.Context, url string) map[string]time.Duration {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil
+	}
+	return parseStartupSteps(string(body))
+}
+
+// parseStartupSteps picks registry_startup_seconds{step="..."} out of a
+// Prometheus text exposition.
+func parseStartupSteps(text string) map[string]time.Duration {
+	steps := map[string]time.Duration{}
+	for line := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(line, `registry_startup_seconds{step="`)
+		if !ok {
+			continue
+		}
+		step, val, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		if sec, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			steps[step] = time.Duration(sec * float64(time.Second))
+		}
+	}
+	return steps
+}
+
+// addRestarts reports the restarts: their number, p50 and max of the
+// catch-up, each one's figure, and the p50 of each start-up step.
+func addRestarts(r *result, rs []restartTiming) {
+	var total []time.Duration
+	var each []string
+	for _, rt := range rs {
+		if rt.caughtUp > 0 {
+			total = append(total, rt.caughtUp)
+			each = append(each, strconv.FormatFloat(ms(rt.caughtUp), 'f', 1, 64))
+		} else {
+			each = append(each, "not-within-60s")
+		}
+	}
+	slices.Sort(total)
+	r.add("restarts", len(rs))
+	r.add("restart_caught_up_each_ms", strings.Join(each, " "))
+	r.addMs("restart_caught_up_p50", percentile(total, 0.5))
+	if len(total) > 0 {
+		r.addMs("restart_caught_up_max", total[len(total)-1])
+	}
+	for _, s := range startupStepOrder {
+		var d []time.Duration
+		for _, rt := range rs {
+			if v, ok := rt.steps[s]; ok {
+				d = append(d, v)
+			}
+		}
+		if len(d) > 0 {
+			slices.Sort(d)
+			r.addMs("restart_step_"+s+"_p50", percentile(d, 0.5))
+		}
+	}
 }
