@@ -38,6 +38,16 @@
 // takes only a node's certificate. Replaced files are read again by the
 // Source (or ReloadTLS, on SIGHUP) and used by new connections.
 //
+// The Raft TCP transport is wrapped in raftnet.Transport (Config.PeerWait):
+// a call to a peer that refuses connections waits, bounded, for it to
+// listen again, so that hashicorp/raft's replication backoff does not hold
+// a restarted peer's catch-up for seconds. The node ends those waits when
+// it stops leading or a peer is removed (a Raft observer, startup.go) and
+// before Raft's Shutdown, which waits for the goroutines that may be in
+// them. startup.go also records the start-up steps of the node (bolt
+// opened, snapshot restored, Raft started, first leader contact, first
+// apply, caught up) as "startup step" log lines and registry_startup_seconds.
+//
 // Read replicas (replica.go) are hashicorp/raft non-voters: a node with
 // Config.ReadReplica joins through AddNonvoter, serves what a follower
 // serves and never votes or leads; Promote and Demote change a member's

@@ -150,6 +150,11 @@ func (n *Node) startWatchingRaft() {
 		return false
 	})
 	n.raft.RegisterObserver(obs)
+	// Raft runs from NewRaft on: a leader may have been heard from before
+	// the observer was registered.
+	if _, id := n.raft.LeaderWithID(); id != "" && string(id) != n.cfg.NodeID {
+		n.startup.contact(id)
+	}
 	n.wg.Add(1)
 	go n.watchRaft(ch, obs)
 }

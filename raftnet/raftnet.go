@@ -31,7 +31,8 @@ type Config struct {
 	// PollInterval is how often a waiting call retries; zero takes
 	// DefaultConfig's.
 	PollInterval time.Duration
-	// Logger gets a debug line per wait; nil discards.
+	// Logger gets an info line when a peer accepts again after a wait,
+	// and a debug line when a wait gives up; nil discards.
 	Logger *slog.Logger
 }
 
@@ -148,7 +149,7 @@ func (t *Transport) retry(target raft.ServerAddress, call func() error) error {
 		case <-tick.C:
 		}
 		if err = call(); !refused(err) {
-			t.log.Debug("peer accepts connections again", "peer", target, "waited", time.Since(start), "tries", tries+1, "error", err)
+			t.log.Info("peer accepts connections again", "peer", target, "waited", time.Since(start), "tries", tries+1, "error", err)
 			return err
 		}
 	}
