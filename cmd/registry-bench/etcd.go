@@ -2,8 +2,8 @@ package main
 
 // The etcd comparison of W4's restarts (--etcd-binary): three etcd members
 // on --ip, --w4-instances keys each on its own lease kept alive every
-// --w4-interval, a follower SIGKILLed, left down for --w4-down and
-// restarted, --w4-restarts times; timed until its raft applied index, as
+// --w4-interval, a follower SIGKILLed, left down for --w4-down (0.5 s
+// longer each time) and restarted, --w4-restarts times; timed until its raft applied index, as
 // 'etcdctl endpoint status -w json' reports it, reaches the leader's.
 //
 // The load speaks etcd's gRPC API without etcd's Go client (which would
@@ -148,11 +148,12 @@ func (b *bench) etcdRestarts(ctx context.Context) error {
 	var total []time.Duration
 	var each []string
 	for i := range max(o.restarts, 1) {
-		b.logf("W4 etcd: restart %d: SIGKILL follower %s, restarting it after %v", i+1, victim.id, o.down)
+		down := o.down + time.Duration(i)*500*time.Millisecond // as the registry's follower restarts
+		b.logf("W4 etcd: restart %d: SIGKILL follower %s, restarting it after %v", i+1, victim.id, down)
 		if err := victim.kill(); err != nil {
 			return err
 		}
-		sleepCtx(ctx, o.down)
+		sleepCtx(ctx, down)
 		tr := time.Now()
 		if err := victim.start(); err != nil {
 			return fmt.Errorf("restarting etcd %s: %w", victim.id, err)

@@ -328,7 +328,7 @@ type w4Options struct {
 
 func (o *w4Options) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.restarts, "w4-restarts", 3, "W4: restarts timed: the killed leader's, then each of a SIGKILLed follower, while the instances beat")
-	fs.DurationVar(&o.down, "w4-down", 2500*time.Millisecond, "W4: how long a killed follower stays down before its restart")
+	fs.DurationVar(&o.down, "w4-down", 2500*time.Millisecond, "W4: how long the first killed follower stays down before its restart; each further one 0.5s longer")
 	fs.StringVar(&o.etcdBinary, "etcd-binary", "", "W4: also time the restart of an etcd member, with this etcd binary (three members, --w4-instances keys on leases kept alive every --w4-interval)")
 	fs.StringVar(&o.etcdctlBinary, "etcdctl-binary", "etcdctl", "W4 with --etcd-binary: the etcdctl binary whose 'endpoint status -w json' reads the members' applied index")
 }
@@ -409,7 +409,8 @@ func (b *bench) timeRestart(ctx context.Context, c *cluster, p *nodeProc, down t
 }
 
 // restartFollower SIGKILLs a follower (the i-th, alternately), leaves it
-// down for --w4-down and times its restart.
+// down for --w4-down plus 0.5 s per restart before it, and times its
+// restart.
 func (b *bench) restartFollower(ctx context.Context, c *cluster, i int) (restartTiming, error) {
 	leader, err := c.waitLeader(ctx, c.endpoints)
 	if err != nil {
@@ -422,12 +423,16 @@ func (b *bench) restartFollower(ctx context.Context, c *cluster, i int) (restart
 		}
 	}
 	p := followers[i%len(followers)]
-	b.logf("W4: SIGKILL follower %s, restarting it after %v", p.id, b.o.w4x.down)
+	// Each restart stays down half a second longer than the one before,
+	// so that the restarts land at different points of the leader's
+	// replication backoff (10 ms doubling per failure in hashicorp/raft).
+	down := b.o.w4x.down + time.Duration(i-1)*500*time.Millisecond
+	b.logf("W4: SIGKILL follower %s, restarting it after %v", p.id, down)
 	if err := p.kill(); err != nil {
 		return restartTiming{}, err
 	}
 	tk := time.Now()
-	sleepCtx(ctx, b.o.w4x.down)
+	sleepCtx(ctx, down)
 	return b.timeRestart(ctx, c, p, time.Since(tk), false)
 }
 
