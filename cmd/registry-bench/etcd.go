@@ -3,8 +3,13 @@ package main
 // The etcd comparison of W4's restarts (--etcd-binary): three etcd members
 // on --ip, --w4-instances keys each on its own lease kept alive every
 // --w4-interval, a follower SIGKILLed, left down for --w4-down (0.5 s
-// longer each time) and restarted, --w4-restarts times; timed until its raft applied index, as
-// 'etcdctl endpoint status -w json' reports it, reaches the leader's.
+// longer each time) and restarted, --w4-restarts times; timed until its
+// raft applied index reaches the leader's. The applied index is read with
+// Maintenance.Status over gRPC (StatusResponse{leader=4,
+// raftAppliedIndex=7}), checked once against 'etcdctl endpoint status -w
+// json' on the running cluster; if they disagree, every poll runs etcdctl,
+// whose process start (50-400 ms here under load) then bounds the figure's
+// resolution.
 //
 // The load speaks etcd's gRPC API without etcd's Go client (which would
 // pull etcd's module graph, and its grpc pin, into this module): the three
@@ -29,6 +34,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -121,11 +127,16 @@ func (b *bench) etcdRestarts(ctx context.Context) error {
 		sleepCtx(wctx, 100*time.Millisecond)
 	}
 	var leader, victim *etcdMember
-	for i, st := range sts {
-		if st.Status.Header.MemberID == st.Status.Leader {
-			leader = members[i]
-		} else if victim == nil {
-			victim = members[i]
+	for _, m := range members {
+		for _, st := range sts {
+			if st.Endpoint != m.clientURL {
+				continue
+			}
+			if st.Status.Header.MemberID == st.Status.Leader {
+				leader = m
+			} else if victim == nil {
+				victim = m
+			}
 		}
 	}
 	if leader == nil || victim == nil {
@@ -137,6 +148,9 @@ func (b *bench) etcdRestarts(ctx context.Context) error {
 			live = append(live, m.grpcAddr)
 		}
 	}
+	sctx, scancel := context.WithCancel(ctx) // ends the status connections
+	defer scancel()
+	statusOf := b.etcdStatusFunc(sctx, members, sts)
 	// The load goes to the two members that stay up.
 	stop, err := b.etcdLoad(ctx, live)
 	if err != nil {
@@ -162,7 +176,7 @@ func (b *bench) etcdRestarts(ctx context.Context) error {
 		var ps []time.Duration
 		for time.Since(tr) < 60*time.Second && ctx.Err() == nil {
 			start := time.Now()
-			sts, _ := b.etcdctlStatus(ctx, leader, victim)
+			sts := statusOf(ctx, leader, victim)
 			ps = append(ps, time.Since(start))
 			var la, va uint64
 			var lok, vok bool
@@ -376,4 +390,67 @@ func etcdKeepAlive(ctx context.Context, cc *grpc.ClientConn, ids []int64, interv
 		}
 		tick.Stop()
 	}
+}
+
+// etcdStatusFunc returns how the restarts read the members' applied
+// indexes: over gRPC if that agrees with etcdctl's reading sts of the same
+// members (leader equal, applied index within 1,000 of it: the cluster is
+// idle but for its own entries), else with etcdctl.
+func (b *bench) etcdStatusFunc(ctx context.Context, members []*etcdMember, sts []etcdStatus) func(context.Context, ...*etcdMember) []etcdStatus {
+	viaCtl := func(ctx context.Context, ms ...*etcdMember) []etcdStatus {
+		sts, _ := b.etcdctlStatus(ctx, ms...)
+		return sts
+	}
+	conns := map[*etcdMember]*grpc.ClientConn{}
+	for _, m := range members {
+		cc, err := grpc.NewClient(m.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})),
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 10 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 50 * time.Millisecond},
+				MinConnectTimeout: time.Second,
+			}))
+		if err != nil {
+			b.logf("W4 etcd: status over gRPC: %v; polling with etcdctl", err)
+			return viaCtl
+		}
+		context.AfterFunc(ctx, func() { cc.Close() })
+		conns[m] = cc
+	}
+	viaGRPC := func(ctx context.Context, ms ...*etcdMember) []etcdStatus {
+		var out []etcdStatus
+		for _, m := range ms {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			req, resp := []byte{}, []byte(nil)
+			err := conns[m].Invoke(cctx, "/etcdserverpb.Maintenance/Status", &req, &resp)
+			cancel()
+			if err != nil {
+				continue
+			}
+			var st etcdStatus
+			st.Endpoint = m.clientURL
+			st.Status.Leader, _ = varintField(resp, 4)
+			st.Status.RaftAppliedIndex, _ = varintField(resp, 7)
+			out = append(out, st)
+		}
+		return out
+	}
+	got := viaGRPC(ctx, members...)
+	if len(got) != len(sts) {
+		b.logf("W4 etcd: status over gRPC answered %d of %d members; polling with etcdctl", len(got), len(sts))
+		return viaCtl
+	}
+	byURL := map[string]etcdStatus{}
+	for _, st := range sts {
+		byURL[st.Endpoint] = st
+	}
+	for i := range got {
+		g, c := got[i].Status, byURL[got[i].Endpoint].Status
+		if g.Leader != c.Leader || g.RaftAppliedIndex < c.RaftAppliedIndex || g.RaftAppliedIndex > c.RaftAppliedIndex+1000 {
+			b.logf("W4 etcd: status over gRPC (leader %d, applied %d) disagrees with etcdctl's (%d, %d); polling with etcdctl",
+				g.Leader, g.RaftAppliedIndex, c.Leader, c.RaftAppliedIndex)
+			return viaCtl
+		}
+	}
+	b.logf("W4 etcd: status over gRPC agrees with etcdctl (applied %d vs %d); polling over gRPC", got[0].Status.RaftAppliedIndex, sts[0].Status.RaftAppliedIndex)
+	return viaGRPC
 }
