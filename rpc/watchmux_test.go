@@ -94,8 +94,7 @@ func TestWatchManySendsOneMessagePerChangeForAllWatchesOfAServiceEncodedOncePerN
 	st := &eventsState{fakeState: &fakeState{index: 5, changed: make(chan struct{})}}
 	s, cc := newTestConn(t, Config{NodeID: "n2", Applier: &fakeApplier{}, Cluster: &fakeCluster{}, State: st})
 	client := registryv1.NewRegistryClient(cc)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
+	ctx := testCtx(t)
 	streams := make([]registryv1.Registry_WatchManyClient, 2)
 	for i := range streams {
 		w, err := client.WatchMany(ctx)
@@ -136,6 +135,14 @@ func TestWatchManySendsOneMessagePerChangeForAllWatchesOfAServiceEncodedOncePerN
 	}
 }
 
+// testCtx bounds a test's streams: a message that never comes fails the
+// test in seconds.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // waitFor polls cond (a state of the server under test) for a few seconds.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
@@ -155,7 +162,7 @@ func TestWatchManyStartsWithAResetAndEndsACanceledWatchOnly(t *testing.T) {
 	st := &fakeState{index: 40, instances: []fsm.Instance{
 		{Service: "orders", ID: "a"}, {Service: "orders", ID: "b"}, {Service: "orders", ID: "c"}}}
 	s, client := newTestServer(t, &fakeCluster{}, &fakeApplier{}, st) // WatchBatch 2
-	w, err := client.WatchMany(t.Context())
+	w, err := client.WatchMany(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +190,7 @@ func TestWatchManyWatchesLeftBehindTheHistoryGetAResetNotAGap(t *testing.T) {
 	st := &fakeState{index: 40, compactedCalls: 1,
 		instances: []fsm.Instance{{Service: "orders", ID: "a"}}}
 	_, client := newTestServer(t, &fakeCluster{}, &fakeApplier{}, st)
-	w, err := client.WatchMany(t.Context())
+	w, err := client.WatchMany(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +214,7 @@ func TestWatchManyRefusesACreateBeyondItsLimitsAndKeepsTheOthers(t *testing.T) {
 	s, cc := newTestConn(t, Config{NodeID: "n2", Applier: &fakeApplier{}, Cluster: &fakeCluster{}, State: st,
 		MaxWatchesPerStream: 2, MaxWatchers: 3})
 	client := registryv1.NewRegistryClient(cc)
-	w, err := client.WatchMany(t.Context())
+	w, err := client.WatchMany(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +234,7 @@ func TestWatchManyRefusesACreateBeyondItsLimitsAndKeepsTheOthers(t *testing.T) {
 		t.Errorf("third watch on a stream of at most 2: %v; want it ended RESOURCE_EXHAUSTED naming MaxWatchesPerStream", msg)
 	}
 	// The node's limit: 3 watches, two are on the first stream.
-	w2, err := client.WatchMany(t.Context())
+	w2, err := client.WatchMany(testCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +286,7 @@ func TestWatchManyChecksEachWatchAgainstTheToken(t *testing.T) {
 	}
 	t.Cleanup(func() { cc.Close(); s.Close(); gs.Stop() })
 
-	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+string(secrets["orders"]))
+	ctx := metadata.AppendToOutgoingContext(testCtx(t), "authorization", "Bearer "+string(secrets["orders"]))
 	w, err := registryv1.NewRegistryClient(cc).WatchMany(ctx)
 	if err != nil {
 		t.Fatal(err)
