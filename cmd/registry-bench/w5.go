@@ -149,7 +149,7 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	r := &result{Workload: "W5", Case: fmt.Sprintf("%d watchers (%s)", n, mode), Params: map[string]any{
 		"watchers": n, "rounds": o.rounds, "nodes": nodes, "replicas": o.replicas, "conns_per_node": connsPerNode,
 		"watches_per_stream": o.perStream,
-		"streams_per_conn": o.streamsPerConn, "pause_ms": ms(o.pause), "node_flags": b.o.nodeFlags,
+		"streams_per_conn":   o.streamsPerConn, "pause_ms": ms(o.pause), "node_flags": b.o.nodeFlags,
 	}}
 	b.logf("W5: opening %d watchers (%d connections per node)", n, connsPerNode)
 	idle0 := c.sample()
