@@ -141,8 +141,10 @@ func (f *follower) handle(msg *registryv1.WatchResponse, after *uint64, deliver 
 // EventReset holding the current set, then delivers every change exactly
 // once, in index order, across node failures; if a node cannot resume
 // where the last one stopped, another EventReset replaces the missing
-// changes. A consumer that stops reading holds the stream back; the
-// server then sends a reset rather than a gap.
+// changes. The Client's watches on one node share one WatchMany stream
+// (a Watch stream each on a node that predates it). A consumer that stops
+// reading holds that stream back, and with it the Client's other watches
+// on that node; the server then sends resets rather than gaps.
 func (c *Client) Watch(ctx context.Context, service string) (<-chan Event, error) {
 	if service != "" {
 		if err := validateService(service); err != nil {
