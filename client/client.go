@@ -48,6 +48,8 @@ type Client struct {
 	// on (see watchEndpoint); it starts at random so that clients spread.
 	nextWatch int
 
+	muxes watchMuxes // the WatchMany stream of each endpoint (watchmux.go)
+
 	beats *beater
 }
 

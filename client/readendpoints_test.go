@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
 	"github.com/regcenter/registry/internal/poll"
 	"github.com/regcenter/registry/node/nodetest"
@@ -43,9 +44,25 @@ func (l *callLog) dialOptions() []grpc.DialOption {
 		}),
 		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			l.add(method, cc.Target())
-			return streamer(ctx, desc, cc, method, opts...)
+			s, err := streamer(ctx, desc, cc, method, opts...)
+			return &loggedStream{ClientStream: s, log: l, target: cc.Target()}, err
 		}),
 	}
+}
+
+// loggedStream logs each watch created on a WatchMany stream as a call of
+// "Watch": a watch started on that target, on its own stream or not.
+type loggedStream struct {
+	grpc.ClientStream
+	log    *callLog
+	target string
+}
+
+func (s *loggedStream) SendMsg(m any) error {
+	if req, ok := m.(*registryv1.WatchManyRequest); ok && req.GetCreate() != nil {
+		s.log.add("Watch", s.target)
+	}
+	return s.ClientStream.SendMsg(m)
 }
 
 // With ReadEndpoints set, discovery (the cache's watch stream, Watch and

@@ -65,7 +65,15 @@ func TestWatchesSpreadOverTheEndpointsAndMoveWhenOneDies(t *testing.T) {
 	})
 	want := map[string]int{endpoints[0]: 3, endpoints[1]: 3, endpoints[2]: 3}
 	if diff := cmp.Diff(want, perEndpoint()); diff != "" {
-		t.Errorf("Watch streams per endpoint for %d watched services (-want +got):\n%s", services, diff)
+		t.Errorf("watches per endpoint for %d watched services (-want +got):\n%s", services, diff)
+	}
+	// They share one WatchMany stream per endpoint.
+	streams := map[string]int{}
+	for _, target := range log.targets("WatchMany") {
+		streams[target]++
+	}
+	if diff := cmp.Diff(map[string]int{endpoints[0]: 1, endpoints[1]: 1, endpoints[2]: 1}, streams); diff != "" {
+		t.Errorf("WatchMany streams per endpoint (-want +got):\n%s", diff)
 	}
 	// The caches behind Discover take their turns too.
 	for i := range 3 {
@@ -75,7 +83,7 @@ func TestWatchesSpreadOverTheEndpointsAndMoveWhenOneDies(t *testing.T) {
 	}
 	want = map[string]int{endpoints[0]: 4, endpoints[1]: 4, endpoints[2]: 4}
 	if diff := cmp.Diff(want, perEndpoint()); diff != "" {
-		t.Errorf("Watch streams per endpoint after 3 more cached services (-want +got):\n%s", diff)
+		t.Errorf("watches per endpoint after 3 more cached services (-want +got):\n%s", diff)
 	}
 
 	writer := cl.Registry(leader)
@@ -116,6 +124,6 @@ func TestWatchesSpreadOverTheEndpointsAndMoveWhenOneDies(t *testing.T) {
 		}
 	}
 	if dead := endpoints[(leader+1)%3]; perEndpoint()[dead] != 4 {
-		t.Errorf("the dead node %s got %d Watch streams, want only its 4 from before", dead, perEndpoint()[dead])
+		t.Errorf("the dead node %s got %d watches, want only its 4 from before", dead, perEndpoint()[dead])
 	}
 }

@@ -53,7 +53,21 @@ type stopError struct{ err error }
 
 func (e stopError) Error() string { return e.err.Error() }
 
+// followOnce follows on addr until the stream breaks: on the endpoint's
+// WatchMany stream, shared with the Client's other watches there, or on a
+// Watch stream of its own when the endpoint does not serve WatchMany.
 func (c *Client) followOnce(ctx context.Context, addr, service string, after *uint64, deliver func(update) error) (bool, error) {
+	if !c.muxes.unsupported(addr) {
+		delivered, err := c.followMux(ctx, addr, service, after, deliver)
+		if !errors.Is(err, errNoWatchMany) {
+			return delivered, err
+		}
+	}
+	return c.followWatch(ctx, addr, service, after, deliver)
+}
+
+// followWatch follows on a Watch stream of its own.
+func (c *Client) followWatch(ctx context.Context, addr, service string, after *uint64, deliver func(update) error) (bool, error) {
 	cc, err := c.conn(addr)
 	if err != nil {
 		return false, err
@@ -64,49 +78,62 @@ func (c *Client) followOnce(ctx context.Context, addr, service string, after *ui
 	if err != nil {
 		return false, err
 	}
-	delivered := false
-	var pending *update // a reset spanning several messages
+	var f follower
 	for {
 		msg, err := stream.Recv()
 		if err == io.EOF {
-			return delivered, io.ErrUnexpectedEOF
+			return f.delivered, io.ErrUnexpectedEOF
 		}
 		if err != nil {
-			return delivered, err
+			return f.delivered, err
 		}
-		switch {
-		case msg.IsReset:
-			pending = &update{index: msg.Index, reset: true}
-			fallthrough
-		case pending != nil:
-			for _, in := range msg.Instances {
-				pending.full = append(pending.full, fromAPI(in))
-			}
-			if msg.More {
-				continue
-			}
-			u := *pending
-			pending = nil
-			if err := deliver(u); err != nil {
-				return delivered, stopError{err}
-			}
-		default:
-			u := update{index: msg.Index, events: make([]Event, 0, len(msg.Events))}
-			for _, ev := range msg.Events {
-				u.events = append(u.events, Event{
-					Type:          EventType(ev.Type),
-					Index:         ev.Index,
-					Instance:      fromAPI(ev.Instance),
-					SinceLastBeat: ev.GetSinceLastBeat().AsDuration(),
-				})
-			}
-			if err := deliver(u); err != nil {
-				return delivered, stopError{err}
-			}
+		if err := f.handle(msg, after, deliver); err != nil {
+			return f.delivered, err
 		}
-		*after = msg.Index
-		delivered = true
 	}
+}
+
+// follower turns one watch's messages into updates.
+type follower struct {
+	delivered bool
+	pending   *update // a reset spanning several messages
+}
+
+// handle passes deliver the update msg completes, if any, and moves after.
+func (f *follower) handle(msg *registryv1.WatchResponse, after *uint64, deliver func(update) error) error {
+	switch {
+	case msg.IsReset:
+		f.pending = &update{index: msg.Index, reset: true}
+		fallthrough
+	case f.pending != nil:
+		for _, in := range msg.Instances {
+			f.pending.full = append(f.pending.full, fromAPI(in))
+		}
+		if msg.More {
+			return nil
+		}
+		u := *f.pending
+		f.pending = nil
+		if err := deliver(u); err != nil {
+			return stopError{err}
+		}
+	default:
+		u := update{index: msg.Index, events: make([]Event, 0, len(msg.Events))}
+		for _, ev := range msg.Events {
+			u.events = append(u.events, Event{
+				Type:          EventType(ev.Type),
+				Index:         ev.Index,
+				Instance:      fromAPI(ev.Instance),
+				SinceLastBeat: ev.GetSinceLastBeat().AsDuration(),
+			})
+		}
+		if err := deliver(u); err != nil {
+			return stopError{err}
+		}
+	}
+	*after = msg.Index
+	f.delivered = true
+	return nil
 }
 
 // Watch streams the changes of service (every service if empty) until ctx
@@ -114,8 +141,10 @@ func (c *Client) followOnce(ctx context.Context, addr, service string, after *ui
 // EventReset holding the current set, then delivers every change exactly
 // once, in index order, across node failures; if a node cannot resume
 // where the last one stopped, another EventReset replaces the missing
-// changes. A consumer that stops reading holds the stream back; the
-// server then sends a reset rather than a gap.
+// changes. The Client's watches on one node share one WatchMany stream
+// (a Watch stream each on a node that predates it). A consumer that stops
+// reading holds that stream back, and with it the Client's other watches
+// on that node; the server then sends resets rather than gaps.
 func (c *Client) Watch(ctx context.Context, service string) (<-chan Event, error) {
 	if service != "" {
 		if err := validateService(service); err != nil {

@@ -18,6 +18,10 @@
 // Watches are served by every node from its own replica; the watches of
 // one service share one encoding of each change (watch.go), and a watcher
 // that falls behind the bounded history gets an explicit reset.
+// WatchMany (watchmux.go) carries many watches on one stream with two
+// goroutines whatever their number: the watches of a service at one index
+// form a group served by one read of the history and one message naming
+// them all, whose events are the bytes Watch streams share.
 //
 // UDP beats (udpbeats.go, package udpbeat) join the same group commit
 // through UDPBeats, with their sequence numbers, which the fsm's replay

@@ -171,6 +171,10 @@ type Config struct {
 	Writes groupcommit.Config
 	// MaxWatchers bounds concurrent watches on this node. Default 10,000.
 	MaxWatchers int
+	// MaxWatchesPerStream bounds the watches of one WatchMany stream
+	// (each also takes one of MaxWatchers and MaxWatchesPerClient).
+	// Default 10,000.
+	MaxWatchesPerStream int
 	// WatchBatch bounds the events (and reset instances) of one watch
 	// message. Default 256.
 	WatchBatch int
@@ -228,6 +232,7 @@ func DefaultConfig() Config {
 		Beats:                 groupcommit.DefaultConfig(),
 		Writes:                defaultWrites(),
 		MaxWatchers:           10_000,
+		MaxWatchesPerStream:   10_000,
 		WatchBatch:            256,
 		MaxInflightBeatFrames: 64,
 		MaxBeatRate:           200_000,
@@ -260,6 +265,8 @@ func (c *Config) Validate() error {
 	case c.MaxWatchers < 0 || c.WatchBatch < 0 || c.MaxInflightBeatFrames < 0 || c.MaxBeatRate < 0:
 		return fmt.Errorf("rpc: MaxWatchers (%d), WatchBatch (%d) and MaxInflightBeatFrames (%d) must not be negative",
 			c.MaxWatchers, c.WatchBatch, c.MaxInflightBeatFrames)
+	case c.MaxWatchesPerStream < 0:
+		return fmt.Errorf("rpc: MaxWatchesPerStream (%d) must not be negative", c.MaxWatchesPerStream)
 	case c.WriteRate <= 0 || c.WriteBurst < 1 || c.MaxClients < 1 || c.MaxWatchesPerClient < 1:
 		return fmt.Errorf("rpc: WriteRate (%v) must be positive, WriteBurst (%d), MaxClients (%d) and MaxWatchesPerClient (%d) at least 1",
 			c.WriteRate, c.WriteBurst, c.MaxClients, c.MaxWatchesPerClient)

@@ -55,54 +55,28 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 				return s.toStatus(err)
 			}
 		}
-		events, next, err := s.state.EventsAfter(req.Service, after, s.cfg.WatchBatch)
+		b, err := s.nextBatch(ctx, req.Service, after)
 		switch {
 		case errors.Is(err, fsm.ErrCompacted):
 			if after, err = s.sendReset(stream, req.Service); err != nil {
 				return err
 			}
 			continue
+		case ctx.Err() != nil:
+			return nil
 		case err != nil:
 			return s.toStatus(err)
 		}
-		if len(events) > 0 {
-			events, next = withinPageBytes(events, next)
-			canRead := func(string) bool { return true }
-			if aclOn {
-				canRead = readFilter(ctx)
-			}
-			var (
-				msg any
-				n   int
-			)
-			if key, ok := shareKey(ctx, req.Service, after, next, canRead); ok {
-				// Every watch of this one service that may read it sends
-				// the same message: encode it once on this node.
-				msg, n, err = s.batches.get(ctx, key, stream, func() *registryv1.WatchResponse {
-					return eventsMessage(events, next, canRead)
-				})
-				switch {
-				case ctx.Err() != nil:
-					return nil
-				case err != nil:
-					return s.toStatus(err)
-				}
-			} else {
-				m := eventsMessage(events, next, canRead)
-				msg, n = m, len(m.Events)
-			}
-			if n == 0 { // none this token may read
-				after = next
-				continue
-			}
-			if err := stream.SendMsg(msg); err != nil {
+		if b.events > 0 {
+			if err := stream.SendMsg(b.watchResponse()); err != nil {
 				return err
 			}
-			s.metrics.watchEvents.Add(float64(n))
-			after = next
+			s.metrics.watchEvents.Add(float64(b.events))
+		}
+		if b.next > after {
+			after = b.next
 			continue
 		}
-		after = max(after, next)
 		select {
 		case <-changed:
 		case <-ctx.Done():
@@ -111,6 +85,60 @@ func (s *Server) Watch(req *registryv1.WatchRequest, stream grpc.ServerStreaming
 			return s.toStatus(ErrShuttingDown)
 		}
 	}
+}
+
+// batch is the next message of a watch: the events of its service(s) after
+// its index that its caller may read, encoded (raw, the wire form of a
+// WatchResponse), and the index it is at once it has sent them (or, with
+// no events, once it has skipped the entries that had none for it).
+type batch struct {
+	raw    []byte
+	events int
+	next   uint64
+}
+
+// watchResponse is b as a WatchResponse that encodes to b.raw: the
+// encoded fields travel as the message's unknown fields, copied as they
+// are, so that no watch encodes the events again.
+func (b batch) watchResponse() *registryv1.WatchResponse {
+	m := new(registryv1.WatchResponse)
+	m.ProtoReflect().SetUnknown(b.raw)
+	return m
+}
+
+// nextBatch returns the next message of a watch of service ("": every
+// service) at index after, for the caller of ctx. fsm.ErrCompacted: the
+// events after it are gone, the watch needs a reset. Every watch of one
+// service at one index whose caller may read that service shares one
+// encoding of the message (s.batches); a watch of every service is
+// filtered by its caller, service by service, and encodes its own.
+func (s *Server) nextBatch(ctx context.Context, service string, after uint64) (batch, error) {
+	events, next, err := s.state.EventsAfter(service, after, s.cfg.WatchBatch)
+	if err != nil {
+		return batch{}, err
+	}
+	if len(events) == 0 {
+		return batch{next: max(after, next)}, nil
+	}
+	events, next = withinPageBytes(events, next)
+	canRead := readFilter(ctx)
+	if service == "" || !canRead(service) {
+		return encodeBatch(events, next, canRead)
+	}
+	return s.batches.get(ctx, batchKey{service: service, after: after, next: next}, func() (batch, error) {
+		return encodeBatch(events, next, canRead)
+	})
+}
+
+// encodeBatch encodes the watch message of events (the batch ending at
+// next) that canRead lets through.
+func encodeBatch(events []fsm.Event, next uint64, canRead func(service string) bool) (batch, error) {
+	m := eventsMessage(events, next, canRead)
+	if len(m.Events) == 0 {
+		return batch{next: next}, nil
+	}
+	raw, err := proto.Marshal(m)
+	return batch{raw: raw, events: len(m.Events), next: next}, err
 }
 
 // eventsMessage is the watch message of events (the batch ending at next)
@@ -126,37 +154,20 @@ func eventsMessage(events []fsm.Event, next uint64, canRead func(service string)
 }
 
 // batchKey names one message of events: those of service with an index in
-// (after, next], on streams whose messages are compressed with compressor
-// ("" or "identity": none). A service's events are fixed once applied, so
-// every watch that asks for the same key sends the same bytes.
+// (after, next]. A service's events are fixed once applied, so every watch
+// that asks for the same key sends the same bytes.
 type batchKey struct {
 	service     string
-	compressor  string
 	after, next uint64
 }
 
-// shareKey returns the key under which a watch's message may be shared:
-// only a watch of one service (a watch of every service is filtered by
-// its token, service by service) whose caller may read that service, on
-// a stream whose send compressor is known.
-func shareKey(ctx context.Context, service string, after, next uint64, canRead func(string) bool) (batchKey, bool) {
-	if service == "" || !canRead(service) {
-		return batchKey{}, false
-	}
-	ts, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ SendCompress() string })
-	if !ok {
-		return batchKey{}, false
-	}
-	return batchKey{service: service, compressor: ts.SendCompress(), after: after, next: next}, true
-}
-
 // sharedBatches holds the last few event messages the node's watches
-// sent, each encoded once (a grpc.PreparedMsg) by the first watch that
-// needed it while the others wait for it: with thousands of watchers of
-// one service, a change costs one conversion and one encoding on the
-// node, not one per watcher. It is bounded (a ring of batchRing entries);
-// a watch whose message has left the ring just encodes it again. The
-// zero value is ready to use.
+// (Watch streams and WatchMany watches alike) sent, each encoded once by
+// the first watch that needed it while the others wait for it: with
+// thousands of watchers of one service, a change costs one conversion and
+// one encoding on the node, not one per watcher. It is bounded (a ring of
+// batchRing entries); a watch whose message has left the ring just
+// encodes it again. The zero value is ready to use.
 type sharedBatches struct {
 	mu      sync.Mutex
 	ring    [batchRing]*sharedBatch
@@ -168,56 +179,58 @@ type sharedBatches struct {
 const batchRing = 64
 
 type sharedBatch struct {
-	key    batchKey
-	ready  chan struct{} // closed once msg, events and err are set
-	msg    *grpc.PreparedMsg
-	events int
-	err    error
+	key   batchKey
+	ready chan struct{} // closed once b and err are set
+	b     batch
+	err   error
 }
 
-// get returns the encoded message of key and how many events it holds,
-// encoding build's message on stream if no other watch has.
-func (b *sharedBatches) get(ctx context.Context, key batchKey, stream grpc.ServerStream, build func() *registryv1.WatchResponse) (*grpc.PreparedMsg, int, error) {
-	b.mu.Lock()
-	for _, e := range b.ring {
+// get returns the message of key, built by build if no other watch has.
+func (sb *sharedBatches) get(ctx context.Context, key batchKey, build func() (batch, error)) (batch, error) {
+	sb.mu.Lock()
+	for _, e := range sb.ring {
 		if e != nil && e.key == key {
-			b.mu.Unlock()
+			sb.mu.Unlock()
 			select {
 			case <-e.ready:
-				return e.msg, e.events, e.err
+				return e.b, e.err
 			case <-ctx.Done():
-				return nil, 0, ctx.Err()
+				return batch{}, ctx.Err()
 			}
 		}
 	}
 	e := &sharedBatch{key: key, ready: make(chan struct{})}
-	slot := b.pos
-	b.ring[slot] = e
-	b.pos = (b.pos + 1) % batchRing
-	b.mu.Unlock()
+	slot := sb.pos
+	sb.ring[slot] = e
+	sb.pos = (sb.pos + 1) % batchRing
+	sb.mu.Unlock()
 
 	defer close(e.ready)
-	m := build()
-	e.events = len(m.Events)
-	e.msg = new(grpc.PreparedMsg)
-	if e.err = e.msg.Encode(stream, m); e.err != nil {
+	if e.b, e.err = build(); e.err != nil {
 		// The watches waiting now fail with it; the next ones try again.
-		b.mu.Lock()
-		if b.ring[slot] == e {
-			b.ring[slot] = nil
+		sb.mu.Lock()
+		if sb.ring[slot] == e {
+			sb.ring[slot] = nil
 		}
-		b.mu.Unlock()
-		return nil, 0, e.err
+		sb.mu.Unlock()
+		return batch{}, e.err
 	}
-	b.encoded.Add(1)
-	return e.msg, e.events, nil
+	sb.encoded.Add(1)
+	return e.b, nil
 }
 
-// sendReset sends the whole current set of the service(s), in messages of
-// at most WatchBatch instances, and returns the index it reflects.
+// sendReset sends the whole current set of the service(s) on a Watch
+// stream and returns the index it reflects.
 func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchResponse], service string) (uint64, error) {
+	return s.reset(stream.Context(), service, stream.Send)
+}
+
+// reset passes send the whole current set of the service(s) that the
+// caller of ctx may read, in messages of at most WatchBatch instances, and
+// returns the index it reflects.
+func (s *Server) reset(ctx context.Context, service string, send func(*registryv1.WatchResponse) error) (uint64, error) {
 	ins, index := s.state.Reset(service)
-	canRead := readFilter(stream.Context())
+	canRead := readFilter(ctx)
 	ins = slices.DeleteFunc(ins, func(in fsm.Instance) bool { return !canRead(in.Service) })
 	s.metrics.watchResets.Inc()
 	api := toAPIInstances(ins, true)
@@ -225,7 +238,7 @@ func (s *Server) sendReset(stream grpc.ServerStreamingServer[registryv1.WatchRes
 		n := prefixWithin(len(api), s.cfg.WatchBatch, func(i int) int { return proto.Size(api[i]) })
 		msg := &registryv1.WatchResponse{IsReset: first, Instances: api[:n], Index: index, More: n < len(api)}
 		api = api[n:]
-		if err := stream.Send(msg); err != nil {
+		if err := send(msg); err != nil {
 			return 0, err
 		}
 	}

@@ -1567,6 +1567,315 @@ func (x *WatchResponse) GetMore() bool {
 	return false
 }
 
+// WatchManyRequest creates or cancels one watch of a WatchMany stream.
+type WatchManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Request:
+	//
+	//	*WatchManyRequest_Create
+	//	*WatchManyRequest_Cancel
+	Request       isWatchManyRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchManyRequest) Reset() {
+	*x = WatchManyRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchManyRequest) ProtoMessage() {}
+
+func (x *WatchManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchManyRequest.ProtoReflect.Descriptor instead.
+func (*WatchManyRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WatchManyRequest) GetRequest() isWatchManyRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *WatchManyRequest) GetCreate() *WatchCreate {
+	if x != nil {
+		if x, ok := x.Request.(*WatchManyRequest_Create); ok {
+			return x.Create
+		}
+	}
+	return nil
+}
+
+func (x *WatchManyRequest) GetCancel() *WatchCancel {
+	if x != nil {
+		if x, ok := x.Request.(*WatchManyRequest_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
+type isWatchManyRequest_Request interface {
+	isWatchManyRequest_Request()
+}
+
+type WatchManyRequest_Create struct {
+	Create *WatchCreate `protobuf:"bytes,1,opt,name=create,proto3,oneof"`
+}
+
+type WatchManyRequest_Cancel struct {
+	Cancel *WatchCancel `protobuf:"bytes,2,opt,name=cancel,proto3,oneof"`
+}
+
+func (*WatchManyRequest_Create) isWatchManyRequest_Request() {}
+
+func (*WatchManyRequest_Cancel) isWatchManyRequest_Request() {}
+
+// WatchCreate starts a watch: the same as a WatchRequest, under an id the
+// client chose and that no open watch of the stream has.
+type WatchCreate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	AfterIndex    uint64                 `protobuf:"varint,3,opt,name=after_index,json=afterIndex,proto3" json:"after_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCreate) Reset() {
+	*x = WatchCreate{}
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCreate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCreate) ProtoMessage() {}
+
+func (x *WatchCreate) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCreate.ProtoReflect.Descriptor instead.
+func (*WatchCreate) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *WatchCreate) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+func (x *WatchCreate) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *WatchCreate) GetAfterIndex() uint64 {
+	if x != nil {
+		return x.AfterIndex
+	}
+	return 0
+}
+
+// WatchCancel ends a watch; its id may be used again once the response
+// saying it ended arrived.
+type WatchCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchId       uint64                 `protobuf:"varint,1,opt,name=watch_id,json=watchId,proto3" json:"watch_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchCancel) Reset() {
+	*x = WatchCancel{}
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchCancel) ProtoMessage() {}
+
+func (x *WatchCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchCancel.ProtoReflect.Descriptor instead.
+func (*WatchCancel) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WatchCancel) GetWatchId() uint64 {
+	if x != nil {
+		return x.WatchId
+	}
+	return 0
+}
+
+// WatchManyResponse is one message for one or more watches of the stream:
+// every watch named in watch_ids receives response (exactly what Watch
+// would send it), or, if ended is set, is over.
+type WatchManyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WatchIds      []uint64               `protobuf:"varint,1,rep,packed,name=watch_ids,json=watchIds,proto3" json:"watch_ids,omitempty"`
+	Response      *WatchResponse         `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	Ended         *WatchEnded            `protobuf:"bytes,3,opt,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchManyResponse) Reset() {
+	*x = WatchManyResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchManyResponse) ProtoMessage() {}
+
+func (x *WatchManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchManyResponse.ProtoReflect.Descriptor instead.
+func (*WatchManyResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *WatchManyResponse) GetWatchIds() []uint64 {
+	if x != nil {
+		return x.WatchIds
+	}
+	return nil
+}
+
+func (x *WatchManyResponse) GetResponse() *WatchResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *WatchManyResponse) GetEnded() *WatchEnded {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+// WatchEnded says why a watch is over: canceled by the client (code 0,
+// OK), or refused or ended by the node (a gRPC status code and message, as
+// Watch would have failed).
+type WatchEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEnded) Reset() {
+	*x = WatchEnded{}
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEnded) ProtoMessage() {}
+
+func (x *WatchEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEnded.ProtoReflect.Descriptor instead.
+func (*WatchEnded) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *WatchEnded) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *WatchEnded) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // LeaderHint is attached to UNAVAILABLE errors from a node that is not the
 // leader, so that a client can go to the leader directly.
 type LeaderHint struct {
@@ -1580,7 +1889,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1901,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1914,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LeaderHint) GetLeaderId() string {
@@ -1644,7 +1953,7 @@ type WriteOutcome struct {
 
 func (x *WriteOutcome) Reset() {
 	*x = WriteOutcome{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1965,7 @@ func (x *WriteOutcome) String() string {
 func (*WriteOutcome) ProtoMessage() {}
 
 func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1978,7 @@ func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteOutcome.ProtoReflect.Descriptor instead.
 func (*WriteOutcome) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WriteOutcome) GetProposed() bool {
@@ -1692,7 +2001,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +2013,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +2026,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -1745,7 +2054,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2066,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2079,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Member) GetId() string {
@@ -1863,7 +2172,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2184,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2197,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2039,7 +2348,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2360,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2373,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -2111,7 +2420,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2432,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2445,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -2155,7 +2464,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2476,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2489,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2199,7 +2508,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2520,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2533,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveResponse) GetIndex() uint64 {
@@ -2243,7 +2552,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2564,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2577,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PromoteRequest) GetNodeId() string {
@@ -2288,7 +2597,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2609,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2622,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PromoteResponse) GetIndex() uint64 {
@@ -2332,7 +2641,7 @@ type DemoteRequest struct {
 
 func (x *DemoteRequest) Reset() {
 	*x = DemoteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2653,7 @@ func (x *DemoteRequest) String() string {
 func (*DemoteRequest) ProtoMessage() {}
 
 func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2666,7 @@ func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteRequest.ProtoReflect.Descriptor instead.
 func (*DemoteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DemoteRequest) GetNodeId() string {
@@ -2377,7 +2686,7 @@ type DemoteResponse struct {
 
 func (x *DemoteResponse) Reset() {
 	*x = DemoteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2389,7 +2698,7 @@ func (x *DemoteResponse) String() string {
 func (*DemoteResponse) ProtoMessage() {}
 
 func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2402,7 +2711,7 @@ func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteResponse.ProtoReflect.Descriptor instead.
 func (*DemoteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DemoteResponse) GetIndex() uint64 {
@@ -2422,7 +2731,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2743,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2756,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -2466,7 +2775,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2787,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2800,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2509,7 +2818,7 @@ type ReleaseExpiryGuardRequest struct {
 
 func (x *ReleaseExpiryGuardRequest) Reset() {
 	*x = ReleaseExpiryGuardRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2830,7 @@ func (x *ReleaseExpiryGuardRequest) String() string {
 func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2843,7 @@ func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 type ReleaseExpiryGuardResponse struct {
@@ -2549,7 +2858,7 @@ type ReleaseExpiryGuardResponse struct {
 
 func (x *ReleaseExpiryGuardResponse) Reset() {
 	*x = ReleaseExpiryGuardResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2561,7 +2870,7 @@ func (x *ReleaseExpiryGuardResponse) String() string {
 func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2574,7 +2883,7 @@ func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
@@ -2599,7 +2908,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2611,7 +2920,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2624,7 +2933,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 // SnapshotChunk is one piece of a backup stream.
@@ -2641,7 +2950,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2962,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2975,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -2703,7 +3012,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2715,7 +3024,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2728,7 +3037,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -2759,7 +3068,7 @@ type ACLBootstrapRequest struct {
 
 func (x *ACLBootstrapRequest) Reset() {
 	*x = ACLBootstrapRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2771,7 +3080,7 @@ func (x *ACLBootstrapRequest) String() string {
 func (*ACLBootstrapRequest) ProtoMessage() {}
 
 func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2784,7 +3093,7 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ACLBootstrapRequest) GetSecretId() string {
@@ -2806,7 +3115,7 @@ type ACLTokenSecret struct {
 
 func (x *ACLTokenSecret) Reset() {
 	*x = ACLTokenSecret{}
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +3127,7 @@ func (x *ACLTokenSecret) String() string {
 func (*ACLTokenSecret) ProtoMessage() {}
 
 func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3140,7 @@ func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSecret.ProtoReflect.Descriptor instead.
 func (*ACLTokenSecret) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ACLTokenSecret) GetAccessorId() string {
@@ -2866,7 +3175,7 @@ type ACLPolicyCreateRequest struct {
 
 func (x *ACLPolicyCreateRequest) Reset() {
 	*x = ACLPolicyCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2878,7 +3187,7 @@ func (x *ACLPolicyCreateRequest) String() string {
 func (*ACLPolicyCreateRequest) ProtoMessage() {}
 
 func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2891,7 +3200,7 @@ func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ACLPolicyCreateRequest) GetName() string {
@@ -2917,7 +3226,7 @@ type ACLPolicyCreateResponse struct {
 
 func (x *ACLPolicyCreateResponse) Reset() {
 	*x = ACLPolicyCreateResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2929,7 +3238,7 @@ func (x *ACLPolicyCreateResponse) String() string {
 func (*ACLPolicyCreateResponse) ProtoMessage() {}
 
 func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2942,7 +3251,7 @@ func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ACLPolicyCreateResponse) GetIndex() uint64 {
@@ -2960,7 +3269,7 @@ type ACLPolicyListRequest struct {
 
 func (x *ACLPolicyListRequest) Reset() {
 	*x = ACLPolicyListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2972,7 +3281,7 @@ func (x *ACLPolicyListRequest) String() string {
 func (*ACLPolicyListRequest) ProtoMessage() {}
 
 func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2985,7 +3294,7 @@ func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 type ACLPolicy struct {
@@ -2998,7 +3307,7 @@ type ACLPolicy struct {
 
 func (x *ACLPolicy) Reset() {
 	*x = ACLPolicy{}
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3010,7 +3319,7 @@ func (x *ACLPolicy) String() string {
 func (*ACLPolicy) ProtoMessage() {}
 
 func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3023,7 +3332,7 @@ func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicy.ProtoReflect.Descriptor instead.
 func (*ACLPolicy) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ACLPolicy) GetName() string {
@@ -3050,7 +3359,7 @@ type ACLPolicyListResponse struct {
 
 func (x *ACLPolicyListResponse) Reset() {
 	*x = ACLPolicyListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3062,7 +3371,7 @@ func (x *ACLPolicyListResponse) String() string {
 func (*ACLPolicyListResponse) ProtoMessage() {}
 
 func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3075,7 +3384,7 @@ func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ACLPolicyListResponse) GetPolicies() []*ACLPolicy {
@@ -3101,7 +3410,7 @@ type ACLPolicyDeleteRequest struct {
 
 func (x *ACLPolicyDeleteRequest) Reset() {
 	*x = ACLPolicyDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3113,7 +3422,7 @@ func (x *ACLPolicyDeleteRequest) String() string {
 func (*ACLPolicyDeleteRequest) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3126,7 +3435,7 @@ func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ACLPolicyDeleteRequest) GetName() string {
@@ -3145,7 +3454,7 @@ type ACLPolicyDeleteResponse struct {
 
 func (x *ACLPolicyDeleteResponse) Reset() {
 	*x = ACLPolicyDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3466,7 @@ func (x *ACLPolicyDeleteResponse) String() string {
 func (*ACLPolicyDeleteResponse) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3479,7 @@ func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ACLPolicyDeleteResponse) GetIndex() uint64 {
@@ -3190,7 +3499,7 @@ type ACLTokenCreateRequest struct {
 
 func (x *ACLTokenCreateRequest) Reset() {
 	*x = ACLTokenCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3511,7 @@ func (x *ACLTokenCreateRequest) String() string {
 func (*ACLTokenCreateRequest) ProtoMessage() {}
 
 func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3524,7 @@ func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ACLTokenCreateRequest) GetPolicies() []string {
@@ -3245,7 +3554,7 @@ type ACLToken struct {
 
 func (x *ACLToken) Reset() {
 	*x = ACLToken{}
-	mi := &file_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_registry_v1_registry_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +3566,7 @@ func (x *ACLToken) String() string {
 func (*ACLToken) ProtoMessage() {}
 
 func (x *ACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_registry_v1_registry_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +3579,7 @@ func (x *ACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
 func (*ACLToken) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ACLToken) GetAccessorId() string {
@@ -3309,7 +3618,7 @@ type ACLTokenListRequest struct {
 
 func (x *ACLTokenListRequest) Reset() {
 	*x = ACLTokenListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_registry_v1_registry_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +3630,7 @@ func (x *ACLTokenListRequest) String() string {
 func (*ACLTokenListRequest) ProtoMessage() {}
 
 func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_registry_v1_registry_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +3643,7 @@ func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{50}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{55}
 }
 
 type ACLTokenListResponse struct {
@@ -3347,7 +3656,7 @@ type ACLTokenListResponse struct {
 
 func (x *ACLTokenListResponse) Reset() {
 	*x = ACLTokenListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_registry_v1_registry_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3359,7 +3668,7 @@ func (x *ACLTokenListResponse) String() string {
 func (*ACLTokenListResponse) ProtoMessage() {}
 
 func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_registry_v1_registry_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3372,7 +3681,7 @@ func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{51}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ACLTokenListResponse) GetTokens() []*ACLToken {
@@ -3398,7 +3707,7 @@ type ACLTokenDeleteRequest struct {
 
 func (x *ACLTokenDeleteRequest) Reset() {
 	*x = ACLTokenDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[52]
+	mi := &file_registry_v1_registry_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3719,7 @@ func (x *ACLTokenDeleteRequest) String() string {
 func (*ACLTokenDeleteRequest) ProtoMessage() {}
 
 func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[52]
+	mi := &file_registry_v1_registry_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3732,7 @@ func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{52}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ACLTokenDeleteRequest) GetAccessorId() string {
@@ -3442,7 +3751,7 @@ type ACLTokenDeleteResponse struct {
 
 func (x *ACLTokenDeleteResponse) Reset() {
 	*x = ACLTokenDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[53]
+	mi := &file_registry_v1_registry_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3454,7 +3763,7 @@ func (x *ACLTokenDeleteResponse) String() string {
 func (*ACLTokenDeleteResponse) ProtoMessage() {}
 
 func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[53]
+	mi := &file_registry_v1_registry_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3467,7 +3776,7 @@ func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{53}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ACLTokenDeleteResponse) GetIndex() uint64 {
@@ -3577,7 +3886,26 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tinstances\x18\x02 \x03(\v2\x15.registry.v1.InstanceR\tinstances\x12*\n" +
 	"\x06events\x18\x03 \x03(\v2\x12.registry.v1.EventR\x06events\x12\x14\n" +
 	"\x05index\x18\x04 \x01(\x04R\x05index\x12\x12\n" +
-	"\x04more\x18\x05 \x01(\bR\x04more\"\x89\x01\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"\x85\x01\n" +
+	"\x10WatchManyRequest\x122\n" +
+	"\x06create\x18\x01 \x01(\v2\x18.registry.v1.WatchCreateH\x00R\x06create\x122\n" +
+	"\x06cancel\x18\x02 \x01(\v2\x18.registry.v1.WatchCancelH\x00R\x06cancelB\t\n" +
+	"\arequest\"c\n" +
+	"\vWatchCreate\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1f\n" +
+	"\vafter_index\x18\x03 \x01(\x04R\n" +
+	"afterIndex\"(\n" +
+	"\vWatchCancel\x12\x19\n" +
+	"\bwatch_id\x18\x01 \x01(\x04R\awatchId\"\x97\x01\n" +
+	"\x11WatchManyResponse\x12\x1b\n" +
+	"\twatch_ids\x18\x01 \x03(\x04R\bwatchIds\x126\n" +
+	"\bresponse\x18\x02 \x01(\v2\x1a.registry.v1.WatchResponseR\bresponse\x12-\n" +
+	"\x05ended\x18\x03 \x01(\v2\x17.registry.v1.WatchEndedR\x05ended\":\n" +
+	"\n" +
+	"WatchEnded\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x89\x01\n" +
 	"\n" +
 	"LeaderHint\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12.\n" +
@@ -3718,7 +4046,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x17EVENT_TYPE_DEREGISTERED\x10\x03\x12\x16\n" +
 	"\x12EVENT_TYPE_SUSPECT\x10\x04\x12\x19\n" +
 	"\x15EVENT_TYPE_REACQUIRED\x10\x05\x12\x16\n" +
-	"\x12EVENT_TYPE_EXPIRED\x10\x062\xdf\x04\n" +
+	"\x12EVENT_TYPE_EXPIRED\x10\x062\xaf\x05\n" +
 	"\bRegistry\x12G\n" +
 	"\bRegister\x12\x1c.registry.v1.RegisterRequest\x1a\x1d.registry.v1.RegisterResponse\x12M\n" +
 	"\n" +
@@ -3729,7 +4057,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1e.registry.v1.GetServiceRequest\x1a\x1f.registry.v1.GetServiceResponse\x12S\n" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
-	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12Q\n" +
+	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12N\n" +
+	"\tWatchMany\x12\x1d.registry.v1.WatchManyRequest\x1a\x1e.registry.v1.WatchManyResponse(\x010\x01\x12Q\n" +
 	"\x0fForwardUdpBeats\x12#.registry.v1.ForwardUdpBeatsRequest\x1a\x19.registry.v1.BeatResponse2\xca\x05\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
@@ -3764,7 +4093,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -3789,133 +4118,144 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*WatchRequest)(nil),               // 20: registry.v1.WatchRequest
 	(*Event)(nil),                      // 21: registry.v1.Event
 	(*WatchResponse)(nil),              // 22: registry.v1.WatchResponse
-	(*LeaderHint)(nil),                 // 23: registry.v1.LeaderHint
-	(*WriteOutcome)(nil),               // 24: registry.v1.WriteOutcome
-	(*StatusRequest)(nil),              // 25: registry.v1.StatusRequest
-	(*Member)(nil),                     // 26: registry.v1.Member
-	(*StatusResponse)(nil),             // 27: registry.v1.StatusResponse
-	(*JoinRequest)(nil),                // 28: registry.v1.JoinRequest
-	(*JoinResponse)(nil),               // 29: registry.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 30: registry.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 31: registry.v1.RemoveResponse
-	(*PromoteRequest)(nil),             // 32: registry.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 33: registry.v1.PromoteResponse
-	(*DemoteRequest)(nil),              // 34: registry.v1.DemoteRequest
-	(*DemoteResponse)(nil),             // 35: registry.v1.DemoteResponse
-	(*TransferLeadershipRequest)(nil),  // 36: registry.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 37: registry.v1.TransferLeadershipResponse
-	(*ReleaseExpiryGuardRequest)(nil),  // 38: registry.v1.ReleaseExpiryGuardRequest
-	(*ReleaseExpiryGuardResponse)(nil), // 39: registry.v1.ReleaseExpiryGuardResponse
-	(*SnapshotSaveRequest)(nil),        // 40: registry.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 41: registry.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 42: registry.v1.SnapshotRestoreResponse
-	(*ACLBootstrapRequest)(nil),        // 43: registry.v1.ACLBootstrapRequest
-	(*ACLTokenSecret)(nil),             // 44: registry.v1.ACLTokenSecret
-	(*ACLPolicyCreateRequest)(nil),     // 45: registry.v1.ACLPolicyCreateRequest
-	(*ACLPolicyCreateResponse)(nil),    // 46: registry.v1.ACLPolicyCreateResponse
-	(*ACLPolicyListRequest)(nil),       // 47: registry.v1.ACLPolicyListRequest
-	(*ACLPolicy)(nil),                  // 48: registry.v1.ACLPolicy
-	(*ACLPolicyListResponse)(nil),      // 49: registry.v1.ACLPolicyListResponse
-	(*ACLPolicyDeleteRequest)(nil),     // 50: registry.v1.ACLPolicyDeleteRequest
-	(*ACLPolicyDeleteResponse)(nil),    // 51: registry.v1.ACLPolicyDeleteResponse
-	(*ACLTokenCreateRequest)(nil),      // 52: registry.v1.ACLTokenCreateRequest
-	(*ACLToken)(nil),                   // 53: registry.v1.ACLToken
-	(*ACLTokenListRequest)(nil),        // 54: registry.v1.ACLTokenListRequest
-	(*ACLTokenListResponse)(nil),       // 55: registry.v1.ACLTokenListResponse
-	(*ACLTokenDeleteRequest)(nil),      // 56: registry.v1.ACLTokenDeleteRequest
-	(*ACLTokenDeleteResponse)(nil),     // 57: registry.v1.ACLTokenDeleteResponse
-	nil,                                // 58: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 59: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 60: google.protobuf.Timestamp
+	(*WatchManyRequest)(nil),           // 23: registry.v1.WatchManyRequest
+	(*WatchCreate)(nil),                // 24: registry.v1.WatchCreate
+	(*WatchCancel)(nil),                // 25: registry.v1.WatchCancel
+	(*WatchManyResponse)(nil),          // 26: registry.v1.WatchManyResponse
+	(*WatchEnded)(nil),                 // 27: registry.v1.WatchEnded
+	(*LeaderHint)(nil),                 // 28: registry.v1.LeaderHint
+	(*WriteOutcome)(nil),               // 29: registry.v1.WriteOutcome
+	(*StatusRequest)(nil),              // 30: registry.v1.StatusRequest
+	(*Member)(nil),                     // 31: registry.v1.Member
+	(*StatusResponse)(nil),             // 32: registry.v1.StatusResponse
+	(*JoinRequest)(nil),                // 33: registry.v1.JoinRequest
+	(*JoinResponse)(nil),               // 34: registry.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 35: registry.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 36: registry.v1.RemoveResponse
+	(*PromoteRequest)(nil),             // 37: registry.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 38: registry.v1.PromoteResponse
+	(*DemoteRequest)(nil),              // 39: registry.v1.DemoteRequest
+	(*DemoteResponse)(nil),             // 40: registry.v1.DemoteResponse
+	(*TransferLeadershipRequest)(nil),  // 41: registry.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 42: registry.v1.TransferLeadershipResponse
+	(*ReleaseExpiryGuardRequest)(nil),  // 43: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 44: registry.v1.ReleaseExpiryGuardResponse
+	(*SnapshotSaveRequest)(nil),        // 45: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 46: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 47: registry.v1.SnapshotRestoreResponse
+	(*ACLBootstrapRequest)(nil),        // 48: registry.v1.ACLBootstrapRequest
+	(*ACLTokenSecret)(nil),             // 49: registry.v1.ACLTokenSecret
+	(*ACLPolicyCreateRequest)(nil),     // 50: registry.v1.ACLPolicyCreateRequest
+	(*ACLPolicyCreateResponse)(nil),    // 51: registry.v1.ACLPolicyCreateResponse
+	(*ACLPolicyListRequest)(nil),       // 52: registry.v1.ACLPolicyListRequest
+	(*ACLPolicy)(nil),                  // 53: registry.v1.ACLPolicy
+	(*ACLPolicyListResponse)(nil),      // 54: registry.v1.ACLPolicyListResponse
+	(*ACLPolicyDeleteRequest)(nil),     // 55: registry.v1.ACLPolicyDeleteRequest
+	(*ACLPolicyDeleteResponse)(nil),    // 56: registry.v1.ACLPolicyDeleteResponse
+	(*ACLTokenCreateRequest)(nil),      // 57: registry.v1.ACLTokenCreateRequest
+	(*ACLToken)(nil),                   // 58: registry.v1.ACLToken
+	(*ACLTokenListRequest)(nil),        // 59: registry.v1.ACLTokenListRequest
+	(*ACLTokenListResponse)(nil),       // 60: registry.v1.ACLTokenListResponse
+	(*ACLTokenDeleteRequest)(nil),      // 61: registry.v1.ACLTokenDeleteRequest
+	(*ACLTokenDeleteResponse)(nil),     // 62: registry.v1.ACLTokenDeleteResponse
+	nil,                                // 63: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 64: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 65: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	58, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	59, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	59, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	59, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	63, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	64, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	64, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	64, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	60, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	60, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	65, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	65, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
 	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
 	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
 	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
 	12, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	59, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	64, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
 	14, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
-	24, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
-	23, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
+	29, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
+	28, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
 	1,  // 17: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
 	4,  // 18: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
 	1,  // 19: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
 	18, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
 	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
 	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	59, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	60, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	60, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	64, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	65, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	65, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
 	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
 	21, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
-	26, // 28: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	59, // 29: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	59, // 30: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	59, // 31: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	48, // 32: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	53, // 33: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
-	5,  // 34: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 35: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	11, // 36: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	11, // 37: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	15, // 38: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	17, // 39: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	20, // 40: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	10, // 41: registry.v1.Registry.ForwardUdpBeats:input_type -> registry.v1.ForwardUdpBeatsRequest
-	25, // 42: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	28, // 43: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	30, // 44: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	36, // 45: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	32, // 46: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
-	34, // 47: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
-	38, // 48: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	40, // 49: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	41, // 50: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	43, // 51: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	45, // 52: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	47, // 53: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	50, // 54: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	52, // 55: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	54, // 56: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	56, // 57: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 58: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 59: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	13, // 60: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	13, // 61: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	16, // 62: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	19, // 63: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	22, // 64: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	13, // 65: registry.v1.Registry.ForwardUdpBeats:output_type -> registry.v1.BeatResponse
-	27, // 66: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	29, // 67: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	31, // 68: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	37, // 69: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	33, // 70: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
-	35, // 71: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
-	39, // 72: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	41, // 73: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	42, // 74: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	44, // 75: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	46, // 76: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	49, // 77: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	51, // 78: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	44, // 79: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	55, // 80: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	57, // 81: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	58, // [58:82] is the sub-list for method output_type
-	34, // [34:58] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	24, // 28: registry.v1.WatchManyRequest.create:type_name -> registry.v1.WatchCreate
+	25, // 29: registry.v1.WatchManyRequest.cancel:type_name -> registry.v1.WatchCancel
+	22, // 30: registry.v1.WatchManyResponse.response:type_name -> registry.v1.WatchResponse
+	27, // 31: registry.v1.WatchManyResponse.ended:type_name -> registry.v1.WatchEnded
+	31, // 32: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
+	64, // 33: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	64, // 34: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	64, // 35: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	53, // 36: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	58, // 37: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	5,  // 38: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 39: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	11, // 40: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	11, // 41: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	15, // 42: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	17, // 43: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	20, // 44: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	23, // 45: registry.v1.Registry.WatchMany:input_type -> registry.v1.WatchManyRequest
+	10, // 46: registry.v1.Registry.ForwardUdpBeats:input_type -> registry.v1.ForwardUdpBeatsRequest
+	30, // 47: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	33, // 48: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	35, // 49: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	41, // 50: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	37, // 51: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
+	39, // 52: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
+	43, // 53: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	45, // 54: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	46, // 55: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	48, // 56: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	50, // 57: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	52, // 58: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	55, // 59: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	57, // 60: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	59, // 61: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	61, // 62: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 63: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 64: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	13, // 65: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	13, // 66: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	16, // 67: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	19, // 68: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	22, // 69: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	26, // 70: registry.v1.Registry.WatchMany:output_type -> registry.v1.WatchManyResponse
+	13, // 71: registry.v1.Registry.ForwardUdpBeats:output_type -> registry.v1.BeatResponse
+	32, // 72: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	34, // 73: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	36, // 74: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	42, // 75: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	38, // 76: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
+	40, // 77: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
+	44, // 78: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	46, // 79: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	47, // 80: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	49, // 81: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	51, // 82: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	54, // 83: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	56, // 84: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	49, // 85: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	60, // 86: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	62, // 87: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	63, // [63:88] is the sub-list for method output_type
+	38, // [38:63] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -3923,13 +4263,17 @@ func file_registry_v1_registry_proto_init() {
 	if File_registry_v1_registry_proto != nil {
 		return
 	}
+	file_registry_v1_registry_proto_msgTypes[19].OneofWrappers = []any{
+		(*WatchManyRequest_Create)(nil),
+		(*WatchManyRequest_Cancel)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   55,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -29,6 +29,7 @@ const (
 	Registry_GetService_FullMethodName      = "/registry.v1.Registry/GetService"
 	Registry_ListServices_FullMethodName    = "/registry.v1.Registry/ListServices"
 	Registry_Watch_FullMethodName           = "/registry.v1.Registry/Watch"
+	Registry_WatchMany_FullMethodName       = "/registry.v1.Registry/WatchMany"
 	Registry_ForwardUdpBeats_FullMethodName = "/registry.v1.Registry/ForwardUdpBeats"
 )
 
@@ -59,6 +60,11 @@ type RegistryClient interface {
 	// Watch streams the changes of one service, or of all services. Any node
 	// serves it from its own replica.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// WatchMany carries many watches on one stream: the client creates and
+	// cancels watches with ids of its choosing; every response names the
+	// watches it is for. Each watch behaves exactly as a Watch of its
+	// service. It has no HTTP binding.
+	WatchMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse], error)
 	// ForwardUdpBeats carries UDP beat datagrams (package udpbeat) that a
 	// node received, as they were received, to the leader, which checks each
 	// datagram's MAC again and commits the beats in its group commit. Every
@@ -157,6 +163,19 @@ func (c *registryClient) Watch(ctx context.Context, in *WatchRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *registryClient) WatchMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Registry_ServiceDesc.Streams[2], Registry_WatchMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchManyRequest, WatchManyResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchManyClient = grpc.BidiStreamingClient[WatchManyRequest, WatchManyResponse]
+
 func (c *registryClient) ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeatsRequest, opts ...grpc.CallOption) (*BeatResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BeatResponse)
@@ -194,6 +213,11 @@ type RegistryServer interface {
 	// Watch streams the changes of one service, or of all services. Any node
 	// serves it from its own replica.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// WatchMany carries many watches on one stream: the client creates and
+	// cancels watches with ids of its choosing; every response names the
+	// watches it is for. Each watch behaves exactly as a Watch of its
+	// service. It has no HTTP binding.
+	WatchMany(grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]) error
 	// ForwardUdpBeats carries UDP beat datagrams (package udpbeat) that a
 	// node received, as they were received, to the leader, which checks each
 	// datagram's MAC again and commits the beats in its group commit. Every
@@ -230,6 +254,9 @@ func (UnimplementedRegistryServer) ListServices(context.Context, *ListServicesRe
 }
 func (UnimplementedRegistryServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedRegistryServer) WatchMany(grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchMany not implemented")
 }
 func (UnimplementedRegistryServer) ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardUdpBeats not implemented")
@@ -363,6 +390,13 @@ func _Registry_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Registry_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _Registry_WatchMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RegistryServer).WatchMany(&grpc.GenericServerStream[WatchManyRequest, WatchManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Registry_WatchManyServer = grpc.BidiStreamingServer[WatchManyRequest, WatchManyResponse]
+
 func _Registry_ForwardUdpBeats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ForwardUdpBeatsRequest)
 	if err := dec(in); err != nil {
@@ -424,6 +458,12 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Watch",
 			Handler:       _Registry_Watch_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchMany",
+			Handler:       _Registry_WatchMany_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "registry/v1/registry.proto",

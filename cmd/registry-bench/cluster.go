@@ -38,6 +38,7 @@ type cluster struct {
 	endpoints []string
 	nodes     []*nodeProc // nil with --endpoints
 	dir       string      // the nodes' data and logs; removed by close
+	args      []string    // the nodes' extra flags, for replicas started later
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -76,7 +77,7 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 	if err != nil {
 		return nil, err
 	}
-	c := &cluster{dir: dir, conns: make(map[string]*grpc.ClientConn)}
+	c := &cluster{dir: dir, conns: make(map[string]*grpc.ClientConn), args: extra}
 	peers := make([]string, n)
 	for i := range n {
 		peers[i] = fmt.Sprintf("n%d=%s", i+1, hostPort(ip, portBase+raftOffset+i))
@@ -326,4 +327,58 @@ func readProcStat(pid int) (procStat, error) {
 		}
 	}
 	return s, nil
+}
+
+// startReplicas starts n read replicas of a cluster this command started:
+// registry-node --read-replica --join the first node, with the
+// voters' extra flags, on the ports after the voters' (node 4, 5, ...).
+// They are added to c.nodes (sampled and stopped with the voters) and
+// their gRPC addresses returned; it waits until each answers Status.
+func (c *cluster) startReplicas(ctx context.Context, n int, binary, ip string, portBase int) ([]string, error) {
+	if len(c.nodes) == 0 {
+		return nil, errors.New("replicas need a cluster this command started, not --endpoints")
+	}
+	var addrs []string
+	for k := range n {
+		i := 3 + k
+		id := fmt.Sprintf("r%d", k+1)
+		data := filepath.Join(c.dir, id)
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return nil, err
+		}
+		p := &nodeProc{
+			id:       id,
+			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
+			httpAddr: hostPort(ip, portBase+httpOffset+i),
+			udpAddr:  hostPort(ip, portBase+udpOffset+i),
+			spec: proc.Spec{
+				Name:    id,
+				Binary:  binary,
+				Env:     nodeEnv(),
+				LogPath: filepath.Join(c.dir, id+".log"),
+				Args: append([]string{
+					"--node-id", id, "--data-dir", data,
+					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
+					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
+					"--http-addr", hostPort(ip, portBase+httpOffset+i),
+					"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
+					"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
+					"--join", c.endpoints[0], "--read-replica",
+					"--log-level", "warn",
+				}, c.args...),
+			},
+		}
+		c.nodes = append(c.nodes, p)
+		if err := p.start(); err != nil {
+			return nil, fmt.Errorf("starting replica %s: %w", id, err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := c.waitReady(wctx, p)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, p.grpcAddr)
+	}
+	return addrs, nil
 }

@@ -28,6 +28,8 @@ type w5Options struct {
 	streamsPerConn int
 	idle           time.Duration
 	roundTimeout   time.Duration
+	perStream      int // watches per WatchMany stream; 0: a Watch stream per watcher
+	replicas       int
 }
 
 func w5Flags(fs *flag.FlagSet, o *w5Options) {
@@ -36,6 +38,8 @@ func w5Flags(fs *flag.FlagSet, o *w5Options) {
 	fs.DurationVar(&o.pause, "w5-pause", 200*time.Millisecond, "W5: pause between a round's last delivery and the next registration")
 	fs.IntVar(&o.streamsPerConn, "w5-streams-per-conn", 1024, "W5: watch streams per gRPC connection; the local nodes get it as --grpc-max-concurrent-streams (default 1024 per connection)")
 	fs.DurationVar(&o.idle, "w5-idle", 5*time.Second, "W5: with every watcher open and no writes, how long the nodes' idle CPU is measured")
+	fs.IntVar(&o.perStream, "w5-watches-per-stream", 1000, "W5: watches multiplexed on each WatchMany stream; 0: the old mode, one Watch stream per watcher")
+	fs.IntVar(&o.replicas, "w5-replicas", 0, "W5: read replicas (--read-replica nodes) to start besides the three voters; watchers spread over all nodes")
 	fs.DurationVar(&o.roundTimeout, "w5-round-timeout", 10*time.Second, "W5: how long a round waits for every watcher's event")
 }
 
@@ -58,6 +62,9 @@ func (b *bench) w5(ctx context.Context) error {
 			return fmt.Errorf("--w5-steps: %q is not a positive count", s)
 		}
 		steps = append(steps, n)
+	}
+	if b.o.w5.perStream < 0 || b.o.w5.replicas < 0 {
+		return fmt.Errorf("--w5-watches-per-stream (%d) and --w5-replicas (%d) must not be negative", b.o.w5.perStream, b.o.w5.replicas)
 	}
 	if b.o.w5.rounds < 1 || b.o.w5.streamsPerConn < 1 {
 		return fmt.Errorf("--w5-rounds (%d) and --w5-streams-per-conn (%d) must be at least 1", b.o.w5.rounds, b.o.w5.streamsPerConn)
@@ -97,11 +104,24 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	if err != nil {
 		return err
 	}
-	nodes := len(c.endpoints)
+	watchNodes := slices.Clone(c.endpoints)
+	if o.replicas > 0 {
+		b.logf("W5: starting %d read replicas", o.replicas)
+		rs, err := c.startReplicas(ctx, o.replicas, b.bin, b.o.ip, b.o.portBase)
+		if err != nil {
+			return err
+		}
+		watchNodes = append(watchNodes, rs...)
+	}
+	nodes := len(watchNodes)
 	perNode := (n + nodes - 1) / nodes
-	connsPerNode := (perNode + o.streamsPerConn - 1) / o.streamsPerConn
+	streamsPerNode := perNode
+	if o.perStream > 0 {
+		streamsPerNode = (perNode + o.perStream - 1) / o.perStream
+	}
+	connsPerNode := (streamsPerNode + o.streamsPerConn - 1) / o.streamsPerConn
 	conns := make([][]*grpc.ClientConn, nodes)
-	for i, e := range c.endpoints {
+	for i, e := range watchNodes {
 		for range connsPerNode {
 			cc, err := grpc.NewClient(e, dialOptions()...)
 			if err != nil {
@@ -119,9 +139,17 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	roundStart := make([]atomic.Int64, o.rounds)
 	got := make([]atomic.Int64, o.rounds) // watchers that have round r's event
 
-	r := &result{Workload: "W5", Case: fmt.Sprintf("%d watchers", n), Params: map[string]any{
-		"watchers": n, "rounds": o.rounds, "nodes": nodes, "conns_per_node": connsPerNode,
-		"streams_per_conn": o.streamsPerConn, "pause_ms": ms(o.pause), "node_flags": b.o.nodeFlags,
+	mode := fmt.Sprintf("WatchMany, %d per stream", o.perStream)
+	if o.perStream == 0 {
+		mode = "a Watch stream each"
+	}
+	if o.replicas > 0 {
+		mode += fmt.Sprintf(", %d replicas", o.replicas)
+	}
+	r := &result{Workload: "W5", Case: fmt.Sprintf("%d watchers (%s)", n, mode), Params: map[string]any{
+		"watchers": n, "rounds": o.rounds, "nodes": nodes, "replicas": o.replicas, "conns_per_node": connsPerNode,
+		"watches_per_stream": o.perStream,
+		"streams_per_conn":   o.streamsPerConn, "pause_ms": ms(o.pause), "node_flags": b.o.nodeFlags,
 	}}
 	b.logf("W5: opening %d watchers (%d connections per node)", n, connsPerNode)
 	idle0 := c.sample()
@@ -136,43 +164,112 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 	defer func() { wcancel(); wg.Wait() }()
 	watchers := make([]*w5Watcher, n)
 	openStart := time.Now()
+	// seen records round k's event (an instance id) for w.
+	seen := func(w *w5Watcher, k int) {
+		if w.arrived[k].Load() == 0 {
+			w.arrived[k].Store(since())
+			got[k].Add(1)
+		}
+	}
+	// rounds returns the rounds whose events msg carries.
+	rounds := func(msg *registryv1.WatchResponse) []int {
+		var ks []int
+		for _, ev := range msg.GetEvents() {
+			if ev.Type != registryv1.EventType_EVENT_TYPE_REGISTERED {
+				continue
+			}
+			rest, ok := strings.CutPrefix(ev.GetInstance().GetId(), prefix)
+			if !ok {
+				continue
+			}
+			if k, perr := strconv.Atoi(rest); perr == nil && k >= 0 && k < o.rounds {
+				ks = append(ks, k)
+			}
+		}
+		return ks
+	}
+	fail := func(err error) {
+		if wctx.Err() == nil {
+			lastErr.Store(&err)
+			failed.Add(1)
+		}
+	}
 	for i := range n {
-		w := &w5Watcher{node: i % nodes, arrived: make([]atomic.Int64, o.rounds)}
-		watchers[i] = w
-		cc := conns[w.node][(i/nodes)%connsPerNode]
-		wg.Go(func() {
-			stream, err := registryv1.NewRegistryClient(cc).Watch(wctx, &registryv1.WatchRequest{Service: service})
-			first := true
-			for err == nil {
-				var msg *registryv1.WatchResponse
-				if msg, err = stream.Recv(); err != nil {
-					break
-				}
-				if first {
-					first = false
-					opened.Add(1)
-				} else if msg.IsReset {
-					w.resets.Add(1)
-				}
-				for _, ev := range msg.Events {
-					if ev.Type != registryv1.EventType_EVENT_TYPE_REGISTERED {
-						continue
+		watchers[i] = &w5Watcher{node: i % nodes, arrived: make([]atomic.Int64, o.rounds)}
+	}
+	if o.perStream == 0 { // the old mode: a Watch stream per watcher
+		for i, w := range watchers {
+			cc := conns[w.node][(i/nodes)%connsPerNode]
+			wg.Go(func() {
+				stream, err := registryv1.NewRegistryClient(cc).Watch(wctx, &registryv1.WatchRequest{Service: service})
+				first := true
+				for err == nil {
+					var msg *registryv1.WatchResponse
+					if msg, err = stream.Recv(); err != nil {
+						break
 					}
-					rest, ok := strings.CutPrefix(ev.GetInstance().GetId(), prefix)
-					if !ok {
-						continue
+					if first {
+						first = false
+						opened.Add(1)
+					} else if msg.IsReset {
+						w.resets.Add(1)
 					}
-					if k, perr := strconv.Atoi(rest); perr == nil && k >= 0 && k < o.rounds && w.arrived[k].Load() == 0 {
-						w.arrived[k].Store(since())
-						got[k].Add(1)
+					for _, k := range rounds(msg) {
+						seen(w, k)
 					}
 				}
+				fail(err)
+			})
+		}
+	} else { // each node's watchers in WatchMany streams of perStream watches
+		for node := range nodes {
+			var mine []*w5Watcher
+			for i := node; i < n; i += nodes {
+				mine = append(mine, watchers[i])
 			}
-			if wctx.Err() == nil {
-				lastErr.Store(&err)
-				failed.Add(1)
+			for s := 0; len(mine) > 0; s++ {
+				group := mine[:min(o.perStream, len(mine))]
+				mine = mine[len(group):]
+				cc := conns[node][s%connsPerNode]
+				wg.Go(func() {
+					stream, err := registryv1.NewRegistryClient(cc).WatchMany(wctx)
+					for id := range group {
+						if err == nil {
+							err = stream.Send(&registryv1.WatchManyRequest{Request: &registryv1.WatchManyRequest_Create{
+								Create: &registryv1.WatchCreate{WatchId: uint64(id), Service: service}}})
+						}
+					}
+					first := make([]bool, len(group))
+					for err == nil {
+						var msg *registryv1.WatchManyResponse
+						if msg, err = stream.Recv(); err != nil {
+							break
+						}
+						if e := msg.Ended; e != nil {
+							err = fmt.Errorf("watch %v ended: code %d: %s", msg.WatchIds, e.Code, e.Message)
+							break
+						}
+						ks := rounds(msg.Response)
+						for _, id := range msg.WatchIds {
+							if id >= uint64(len(group)) {
+								continue
+							}
+							w := group[id]
+							if !first[id] {
+								first[id] = true
+								opened.Add(1)
+							} else if msg.Response.GetIsReset() {
+								w.resets.Add(1)
+							}
+							for _, k := range ks {
+								seen(w, k)
+							}
+						}
+					}
+					fail(err)
+				})
 			}
-		})
+		}
 	}
 	octx, ocancel := context.WithTimeout(ctx, b.o.stepTimeout)
 	err = poll.Until(octx, func(context.Context) error {
@@ -257,7 +354,7 @@ func (b *bench) w5Step(ctx context.Context, n int) error {
 			continue
 		}
 		regLat = append(regLat, time.Since(t))
-		leaderAt[k] = slices.Index(c.endpoints, leader)
+		leaderAt[k] = slices.Index(watchNodes, leader)
 		wait, wcancel := context.WithTimeout(ctx, o.roundTimeout)
 		if poll.Until(wait, func(context.Context) error {
 			if got[k].Load() < int64(n) {
