@@ -12,16 +12,22 @@ import (
 
 // defaultWriteWindow is the default Config.Writes.Window. Registrations
 // wait for each other far less than beats: the window only spaces the
-// flushes of a busy leader (one flush is in flight at a time, and the
-// next one gathers every write that arrived meanwhile); an idle leader
-// flushes a lone write at once.
+// flushes of a busy node (up to defaultWriteInflight flushes are in
+// flight, and the next one gathers every write that arrived meanwhile);
+// an idle node flushes a lone write at once.
 const defaultWriteWindow = time.Millisecond
 
+// defaultWriteInflight is the default Config.Writes.MaxInflight: a busy
+// leader proposes a new write batch while earlier ones replicate (Raft
+// pipelines them), rather than waiting a whole commit round per batch.
+const defaultWriteInflight = 4
+
 // defaultWrites returns the default Config.Writes: groupcommit's defaults
-// with the write window.
+// with the write window and flushes in flight.
 func defaultWrites() groupcommit.Config {
 	c := groupcommit.DefaultConfig()
 	c.Window = defaultWriteWindow
+	c.MaxInflight = defaultWriteInflight
 	return c
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/fsm/fsmtest"
+	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/internal/poll"
 )
 
@@ -79,10 +80,14 @@ func (c *countingLeader) IsLeader() bool {
 	return true
 }
 
+// newWriteServer serves writes with one flush in flight: whatever arrives
+// while it commits waits for the next one (groupcommit's tests cover
+// several in flight).
 func newWriteServer(t *testing.T, ap fsm.Proposer, cl Cluster) registryv1.RegistryClient {
 	t.Helper()
 	_, cc := newTestConn(t, Config{NodeID: "n1", Applier: ap, Cluster: cl, State: &fakeState{},
-		Clock: func() time.Time { return time.Unix(0, 1000) }})
+		Writes: groupcommit.Config{Window: time.Millisecond, MaxInflight: 1},
+		Clock:  func() time.Time { return time.Unix(0, 1000) }})
 	return registryv1.NewRegistryClient(cc)
 }
 
