@@ -168,7 +168,7 @@ type Config struct {
 	// Writes tunes the group commit of Register and Deregister (on the
 	// leader it proposes, on a follower it forwards); zero fields take its
 	// defaults (a 1 ms window: a lone write is proposed at once, concurrent
-	// ones share an entry; 4 flushes in flight).
+	// ones share an entry; 16 flushes in flight).
 	Writes groupcommit.Config
 	// MaxWatchers bounds concurrent watches on this node. Default 10,000.
 	MaxWatchers int
