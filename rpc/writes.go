@@ -24,8 +24,9 @@ const defaultWriteWindow = time.Millisecond
 // gathers concurrent proposals into one disk write and pipelines them),
 // rather than waiting a whole commit round per batch; a follower keeps as
 // many forwards under way. With the 1 ms window a write waits about one
-// commit, not two. 16 rather than 4: at 64 W2 workers 4 left followers'
-// writes queueing behind full forwards (see the branch's report).
+// commit, not two. 16 rather than 4: in W2 with 64 workers on a loaded
+// 2-core box, 4 left followers' writes queueing behind whole forwards
+// (1,566/s against main's 2,416/s; with 16, 2,091/s against 2,047/s).
 const defaultWriteInflight = 16
 
 // defaultWrites returns the default Config.Writes: groupcommit's defaults
