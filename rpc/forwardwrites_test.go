@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -238,5 +240,33 @@ func TestAForwardedWriteIsNeverForwardedAgain(t *testing.T) {
 	}
 	if cl.connCalls != 0 || len(ap.calls) != 0 {
 		t.Errorf("the node dialled the leader %d times and proposed %d commands; want neither", cl.connCalls, len(ap.calls))
+	}
+}
+
+// A ForwardWrites call from a caller that is not a member counts every
+// write against the caller's rate, as its Register calls would have been
+// counted: beyond the burst, each further write fails alone with
+// RESOURCE_EXHAUSTED.
+func TestForwardWritesFromANonMemberCountsEachWrite(t *testing.T) {
+	rep := fsmtest.NewReplica(t)
+	s, _ := newTestConn(t, Config{NodeID: "n1", Applier: rep, Cluster: &fakeCluster{leader: true}, State: rep.FSM,
+		WriteRate: 0.001, WriteBurst: 2})
+	ctx := peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 4000}})
+	req := &registryv1.ForwardWritesRequest{}
+	for _, id := range []string{"a", "b", "c"} {
+		req.Writes = append(req.Writes, &registryv1.ForwardedWrite{Op: &registryv1.ForwardedWrite_Register{Register: regRequest("orders", id, 1)}})
+	}
+	resp, err := s.ForwardWrites(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []codes.Code{codes.OK, codes.OK, codes.ResourceExhausted} {
+		got := codes.OK
+		if e := resp.Results[i].GetError(); e != nil {
+			got = codes.Code(e.GetCode())
+		}
+		if got != want {
+			t.Errorf("write %d: %v, want %v", i, resp.Results[i], want)
+		}
 	}
 }
