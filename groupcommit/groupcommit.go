@@ -31,11 +31,18 @@ type Config struct {
 	MaxPending int
 	// FlushTimeout bounds one flush. Default 10s.
 	FlushTimeout time.Duration
+	// MaxInflight bounds the flushes under way at once. With 1 a batch
+	// gathers while the previous flush runs and starts when it ends; with
+	// more, a new batch starts (a Window after the previous start) while
+	// earlier ones are still under way, as a Raft leader pipelines its
+	// entries. Each submission still waits for its own flush only.
+	// Default 1.
+	MaxInflight int
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Window: 10 * time.Millisecond, MaxItems: 10_000, MaxPending: 200_000, FlushTimeout: 10 * time.Second}
+	return Config{Window: 10 * time.Millisecond, MaxItems: 10_000, MaxPending: 200_000, FlushTimeout: 10 * time.Second, MaxInflight: 1}
 }
 
 // WithDefaults returns c with each zero field set to its default. A zero
@@ -57,6 +64,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("groupcommit: MaxPending (%d) is below MaxItems (%d)", c.MaxPending, c.MaxItems)
 	case c.FlushTimeout <= 0:
 		return fmt.Errorf("groupcommit: FlushTimeout must be positive, got %v", c.FlushTimeout)
+	case c.MaxInflight < 1:
+		return fmt.Errorf("groupcommit: MaxInflight is %d, it must be at least 1", c.MaxInflight)
 	}
 	return nil
 }
@@ -87,6 +96,8 @@ type Batcher[T, R any] struct {
 	wake    chan struct{} // capacity 1: pending became non-empty or large
 	closed  bool
 
+	slots chan struct{} // capacity MaxInflight: a token per flush under way
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -99,7 +110,8 @@ func New[T, R any](cfg Config, flush FlushFunc[T, R]) (*Batcher[T, R], error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Batcher[T, R]{cfg: cfg, flush: flush, wake: make(chan struct{}, 1), ctx: ctx, cancel: cancel}
+	b := &Batcher[T, R]{cfg: cfg, flush: flush, wake: make(chan struct{}, 1),
+		slots: make(chan struct{}, cfg.MaxInflight), ctx: ctx, cancel: cancel}
 	b.wg.Add(1)
 	go b.run()
 	return b, nil
@@ -138,7 +150,7 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, items []T) ([]R, error) {
 }
 
 // Close fails the waiting submissions with ErrClosed, stops the flusher and
-// waits for it. A flush under way is cancelled.
+// waits for it and for every flush under way, which it cancels.
 func (b *Batcher[T, R]) Close() {
 	b.mu.Lock()
 	if b.closed {
@@ -177,9 +189,26 @@ func (b *Batcher[T, R]) run() {
 			case <-timer.C:
 			}
 		}
-		for batch := b.take(); len(batch) > 0; batch = b.take() {
+		for {
+			// Wait for a free slot before taking the batch, so that the
+			// batch holds everything that arrived meanwhile.
+			select {
+			case <-b.ctx.Done():
+				return
+			case b.slots <- struct{}{}:
+			}
+			batch := b.take()
+			if len(batch) == 0 {
+				<-b.slots
+				break
+			}
 			lastStart = time.Now()
-			b.flushBatch(batch)
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				defer func() { <-b.slots }()
+				b.flushBatch(batch)
+			}()
 			if !b.full() {
 				break
 			}

@@ -255,15 +255,85 @@ func TestWithDefaultsFillsEachZeroField(t *testing.T) {
 	}{
 		{"zero", groupcommit.Config{}, d},
 		{"window set", groupcommit.Config{Window: time.Millisecond},
-			groupcommit.Config{Window: time.Millisecond, MaxItems: d.MaxItems, MaxPending: d.MaxPending, FlushTimeout: d.FlushTimeout}},
+			groupcommit.Config{Window: time.Millisecond, MaxItems: d.MaxItems, MaxPending: d.MaxPending, FlushTimeout: d.FlushTimeout, MaxInflight: 1}},
 		{"max items above the default pending", groupcommit.Config{MaxItems: 2 * d.MaxPending},
-			groupcommit.Config{Window: d.Window, MaxItems: 2 * d.MaxPending, MaxPending: 2 * d.MaxPending, FlushTimeout: d.FlushTimeout}},
-		{"all set", groupcommit.Config{Window: 1, MaxItems: 2, MaxPending: 3, FlushTimeout: 4},
-			groupcommit.Config{Window: 1, MaxItems: 2, MaxPending: 3, FlushTimeout: 4}},
+			groupcommit.Config{Window: d.Window, MaxItems: 2 * d.MaxPending, MaxPending: 2 * d.MaxPending, FlushTimeout: d.FlushTimeout, MaxInflight: 1}},
+		{"all set", groupcommit.Config{Window: 1, MaxItems: 2, MaxPending: 3, FlushTimeout: 4, MaxInflight: 5},
+			groupcommit.Config{Window: 1, MaxItems: 2, MaxPending: 3, FlushTimeout: 4, MaxInflight: 5}},
 	}
 	for _, tt := range tests {
 		if diff := cmp.Diff(tt.want, tt.in.WithDefaults()); diff != "" {
 			t.Errorf("%s: WithDefaults (-want +got):\n%s", tt.name, diff)
 		}
+	}
+}
+
+func TestMaxInflightBoundsTheFlushesUnderWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var running, most atomic.Int64
+		release := make(chan struct{})
+		b := newBatcher(t, groupcommit.Config{Window: time.Millisecond, MaxItems: 1, MaxInflight: 3}, func(_ context.Context, items []int) ([]int, error) {
+			n := running.Add(1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			<-release
+			running.Add(-1)
+			return items, nil
+		})
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Go(func() {
+				if _, err := b.Submit(t.Context(), []int{i}); err != nil {
+					t.Errorf("Submit: %v", err)
+				}
+			})
+		}
+		// Every window passes: the batcher starts what its slots allow.
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		if got := running.Load(); got != 3 {
+			t.Errorf("%d flushes under way with 10 single items waiting, want MaxInflight = 3", got)
+		}
+		close(release)
+		wg.Wait()
+		if got := most.Load(); got != 3 {
+			t.Errorf("at most %d flushes ran at once, want 3", got)
+		}
+	})
+}
+
+func TestOneFlushFailingDoesNotFailAnotherUnderWay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		boom := errors.New("boom")
+		first := make(chan struct{})
+		b := newBatcher(t, groupcommit.Config{Window: time.Millisecond, MaxInflight: 2}, func(_ context.Context, items []int) ([]int, error) {
+			if items[0] == 1 {
+				<-first // still under way when the second flush starts
+				return nil, boom
+			}
+			return items, nil
+		})
+		errs := make(chan error, 1)
+		go func() { _, err := b.Submit(t.Context(), []int{1}); errs <- err }()
+		synctest.Wait()
+		got, err := b.Submit(t.Context(), []int{2, 3})
+		if err != nil {
+			t.Errorf("Submit of the second batch: %v, want its own results", err)
+		}
+		if diff := cmp.Diff([]int{2, 3}, got); diff != "" {
+			t.Errorf("second batch (-want +got):\n%s", diff)
+		}
+		close(first)
+		if err := <-errs; !errors.Is(err, boom) {
+			t.Errorf("Submit of the first batch: got %v, want boom", err)
+		}
+	})
+}
+
+func TestValidateRefusesNoInflightFlush(t *testing.T) {
+	c := groupcommit.DefaultConfig()
+	c.MaxInflight = -1
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "MaxInflight is -1") {
+		t.Errorf("Validate: got %v, want it to name MaxInflight", err)
 	}
 }

@@ -398,7 +398,8 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 			`registry_raft_proposed_entries_total{type="Deregister"} 1`,
 			`registry_raft_proposed_entries_total{type="BeatBatch"} 1`,
 			`registry_raft_proposed_bytes_total{type="BeatBatch"}`,
-			`grpc_server_handled_total{grpc_code="OK",grpc_method="Register",grpc_service="registry.v1.Registry",grpc_type="unary"} 2`,
+			// The follower forwards each write batch (here one write each) in a ForwardWrites call.
+			`grpc_server_handled_total{grpc_code="OK",grpc_method="ForwardWrites",grpc_service="registry.v1.Registry",grpc_type="unary"} 3`,
 			`raft_apply_total`,
 			`raft_commit_time_seconds`,
 			`go_goroutines`,
@@ -407,7 +408,7 @@ func TestMetricsAreLintCleanAndCoverTheRegistry(t *testing.T) {
 		follower: {
 			`registry_beats_received_total 1`,
 			`registry_beat_commit_latency_seconds_count 1`,
-			`registry_forwarded_requests_total{method="/registry.v1.Registry/Register"} 2`,
+			`registry_forwarded_requests_total{method="/registry.v1.Registry/ForwardWrites"} 3`,
 			`registry_forwarded_requests_total{method="/registry.v1.Registry/Beat"} 1`,
 			`registry_raft_role{role="follower"} 1`,
 			`registry_raft_has_leader 1`,

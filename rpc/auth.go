@@ -230,6 +230,9 @@ var rules = map[string]rule{
 	// Each forwarded UDP datagram carries its own permission: its MAC under
 	// a key only a Register with service write was given (udpbeats.go).
 	registryv1.Registry_ForwardUdpBeats_FullMethodName: {anonymous: true},
+	// Forwarded writes need a token; the handler checks each write's
+	// service against it, so that one refused write fails alone.
+	registryv1.Registry_ForwardWrites_FullMethodName: {audit: forwardAuditTarget},
 	registryv1.Registry_GetService_FullMethodName: {each: func(z *acl.Authorizer, req any) error {
 		return z.ServiceRead(req.(*registryv1.GetServiceRequest).GetService()).Err()
 	}},

@@ -14,7 +14,8 @@
 // Registers and Deregisters are group-committed on the leader too
 // (writes.go): concurrent ones share one WriteBatch entry, a lone one is
 // proposed at once as its own command, and each caller gets its own
-// result or error; a follower forwards them one call each.
+// result or error; a follower gathers them the same way and forwards each
+// batch in one ForwardWrites call per caller token (forwardwrites.go).
 // Watches are served by every node from its own replica; the watches of
 // one service share one encoding of each change (watch.go), and a watcher
 // that falls behind the bounded history gets an explicit reset.

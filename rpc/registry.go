@@ -10,12 +10,12 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm"
-	"github.com/regcenter/registry/fsm/fsmpb"
-	"github.com/regcenter/registry/udpbeat"
 	"github.com/regcenter/registry/validate"
 )
 
-// Register implements registry.v1.Registry.
+// Register implements registry.v1.Registry. The write joins the write
+// group commit on any node: the leader commits it, a follower forwards it
+// to the leader with the other writes of its batch (forwardwrites.go).
 func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) (*registryv1.RegisterResponse, error) {
 	in, err := validate.NormalizeRegister(req)
 	if err != nil {
@@ -24,36 +24,24 @@ func (s *Server) Register(ctx context.Context, req *registryv1.RegisterRequest) 
 	if err := s.admitWrite(ctx); err != nil {
 		return nil, s.toStatus(err)
 	}
-	if !s.cluster.IsLeader() {
-		return forward(ctx, s, registryv1.Registry_Register_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.RegisterResponse, error) {
-			return registryv1.NewRegistryClient(cc).Register(ctx, req)
-		})
+	if !s.cluster.IsLeader() && forwarded(ctx) {
+		return nil, s.toStatus(ErrNotLeader) // never forwarded twice
 	}
-	secret, err := s.ensureBeatSecret(ctx)
-	if err != nil {
-		return nil, s.toStatus(err)
-	}
-	res, err := s.proposeRegister(ctx, &fsmpb.Register{
-		Service:        in.Service,
-		Id:             in.Id,
-		Address:        in.Address,
-		Metadata:       in.Metadata,
-		Incarnation:    in.Incarnation,
-		BeatIntervalNs: int64(in.BeatInterval.AsDuration()),
-		SuspectAfterNs: int64(in.SuspectAfter.AsDuration()),
-		TtlNs:          int64(in.Ttl.AsDuration()),
+	out, err := s.submitWrite(ctx, writeItem{
+		reg:           registerCmd(in),
+		forwarded:     forwarded(ctx),
+		authorization: incomingAuthorization(ctx),
 	})
+	if err == nil {
+		err = out.err
+	}
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &registryv1.RegisterResponse{
-		Instance: toAPIInstance(&res.Instance),
-		Index:    res.Index,
-		BeatKey:  udpbeat.DeriveKey(secret, res.Instance.Service, res.Instance.ID, res.Instance.Incarnation),
-	}, nil
+	return out.reg, nil
 }
 
-// Deregister implements registry.v1.Registry.
+// Deregister implements registry.v1.Registry, as Register does.
 func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterRequest) (*registryv1.DeregisterResponse, error) {
 	if err := validate.Deregister(req); err != nil {
 		return nil, s.toStatus(err)
@@ -61,20 +49,21 @@ func (s *Server) Deregister(ctx context.Context, req *registryv1.DeregisterReque
 	if err := s.admitWrite(ctx); err != nil {
 		return nil, s.toStatus(err)
 	}
-	if !s.cluster.IsLeader() {
-		return forward(ctx, s, registryv1.Registry_Deregister_FullMethodName, func(ctx context.Context, cc *grpc.ClientConn) (*registryv1.DeregisterResponse, error) {
-			return registryv1.NewRegistryClient(cc).Deregister(ctx, req)
-		})
+	if !s.cluster.IsLeader() && forwarded(ctx) {
+		return nil, s.toStatus(ErrNotLeader)
 	}
-	res, err := s.proposeDeregister(ctx, &fsmpb.Deregister{
-		Service:     req.Service,
-		Id:          req.Id,
-		Incarnation: req.Incarnation,
+	out, err := s.submitWrite(ctx, writeItem{
+		dereg:         deregisterCmd(req),
+		forwarded:     forwarded(ctx),
+		authorization: incomingAuthorization(ctx),
 	})
+	if err == nil {
+		err = out.err
+	}
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &registryv1.DeregisterResponse{Index: res.Index}, nil
+	return out.dereg, nil
 }
 
 // readLocally decides where a read runs: it returns true when this node may

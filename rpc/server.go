@@ -165,9 +165,10 @@ type Config struct {
 	// Beats tunes the beat group commit; zero fields take its defaults
 	// (a 10 ms window: at most 100 beat entries a second).
 	Beats groupcommit.Config
-	// Writes tunes the group commit of Register and Deregister on the
-	// leader; zero fields take its defaults (a 1 ms window: a lone write is
-	// proposed at once, concurrent ones share an entry).
+	// Writes tunes the group commit of Register and Deregister (on the
+	// leader it proposes, on a follower it forwards); zero fields take its
+	// defaults (a 1 ms window: a lone write is proposed at once, concurrent
+	// ones share an entry; 16 flushes in flight).
 	Writes groupcommit.Config
 	// MaxWatchers bounds concurrent watches on this node. Default 10,000.
 	MaxWatchers int
@@ -188,7 +189,7 @@ type Config struct {
 	MaxBeatRate int
 	// Metrics receives the services' metrics; default unregistered ones.
 	Metrics *Metrics
-	// ForwardTimeout bounds a follower's forwarded beat batch. The beat
+	// ForwardTimeout bounds a follower's forwarded beat or write batch. The beat
 	// group commit runs one flush at a time, so a forward stuck on a leader
 	// that vanished (a killed container's address swallows packets rather
 	// than refusing them) must not hold every beat of this node for long.

@@ -15,6 +15,7 @@ import (
 	"github.com/regcenter/registry/fsm"
 	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/fsm/fsmtest"
+	"github.com/regcenter/registry/groupcommit"
 	"github.com/regcenter/registry/internal/poll"
 )
 
@@ -79,10 +80,14 @@ func (c *countingLeader) IsLeader() bool {
 	return true
 }
 
+// newWriteServer serves writes with one flush in flight: whatever arrives
+// while it commits waits for the next one (groupcommit's tests cover
+// several in flight).
 func newWriteServer(t *testing.T, ap fsm.Proposer, cl Cluster) registryv1.RegistryClient {
 	t.Helper()
 	_, cc := newTestConn(t, Config{NodeID: "n1", Applier: ap, Cluster: cl, State: &fakeState{},
-		Clock: func() time.Time { return time.Unix(0, 1000) }})
+		Writes: groupcommit.Config{Window: time.Millisecond, MaxInflight: 1},
+		Clock:  func() time.Time { return time.Unix(0, 1000) }})
 	return registryv1.NewRegistryClient(cc)
 }
 
@@ -153,9 +158,10 @@ func TestConcurrentWritesShareAnEntryAndEachGetsItsOwnResult(t *testing.T) {
 			mu.Unlock()
 		})
 	}
-	// Each handler asks IsLeader last, just before it submits.
+	// Each handler asks IsLeader last, just before it submits, and so did
+	// the first flush: five handlers and one flush.
 	poll.Eventually(t, 30*time.Second, func(context.Context) error {
-		if n := cl.asked.Load(); n < 5 {
+		if n := cl.asked.Load(); n < 6 {
 			return errors.New("not every write has reached the group commit")
 		}
 		return nil
@@ -229,14 +235,15 @@ func TestFlushWritesAnswersEachWriteInOrder(t *testing.T) {
 		t.Fatalf("%d outcomes for %d writes", len(out), len(items))
 	}
 	for i, id := range map[int]string{0: "a", 2: "same", 5: "b"} {
-		if o := out[i]; o.err != nil || o.reg == nil || o.reg.Instance.ID != id || o.reg.Index != 2 || o.reg.Instance.RegisteredAt != 4242 {
-			t.Errorf("write %d: %+v, want %s registered at index 2 at the flush's time", i, o, id)
+		if o := out[i]; o.err != nil || o.reg == nil || o.reg.Instance.GetId() != id || o.reg.Index != 2 ||
+			o.reg.Instance.GetRegisteredAt().AsTime().UnixNano() != 4242 || len(o.reg.BeatKey) == 0 {
+			t.Errorf("write %d: %+v, want %s registered at index 2 at the flush's time, with its beat key", i, o, id)
 		}
 	}
 	if o := out[1]; !errors.Is(o.err, fsm.ErrFenced) || o.reg != nil {
 		t.Errorf("write 1: %+v, want fenced", o)
 	}
-	if o := out[3]; o.err != nil || o.dereg == nil || o.dereg.Instance.ID != "same" {
+	if o := out[3]; o.err != nil || o.dereg == nil || o.dereg.Index != 2 {
 		t.Errorf("write 3: %+v, want same deregistered", o)
 	}
 	if o := out[4]; !errors.Is(o.err, fsm.ErrNotFound) {

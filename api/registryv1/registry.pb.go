@@ -12,6 +12,7 @@ package registryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	anypb "google.golang.org/protobuf/types/known/anypb"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -741,6 +742,341 @@ func (x *ForwardUdpBeatsRequest) GetDatagrams() [][]byte {
 	return nil
 }
 
+type ForwardWritesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000 writes.
+	Writes        []*ForwardedWrite `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardWritesRequest) Reset() {
+	*x = ForwardWritesRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardWritesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardWritesRequest) ProtoMessage() {}
+
+func (x *ForwardWritesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardWritesRequest.ProtoReflect.Descriptor instead.
+func (*ForwardWritesRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ForwardWritesRequest) GetWrites() []*ForwardedWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+// ForwardedWrite is one forwarded Register or Deregister request.
+type ForwardedWrite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*ForwardedWrite_Register
+	//	*ForwardedWrite_Deregister
+	Op            isForwardedWrite_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardedWrite) Reset() {
+	*x = ForwardedWrite{}
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardedWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardedWrite) ProtoMessage() {}
+
+func (x *ForwardedWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardedWrite.ProtoReflect.Descriptor instead.
+func (*ForwardedWrite) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ForwardedWrite) GetOp() isForwardedWrite_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *ForwardedWrite) GetRegister() *RegisterRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ForwardedWrite_Register); ok {
+			return x.Register
+		}
+	}
+	return nil
+}
+
+func (x *ForwardedWrite) GetDeregister() *DeregisterRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ForwardedWrite_Deregister); ok {
+			return x.Deregister
+		}
+	}
+	return nil
+}
+
+type isForwardedWrite_Op interface {
+	isForwardedWrite_Op()
+}
+
+type ForwardedWrite_Register struct {
+	Register *RegisterRequest `protobuf:"bytes,1,opt,name=register,proto3,oneof"`
+}
+
+type ForwardedWrite_Deregister struct {
+	Deregister *DeregisterRequest `protobuf:"bytes,2,opt,name=deregister,proto3,oneof"`
+}
+
+func (*ForwardedWrite_Register) isForwardedWrite_Op() {}
+
+func (*ForwardedWrite_Deregister) isForwardedWrite_Op() {}
+
+type ForwardWritesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per write, in the order of the request.
+	Results       []*ForwardedWriteResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardWritesResponse) Reset() {
+	*x = ForwardWritesResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardWritesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardWritesResponse) ProtoMessage() {}
+
+func (x *ForwardWritesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardWritesResponse.ProtoReflect.Descriptor instead.
+func (*ForwardWritesResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ForwardWritesResponse) GetResults() []*ForwardedWriteResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ForwardedWriteResult is the answer to one forwarded write: its response,
+// or the status it failed with.
+type ForwardedWriteResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ForwardedWriteResult_Register
+	//	*ForwardedWriteResult_Deregister
+	//	*ForwardedWriteResult_Error
+	Result        isForwardedWriteResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardedWriteResult) Reset() {
+	*x = ForwardedWriteResult{}
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardedWriteResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardedWriteResult) ProtoMessage() {}
+
+func (x *ForwardedWriteResult) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardedWriteResult.ProtoReflect.Descriptor instead.
+func (*ForwardedWriteResult) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ForwardedWriteResult) GetResult() isForwardedWriteResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ForwardedWriteResult) GetRegister() *RegisterResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardedWriteResult_Register); ok {
+			return x.Register
+		}
+	}
+	return nil
+}
+
+func (x *ForwardedWriteResult) GetDeregister() *DeregisterResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardedWriteResult_Deregister); ok {
+			return x.Deregister
+		}
+	}
+	return nil
+}
+
+func (x *ForwardedWriteResult) GetError() *WriteError {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardedWriteResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isForwardedWriteResult_Result interface {
+	isForwardedWriteResult_Result()
+}
+
+type ForwardedWriteResult_Register struct {
+	Register *RegisterResponse `protobuf:"bytes,1,opt,name=register,proto3,oneof"`
+}
+
+type ForwardedWriteResult_Deregister struct {
+	Deregister *DeregisterResponse `protobuf:"bytes,2,opt,name=deregister,proto3,oneof"`
+}
+
+type ForwardedWriteResult_Error struct {
+	Error *WriteError `protobuf:"bytes,3,opt,name=error,proto3,oneof"`
+}
+
+func (*ForwardedWriteResult_Register) isForwardedWriteResult_Result() {}
+
+func (*ForwardedWriteResult_Deregister) isForwardedWriteResult_Result() {}
+
+func (*ForwardedWriteResult_Error) isForwardedWriteResult_Result() {}
+
+// WriteError is a gRPC status (google.rpc.Status): its code, message and
+// details.
+type WriteError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Details       []*anypb.Any           `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteError) Reset() {
+	*x = WriteError{}
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteError) ProtoMessage() {}
+
+func (x *WriteError) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteError.ProtoReflect.Descriptor instead.
+func (*WriteError) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WriteError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *WriteError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *WriteError) GetDetails() []*anypb.Any {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 type BeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// At most 10,000 instances.
@@ -753,7 +1089,7 @@ type BeatRequest struct {
 
 func (x *BeatRequest) Reset() {
 	*x = BeatRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +1101,7 @@ func (x *BeatRequest) String() string {
 func (*BeatRequest) ProtoMessage() {}
 
 func (x *BeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +1114,7 @@ func (x *BeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRequest.ProtoReflect.Descriptor instead.
 func (*BeatRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BeatRequest) GetBeats() []*InstanceRef {
@@ -810,7 +1146,7 @@ type BeatRejection struct {
 
 func (x *BeatRejection) Reset() {
 	*x = BeatRejection{}
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1158,7 @@ func (x *BeatRejection) String() string {
 func (*BeatRejection) ProtoMessage() {}
 
 func (x *BeatRejection) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1171,7 @@ func (x *BeatRejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRejection.ProtoReflect.Descriptor instead.
 func (*BeatRejection) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BeatRejection) GetInstance() *InstanceRef {
@@ -888,7 +1224,7 @@ type BeatResponse struct {
 
 func (x *BeatResponse) Reset() {
 	*x = BeatResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1236,7 @@ func (x *BeatResponse) String() string {
 func (*BeatResponse) ProtoMessage() {}
 
 func (x *BeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1249,7 @@ func (x *BeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatResponse.ProtoReflect.Descriptor instead.
 func (*BeatResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BeatResponse) GetRejected() []*BeatRejection {
@@ -966,7 +1302,7 @@ type BeatRetry struct {
 
 func (x *BeatRetry) Reset() {
 	*x = BeatRetry{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1314,7 @@ func (x *BeatRetry) String() string {
 func (*BeatRetry) ProtoMessage() {}
 
 func (x *BeatRetry) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1327,7 @@ func (x *BeatRetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BeatRetry.ProtoReflect.Descriptor instead.
 func (*BeatRetry) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BeatRetry) GetMessage() string {
@@ -1037,7 +1373,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1385,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1398,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetServiceRequest) GetService() string {
@@ -1117,7 +1453,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1465,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1478,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetServiceResponse) GetInstances() []*Instance {
@@ -1182,7 +1518,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1530,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1543,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListServicesRequest) GetConsistency() Consistency {
@@ -1228,7 +1564,7 @@ type ServiceSummary struct {
 
 func (x *ServiceSummary) Reset() {
 	*x = ServiceSummary{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1576,7 @@ func (x *ServiceSummary) String() string {
 func (*ServiceSummary) ProtoMessage() {}
 
 func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1589,7 @@ func (x *ServiceSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSummary.ProtoReflect.Descriptor instead.
 func (*ServiceSummary) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ServiceSummary) GetService() string {
@@ -1289,7 +1625,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1301,7 +1637,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1314,7 +1650,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListServicesResponse) GetServices() []*ServiceSummary {
@@ -1351,7 +1687,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1699,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1712,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchRequest) GetService() string {
@@ -1413,7 +1749,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1761,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1774,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetType() EventType {
@@ -1504,7 +1840,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1852,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1865,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchResponse) GetIsReset() bool {
@@ -1581,7 +1917,7 @@ type WatchManyRequest struct {
 
 func (x *WatchManyRequest) Reset() {
 	*x = WatchManyRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1929,7 @@ func (x *WatchManyRequest) String() string {
 func (*WatchManyRequest) ProtoMessage() {}
 
 func (x *WatchManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1942,7 @@ func (x *WatchManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchManyRequest.ProtoReflect.Descriptor instead.
 func (*WatchManyRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchManyRequest) GetRequest() isWatchManyRequest_Request {
@@ -1663,7 +1999,7 @@ type WatchCreate struct {
 
 func (x *WatchCreate) Reset() {
 	*x = WatchCreate{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +2011,7 @@ func (x *WatchCreate) String() string {
 func (*WatchCreate) ProtoMessage() {}
 
 func (x *WatchCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +2024,7 @@ func (x *WatchCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCreate.ProtoReflect.Descriptor instead.
 func (*WatchCreate) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchCreate) GetWatchId() uint64 {
@@ -1723,7 +2059,7 @@ type WatchCancel struct {
 
 func (x *WatchCancel) Reset() {
 	*x = WatchCancel{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +2071,7 @@ func (x *WatchCancel) String() string {
 func (*WatchCancel) ProtoMessage() {}
 
 func (x *WatchCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +2084,7 @@ func (x *WatchCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchCancel.ProtoReflect.Descriptor instead.
 func (*WatchCancel) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchCancel) GetWatchId() uint64 {
@@ -1772,7 +2108,7 @@ type WatchManyResponse struct {
 
 func (x *WatchManyResponse) Reset() {
 	*x = WatchManyResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +2120,7 @@ func (x *WatchManyResponse) String() string {
 func (*WatchManyResponse) ProtoMessage() {}
 
 func (x *WatchManyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +2133,7 @@ func (x *WatchManyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchManyResponse.ProtoReflect.Descriptor instead.
 func (*WatchManyResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchManyResponse) GetWatchIds() []uint64 {
@@ -1834,7 +2170,7 @@ type WatchEnded struct {
 
 func (x *WatchEnded) Reset() {
 	*x = WatchEnded{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2182,7 @@ func (x *WatchEnded) String() string {
 func (*WatchEnded) ProtoMessage() {}
 
 func (x *WatchEnded) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2195,7 @@ func (x *WatchEnded) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEnded.ProtoReflect.Descriptor instead.
 func (*WatchEnded) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchEnded) GetCode() uint32 {
@@ -1889,7 +2225,7 @@ type LeaderHint struct {
 
 func (x *LeaderHint) Reset() {
 	*x = LeaderHint{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +2237,7 @@ func (x *LeaderHint) String() string {
 func (*LeaderHint) ProtoMessage() {}
 
 func (x *LeaderHint) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +2250,7 @@ func (x *LeaderHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderHint.ProtoReflect.Descriptor instead.
 func (*LeaderHint) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LeaderHint) GetLeaderId() string {
@@ -1953,7 +2289,7 @@ type WriteOutcome struct {
 
 func (x *WriteOutcome) Reset() {
 	*x = WriteOutcome{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2301,7 @@ func (x *WriteOutcome) String() string {
 func (*WriteOutcome) ProtoMessage() {}
 
 func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2314,7 @@ func (x *WriteOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteOutcome.ProtoReflect.Descriptor instead.
 func (*WriteOutcome) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WriteOutcome) GetProposed() bool {
@@ -2001,7 +2337,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2349,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[26]
+	mi := &file_registry_v1_registry_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2362,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StatusRequest) GetIncludeStateHash() bool {
@@ -2054,7 +2390,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2402,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[27]
+	mi := &file_registry_v1_registry_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2415,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Member) GetId() string {
@@ -2172,7 +2508,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2520,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[28]
+	mi := &file_registry_v1_registry_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2533,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -2348,7 +2684,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2696,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[29]
+	mi := &file_registry_v1_registry_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2709,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -2420,7 +2756,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2432,7 +2768,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[30]
+	mi := &file_registry_v1_registry_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2445,7 +2781,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -2464,7 +2800,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2476,7 +2812,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[31]
+	mi := &file_registry_v1_registry_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2489,7 +2825,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{31}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RemoveRequest) GetNodeId() string {
@@ -2508,7 +2844,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2856,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[32]
+	mi := &file_registry_v1_registry_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2869,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{32}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveResponse) GetIndex() uint64 {
@@ -2552,7 +2888,7 @@ type PromoteRequest struct {
 
 func (x *PromoteRequest) Reset() {
 	*x = PromoteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +2900,7 @@ func (x *PromoteRequest) String() string {
 func (*PromoteRequest) ProtoMessage() {}
 
 func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[33]
+	mi := &file_registry_v1_registry_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +2913,7 @@ func (x *PromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteRequest.ProtoReflect.Descriptor instead.
 func (*PromoteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{33}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PromoteRequest) GetNodeId() string {
@@ -2597,7 +2933,7 @@ type PromoteResponse struct {
 
 func (x *PromoteResponse) Reset() {
 	*x = PromoteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2945,7 @@ func (x *PromoteResponse) String() string {
 func (*PromoteResponse) ProtoMessage() {}
 
 func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[34]
+	mi := &file_registry_v1_registry_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2958,7 @@ func (x *PromoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteResponse.ProtoReflect.Descriptor instead.
 func (*PromoteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{34}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PromoteResponse) GetIndex() uint64 {
@@ -2641,7 +2977,7 @@ type DemoteRequest struct {
 
 func (x *DemoteRequest) Reset() {
 	*x = DemoteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2989,7 @@ func (x *DemoteRequest) String() string {
 func (*DemoteRequest) ProtoMessage() {}
 
 func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[35]
+	mi := &file_registry_v1_registry_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +3002,7 @@ func (x *DemoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteRequest.ProtoReflect.Descriptor instead.
 func (*DemoteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{35}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DemoteRequest) GetNodeId() string {
@@ -2686,7 +3022,7 @@ type DemoteResponse struct {
 
 func (x *DemoteResponse) Reset() {
 	*x = DemoteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2698,7 +3034,7 @@ func (x *DemoteResponse) String() string {
 func (*DemoteResponse) ProtoMessage() {}
 
 func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[36]
+	mi := &file_registry_v1_registry_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2711,7 +3047,7 @@ func (x *DemoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DemoteResponse.ProtoReflect.Descriptor instead.
 func (*DemoteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{36}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DemoteResponse) GetIndex() uint64 {
@@ -2731,7 +3067,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +3079,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[37]
+	mi := &file_registry_v1_registry_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +3092,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{37}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferLeadershipRequest) GetNodeId() string {
@@ -2775,7 +3111,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3123,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[38]
+	mi := &file_registry_v1_registry_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3136,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{38}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -2818,7 +3154,7 @@ type ReleaseExpiryGuardRequest struct {
 
 func (x *ReleaseExpiryGuardRequest) Reset() {
 	*x = ReleaseExpiryGuardRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2830,7 +3166,7 @@ func (x *ReleaseExpiryGuardRequest) String() string {
 func (*ReleaseExpiryGuardRequest) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[39]
+	mi := &file_registry_v1_registry_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2843,7 +3179,7 @@ func (x *ReleaseExpiryGuardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{39}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
 }
 
 type ReleaseExpiryGuardResponse struct {
@@ -2858,7 +3194,7 @@ type ReleaseExpiryGuardResponse struct {
 
 func (x *ReleaseExpiryGuardResponse) Reset() {
 	*x = ReleaseExpiryGuardResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2870,7 +3206,7 @@ func (x *ReleaseExpiryGuardResponse) String() string {
 func (*ReleaseExpiryGuardResponse) ProtoMessage() {}
 
 func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[40]
+	mi := &file_registry_v1_registry_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2883,7 +3219,7 @@ func (x *ReleaseExpiryGuardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseExpiryGuardResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseExpiryGuardResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{40}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReleaseExpiryGuardResponse) GetWasEngaged() bool {
@@ -2908,7 +3244,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +3256,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[41]
+	mi := &file_registry_v1_registry_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3269,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{41}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
 }
 
 // SnapshotChunk is one piece of a backup stream.
@@ -2950,7 +3286,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3298,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[42]
+	mi := &file_registry_v1_registry_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3311,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{42}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -3012,7 +3348,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3024,7 +3360,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[43]
+	mi := &file_registry_v1_registry_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3037,7 +3373,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{43}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -3068,7 +3404,7 @@ type ACLBootstrapRequest struct {
 
 func (x *ACLBootstrapRequest) Reset() {
 	*x = ACLBootstrapRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3080,7 +3416,7 @@ func (x *ACLBootstrapRequest) String() string {
 func (*ACLBootstrapRequest) ProtoMessage() {}
 
 func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[44]
+	mi := &file_registry_v1_registry_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3093,7 +3429,7 @@ func (x *ACLBootstrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLBootstrapRequest.ProtoReflect.Descriptor instead.
 func (*ACLBootstrapRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{44}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ACLBootstrapRequest) GetSecretId() string {
@@ -3115,7 +3451,7 @@ type ACLTokenSecret struct {
 
 func (x *ACLTokenSecret) Reset() {
 	*x = ACLTokenSecret{}
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3463,7 @@ func (x *ACLTokenSecret) String() string {
 func (*ACLTokenSecret) ProtoMessage() {}
 
 func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[45]
+	mi := &file_registry_v1_registry_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3476,7 @@ func (x *ACLTokenSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenSecret.ProtoReflect.Descriptor instead.
 func (*ACLTokenSecret) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{45}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ACLTokenSecret) GetAccessorId() string {
@@ -3175,7 +3511,7 @@ type ACLPolicyCreateRequest struct {
 
 func (x *ACLPolicyCreateRequest) Reset() {
 	*x = ACLPolicyCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3523,7 @@ func (x *ACLPolicyCreateRequest) String() string {
 func (*ACLPolicyCreateRequest) ProtoMessage() {}
 
 func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[46]
+	mi := &file_registry_v1_registry_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3536,7 @@ func (x *ACLPolicyCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{46}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ACLPolicyCreateRequest) GetName() string {
@@ -3226,7 +3562,7 @@ type ACLPolicyCreateResponse struct {
 
 func (x *ACLPolicyCreateResponse) Reset() {
 	*x = ACLPolicyCreateResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3574,7 @@ func (x *ACLPolicyCreateResponse) String() string {
 func (*ACLPolicyCreateResponse) ProtoMessage() {}
 
 func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[47]
+	mi := &file_registry_v1_registry_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3587,7 @@ func (x *ACLPolicyCreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyCreateResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyCreateResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{47}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ACLPolicyCreateResponse) GetIndex() uint64 {
@@ -3269,7 +3605,7 @@ type ACLPolicyListRequest struct {
 
 func (x *ACLPolicyListRequest) Reset() {
 	*x = ACLPolicyListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3281,7 +3617,7 @@ func (x *ACLPolicyListRequest) String() string {
 func (*ACLPolicyListRequest) ProtoMessage() {}
 
 func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[48]
+	mi := &file_registry_v1_registry_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3294,7 +3630,7 @@ func (x *ACLPolicyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{48}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{53}
 }
 
 type ACLPolicy struct {
@@ -3307,7 +3643,7 @@ type ACLPolicy struct {
 
 func (x *ACLPolicy) Reset() {
 	*x = ACLPolicy{}
-	mi := &file_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_registry_v1_registry_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3319,7 +3655,7 @@ func (x *ACLPolicy) String() string {
 func (*ACLPolicy) ProtoMessage() {}
 
 func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[49]
+	mi := &file_registry_v1_registry_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3332,7 +3668,7 @@ func (x *ACLPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicy.ProtoReflect.Descriptor instead.
 func (*ACLPolicy) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{49}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ACLPolicy) GetName() string {
@@ -3359,7 +3695,7 @@ type ACLPolicyListResponse struct {
 
 func (x *ACLPolicyListResponse) Reset() {
 	*x = ACLPolicyListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_registry_v1_registry_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +3707,7 @@ func (x *ACLPolicyListResponse) String() string {
 func (*ACLPolicyListResponse) ProtoMessage() {}
 
 func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[50]
+	mi := &file_registry_v1_registry_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +3720,7 @@ func (x *ACLPolicyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyListResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{50}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ACLPolicyListResponse) GetPolicies() []*ACLPolicy {
@@ -3410,7 +3746,7 @@ type ACLPolicyDeleteRequest struct {
 
 func (x *ACLPolicyDeleteRequest) Reset() {
 	*x = ACLPolicyDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_registry_v1_registry_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3422,7 +3758,7 @@ func (x *ACLPolicyDeleteRequest) String() string {
 func (*ACLPolicyDeleteRequest) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[51]
+	mi := &file_registry_v1_registry_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3435,7 +3771,7 @@ func (x *ACLPolicyDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{51}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ACLPolicyDeleteRequest) GetName() string {
@@ -3454,7 +3790,7 @@ type ACLPolicyDeleteResponse struct {
 
 func (x *ACLPolicyDeleteResponse) Reset() {
 	*x = ACLPolicyDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[52]
+	mi := &file_registry_v1_registry_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3466,7 +3802,7 @@ func (x *ACLPolicyDeleteResponse) String() string {
 func (*ACLPolicyDeleteResponse) ProtoMessage() {}
 
 func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[52]
+	mi := &file_registry_v1_registry_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3479,7 +3815,7 @@ func (x *ACLPolicyDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLPolicyDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLPolicyDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{52}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ACLPolicyDeleteResponse) GetIndex() uint64 {
@@ -3499,7 +3835,7 @@ type ACLTokenCreateRequest struct {
 
 func (x *ACLTokenCreateRequest) Reset() {
 	*x = ACLTokenCreateRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[53]
+	mi := &file_registry_v1_registry_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3511,7 +3847,7 @@ func (x *ACLTokenCreateRequest) String() string {
 func (*ACLTokenCreateRequest) ProtoMessage() {}
 
 func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[53]
+	mi := &file_registry_v1_registry_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3524,7 +3860,7 @@ func (x *ACLTokenCreateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenCreateRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenCreateRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{53}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ACLTokenCreateRequest) GetPolicies() []string {
@@ -3554,7 +3890,7 @@ type ACLToken struct {
 
 func (x *ACLToken) Reset() {
 	*x = ACLToken{}
-	mi := &file_registry_v1_registry_proto_msgTypes[54]
+	mi := &file_registry_v1_registry_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3566,7 +3902,7 @@ func (x *ACLToken) String() string {
 func (*ACLToken) ProtoMessage() {}
 
 func (x *ACLToken) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[54]
+	mi := &file_registry_v1_registry_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3579,7 +3915,7 @@ func (x *ACLToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLToken.ProtoReflect.Descriptor instead.
 func (*ACLToken) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{54}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ACLToken) GetAccessorId() string {
@@ -3618,7 +3954,7 @@ type ACLTokenListRequest struct {
 
 func (x *ACLTokenListRequest) Reset() {
 	*x = ACLTokenListRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[55]
+	mi := &file_registry_v1_registry_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3630,7 +3966,7 @@ func (x *ACLTokenListRequest) String() string {
 func (*ACLTokenListRequest) ProtoMessage() {}
 
 func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[55]
+	mi := &file_registry_v1_registry_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3643,7 +3979,7 @@ func (x *ACLTokenListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenListRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{55}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{60}
 }
 
 type ACLTokenListResponse struct {
@@ -3656,7 +3992,7 @@ type ACLTokenListResponse struct {
 
 func (x *ACLTokenListResponse) Reset() {
 	*x = ACLTokenListResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[56]
+	mi := &file_registry_v1_registry_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3668,7 +4004,7 @@ func (x *ACLTokenListResponse) String() string {
 func (*ACLTokenListResponse) ProtoMessage() {}
 
 func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[56]
+	mi := &file_registry_v1_registry_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3681,7 +4017,7 @@ func (x *ACLTokenListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenListResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenListResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{56}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ACLTokenListResponse) GetTokens() []*ACLToken {
@@ -3707,7 +4043,7 @@ type ACLTokenDeleteRequest struct {
 
 func (x *ACLTokenDeleteRequest) Reset() {
 	*x = ACLTokenDeleteRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[57]
+	mi := &file_registry_v1_registry_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3719,7 +4055,7 @@ func (x *ACLTokenDeleteRequest) String() string {
 func (*ACLTokenDeleteRequest) ProtoMessage() {}
 
 func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[57]
+	mi := &file_registry_v1_registry_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3732,7 +4068,7 @@ func (x *ACLTokenDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteRequest.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{57}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ACLTokenDeleteRequest) GetAccessorId() string {
@@ -3751,7 +4087,7 @@ type ACLTokenDeleteResponse struct {
 
 func (x *ACLTokenDeleteResponse) Reset() {
 	*x = ACLTokenDeleteResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[58]
+	mi := &file_registry_v1_registry_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3763,7 +4099,7 @@ func (x *ACLTokenDeleteResponse) String() string {
 func (*ACLTokenDeleteResponse) ProtoMessage() {}
 
 func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[58]
+	mi := &file_registry_v1_registry_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3776,7 +4112,7 @@ func (x *ACLTokenDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ACLTokenDeleteResponse.ProtoReflect.Descriptor instead.
 func (*ACLTokenDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{58}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ACLTokenDeleteResponse) GetIndex() uint64 {
@@ -3790,7 +4126,7 @@ var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1aregistry/v1/registry.proto\x12\vregistry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x05\n" +
+	"\x1aregistry/v1/registry.proto\x12\vregistry.v1\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x05\n" +
 	"\bInstance\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
@@ -3828,7 +4164,29 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"6\n" +
 	"\x16ForwardUdpBeatsRequest\x12\x1c\n" +
-	"\tdatagrams\x18\x01 \x03(\fR\tdatagrams\"O\n" +
+	"\tdatagrams\x18\x01 \x03(\fR\tdatagrams\"K\n" +
+	"\x14ForwardWritesRequest\x123\n" +
+	"\x06writes\x18\x01 \x03(\v2\x1b.registry.v1.ForwardedWriteR\x06writes\"\x94\x01\n" +
+	"\x0eForwardedWrite\x12:\n" +
+	"\bregister\x18\x01 \x01(\v2\x1c.registry.v1.RegisterRequestH\x00R\bregister\x12@\n" +
+	"\n" +
+	"deregister\x18\x02 \x01(\v2\x1e.registry.v1.DeregisterRequestH\x00R\n" +
+	"deregisterB\x04\n" +
+	"\x02op\"T\n" +
+	"\x15ForwardWritesResponse\x12;\n" +
+	"\aresults\x18\x01 \x03(\v2!.registry.v1.ForwardedWriteResultR\aresults\"\xd1\x01\n" +
+	"\x14ForwardedWriteResult\x12;\n" +
+	"\bregister\x18\x01 \x01(\v2\x1d.registry.v1.RegisterResponseH\x00R\bregister\x12A\n" +
+	"\n" +
+	"deregister\x18\x02 \x01(\v2\x1f.registry.v1.DeregisterResponseH\x00R\n" +
+	"deregister\x12/\n" +
+	"\x05error\x18\x03 \x01(\v2\x17.registry.v1.WriteErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"j\n" +
+	"\n" +
+	"WriteError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\adetails\x18\x03 \x03(\v2\x14.google.protobuf.AnyR\adetails\"O\n" +
 	"\vBeatRequest\x12.\n" +
 	"\x05beats\x18\x01 \x03(\v2\x18.registry.v1.InstanceRefR\x05beats\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xc6\x01\n" +
@@ -4046,7 +4404,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x17EVENT_TYPE_DEREGISTERED\x10\x03\x12\x16\n" +
 	"\x12EVENT_TYPE_SUSPECT\x10\x04\x12\x19\n" +
 	"\x15EVENT_TYPE_REACQUIRED\x10\x05\x12\x16\n" +
-	"\x12EVENT_TYPE_EXPIRED\x10\x062\xaf\x05\n" +
+	"\x12EVENT_TYPE_EXPIRED\x10\x062\x87\x06\n" +
 	"\bRegistry\x12G\n" +
 	"\bRegister\x12\x1c.registry.v1.RegisterRequest\x1a\x1d.registry.v1.RegisterResponse\x12M\n" +
 	"\n" +
@@ -4059,7 +4417,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\fListServices\x12 .registry.v1.ListServicesRequest\x1a!.registry.v1.ListServicesResponse\x12@\n" +
 	"\x05Watch\x12\x19.registry.v1.WatchRequest\x1a\x1a.registry.v1.WatchResponse0\x01\x12N\n" +
 	"\tWatchMany\x12\x1d.registry.v1.WatchManyRequest\x1a\x1e.registry.v1.WatchManyResponse(\x010\x01\x12Q\n" +
-	"\x0fForwardUdpBeats\x12#.registry.v1.ForwardUdpBeatsRequest\x1a\x19.registry.v1.BeatResponse2\xca\x05\n" +
+	"\x0fForwardUdpBeats\x12#.registry.v1.ForwardUdpBeatsRequest\x1a\x19.registry.v1.BeatResponse\x12V\n" +
+	"\rForwardWrites\x12!.registry.v1.ForwardWritesRequest\x1a\".registry.v1.ForwardWritesResponse2\xca\x05\n" +
 	"\aCluster\x12A\n" +
 	"\x06Status\x12\x1a.registry.v1.StatusRequest\x1a\x1b.registry.v1.StatusResponse\x12;\n" +
 	"\x04Join\x12\x18.registry.v1.JoinRequest\x1a\x19.registry.v1.JoinResponse\x12A\n" +
@@ -4093,7 +4452,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 }
 
 var file_registry_v1_registry_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: registry.v1.InstanceState
 	(Consistency)(0),                   // 1: registry.v1.Consistency
@@ -4106,156 +4465,172 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*DeregisterResponse)(nil),         // 8: registry.v1.DeregisterResponse
 	(*InstanceRef)(nil),                // 9: registry.v1.InstanceRef
 	(*ForwardUdpBeatsRequest)(nil),     // 10: registry.v1.ForwardUdpBeatsRequest
-	(*BeatRequest)(nil),                // 11: registry.v1.BeatRequest
-	(*BeatRejection)(nil),              // 12: registry.v1.BeatRejection
-	(*BeatResponse)(nil),               // 13: registry.v1.BeatResponse
-	(*BeatRetry)(nil),                  // 14: registry.v1.BeatRetry
-	(*GetServiceRequest)(nil),          // 15: registry.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),         // 16: registry.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),        // 17: registry.v1.ListServicesRequest
-	(*ServiceSummary)(nil),             // 18: registry.v1.ServiceSummary
-	(*ListServicesResponse)(nil),       // 19: registry.v1.ListServicesResponse
-	(*WatchRequest)(nil),               // 20: registry.v1.WatchRequest
-	(*Event)(nil),                      // 21: registry.v1.Event
-	(*WatchResponse)(nil),              // 22: registry.v1.WatchResponse
-	(*WatchManyRequest)(nil),           // 23: registry.v1.WatchManyRequest
-	(*WatchCreate)(nil),                // 24: registry.v1.WatchCreate
-	(*WatchCancel)(nil),                // 25: registry.v1.WatchCancel
-	(*WatchManyResponse)(nil),          // 26: registry.v1.WatchManyResponse
-	(*WatchEnded)(nil),                 // 27: registry.v1.WatchEnded
-	(*LeaderHint)(nil),                 // 28: registry.v1.LeaderHint
-	(*WriteOutcome)(nil),               // 29: registry.v1.WriteOutcome
-	(*StatusRequest)(nil),              // 30: registry.v1.StatusRequest
-	(*Member)(nil),                     // 31: registry.v1.Member
-	(*StatusResponse)(nil),             // 32: registry.v1.StatusResponse
-	(*JoinRequest)(nil),                // 33: registry.v1.JoinRequest
-	(*JoinResponse)(nil),               // 34: registry.v1.JoinResponse
-	(*RemoveRequest)(nil),              // 35: registry.v1.RemoveRequest
-	(*RemoveResponse)(nil),             // 36: registry.v1.RemoveResponse
-	(*PromoteRequest)(nil),             // 37: registry.v1.PromoteRequest
-	(*PromoteResponse)(nil),            // 38: registry.v1.PromoteResponse
-	(*DemoteRequest)(nil),              // 39: registry.v1.DemoteRequest
-	(*DemoteResponse)(nil),             // 40: registry.v1.DemoteResponse
-	(*TransferLeadershipRequest)(nil),  // 41: registry.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 42: registry.v1.TransferLeadershipResponse
-	(*ReleaseExpiryGuardRequest)(nil),  // 43: registry.v1.ReleaseExpiryGuardRequest
-	(*ReleaseExpiryGuardResponse)(nil), // 44: registry.v1.ReleaseExpiryGuardResponse
-	(*SnapshotSaveRequest)(nil),        // 45: registry.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 46: registry.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 47: registry.v1.SnapshotRestoreResponse
-	(*ACLBootstrapRequest)(nil),        // 48: registry.v1.ACLBootstrapRequest
-	(*ACLTokenSecret)(nil),             // 49: registry.v1.ACLTokenSecret
-	(*ACLPolicyCreateRequest)(nil),     // 50: registry.v1.ACLPolicyCreateRequest
-	(*ACLPolicyCreateResponse)(nil),    // 51: registry.v1.ACLPolicyCreateResponse
-	(*ACLPolicyListRequest)(nil),       // 52: registry.v1.ACLPolicyListRequest
-	(*ACLPolicy)(nil),                  // 53: registry.v1.ACLPolicy
-	(*ACLPolicyListResponse)(nil),      // 54: registry.v1.ACLPolicyListResponse
-	(*ACLPolicyDeleteRequest)(nil),     // 55: registry.v1.ACLPolicyDeleteRequest
-	(*ACLPolicyDeleteResponse)(nil),    // 56: registry.v1.ACLPolicyDeleteResponse
-	(*ACLTokenCreateRequest)(nil),      // 57: registry.v1.ACLTokenCreateRequest
-	(*ACLToken)(nil),                   // 58: registry.v1.ACLToken
-	(*ACLTokenListRequest)(nil),        // 59: registry.v1.ACLTokenListRequest
-	(*ACLTokenListResponse)(nil),       // 60: registry.v1.ACLTokenListResponse
-	(*ACLTokenDeleteRequest)(nil),      // 61: registry.v1.ACLTokenDeleteRequest
-	(*ACLTokenDeleteResponse)(nil),     // 62: registry.v1.ACLTokenDeleteResponse
-	nil,                                // 63: registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),        // 64: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),      // 65: google.protobuf.Timestamp
+	(*ForwardWritesRequest)(nil),       // 11: registry.v1.ForwardWritesRequest
+	(*ForwardedWrite)(nil),             // 12: registry.v1.ForwardedWrite
+	(*ForwardWritesResponse)(nil),      // 13: registry.v1.ForwardWritesResponse
+	(*ForwardedWriteResult)(nil),       // 14: registry.v1.ForwardedWriteResult
+	(*WriteError)(nil),                 // 15: registry.v1.WriteError
+	(*BeatRequest)(nil),                // 16: registry.v1.BeatRequest
+	(*BeatRejection)(nil),              // 17: registry.v1.BeatRejection
+	(*BeatResponse)(nil),               // 18: registry.v1.BeatResponse
+	(*BeatRetry)(nil),                  // 19: registry.v1.BeatRetry
+	(*GetServiceRequest)(nil),          // 20: registry.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),         // 21: registry.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),        // 22: registry.v1.ListServicesRequest
+	(*ServiceSummary)(nil),             // 23: registry.v1.ServiceSummary
+	(*ListServicesResponse)(nil),       // 24: registry.v1.ListServicesResponse
+	(*WatchRequest)(nil),               // 25: registry.v1.WatchRequest
+	(*Event)(nil),                      // 26: registry.v1.Event
+	(*WatchResponse)(nil),              // 27: registry.v1.WatchResponse
+	(*WatchManyRequest)(nil),           // 28: registry.v1.WatchManyRequest
+	(*WatchCreate)(nil),                // 29: registry.v1.WatchCreate
+	(*WatchCancel)(nil),                // 30: registry.v1.WatchCancel
+	(*WatchManyResponse)(nil),          // 31: registry.v1.WatchManyResponse
+	(*WatchEnded)(nil),                 // 32: registry.v1.WatchEnded
+	(*LeaderHint)(nil),                 // 33: registry.v1.LeaderHint
+	(*WriteOutcome)(nil),               // 34: registry.v1.WriteOutcome
+	(*StatusRequest)(nil),              // 35: registry.v1.StatusRequest
+	(*Member)(nil),                     // 36: registry.v1.Member
+	(*StatusResponse)(nil),             // 37: registry.v1.StatusResponse
+	(*JoinRequest)(nil),                // 38: registry.v1.JoinRequest
+	(*JoinResponse)(nil),               // 39: registry.v1.JoinResponse
+	(*RemoveRequest)(nil),              // 40: registry.v1.RemoveRequest
+	(*RemoveResponse)(nil),             // 41: registry.v1.RemoveResponse
+	(*PromoteRequest)(nil),             // 42: registry.v1.PromoteRequest
+	(*PromoteResponse)(nil),            // 43: registry.v1.PromoteResponse
+	(*DemoteRequest)(nil),              // 44: registry.v1.DemoteRequest
+	(*DemoteResponse)(nil),             // 45: registry.v1.DemoteResponse
+	(*TransferLeadershipRequest)(nil),  // 46: registry.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 47: registry.v1.TransferLeadershipResponse
+	(*ReleaseExpiryGuardRequest)(nil),  // 48: registry.v1.ReleaseExpiryGuardRequest
+	(*ReleaseExpiryGuardResponse)(nil), // 49: registry.v1.ReleaseExpiryGuardResponse
+	(*SnapshotSaveRequest)(nil),        // 50: registry.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 51: registry.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 52: registry.v1.SnapshotRestoreResponse
+	(*ACLBootstrapRequest)(nil),        // 53: registry.v1.ACLBootstrapRequest
+	(*ACLTokenSecret)(nil),             // 54: registry.v1.ACLTokenSecret
+	(*ACLPolicyCreateRequest)(nil),     // 55: registry.v1.ACLPolicyCreateRequest
+	(*ACLPolicyCreateResponse)(nil),    // 56: registry.v1.ACLPolicyCreateResponse
+	(*ACLPolicyListRequest)(nil),       // 57: registry.v1.ACLPolicyListRequest
+	(*ACLPolicy)(nil),                  // 58: registry.v1.ACLPolicy
+	(*ACLPolicyListResponse)(nil),      // 59: registry.v1.ACLPolicyListResponse
+	(*ACLPolicyDeleteRequest)(nil),     // 60: registry.v1.ACLPolicyDeleteRequest
+	(*ACLPolicyDeleteResponse)(nil),    // 61: registry.v1.ACLPolicyDeleteResponse
+	(*ACLTokenCreateRequest)(nil),      // 62: registry.v1.ACLTokenCreateRequest
+	(*ACLToken)(nil),                   // 63: registry.v1.ACLToken
+	(*ACLTokenListRequest)(nil),        // 64: registry.v1.ACLTokenListRequest
+	(*ACLTokenListResponse)(nil),       // 65: registry.v1.ACLTokenListResponse
+	(*ACLTokenDeleteRequest)(nil),      // 66: registry.v1.ACLTokenDeleteRequest
+	(*ACLTokenDeleteResponse)(nil),     // 67: registry.v1.ACLTokenDeleteResponse
+	nil,                                // 68: registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),        // 69: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),      // 70: google.protobuf.Timestamp
+	(*anypb.Any)(nil),                  // 71: google.protobuf.Any
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	63, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
-	64, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
-	64, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
-	64, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	68, // 0: registry.v1.Instance.metadata:type_name -> registry.v1.Instance.MetadataEntry
+	69, // 1: registry.v1.Instance.beat_interval:type_name -> google.protobuf.Duration
+	69, // 2: registry.v1.Instance.suspect_after:type_name -> google.protobuf.Duration
+	69, // 3: registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 4: registry.v1.Instance.state:type_name -> registry.v1.InstanceState
-	65, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
-	65, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
+	70, // 5: registry.v1.Instance.registered_at:type_name -> google.protobuf.Timestamp
+	70, // 6: registry.v1.Instance.last_beat_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: registry.v1.RegisterRequest.instance:type_name -> registry.v1.Instance
 	4,  // 8: registry.v1.RegisterResponse.instance:type_name -> registry.v1.Instance
-	9,  // 9: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
-	9,  // 10: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
-	2,  // 11: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
-	12, // 12: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
-	64, // 13: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
-	14, // 14: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
-	29, // 15: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
-	28, // 16: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
-	1,  // 17: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
-	4,  // 18: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
-	1,  // 19: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
-	18, // 20: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
-	3,  // 21: registry.v1.Event.type:type_name -> registry.v1.EventType
-	4,  // 22: registry.v1.Event.instance:type_name -> registry.v1.Instance
-	64, // 23: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
-	65, // 24: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
-	65, // 25: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
-	4,  // 26: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
-	21, // 27: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
-	24, // 28: registry.v1.WatchManyRequest.create:type_name -> registry.v1.WatchCreate
-	25, // 29: registry.v1.WatchManyRequest.cancel:type_name -> registry.v1.WatchCancel
-	22, // 30: registry.v1.WatchManyResponse.response:type_name -> registry.v1.WatchResponse
-	27, // 31: registry.v1.WatchManyResponse.ended:type_name -> registry.v1.WatchEnded
-	31, // 32: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
-	64, // 33: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
-	64, // 34: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
-	64, // 35: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
-	53, // 36: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
-	58, // 37: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
-	5,  // 38: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
-	7,  // 39: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
-	11, // 40: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
-	11, // 41: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
-	15, // 42: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
-	17, // 43: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
-	20, // 44: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
-	23, // 45: registry.v1.Registry.WatchMany:input_type -> registry.v1.WatchManyRequest
-	10, // 46: registry.v1.Registry.ForwardUdpBeats:input_type -> registry.v1.ForwardUdpBeatsRequest
-	30, // 47: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
-	33, // 48: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
-	35, // 49: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
-	41, // 50: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
-	37, // 51: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
-	39, // 52: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
-	43, // 53: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
-	45, // 54: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
-	46, // 55: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
-	48, // 56: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
-	50, // 57: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
-	52, // 58: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
-	55, // 59: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
-	57, // 60: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
-	59, // 61: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
-	61, // 62: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
-	6,  // 63: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
-	8,  // 64: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
-	13, // 65: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
-	13, // 66: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
-	16, // 67: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
-	19, // 68: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
-	22, // 69: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
-	26, // 70: registry.v1.Registry.WatchMany:output_type -> registry.v1.WatchManyResponse
-	13, // 71: registry.v1.Registry.ForwardUdpBeats:output_type -> registry.v1.BeatResponse
-	32, // 72: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
-	34, // 73: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
-	36, // 74: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
-	42, // 75: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
-	38, // 76: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
-	40, // 77: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
-	44, // 78: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
-	46, // 79: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
-	47, // 80: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
-	49, // 81: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
-	51, // 82: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
-	54, // 83: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
-	56, // 84: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
-	49, // 85: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
-	60, // 86: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
-	62, // 87: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
-	63, // [63:88] is the sub-list for method output_type
-	38, // [38:63] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	12, // 9: registry.v1.ForwardWritesRequest.writes:type_name -> registry.v1.ForwardedWrite
+	5,  // 10: registry.v1.ForwardedWrite.register:type_name -> registry.v1.RegisterRequest
+	7,  // 11: registry.v1.ForwardedWrite.deregister:type_name -> registry.v1.DeregisterRequest
+	14, // 12: registry.v1.ForwardWritesResponse.results:type_name -> registry.v1.ForwardedWriteResult
+	6,  // 13: registry.v1.ForwardedWriteResult.register:type_name -> registry.v1.RegisterResponse
+	8,  // 14: registry.v1.ForwardedWriteResult.deregister:type_name -> registry.v1.DeregisterResponse
+	15, // 15: registry.v1.ForwardedWriteResult.error:type_name -> registry.v1.WriteError
+	71, // 16: registry.v1.WriteError.details:type_name -> google.protobuf.Any
+	9,  // 17: registry.v1.BeatRequest.beats:type_name -> registry.v1.InstanceRef
+	9,  // 18: registry.v1.BeatRejection.instance:type_name -> registry.v1.InstanceRef
+	2,  // 19: registry.v1.BeatRejection.reason:type_name -> registry.v1.BeatRejectReason
+	17, // 20: registry.v1.BeatResponse.rejected:type_name -> registry.v1.BeatRejection
+	69, // 21: registry.v1.BeatResponse.recommended_interval:type_name -> google.protobuf.Duration
+	19, // 22: registry.v1.BeatResponse.retry:type_name -> registry.v1.BeatRetry
+	34, // 23: registry.v1.BeatRetry.outcome:type_name -> registry.v1.WriteOutcome
+	33, // 24: registry.v1.BeatRetry.leader:type_name -> registry.v1.LeaderHint
+	1,  // 25: registry.v1.GetServiceRequest.consistency:type_name -> registry.v1.Consistency
+	4,  // 26: registry.v1.GetServiceResponse.instances:type_name -> registry.v1.Instance
+	1,  // 27: registry.v1.ListServicesRequest.consistency:type_name -> registry.v1.Consistency
+	23, // 28: registry.v1.ListServicesResponse.services:type_name -> registry.v1.ServiceSummary
+	3,  // 29: registry.v1.Event.type:type_name -> registry.v1.EventType
+	4,  // 30: registry.v1.Event.instance:type_name -> registry.v1.Instance
+	69, // 31: registry.v1.Event.since_last_beat:type_name -> google.protobuf.Duration
+	70, // 32: registry.v1.Event.last_beat_at:type_name -> google.protobuf.Timestamp
+	70, // 33: registry.v1.Event.at:type_name -> google.protobuf.Timestamp
+	4,  // 34: registry.v1.WatchResponse.instances:type_name -> registry.v1.Instance
+	26, // 35: registry.v1.WatchResponse.events:type_name -> registry.v1.Event
+	29, // 36: registry.v1.WatchManyRequest.create:type_name -> registry.v1.WatchCreate
+	30, // 37: registry.v1.WatchManyRequest.cancel:type_name -> registry.v1.WatchCancel
+	27, // 38: registry.v1.WatchManyResponse.response:type_name -> registry.v1.WatchResponse
+	32, // 39: registry.v1.WatchManyResponse.ended:type_name -> registry.v1.WatchEnded
+	36, // 40: registry.v1.StatusResponse.members:type_name -> registry.v1.Member
+	69, // 41: registry.v1.StatusResponse.failover_fence_remaining:type_name -> google.protobuf.Duration
+	69, // 42: registry.v1.StatusResponse.clock_skew:type_name -> google.protobuf.Duration
+	69, // 43: registry.v1.StatusResponse.last_contact:type_name -> google.protobuf.Duration
+	58, // 44: registry.v1.ACLPolicyListResponse.policies:type_name -> registry.v1.ACLPolicy
+	63, // 45: registry.v1.ACLTokenListResponse.tokens:type_name -> registry.v1.ACLToken
+	5,  // 46: registry.v1.Registry.Register:input_type -> registry.v1.RegisterRequest
+	7,  // 47: registry.v1.Registry.Deregister:input_type -> registry.v1.DeregisterRequest
+	16, // 48: registry.v1.Registry.Beat:input_type -> registry.v1.BeatRequest
+	16, // 49: registry.v1.Registry.BeatStream:input_type -> registry.v1.BeatRequest
+	20, // 50: registry.v1.Registry.GetService:input_type -> registry.v1.GetServiceRequest
+	22, // 51: registry.v1.Registry.ListServices:input_type -> registry.v1.ListServicesRequest
+	25, // 52: registry.v1.Registry.Watch:input_type -> registry.v1.WatchRequest
+	28, // 53: registry.v1.Registry.WatchMany:input_type -> registry.v1.WatchManyRequest
+	10, // 54: registry.v1.Registry.ForwardUdpBeats:input_type -> registry.v1.ForwardUdpBeatsRequest
+	11, // 55: registry.v1.Registry.ForwardWrites:input_type -> registry.v1.ForwardWritesRequest
+	35, // 56: registry.v1.Cluster.Status:input_type -> registry.v1.StatusRequest
+	38, // 57: registry.v1.Cluster.Join:input_type -> registry.v1.JoinRequest
+	40, // 58: registry.v1.Cluster.Remove:input_type -> registry.v1.RemoveRequest
+	46, // 59: registry.v1.Cluster.TransferLeadership:input_type -> registry.v1.TransferLeadershipRequest
+	42, // 60: registry.v1.Cluster.Promote:input_type -> registry.v1.PromoteRequest
+	44, // 61: registry.v1.Cluster.Demote:input_type -> registry.v1.DemoteRequest
+	48, // 62: registry.v1.Cluster.ReleaseExpiryGuard:input_type -> registry.v1.ReleaseExpiryGuardRequest
+	50, // 63: registry.v1.Cluster.SnapshotSave:input_type -> registry.v1.SnapshotSaveRequest
+	51, // 64: registry.v1.Cluster.SnapshotRestore:input_type -> registry.v1.SnapshotChunk
+	53, // 65: registry.v1.ACL.Bootstrap:input_type -> registry.v1.ACLBootstrapRequest
+	55, // 66: registry.v1.ACL.PolicyCreate:input_type -> registry.v1.ACLPolicyCreateRequest
+	57, // 67: registry.v1.ACL.PolicyList:input_type -> registry.v1.ACLPolicyListRequest
+	60, // 68: registry.v1.ACL.PolicyDelete:input_type -> registry.v1.ACLPolicyDeleteRequest
+	62, // 69: registry.v1.ACL.TokenCreate:input_type -> registry.v1.ACLTokenCreateRequest
+	64, // 70: registry.v1.ACL.TokenList:input_type -> registry.v1.ACLTokenListRequest
+	66, // 71: registry.v1.ACL.TokenDelete:input_type -> registry.v1.ACLTokenDeleteRequest
+	6,  // 72: registry.v1.Registry.Register:output_type -> registry.v1.RegisterResponse
+	8,  // 73: registry.v1.Registry.Deregister:output_type -> registry.v1.DeregisterResponse
+	18, // 74: registry.v1.Registry.Beat:output_type -> registry.v1.BeatResponse
+	18, // 75: registry.v1.Registry.BeatStream:output_type -> registry.v1.BeatResponse
+	21, // 76: registry.v1.Registry.GetService:output_type -> registry.v1.GetServiceResponse
+	24, // 77: registry.v1.Registry.ListServices:output_type -> registry.v1.ListServicesResponse
+	27, // 78: registry.v1.Registry.Watch:output_type -> registry.v1.WatchResponse
+	31, // 79: registry.v1.Registry.WatchMany:output_type -> registry.v1.WatchManyResponse
+	18, // 80: registry.v1.Registry.ForwardUdpBeats:output_type -> registry.v1.BeatResponse
+	13, // 81: registry.v1.Registry.ForwardWrites:output_type -> registry.v1.ForwardWritesResponse
+	37, // 82: registry.v1.Cluster.Status:output_type -> registry.v1.StatusResponse
+	39, // 83: registry.v1.Cluster.Join:output_type -> registry.v1.JoinResponse
+	41, // 84: registry.v1.Cluster.Remove:output_type -> registry.v1.RemoveResponse
+	47, // 85: registry.v1.Cluster.TransferLeadership:output_type -> registry.v1.TransferLeadershipResponse
+	43, // 86: registry.v1.Cluster.Promote:output_type -> registry.v1.PromoteResponse
+	45, // 87: registry.v1.Cluster.Demote:output_type -> registry.v1.DemoteResponse
+	49, // 88: registry.v1.Cluster.ReleaseExpiryGuard:output_type -> registry.v1.ReleaseExpiryGuardResponse
+	51, // 89: registry.v1.Cluster.SnapshotSave:output_type -> registry.v1.SnapshotChunk
+	52, // 90: registry.v1.Cluster.SnapshotRestore:output_type -> registry.v1.SnapshotRestoreResponse
+	54, // 91: registry.v1.ACL.Bootstrap:output_type -> registry.v1.ACLTokenSecret
+	56, // 92: registry.v1.ACL.PolicyCreate:output_type -> registry.v1.ACLPolicyCreateResponse
+	59, // 93: registry.v1.ACL.PolicyList:output_type -> registry.v1.ACLPolicyListResponse
+	61, // 94: registry.v1.ACL.PolicyDelete:output_type -> registry.v1.ACLPolicyDeleteResponse
+	54, // 95: registry.v1.ACL.TokenCreate:output_type -> registry.v1.ACLTokenSecret
+	65, // 96: registry.v1.ACL.TokenList:output_type -> registry.v1.ACLTokenListResponse
+	67, // 97: registry.v1.ACL.TokenDelete:output_type -> registry.v1.ACLTokenDeleteResponse
+	72, // [72:98] is the sub-list for method output_type
+	46, // [46:72] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -4263,7 +4638,16 @@ func file_registry_v1_registry_proto_init() {
 	if File_registry_v1_registry_proto != nil {
 		return
 	}
-	file_registry_v1_registry_proto_msgTypes[19].OneofWrappers = []any{
+	file_registry_v1_registry_proto_msgTypes[8].OneofWrappers = []any{
+		(*ForwardedWrite_Register)(nil),
+		(*ForwardedWrite_Deregister)(nil),
+	}
+	file_registry_v1_registry_proto_msgTypes[10].OneofWrappers = []any{
+		(*ForwardedWriteResult_Register)(nil),
+		(*ForwardedWriteResult_Deregister)(nil),
+		(*ForwardedWriteResult_Error)(nil),
+	}
+	file_registry_v1_registry_proto_msgTypes[24].OneofWrappers = []any{
 		(*WatchManyRequest_Create)(nil),
 		(*WatchManyRequest_Cancel)(nil),
 	}
@@ -4273,7 +4657,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   60,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

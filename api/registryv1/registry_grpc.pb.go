@@ -31,6 +31,7 @@ const (
 	Registry_Watch_FullMethodName           = "/registry.v1.Registry/Watch"
 	Registry_WatchMany_FullMethodName       = "/registry.v1.Registry/WatchMany"
 	Registry_ForwardUdpBeats_FullMethodName = "/registry.v1.Registry/ForwardUdpBeats"
+	Registry_ForwardWrites_FullMethodName   = "/registry.v1.Registry/ForwardWrites"
 )
 
 // RegistryClient is the client API for Registry service.
@@ -71,6 +72,14 @@ type RegistryClient interface {
 	// datagram authenticates itself, so the call needs no token. It has no
 	// HTTP binding.
 	ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeatsRequest, opts ...grpc.CallOption) (*BeatResponse, error)
+	// ForwardWrites carries Register and Deregister calls that a follower
+	// received, gathered into one call to the leader; all of them were made
+	// under the token this call carries. The leader validates, authorizes
+	// and commits each on its own and answers each on its own: one refused
+	// write does not fail the others. A call that fails as a whole (the
+	// node is not the leader) fails every write. Internal: nodes call it,
+	// never clients; it has no HTTP binding.
+	ForwardWrites(ctx context.Context, in *ForwardWritesRequest, opts ...grpc.CallOption) (*ForwardWritesResponse, error)
 }
 
 type registryClient struct {
@@ -186,6 +195,16 @@ func (c *registryClient) ForwardUdpBeats(ctx context.Context, in *ForwardUdpBeat
 	return out, nil
 }
 
+func (c *registryClient) ForwardWrites(ctx context.Context, in *ForwardWritesRequest, opts ...grpc.CallOption) (*ForwardWritesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardWritesResponse)
+	err := c.cc.Invoke(ctx, Registry_ForwardWrites_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServer is the server API for Registry service.
 // All implementations must embed UnimplementedRegistryServer
 // for forward compatibility.
@@ -224,6 +243,14 @@ type RegistryServer interface {
 	// datagram authenticates itself, so the call needs no token. It has no
 	// HTTP binding.
 	ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error)
+	// ForwardWrites carries Register and Deregister calls that a follower
+	// received, gathered into one call to the leader; all of them were made
+	// under the token this call carries. The leader validates, authorizes
+	// and commits each on its own and answers each on its own: one refused
+	// write does not fail the others. A call that fails as a whole (the
+	// node is not the leader) fails every write. Internal: nodes call it,
+	// never clients; it has no HTTP binding.
+	ForwardWrites(context.Context, *ForwardWritesRequest) (*ForwardWritesResponse, error)
 	mustEmbedUnimplementedRegistryServer()
 }
 
@@ -260,6 +287,9 @@ func (UnimplementedRegistryServer) WatchMany(grpc.BidiStreamingServer[WatchManyR
 }
 func (UnimplementedRegistryServer) ForwardUdpBeats(context.Context, *ForwardUdpBeatsRequest) (*BeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardUdpBeats not implemented")
+}
+func (UnimplementedRegistryServer) ForwardWrites(context.Context, *ForwardWritesRequest) (*ForwardWritesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForwardWrites not implemented")
 }
 func (UnimplementedRegistryServer) mustEmbedUnimplementedRegistryServer() {}
 func (UnimplementedRegistryServer) testEmbeddedByValue()                  {}
@@ -415,6 +445,24 @@ func _Registry_ForwardUdpBeats_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Registry_ForwardWrites_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardWritesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServer).ForwardWrites(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Registry_ForwardWrites_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServer).ForwardWrites(ctx, req.(*ForwardWritesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Registry_ServiceDesc is the grpc.ServiceDesc for Registry service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -445,6 +493,10 @@ var Registry_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ForwardUdpBeats",
 			Handler:    _Registry_ForwardUdpBeats_Handler,
+		},
+		{
+			MethodName: "ForwardWrites",
+			Handler:    _Registry_ForwardWrites_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,7 +19,9 @@ import (
 // client's Register would also start beating each instance), register new
 // instances (TTL --w2-ttl, no beats) for --w2-duration. Worker i sends to
 // endpoint i mod 3 over one connection per endpoint; a follower forwards
-// to the leader.
+// to the leader. Beside the nodes' CPU it reports the bench's own
+// (getrusage), since the load generator shares the machine: when it takes
+// a core's worth, it is the limit, not the cluster.
 func (b *bench) w2(ctx context.Context) error {
 	c, err := b.cluster(ctx)
 	if err != nil {
@@ -44,6 +48,9 @@ func (b *bench) w2(ctx context.Context) error {
 		lastErr error
 		wg      sync.WaitGroup
 	)
+	leader, _ := c.leader(ctx, c.endpoints) // "" when unknown: no leader CPU figure
+	nodes0 := c.sample()
+	self0 := selfCPU()
 	start := time.Now()
 	for w := range b.o.w2Workers {
 		wg.Go(func() {
@@ -85,6 +92,8 @@ func (b *bench) w2(ctx context.Context) error {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	self1 := selfCPU()
+	nodes1 := c.sample()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -98,6 +107,32 @@ func (b *bench) w2(ctx context.Context) error {
 	if lastErr != nil {
 		r.add("last_error", lastErr.Error())
 	}
+	if len(nodes1) > 0 {
+		var cpu time.Duration
+		for pid, s1 := range nodes1 {
+			cpu += s1.cpu - nodes0[pid].cpu
+		}
+		r.add("node_cpu_s_per_s", round2(cpu.Seconds()/elapsed.Seconds()))
+		if p := c.node(leader); p != nil {
+			pid := p.pid()
+			r.add("leader_cpu_s_per_s", round2((nodes1[pid].cpu-nodes0[pid].cpu).Seconds()/elapsed.Seconds()))
+		}
+	}
+	// The generator's own CPU, in cores, and as a share of the machine's
+	// cores.
+	bench := (self1 - self0).Seconds() / elapsed.Seconds()
+	r.add("bench_cpu_s_per_s", round2(bench))
+	r.add("bench_cpu_share_of_machine", round2(bench/float64(runtime.NumCPU())))
 	b.rep.emit(r)
 	return nil
+}
+
+// selfCPU is the user and system CPU time this process has used
+// (getrusage RUSAGE_SELF), or 0 if it cannot be read.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
