@@ -88,9 +88,11 @@
 // Apply, Snapshot and Restore are called by raft from one goroutine. Every
 // other method is safe for concurrent use: reads take a read lock and return
 // copies (Instance.Metadata maps are shared and must not be mutated), together
-// with the applied index they reflect. Snapshot copies the instances under
-// the read lock; the returned snapshot encodes them in Persist without the
-// lock, concurrently with Apply. Restore decodes into a new State and swaps
+// with the applied index they reflect. Snapshot takes the write lock for
+// O(chunks): it shares the state's fixed-size instance chunks, which Apply
+// copies before its first write to each afterwards (copy on write); the
+// returned snapshot sorts and encodes them in Persist without the lock,
+// concurrently with Apply. Restore decodes into a new State and swaps
 // it in under the write lock, so readers see the old state or the new one.
 //
 // Watchers take Changed before reading, read with Reset or EventsAfter, then

@@ -136,15 +136,20 @@ func (f *FSM) notify() {
 	f.changed = make(chan struct{})
 }
 
-// Snapshot copies the state under the read lock; the returned snapshot
-// encodes it in Persist without holding the FSM's lock.
+// Snapshot takes a point-in-time copy of the state under the write lock in
+// O(chunks), not O(instances): it shares the state's instance chunks, which
+// Apply copies before its first write to each (see store). The returned
+// snapshot sorts and encodes the instances in Persist without the FSM's
+// lock, concurrently with Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return f.snapshot(), nil
 }
 
+// snapshot takes the write lock: freezing the chunks moves the store's
+// generation, which two readers must not do at once.
 func (f *FSM) snapshot() *snapshot {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return f.state.snapshot(f.applied)
 }
 

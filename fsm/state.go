@@ -16,15 +16,17 @@ import (
 // only clock); they return the response and the events of the change. State
 // does no locking: FSM serializes access.
 //
-// The instances live in one dense slice, in no meaningful order (a removal
-// moves the last one into the hole), indexed by service then id: the
-// expiry checker's scan of every instance, ten times a second on the
-// leader, reads contiguous memory without copying, and a beat updates its
-// instance in place after one lookup. Nothing may depend on the slice's
-// order, which a restored replica does not share.
+// The instances live densely in a chunked store, in no meaningful order
+// (a removal moves the last one into the hole), indexed by service then
+// id: the expiry checker's scan of every instance, ten times a second on
+// the leader, reads contiguous memory without copying, and a beat updates
+// its instance in place after one lookup. A snapshot shares the store's
+// chunks copy-on-write (see store), so taking it costs O(chunks), not
+// O(instances). Nothing may depend on the store's order, which a restored
+// replica does not share.
 type State struct {
 	services map[string]map[string]int // service → id → position in insts
-	insts    []Instance
+	insts    store
 	nodes    map[string]NodeMeta
 	acl      aclState
 	// beatSecret is the cluster beat secret (BeatSecretSet), nil until set.
@@ -48,11 +50,10 @@ func (s *State) put(in Instance) {
 		s.services[in.Service] = ids
 	}
 	if pos, ok := ids[in.ID]; ok {
-		s.insts[pos] = in
+		*s.insts.mut(pos) = in
 		return
 	}
-	ids[in.ID] = len(s.insts)
-	s.insts = append(s.insts, in)
+	ids[in.ID] = s.insts.push(in)
 }
 
 // lookup returns the position of an instance in insts.
@@ -71,23 +72,19 @@ func (s *State) remove(service, id string) {
 	if len(ids) == 0 {
 		delete(s.services, service)
 	}
-	last := len(s.insts) - 1
-	if pos != last {
-		moved := s.insts[last]
-		s.insts[pos] = moved
+	if last := s.insts.len() - 1; pos != last {
+		moved := *s.insts.at(last)
+		*s.insts.mut(pos) = moved
 		s.services[moved.Service][moved.ID] = pos
 	}
-	s.insts[last] = Instance{} // drop its strings and metadata for the GC
-	s.insts = s.insts[:last]
+	s.insts.pop() // drops its strings and metadata for the GC
 }
 
 // scan calls fn for every instance in no meaningful order: callers must
 // not let the order decide anything that reaches the state. fn gets a
 // pointer into the state itself: it must not keep it or write through it.
 func (s *State) scan(fn func(*Instance)) {
-	for i := range s.insts {
-		fn(&s.insts[i])
-	}
+	s.insts.each(fn)
 }
 
 // Register upserts an instance keyed by (service, id); see the package
@@ -227,7 +224,9 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 			continue
 		}
 		// In place: a plain beat changes two fields of the stored instance.
-		in := &s.insts[pos]
+		// Checks read the instance; only an applied beat writes (and so
+		// copies its chunk if a snapshot shares it).
+		in := s.insts.at(pos)
 		if b.GetIncarnation() != in.Incarnation {
 			res.Rejected = append(res.Rejected, BeatRejection{
 				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
@@ -235,14 +234,16 @@ func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event
 			})
 			continue
 		}
-		if seq := b.GetUdpSeq(); seq != 0 {
-			if seq <= in.LastUDPSeq {
-				res.Rejected = append(res.Rejected, BeatRejection{
-					Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-					Reason: RejectReplay, UDPSeq: seq,
-				})
-				continue
-			}
+		seq := b.GetUdpSeq()
+		if seq != 0 && seq <= in.LastUDPSeq {
+			res.Rejected = append(res.Rejected, BeatRejection{
+				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
+				Reason: RejectReplay, UDPSeq: seq,
+			})
+			continue
+		}
+		in = s.insts.mut(pos)
+		if seq != 0 {
 			in.LastUDPSeq = seq
 		}
 		if in.State == StateSuspect {
@@ -370,7 +371,7 @@ func (s *State) Get(service, id string) (Instance, bool) {
 	if !ok {
 		return Instance{}, false
 	}
-	return s.insts[pos], true
+	return *s.insts.at(pos), true
 }
 
 // Service returns the instances of service sorted by ID, leaving out SUSPECT
@@ -378,7 +379,7 @@ func (s *State) Get(service, id string) (Instance, bool) {
 func (s *State) Service(service string, includeSuspect bool) []Instance {
 	var out []Instance
 	for _, pos := range s.services[service] {
-		if in := s.insts[pos]; includeSuspect || in.State != StateSuspect {
+		if in := *s.insts.at(pos); includeSuspect || in.State != StateSuspect {
 			out = append(out, in)
 		}
 	}
@@ -392,7 +393,7 @@ func (s *State) Services() []ServiceSummary {
 	for name, ids := range s.services {
 		sum := ServiceSummary{Service: name}
 		for _, pos := range ids {
-			if s.insts[pos].State == StateSuspect {
+			if s.insts.at(pos).State == StateSuspect {
 				sum.Suspect++
 			} else {
 				sum.Healthy++
@@ -413,10 +414,12 @@ func (s *State) Instances() []Instance {
 
 // unsorted copies every instance in no meaningful order; callers sort.
 func (s *State) unsorted() []Instance {
-	if len(s.insts) == 0 {
+	if s.insts.len() == 0 {
 		return nil
 	}
-	return slices.Clone(s.insts)
+	out := make([]Instance, 0, s.insts.len())
+	s.insts.each(func(in *Instance) { out = append(out, *in) })
+	return out
 }
 
 // Node returns one node's metadata.
