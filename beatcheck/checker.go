@@ -180,9 +180,10 @@ func (c *Checker) update(fn func(*Status)) {
 func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *expiryWindow) error {
 	var toSuspect, toExpire []due
 	live, silent := 0, 0
+	clock := f.clock(now, c.cfg.FailoverGrace)
 	c.state.ScanInstances(func(in *fsm.Instance) {
 		live++
-		v := classify(in, now, f.fence(in, c.cfg.FailoverGrace))
+		v := clock.classify(in)
 		if v == keep {
 			return
 		}
