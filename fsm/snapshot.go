@@ -283,7 +283,7 @@ func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
 		return Instance{}, fmt.Errorf("%s/%s has invalid state %d", p.GetService(), p.GetId(), p.GetState())
 	}
 	return Instance{
-		Service:       p.GetService(),
+		Service:       intern(p.GetService()),
 		ID:            p.GetId(),
 		Address:       p.GetAddress(),
 		Metadata:      cloneMetadata(p.GetMetadata()),

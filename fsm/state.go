@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unique"
 
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
@@ -93,7 +94,7 @@ func (s *State) scan(fn func(*Instance)) {
 func (s *State) Register(index uint64, c *fsmpb.Register) (RegisterResult, []Event, error) {
 	now := c.GetNowUnixNs()
 	next := Instance{
-		Service:       c.GetService(),
+		Service:       intern(c.GetService()),
 		ID:            c.GetId(),
 		Address:       c.GetAddress(),
 		Metadata:      cloneMetadata(c.GetMetadata()),
@@ -444,10 +445,21 @@ func compareNodes(a, b NodeMeta) int {
 }
 
 // cloneMetadata copies m so that the state never aliases a caller's map; an
-// empty map becomes nil so that equal states compare equal.
+// empty map becomes nil so that equal states compare equal. The keys are
+// interned: a handful of label names repeat across every instance.
 func cloneMetadata(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}
-	return maps.Clone(m)
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[intern(k)] = v
+	}
+	return out
 }
+
+// intern returns the canonical copy of s: the state keeps one copy of
+// each service name (and metadata key), not one per instance. Interning
+// changes only where the bytes live, never a value, so Apply stays a pure
+// function of the state and the entry.
+func intern(s string) string { return unique.Make(s).Value() }
