@@ -81,12 +81,19 @@ func (s *store) pop() {
 
 // each calls fn for every instance, in store order, for reading only.
 func (s *store) each(fn func(*Instance)) {
-	for ci, c := range s.chunks {
-		items := c.items[:min(chunkSize, s.n-ci*chunkSize)]
+	s.eachIn(0, len(s.chunks), fn)
+}
+
+// eachIn calls fn for every instance of chunks [from, to), for reading
+// only, and reports whether chunks remain after to.
+func (s *store) eachIn(from, to int, fn func(*Instance)) bool {
+	for ci := from; ci < min(to, len(s.chunks)); ci++ {
+		items := s.chunks[ci].items[:min(chunkSize, s.n-ci*chunkSize)]
 		for i := range items {
 			fn(&items[i])
 		}
 	}
+	return to < len(s.chunks)
 }
 
 // freeze returns a point-in-time view of the instances that later writes

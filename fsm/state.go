@@ -88,6 +88,12 @@ func (s *State) scan(fn func(*Instance)) {
 	s.insts.each(fn)
 }
 
+// scanChunks calls fn for every instance in chunks [from, to) of the
+// store, in store order, and reports whether chunks remain after to.
+func (s *State) scanChunks(from, to int, fn func(*Instance)) bool {
+	return s.insts.eachIn(from, to, fn)
+}
+
 // Register upserts an instance keyed by (service, id); see the package
 // documentation for the incarnation rules. It fails with ErrFenced when the
 // command's incarnation is lower than the stored one.
