@@ -14,7 +14,11 @@ import (
 // State is the replica the checker reads. *fsm.FSM implements it.
 type State interface {
 	// ScanInstances calls fn for every instance under the replica's read
-	// lock; fn must not block nor keep the pointer.
+	// lock, which it may release between groups of instances (see
+	// fsm.FSM.ScanInstances: an instance moved by a concurrent removal may
+	// be missed until the next sweep); fn must not block nor keep the
+	// pointer. Every proposal is conditional, so a sweep needs no
+	// point-in-time view.
 	ScanInstances(fn func(*fsm.Instance))
 }
 
