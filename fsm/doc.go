@@ -13,7 +13,10 @@
 //   - The state (State): instances indexed by service and id, node metadata,
 //     and the pure mutation and query methods over them.
 //   - Apply (FSM): decode, dispatch, and the bounded history of events that
-//     watchers read with Reset and EventsAfter.
+//     watchers read with Reset and EventsAfter. A BeatBatch, thousands of
+//     beats many times a second, is read in place from its wire encoding
+//     (beatwire.go) instead of decoded into messages; a fuzz test holds
+//     that reader to proto.Unmarshal.
 //   - Snapshot and Restore, in a versioned stream of length-delimited
 //     records; Hash digests the same stream. The same stream is the
 //     registry's backup format: WriteSnapshot writes it on demand, and

@@ -100,10 +100,12 @@ func New(cfg Config) *FSM {
 // IgnoreUnknownTypeFlag. It panics on an entry it cannot
 // decode, so that a replica stops rather than diverge.
 func (f *FSM) Apply(l *raft.Log) any {
+	if len(l.Data) > 0 && MessageType(l.Data[0]) == BeatBatchType {
+		return f.applyBeatBatch(l)
+	}
 	t, msg, err := Decode(l.Data)
 	if err != nil {
-		f.logger.Error("cannot decode log entry", "index", l.Index, "term", l.Term, "error", err)
-		panic(fmt.Sprintf("fsm: cannot apply log entry at index %d (term %d): %v", l.Index, l.Term, err))
+		f.undecodable(l, err)
 	}
 
 	f.mu.Lock()
@@ -128,6 +130,36 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.observeStamp(st.GetNowUnixNs())
 	}
 	return resp
+}
+
+// applyBeatBatch is Apply of a BeatBatch, read in place from the entry
+// (see readBeatBatch) instead of decoded into messages.
+func (f *FSM) applyBeatBatch(l *raft.Log) any {
+	body := l.Data[1:]
+	now, err := readBeatBatch(body, nil)
+	if err != nil {
+		f.undecodable(l, fmt.Errorf("%w: %v payload: %v", ErrUndecodable, BeatBatchType, err))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = l.Index
+	defer f.notify()
+	res, events := f.state.beatBatchWire(l.Index, now, body)
+	f.history.add(events)
+	if len(events) > 0 && f.observeEvents != nil {
+		f.observeEvents(events)
+	}
+	if f.observeStamp != nil {
+		f.observeStamp(now)
+	}
+	return &res
+}
+
+// undecodable logs and panics on an entry Apply cannot decode, so that a
+// replica stops rather than diverge.
+func (f *FSM) undecodable(l *raft.Log, err error) {
+	f.logger.Error("cannot decode log entry", "index", l.Index, "term", l.Term, "error", err)
+	panic(fmt.Sprintf("fsm: cannot apply log entry at index %d (term %d): %v", l.Index, l.Term, err))
 }
 
 // notify wakes the waiters on Changed. Callers hold the write lock.

@@ -218,54 +218,25 @@ func (s *State) WriteBatch(index uint64, c *fsmpb.WriteBatch) (WriteBatchResult,
 // the instance's LastUDPSeq is rejected as a replay and changes nothing;
 // an applied one raises LastUDPSeq. Beats without udp_seq are not checked.
 func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event) {
-	now := c.GetNowUnixNs()
-	res := BeatResult{Index: index}
-	var events []Event
+	a := beatApplier{s: s, index: index, now: c.GetNowUnixNs(), res: BeatResult{Index: index}}
+	// Beats of one service tend to come together (a client beats its
+	// instances in one frame): reuse the service's index between them.
+	var service string
+	var ids map[string]int
 	for _, b := range c.GetBeats() {
-		pos, ok := s.lookup(b.GetService(), b.GetId())
+		if ids == nil || b.GetService() != service {
+			service, ids = b.GetService(), s.services[b.GetService()]
+		}
+		pos, ok := ids[b.GetId()]
 		if !ok {
-			res.Rejected = append(res.Rejected, BeatRejection{
-				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectUnknown, UDPSeq: b.GetUdpSeq(),
-			})
+			a.reject(b.GetService(), b.GetId(), b.GetIncarnation(), b.GetUdpSeq(), RejectUnknown, 0)
 			continue
 		}
-		// In place: a plain beat changes two fields of the stored instance.
-		// Checks read the instance; only an applied beat writes (and so
-		// copies its chunk if a snapshot shares it).
-		in := s.insts.at(pos)
-		if b.GetIncarnation() != in.Incarnation {
-			res.Rejected = append(res.Rejected, BeatRejection{
-				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectFenced, Current: in.Incarnation, UDPSeq: b.GetUdpSeq(),
-			})
-			continue
+		if reason, current := a.apply(pos, b.GetIncarnation(), b.GetUdpSeq()); reason != 0 {
+			a.reject(b.GetService(), b.GetId(), b.GetIncarnation(), b.GetUdpSeq(), reason, current)
 		}
-		seq := b.GetUdpSeq()
-		if seq != 0 && seq <= in.LastUDPSeq {
-			res.Rejected = append(res.Rejected, BeatRejection{
-				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectReplay, UDPSeq: seq,
-			})
-			continue
-		}
-		in = s.insts.mut(pos)
-		if seq != 0 {
-			in.LastUDPSeq = seq
-		}
-		if in.State == StateSuspect {
-			old := *in
-			in.State = StateHealthy
-			in.ModifyIndex = index
-			in.LastBeatIndex = index
-			in.LastBeatAt = now
-			events = append(events, reacquired(index, now, old, *in))
-			continue
-		}
-		in.LastBeatIndex = index
-		in.LastBeatAt = now
 	}
-	return res, events
+	return a.res, a.events
 }
 
 func reacquired(index uint64, now int64, old, next Instance) Event {
