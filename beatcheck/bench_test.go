@@ -77,6 +77,9 @@ func sweepFSM(b *testing.B, n int) *fsm.FSM {
 func BenchmarkSweepScan(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			if n > 100_000 && testing.Short() {
+				b.Skip("-short: the million-instance case builds its state for about a minute")
+			}
 			f := sweepFSM(b, n)
 			fc := fences{graceFrom: benchNow.Add(-time.Hour)}
 			b.ReportAllocs()

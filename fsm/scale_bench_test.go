@@ -63,6 +63,9 @@ func heapAlloc() uint64 {
 func BenchmarkStateMemory(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			if n > 100_000 && testing.Short() {
+				b.Skip("-short: the million-instance case builds its state for about a minute")
+			}
 			var perInstance float64
 			for b.Loop() {
 				before := heapAlloc()
@@ -82,6 +85,9 @@ func BenchmarkStateMemory(b *testing.B) {
 func BenchmarkSnapshotCall(b *testing.B) {
 	for _, n := range []int{100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			if n > 100_000 && testing.Short() {
+				b.Skip("-short: the million-instance case builds its state for about a minute")
+			}
 			f := scaleFSM(b, n)
 			index := uint64(1 << 40)
 			data, err := fsm.Encode(fsm.BeatBatchType, &fsmpb.BeatBatch{NowUnixNs: 2,
