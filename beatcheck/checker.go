@@ -14,7 +14,11 @@ import (
 // State is the replica the checker reads. *fsm.FSM implements it.
 type State interface {
 	// ScanInstances calls fn for every instance under the replica's read
-	// lock; fn must not block nor keep the pointer.
+	// lock, which it may release between groups of instances (see
+	// fsm.FSM.ScanInstances: an instance moved by a concurrent removal may
+	// be missed until the next sweep); fn must not block nor keep the
+	// pointer. Every proposal is conditional, so a sweep needs no
+	// point-in-time view.
 	ScanInstances(fn func(*fsm.Instance))
 }
 
@@ -180,9 +184,10 @@ func (c *Checker) update(fn func(*Status)) {
 func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *expiryWindow) error {
 	var toSuspect, toExpire []due
 	live, silent := 0, 0
+	clock := f.clock(now, c.cfg.FailoverGrace)
 	c.state.ScanInstances(func(in *fsm.Instance) {
 		live++
-		v := classify(in, now, f.fence(in, c.cfg.FailoverGrace))
+		v := clock.classify(in)
 		if v == keep {
 			return
 		}

@@ -229,7 +229,7 @@ func (f *FSM) ACLPolicy(name string) (ACLPolicy, bool) {
 func (s *State) snapshot(index uint64) *snapshot {
 	return &snapshot{
 		index:           index,
-		instances:       s.unsorted(),
+		instances:       s.insts.freeze(),
 		nodes:           s.Nodes(),
 		policies:        s.Policies(),
 		tokens:          s.Tokens(),

@@ -13,7 +13,10 @@
 //   - The state (State): instances indexed by service and id, node metadata,
 //     and the pure mutation and query methods over them.
 //   - Apply (FSM): decode, dispatch, and the bounded history of events that
-//     watchers read with Reset and EventsAfter.
+//     watchers read with Reset and EventsAfter. A BeatBatch, thousands of
+//     beats many times a second, is read in place from its wire encoding
+//     (beatwire.go) instead of decoded into messages; a fuzz test holds
+//     that reader to proto.Unmarshal.
 //   - Snapshot and Restore, in a versioned stream of length-delimited
 //     records; Hash digests the same stream. The same stream is the
 //     registry's backup format: WriteSnapshot writes it on demand, and
@@ -88,9 +91,11 @@
 // Apply, Snapshot and Restore are called by raft from one goroutine. Every
 // other method is safe for concurrent use: reads take a read lock and return
 // copies (Instance.Metadata maps are shared and must not be mutated), together
-// with the applied index they reflect. Snapshot copies the instances under
-// the read lock; the returned snapshot encodes them in Persist without the
-// lock, concurrently with Apply. Restore decodes into a new State and swaps
+// with the applied index they reflect. Snapshot takes the write lock for
+// O(chunks): it shares the state's fixed-size instance chunks, which Apply
+// copies before its first write to each afterwards (copy on write); the
+// returned snapshot sorts and encodes them in Persist without the lock,
+// concurrently with Apply. Restore decodes into a new State and swaps
 // it in under the write lock, so readers see the old state or the new one.
 //
 // Watchers take Changed before reading, read with Reset or EventsAfter, then

@@ -100,10 +100,12 @@ func New(cfg Config) *FSM {
 // IgnoreUnknownTypeFlag. It panics on an entry it cannot
 // decode, so that a replica stops rather than diverge.
 func (f *FSM) Apply(l *raft.Log) any {
+	if len(l.Data) > 0 && MessageType(l.Data[0]) == BeatBatchType {
+		return f.applyBeatBatch(l)
+	}
 	t, msg, err := Decode(l.Data)
 	if err != nil {
-		f.logger.Error("cannot decode log entry", "index", l.Index, "term", l.Term, "error", err)
-		panic(fmt.Sprintf("fsm: cannot apply log entry at index %d (term %d): %v", l.Index, l.Term, err))
+		f.undecodable(l, err)
 	}
 
 	f.mu.Lock()
@@ -130,21 +132,56 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return resp
 }
 
+// applyBeatBatch is Apply of a BeatBatch, read in place from the entry
+// (see readBeatBatch) instead of decoded into messages.
+func (f *FSM) applyBeatBatch(l *raft.Log) any {
+	body := l.Data[1:]
+	now, err := readBeatBatch(body, nil)
+	if err != nil {
+		f.undecodable(l, fmt.Errorf("%w: %v payload: %v", ErrUndecodable, BeatBatchType, err))
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = l.Index
+	defer f.notify()
+	res, events := f.state.beatBatchWire(l.Index, now, body)
+	f.history.add(events)
+	if len(events) > 0 && f.observeEvents != nil {
+		f.observeEvents(events)
+	}
+	if f.observeStamp != nil {
+		f.observeStamp(now)
+	}
+	return &res
+}
+
+// undecodable logs and panics on an entry Apply cannot decode, so that a
+// replica stops rather than diverge.
+func (f *FSM) undecodable(l *raft.Log, err error) {
+	f.logger.Error("cannot decode log entry", "index", l.Index, "term", l.Term, "error", err)
+	panic(fmt.Sprintf("fsm: cannot apply log entry at index %d (term %d): %v", l.Index, l.Term, err))
+}
+
 // notify wakes the waiters on Changed. Callers hold the write lock.
 func (f *FSM) notify() {
 	close(f.changed)
 	f.changed = make(chan struct{})
 }
 
-// Snapshot copies the state under the read lock; the returned snapshot
-// encodes it in Persist without holding the FSM's lock.
+// Snapshot takes a point-in-time copy of the state under the write lock in
+// O(chunks), not O(instances): it shares the state's instance chunks, which
+// Apply copies before its first write to each (see store). The returned
+// snapshot sorts and encodes the instances in Persist without the FSM's
+// lock, concurrently with Apply.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return f.snapshot(), nil
 }
 
+// snapshot takes the write lock: freezing the chunks moves the store's
+// generation, which two readers must not do at once.
 func (f *FSM) snapshot() *snapshot {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return f.state.snapshot(f.applied)
 }
 
@@ -205,13 +242,36 @@ func (f *FSM) ListServices() ([]ServiceSummary, uint64) {
 	return f.state.Services(), f.applied
 }
 
-// ScanInstances calls fn for every instance, in no particular order, under
-// the read lock, without copying the state: fn must be quick, must not call
-// the FSM and must not keep the pointer. The expiry checker scans this way.
+// scanGroup is the number of store chunks ScanInstances visits under one
+// hold of the read lock: 32 chunks are 4,096 instances, tens of
+// microseconds, so that a scan of a million instances never keeps Apply
+// waiting for the whole scan (tens of milliseconds, ten times a second on
+// the leader).
+const scanGroup = 32
+
+// ScanInstances calls fn for every instance, in no particular order,
+// without copying the state, holding the read lock for a group of chunks
+// at a time: fn must be quick, must not call the FSM and must not keep the
+// pointer. The expiry checker scans this way.
+//
+// Applies may run between groups, so a scan is not a point-in-time view:
+// an instance that exists from the start to the end of the scan is visited
+// exactly once, unless a removal during the scan moves it (a removal moves
+// the last instance into the hole) to a position already scanned: then
+// this scan misses it and the next one sees it. An instance removed or
+// registered during the scan may or may not be visited, and a
+// re-registration may be visited as both its old and its new incarnation.
+// Nothing decided from a scan may assume more: the checker's proposals are
+// conditional on each instance's incarnation and last beat index.
 func (f *FSM) ScanInstances(fn func(*Instance)) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	f.state.scan(fn)
+	for from := 0; ; from += scanGroup {
+		f.mu.RLock()
+		more := f.state.scanChunks(from, from+scanGroup, fn)
+		f.mu.RUnlock()
+		if !more {
+			return
+		}
+	}
 }
 
 // Instance returns one instance.

@@ -1,7 +1,9 @@
 package fsm_test
 
 import (
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -33,4 +35,51 @@ func TestObserveStampSeesTheProposersTimestamps(t *testing.T) {
 	if diff := cmp.Diff([]int64{100, 250, 400}, stamps); diff != "" {
 		t.Errorf("observed stamps (-want +got):\n%s", diff)
 	}
+}
+
+// A scan takes the read lock a group of chunks at a time, so Apply runs
+// between groups: with beats and registrations (no removal) applied while
+// the scan runs, every instance present at the start is visited exactly
+// once. Run with -race.
+func TestScanInstancesConcurrentWithApply(t *testing.T) {
+	const n = 20_000 // several lock groups of chunks
+	f := fsmtest.New(t, fsm.Config{HistorySize: 16})
+	for i := range n {
+		fsmtest.Apply(t, f, uint64(i+1), register("s", fmt.Sprint(i), 1, 100))
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		index := uint64(n)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			index++
+			if i%2 == 0 {
+				fsmtest.Apply(t, f, index, beats(int64(index), beat("s", fmt.Sprint(i%n), 1)))
+			} else {
+				fsmtest.Apply(t, f, index, register("new", fmt.Sprint(i), 1, 100))
+			}
+		}
+	})
+	for range 5 {
+		seen := make(map[string]int, n)
+		f.ScanInstances(func(in *fsm.Instance) {
+			if in.Service == "s" {
+				seen[in.ID]++
+			}
+		})
+		for i := range n {
+			if c := seen[fmt.Sprint(i)]; c != 1 {
+				close(done)
+				wg.Wait()
+				t.Fatalf("instance s/%d visited %d times by one scan, want once", i, c)
+			}
+		}
+	}
+	close(done)
+	wg.Wait()
 }

@@ -12,7 +12,7 @@ func (f *FSM) ScanService(service string, fn func(*Instance)) bool {
 	defer f.mu.RUnlock()
 	ids := f.state.services[service]
 	for _, pos := range ids {
-		fn(&f.state.insts[pos])
+		fn(f.state.insts.at(pos))
 	}
 	return len(ids) > 0
 }

@@ -34,11 +34,13 @@ const minSnapshotVersion = 1
 
 var marshalDelim = protodelim.MarshalOptions{MarshalOptions: proto.MarshalOptions{Deterministic: true}}
 
-// snapshot is a point-in-time copy of the state. Instances share their
-// Metadata maps with the state, which never mutates them.
+// snapshot is a point-in-time copy of the state. The instances are the
+// state's chunks at the snapshot, which the state copies before writing
+// again (copy on write); their strings and Metadata maps are shared with
+// the state, which never mutates them.
 type snapshot struct {
 	index     uint64
-	instances []Instance  // in map order until write sorts them
+	instances frozen      // in store order; write sorts pointers to them
 	nodes     []NodeMeta  // sorted
 	policies  []ACLPolicy // sorted
 	tokens    []ACLToken  // sorted
@@ -75,7 +77,7 @@ type SnapshotInfo struct {
 }
 
 func (s *snapshot) info() SnapshotInfo {
-	return SnapshotInfo{Index: s.index, Instances: len(s.instances), Nodes: len(s.nodes),
+	return SnapshotInfo{Index: s.index, Instances: s.instances.n, Nodes: len(s.nodes),
 		Policies: len(s.policies), Tokens: len(s.tokens)}
 }
 
@@ -142,12 +144,13 @@ func (s *snapshot) hash() string {
 
 // write encodes the snapshot stream to w.
 func (s *snapshot) write(w io.Writer) error {
-	slices.SortFunc(s.instances, compareInstances)
+	instances := s.instances.all()
+	slices.SortFunc(instances, func(a, b *Instance) int { return compareInstances(*a, *b) })
 	bw := bufio.NewWriter(w)
 	header := &fsmpb.SnapshotHeader{
 		Version:         snapshotVersion,
 		Index:           s.index,
-		InstanceCount:   uint64(len(s.instances)),
+		InstanceCount:   uint64(len(instances)),
 		NodeCount:       uint64(len(s.nodes)),
 		AclPolicyCount:  uint64(len(s.policies)),
 		AclTokenCount:   uint64(len(s.tokens)),
@@ -158,8 +161,8 @@ func (s *snapshot) write(w io.Writer) error {
 	if _, err := marshalDelim.MarshalTo(bw, header); err != nil {
 		return fmt.Errorf("header: %w", err)
 	}
-	for _, in := range s.instances {
-		if _, err := marshalDelim.MarshalTo(bw, instanceToProto(in)); err != nil {
+	for _, in := range instances {
+		if _, err := marshalDelim.MarshalTo(bw, instanceToProto(*in)); err != nil {
 			return fmt.Errorf("instance %s/%s: %w", in.Service, in.ID, err)
 		}
 	}
@@ -280,7 +283,7 @@ func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
 		return Instance{}, fmt.Errorf("%s/%s has invalid state %d", p.GetService(), p.GetId(), p.GetState())
 	}
 	return Instance{
-		Service:       p.GetService(),
+		Service:       intern(p.GetService()),
 		ID:            p.GetId(),
 		Address:       p.GetAddress(),
 		Metadata:      cloneMetadata(p.GetMetadata()),

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unique"
 
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
@@ -16,15 +17,17 @@ import (
 // only clock); they return the response and the events of the change. State
 // does no locking: FSM serializes access.
 //
-// The instances live in one dense slice, in no meaningful order (a removal
-// moves the last one into the hole), indexed by service then id: the
-// expiry checker's scan of every instance, ten times a second on the
-// leader, reads contiguous memory without copying, and a beat updates its
-// instance in place after one lookup. Nothing may depend on the slice's
-// order, which a restored replica does not share.
+// The instances live densely in a chunked store, in no meaningful order
+// (a removal moves the last one into the hole), indexed by service then
+// id: the expiry checker's scan of every instance, ten times a second on
+// the leader, reads contiguous memory without copying, and a beat updates
+// its instance in place after one lookup. A snapshot shares the store's
+// chunks copy-on-write (see store), so taking it costs O(chunks), not
+// O(instances). Nothing may depend on the store's order, which a restored
+// replica does not share.
 type State struct {
 	services map[string]map[string]int // service → id → position in insts
-	insts    []Instance
+	insts    store
 	nodes    map[string]NodeMeta
 	acl      aclState
 	// beatSecret is the cluster beat secret (BeatSecretSet), nil until set.
@@ -48,11 +51,10 @@ func (s *State) put(in Instance) {
 		s.services[in.Service] = ids
 	}
 	if pos, ok := ids[in.ID]; ok {
-		s.insts[pos] = in
+		*s.insts.mut(pos) = in
 		return
 	}
-	ids[in.ID] = len(s.insts)
-	s.insts = append(s.insts, in)
+	ids[in.ID] = s.insts.push(in)
 }
 
 // lookup returns the position of an instance in insts.
@@ -71,23 +73,25 @@ func (s *State) remove(service, id string) {
 	if len(ids) == 0 {
 		delete(s.services, service)
 	}
-	last := len(s.insts) - 1
-	if pos != last {
-		moved := s.insts[last]
-		s.insts[pos] = moved
+	if last := s.insts.len() - 1; pos != last {
+		moved := *s.insts.at(last)
+		*s.insts.mut(pos) = moved
 		s.services[moved.Service][moved.ID] = pos
 	}
-	s.insts[last] = Instance{} // drop its strings and metadata for the GC
-	s.insts = s.insts[:last]
+	s.insts.pop() // drops its strings and metadata for the GC
 }
 
 // scan calls fn for every instance in no meaningful order: callers must
 // not let the order decide anything that reaches the state. fn gets a
 // pointer into the state itself: it must not keep it or write through it.
 func (s *State) scan(fn func(*Instance)) {
-	for i := range s.insts {
-		fn(&s.insts[i])
-	}
+	s.insts.each(fn)
+}
+
+// scanChunks calls fn for every instance in chunks [from, to) of the
+// store, in store order, and reports whether chunks remain after to.
+func (s *State) scanChunks(from, to int, fn func(*Instance)) bool {
+	return s.insts.eachIn(from, to, fn)
 }
 
 // Register upserts an instance keyed by (service, id); see the package
@@ -96,7 +100,7 @@ func (s *State) scan(fn func(*Instance)) {
 func (s *State) Register(index uint64, c *fsmpb.Register) (RegisterResult, []Event, error) {
 	now := c.GetNowUnixNs()
 	next := Instance{
-		Service:       c.GetService(),
+		Service:       intern(c.GetService()),
 		ID:            c.GetId(),
 		Address:       c.GetAddress(),
 		Metadata:      cloneMetadata(c.GetMetadata()),
@@ -214,50 +218,25 @@ func (s *State) WriteBatch(index uint64, c *fsmpb.WriteBatch) (WriteBatchResult,
 // the instance's LastUDPSeq is rejected as a replay and changes nothing;
 // an applied one raises LastUDPSeq. Beats without udp_seq are not checked.
 func (s *State) BeatBatch(index uint64, c *fsmpb.BeatBatch) (BeatResult, []Event) {
-	now := c.GetNowUnixNs()
-	res := BeatResult{Index: index}
-	var events []Event
+	a := beatApplier{s: s, index: index, now: c.GetNowUnixNs(), res: BeatResult{Index: index}}
+	// Beats of one service tend to come together (a client beats its
+	// instances in one frame): reuse the service's index between them.
+	var service string
+	var ids map[string]int
 	for _, b := range c.GetBeats() {
-		pos, ok := s.lookup(b.GetService(), b.GetId())
+		if ids == nil || b.GetService() != service {
+			service, ids = b.GetService(), s.services[b.GetService()]
+		}
+		pos, ok := ids[b.GetId()]
 		if !ok {
-			res.Rejected = append(res.Rejected, BeatRejection{
-				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectUnknown, UDPSeq: b.GetUdpSeq(),
-			})
+			a.reject(b.GetService(), b.GetId(), b.GetIncarnation(), b.GetUdpSeq(), RejectUnknown, 0)
 			continue
 		}
-		// In place: a plain beat changes two fields of the stored instance.
-		in := &s.insts[pos]
-		if b.GetIncarnation() != in.Incarnation {
-			res.Rejected = append(res.Rejected, BeatRejection{
-				Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-				Reason: RejectFenced, Current: in.Incarnation, UDPSeq: b.GetUdpSeq(),
-			})
-			continue
+		if reason, current := a.apply(pos, b.GetIncarnation(), b.GetUdpSeq()); reason != 0 {
+			a.reject(b.GetService(), b.GetId(), b.GetIncarnation(), b.GetUdpSeq(), reason, current)
 		}
-		if seq := b.GetUdpSeq(); seq != 0 {
-			if seq <= in.LastUDPSeq {
-				res.Rejected = append(res.Rejected, BeatRejection{
-					Service: b.GetService(), ID: b.GetId(), Incarnation: b.GetIncarnation(),
-					Reason: RejectReplay, UDPSeq: seq,
-				})
-				continue
-			}
-			in.LastUDPSeq = seq
-		}
-		if in.State == StateSuspect {
-			old := *in
-			in.State = StateHealthy
-			in.ModifyIndex = index
-			in.LastBeatIndex = index
-			in.LastBeatAt = now
-			events = append(events, reacquired(index, now, old, *in))
-			continue
-		}
-		in.LastBeatIndex = index
-		in.LastBeatAt = now
 	}
-	return res, events
+	return a.res, a.events
 }
 
 func reacquired(index uint64, now int64, old, next Instance) Event {
@@ -370,7 +349,7 @@ func (s *State) Get(service, id string) (Instance, bool) {
 	if !ok {
 		return Instance{}, false
 	}
-	return s.insts[pos], true
+	return *s.insts.at(pos), true
 }
 
 // Service returns the instances of service sorted by ID, leaving out SUSPECT
@@ -378,7 +357,7 @@ func (s *State) Get(service, id string) (Instance, bool) {
 func (s *State) Service(service string, includeSuspect bool) []Instance {
 	var out []Instance
 	for _, pos := range s.services[service] {
-		if in := s.insts[pos]; includeSuspect || in.State != StateSuspect {
+		if in := *s.insts.at(pos); includeSuspect || in.State != StateSuspect {
 			out = append(out, in)
 		}
 	}
@@ -392,7 +371,7 @@ func (s *State) Services() []ServiceSummary {
 	for name, ids := range s.services {
 		sum := ServiceSummary{Service: name}
 		for _, pos := range ids {
-			if s.insts[pos].State == StateSuspect {
+			if s.insts.at(pos).State == StateSuspect {
 				sum.Suspect++
 			} else {
 				sum.Healthy++
@@ -413,10 +392,12 @@ func (s *State) Instances() []Instance {
 
 // unsorted copies every instance in no meaningful order; callers sort.
 func (s *State) unsorted() []Instance {
-	if len(s.insts) == 0 {
+	if s.insts.len() == 0 {
 		return nil
 	}
-	return slices.Clone(s.insts)
+	out := make([]Instance, 0, s.insts.len())
+	s.insts.each(func(in *Instance) { out = append(out, *in) })
+	return out
 }
 
 // Node returns one node's metadata.
@@ -441,10 +422,21 @@ func compareNodes(a, b NodeMeta) int {
 }
 
 // cloneMetadata copies m so that the state never aliases a caller's map; an
-// empty map becomes nil so that equal states compare equal.
+// empty map becomes nil so that equal states compare equal. The keys are
+// interned: a handful of label names repeat across every instance.
 func cloneMetadata(m map[string]string) map[string]string {
 	if len(m) == 0 {
 		return nil
 	}
-	return maps.Clone(m)
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[intern(k)] = v
+	}
+	return out
 }
+
+// intern returns the canonical copy of s: the state keeps one copy of
+// each service name (and metadata key), not one per instance. Interning
+// changes only where the bytes live, never a value, so Apply stays a pure
+// function of the state and the entry.
+func intern(s string) string { return unique.Make(s).Value() }

@@ -1,0 +1,124 @@
+package fsm
+
+// chunkSize is the number of instances in one chunk: 128 instances of
+// 144 bytes are 18 KiB, one small-object size class, so that copying a
+// chunk on its first write after a snapshot costs a few microseconds, and a
+// million instances are 7,813 chunks, whose pointers a snapshot copies in
+// microseconds.
+const chunkSize = 128
+
+// chunk is a fixed-size block of the instance store. gen is the store
+// generation that owns it: a chunk whose gen is older than the store's may
+// be shared with a snapshot and is never written again; the store copies it
+// first (copy on write).
+type chunk struct {
+	gen   uint64
+	items [chunkSize]Instance
+}
+
+// store holds the instances densely, in no meaningful order, in
+// fixed-size chunks that snapshots share copy-on-write: freeze makes every
+// current chunk immutable in O(chunks), and the next write to a frozen
+// chunk copies it. Reads never copy. A store is not safe for concurrent
+// use; the chunks a freeze returned are, since nothing writes them again.
+type store struct {
+	chunks []*chunk
+	n      int
+	gen    uint64
+	// owned reports that some chunk has gen == store.gen (written since
+	// the last freeze): a freeze with nothing owned need not move gen,
+	// so back-to-back snapshots do not make every chunk copy again.
+	owned bool
+}
+
+// len returns the number of instances.
+func (s *store) len() int { return s.n }
+
+// at returns the instance at pos for reading only.
+func (s *store) at(pos int) *Instance {
+	return &s.chunks[pos/chunkSize].items[pos%chunkSize]
+}
+
+// mut returns the instance at pos for writing, copying its chunk first if
+// a snapshot may share it.
+func (s *store) mut(pos int) *Instance {
+	ci := pos / chunkSize
+	c := s.chunks[ci]
+	if c.gen != s.gen {
+		cp := new(chunk)
+		*cp = *c
+		cp.gen = s.gen
+		s.chunks[ci] = cp
+		s.owned = true
+		c = cp
+	}
+	return &c.items[pos%chunkSize]
+}
+
+// push appends in and returns its position.
+func (s *store) push(in Instance) int {
+	if s.n == len(s.chunks)*chunkSize {
+		s.chunks = append(s.chunks, &chunk{gen: s.gen})
+		s.owned = true
+	}
+	pos := s.n
+	s.n++
+	*s.mut(pos) = in
+	return pos
+}
+
+// pop removes the last instance, clearing its slot for the GC, and drops
+// a chunk left empty.
+func (s *store) pop() {
+	s.n--
+	*s.mut(s.n) = Instance{}
+	if s.n%chunkSize == 0 {
+		last := len(s.chunks) - 1
+		s.chunks[last] = nil
+		s.chunks = s.chunks[:last]
+	}
+}
+
+// each calls fn for every instance, in store order, for reading only.
+func (s *store) each(fn func(*Instance)) {
+	s.eachIn(0, len(s.chunks), fn)
+}
+
+// eachIn calls fn for every instance of chunks [from, to), for reading
+// only, and reports whether chunks remain after to.
+func (s *store) eachIn(from, to int, fn func(*Instance)) bool {
+	for ci := from; ci < min(to, len(s.chunks)); ci++ {
+		items := s.chunks[ci].items[:min(chunkSize, s.n-ci*chunkSize)]
+		for i := range items {
+			fn(&items[i])
+		}
+	}
+	return to < len(s.chunks)
+}
+
+// freeze returns a point-in-time view of the instances that later writes
+// to the store do not change: the chunk pointers, which no write touches
+// again. It costs O(chunks).
+func (s *store) freeze() frozen {
+	if s.owned {
+		s.gen++
+		s.owned = false
+	}
+	return frozen{chunks: append([]*chunk(nil), s.chunks...), n: s.n}
+}
+
+// frozen is a store's instances at a freeze: immutable, safe to read from
+// any goroutine.
+type frozen struct {
+	chunks []*chunk
+	n      int
+}
+
+// all returns pointers to every instance, in store order.
+func (f frozen) all() []*Instance {
+	out := make([]*Instance, 0, f.n)
+	for i := range f.n {
+		out = append(out, &f.chunks[i/chunkSize].items[i%chunkSize])
+	}
+	return out
+}
