@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +40,7 @@ type options struct {
 	nodeFlags  string
 	backoffMax time.Duration
 	secure     bool
+	cpuProfile string
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -115,6 +117,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
 	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count)")
+	fs.StringVar(&o.cpuProfile, "bench-cpuprofile", "", "file: write a CPU profile of registry-bench itself (the load generator, not the nodes) over the whole run; read it with go tool pprof -top FILE")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
 	udpFlags(fs, &o.udp)
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
@@ -155,6 +158,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer s.close()
 		sec = s
+	}
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "registry-bench: --bench-cpuprofile: %v\n", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintf(stderr, "registry-bench: --bench-cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
