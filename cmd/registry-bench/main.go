@@ -69,6 +69,8 @@ type options struct {
 	dns dnsOptions
 	udp udpOptions
 	w5  w5Options
+
+	scale scaleOptions
 }
 
 func main() {
@@ -83,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.nodeBinary, "node-binary", "", "registry-node binary to start (default: go build ./cmd/registry-node into a temporary directory)")
 	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
 	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203, DNS base+301..303, UDP beats base+321..323")
-	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, w5, dns, udp, udp-w1)")
+	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, w5, dns, udp, udp-w1, scale: the million-instance run, its own make target)")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
 	fs.BoolVar(&o.secure, "secure", false, "start the local nodes with mutual TLS on every port and ACLs on (a CA and certificates made in a temporary directory, the ACLs bootstrapped with a management token that every benchmark connection carries), to compare with a plaintext run")
@@ -123,6 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
 	dnsFlags(fs, &o.dns)
 	w5Flags(fs, &o.w5)
+	scaleFlags(fs, &o.scale)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -229,11 +232,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.bin = bin
 	}
-	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "w5": b.w5, "dns": b.wdns, "udp": b.udp, "udp-w1": b.udpW1}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "w5": b.w5, "dns": b.wdns, "udp": b.udp, "udp-w1": b.udpW1, "scale": b.scale}
 	for _, w := range splitList(b.o.workloads) {
 		fn, ok := workloads[strings.ToLower(w)]
 		if !ok {
-			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, w5, dns, udp, udp-w1)", w)
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, w5, dns, udp, udp-w1, scale)", w)
 		}
 		if err := fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", w, err)
