@@ -118,7 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (default MaxBeatsPerFrame) and/or single (one beat per frame)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
-	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count)")
+	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count; scale-beats.svg: the scale workload's beat latency CDF)")
 	fs.StringVar(&o.cpuProfile, "bench-cpuprofile", "", "file: write a CPU profile of registry-bench itself (the load generator, not the nodes) over the whole run; read it with go tool pprof -top FILE")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
 	udpFlags(fs, &o.udp)

@@ -227,6 +227,7 @@ func (b *bench) scale(ctx context.Context) error {
 	r.addMs("beat_latency_p50", p50)
 	r.addMs("beat_latency_p99", p99)
 	r.addMs("beat_latency_max", maxLat)
+	r.addWeightedDist("beat_latency", samples)
 	r.add("beats_rejected_during_hold", gen.rec.rejected.Load()-rej0)
 	r.add("beats_retried_during_hold", gen.rec.retried.Load()-retry0)
 	r.add("leader_changes_during_hold", c.term(ctx)-holdTerm)
