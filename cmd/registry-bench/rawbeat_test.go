@@ -87,13 +87,15 @@ func rawGenFor(t *testing.T, addr string, n, perFrame, streams int) *rawGen {
 	}
 	t.Cleanup(func() { cc.Close() })
 	return newRawGen([]string{addr}, func(string) (*grpc.ClientConn, error) { return cc, nil }, n, perFrame, streams, 50*time.Millisecond,
-		func(i int) *registryv1.InstanceRef { return &registryv1.InstanceRef{Service: "s", Id: fmt.Sprint(i), Incarnation: 1} })
+		func(i int) *registryv1.InstanceRef {
+			return &registryv1.InstanceRef{Service: "s", Id: fmt.Sprint(i), Incarnation: 1}
+		})
 }
 
 func TestTheRawGeneratorBeatsOnlyFullyRegisteredFramesAndResendsARetriedOne(t *testing.T) {
 	sink := &beatSink{beats: map[string]int{}}
 	g := rawGenFor(t, serveSink(t, sink), 10, 4, 2) // frames 0-3, 4-7, 8-9
-	for i := range 9 {                               // 9 is left unregistered: frame 8-9 stays inactive
+	for i := range 9 {                              // 9 is left unregistered: frame 8-9 stays inactive
 		g.registered(i, 4)
 	}
 	g.start(t.Context())

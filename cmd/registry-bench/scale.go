@@ -40,6 +40,7 @@ type scaleOptions struct {
 	streams      int
 	frameBeats   int
 	phaseTimeout time.Duration
+	regTimeout   time.Duration
 	nodeFlags    string
 	skip         string
 	registerVia  string
@@ -57,7 +58,8 @@ func scaleFlags(fs *flag.FlagSet, o *scaleOptions) {
 	fs.StringVar(&o.registerVia, "scale-register-via", "leader", "scale: send the registrations to the leader, or to all the nodes (followers forward them)")
 	fs.IntVar(&o.streams, "scale-streams", 6, "scale: beat streams")
 	fs.IntVar(&o.frameBeats, "scale-frame-beats", 1000, "scale: beats per frame")
-	fs.DurationVar(&o.phaseTimeout, "scale-phase-timeout", 4*time.Minute, "scale: bound on each phase (registering, a catch-up, a restart)")
+	fs.DurationVar(&o.regTimeout, "scale-register-timeout", 8*time.Minute, "scale: bound on registering the instances (the run stops there, with how many were registered, if they were not all)")
+	fs.DurationVar(&o.phaseTimeout, "scale-phase-timeout", 3*time.Minute, "scale: bound on each later phase (a catch-up, a restart)")
 	fs.StringVar(&o.nodeFlags, "scale-node-flags", "--snapshot-interval 10s --snapshot-threshold 4096 --trailing-logs 2048", "scale: flags for the local nodes (before --node-flags): snapshots checked often enough to happen in the run, and a log short enough that a new node catches up by snapshot")
 	fs.StringVar(&o.skip, "scale-skip", "", "scale: phases to skip, comma-separated (snapshot, join, kill, restart)")
 }
@@ -159,17 +161,34 @@ func (b *bench) scale(ctx context.Context) error {
 	default:
 		return fmt.Errorf("--scale-register-via %q: want leader or all", o.registerVia)
 	}
-	rctx, rcancel := context.WithTimeout(ctx, o.phaseTimeout)
+	rctx, rcancel := context.WithTimeout(ctx, o.regTimeout)
+	regCPU0 := c.sample()
+	var registered atomic.Int64
 	err = registerRaw(rctx, regConns, o.instances, o.regWorkers, func(i int) *registryv1.Instance {
 		return &registryv1.Instance{Service: service(i), Id: id(i), Address: fmt.Sprintf("10.%d.%d.%d:80", i>>16&255, i>>8&255, i&255),
 			Incarnation: 1, BeatInterval: durationpb.New(o.interval), Ttl: durationpb.New(o.ttl)}
-	}, func(i int) { gen.registered(i, o.frameBeats) })
+	}, func(i int) {
+		gen.registered(i, o.frameBeats)
+		registered.Add(1)
+	})
 	rcancel()
+	regTime := time.Since(rstart)
+	regCPU1 := c.sample()
+	var regCPU time.Duration
+	for _, p := range c.nodes {
+		pid := p.pid()
+		regCPU += regCPU1[pid].cpu - regCPU0[pid].cpu
+		r.add("registration_cpu_s_per_s_"+p.id, round2((regCPU1[pid].cpu-regCPU0[pid].cpu).Seconds()/regTime.Seconds()))
+	}
+	r.add("registration_node_cpu_s_per_s", round2(regCPU.Seconds()/regTime.Seconds()))
 	if err != nil {
+		n := registered.Load()
+		r.add("registered", n)
+		r.add("registrations_per_s", round1(float64(n)/regTime.Seconds()))
 		r.add("verdict", "fail: registration: "+err.Error())
+		b.logf("scale: registration stopped after %v with %d registered (%.0f/s): %v", regTime.Round(time.Millisecond), n, float64(n)/regTime.Seconds(), err)
 		return nil
 	}
-	regTime := time.Since(rstart)
 	r.addMs("registration_time", regTime)
 	r.add("registrations_per_s", round1(float64(o.instances)/regTime.Seconds()))
 	b.logf("scale: registered %d instances in %v: %.0f registrations/s", o.instances, regTime.Round(time.Millisecond), float64(o.instances)/regTime.Seconds())
