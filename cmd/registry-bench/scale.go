@@ -181,6 +181,20 @@ func (b *bench) scale(ctx context.Context) error {
 		r.add("registration_cpu_s_per_s_"+p.id, round2((regCPU1[pid].cpu-regCPU0[pid].cpu).Seconds()/regTime.Seconds()))
 	}
 	r.add("registration_node_cpu_s_per_s", round2(regCPU.Seconds()/regTime.Seconds()))
+	// What the leader's Apply took lately (go-metrics' summary: about the
+	// last minute), and the registrations per Raft entry.
+	if l, err := c.waitLeader(ctx, c.endpoints); err == nil {
+		if m, err := metrics(ctx, c.node(l).httpAddr, "raft_fsm_apply_seconds{", "registry_write_batch_size_writes_"); err == nil {
+			for _, q := range []struct{ q, name string }{{"0.5", "p50"}, {"0.99", "p99"}} {
+				if v, ok := m[`raft_fsm_apply_seconds{quantile="`+q.q+`"}`]; ok && v == v {
+					r.add("registration_fsm_apply_"+q.name+"_ms", round1(v*1000))
+				}
+			}
+			if n := m["registry_write_batch_size_writes_count"]; n > 0 {
+				r.add("registrations_per_entry", round1(m["registry_write_batch_size_writes_sum"]/n))
+			}
+		}
+	}
 	if err != nil {
 		n := registered.Load()
 		r.add("registered", n)
