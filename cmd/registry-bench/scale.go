@@ -199,6 +199,8 @@ func (b *bench) scale(ctx context.Context) error {
 		n := registered.Load()
 		r.add("registered", n)
 		r.add("registrations_per_s", round1(float64(n)/regTime.Seconds()))
+		r.add("leader_changes", c.term(ctx)-term0)
+		r.add("expired_counted_by_nodes", c.maxMetric(ctx, `registry_deregistrations_total{reason="expired"}`))
 		r.add("verdict", "fail: registration: "+err.Error())
 		b.logf("scale: registration stopped after %v with %d registered (%.0f/s): %v", regTime.Round(time.Millisecond), n, float64(n)/regTime.Seconds(), err)
 		return nil
