@@ -9,6 +9,7 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/validate"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // BenchmarkBeaterSchedule is the beater's own work for a client keeping n
@@ -43,6 +44,35 @@ func BenchmarkBeaterSchedule(b *testing.B) {
 				clear(bt.inflight)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(max(1, beats)), "ns/beat")
+		})
+	}
+}
+
+// BenchmarkBeaterRegistering is the beater's work while a client holding
+// n registrations registers more: each op adds one registration and runs
+// the send loop once, as the wake-up that add causes does.
+func BenchmarkBeaterRegistering(b *testing.B) {
+	for _, n := range []int{12_500, 125_000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			c := &Client{cfg: Config{MaxBeatsPerFrame: validate.MaxBeatBatch, CallTimeout: time.Hour}, log: slog.New(slog.DiscardHandler)}
+			bt := newBeater(c)
+			spec := func(i int) *registryv1.Instance {
+				return &registryv1.Instance{Service: "bench", Id: fmt.Sprint(i), Incarnation: 1,
+					BeatInterval: durationpb.New(time.Hour), SuspectAfter: durationpb.New(2 * time.Hour), Ttl: durationpb.New(3 * time.Hour)}
+			}
+			for i := range n {
+				bt.add(&Registration{c: c, spec: spec(i)})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := n
+			for b.Loop() {
+				bt.add(&Registration{c: c, spec: spec(i)})
+				i++
+				now := time.Now()
+				bt.collect(now)
+				bt.checkLost(now)
+			}
 		})
 	}
 }
