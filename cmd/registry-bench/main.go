@@ -115,7 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.w1TTL, "w1-ttl", 5*time.Second, "W1: TTL")
 	fs.DurationVar(&o.w1Interval, "w1-interval", time.Second, "W1: beat interval")
 	fs.DurationVar(&o.w1MaxP99, "w1-max-p99", 100*time.Millisecond, "W1: a step fails when the beat latency p99 exceeds this")
-	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (default MaxBeatsPerFrame) and/or single (one beat per frame)")
+	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (the Go client, default MaxBeatsPerFrame), single (the Go client, one beat per frame) and/or raw (the scale workload's generator: frames of 1000 beats built once, one stream per client; far cheaper for the bench than the client)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
 	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count; scale-beats.svg: the scale workload's beat latency CDF)")
