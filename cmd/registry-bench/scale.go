@@ -231,7 +231,15 @@ func (b *bench) scale(ctx context.Context) error {
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("scale: the fleet did not start beating: %w", err)
+		// Measure on: the figures say what the fleet lost.
+		unanswered := 0
+		for _, f := range gen.frames {
+			if !f.acked.Load() {
+				unanswered++
+			}
+		}
+		r.add("frames_never_answered", unanswered)
+		b.logf("scale: %d of %d frames not answered within %v; holding all the same: %v", unanswered, len(gen.frames), o.phaseTimeout, err)
 	}
 
 	// Hold.
