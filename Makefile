@@ -54,6 +54,10 @@ soak: ## the fault suite's long form for DURATION (default 30m), one scenario at
 bench: ## run the cluster benchmarks (W1-W4, docs/benchmarks.md) on three local nodes; BENCH_FLAGS= adds flags
 	$(GO) run ./cmd/registry-bench $(BENCH_FLAGS)
 
+.PHONY: bench-scale
+bench-scale: ## the million-instance run (registry-bench -workloads scale, docs/benchmarks.md), bounded to 15 minutes; BENCH_SCALE_FLAGS= adds flags (e.g. -scale-instances 200000)
+	timeout --signal=INT --kill-after=30s 15m $(GO) run ./cmd/registry-bench -workloads scale $(BENCH_SCALE_FLAGS)
+
 .PHONY: bench-go
 bench-go: ## run the Go benchmarks of the hot paths (fsm apply, encode/decode, snapshot, expiry selection, beat batching, validation)
 	$(GO) test -run '^$$' -bench . -benchmem $${BENCH_PKGS:-./fsm/ ./beatcheck/ ./rpc/ ./validate/}

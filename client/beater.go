@@ -19,6 +19,8 @@ const (
 	// checkEvery bounds the time between two looks at the schedule, for
 	// Lost and stalled-stream detection.
 	checkEvery = 100 * time.Millisecond
+	// refSlab is how many InstanceRefs collect allocates at once.
+	refSlab = 128
 )
 
 // beatState is the beater's view of one registration.
@@ -56,6 +58,10 @@ type beater struct {
 	inflight map[uint64]*frame
 	seq      uint64
 	retries  int // frames answered with a BeatRetry since the last acknowledged one
+	// lostChecked is when checkLost last looked at every registration:
+	// it does so at most every checkEvery, not on every wake-up (a scan of
+	// all registrations per frame sent cost most of a busy client's CPU).
+	lostChecked time.Time
 }
 
 func newBeater(c *Client) *beater {
@@ -244,8 +250,11 @@ func (b *beater) collect(now time.Time) ([]*registryv1.BeatRequest, time.Time, b
 		req    *registryv1.BeatRequest
 		f      *frame
 	)
+	// The InstanceRefs come from slabs of refSlab: one allocation per
+	// slab, not one per beat.
+	var refs []registryv1.InstanceRef
 	for len(b.due) > 0 && !b.due[0].next.After(now.Add(coalesce)) {
-		s := heap.Pop(&b.due).(*beatState)
+		s := b.due[0]
 		if req == nil || len(req.Beats) == b.c.cfg.MaxBeatsPerFrame {
 			b.seq++
 			req = &registryv1.BeatRequest{Seq: b.seq}
@@ -253,11 +262,17 @@ func (b *beater) collect(now time.Time) ([]*registryv1.BeatRequest, time.Time, b
 			b.inflight[b.seq] = f
 			frames = append(frames, req)
 		}
-		req.Beats = append(req.Beats, &registryv1.InstanceRef{Service: s.reg.spec.Service, Id: s.reg.spec.Id, Incarnation: s.incarnation})
+		if len(refs) == cap(refs) {
+			refs = make([]registryv1.InstanceRef, 0, refSlab)
+		}
+		refs = refs[:len(refs)+1]
+		ref := &refs[len(refs)-1]
+		ref.Service, ref.Id, ref.Incarnation = s.reg.spec.Service, s.reg.spec.Id, s.incarnation
+		req.Beats = append(req.Beats, ref)
 		f.states = append(f.states, s)
 		f.incs = append(f.incs, s.incarnation)
 		s.next = now.Add(s.interval)
-		heap.Push(&b.due, s)
+		heap.Fix(&b.due, 0) // one sift-down instead of a Pop and a Push
 	}
 	next := now.Add(checkEvery)
 	if len(b.due) > 0 {
@@ -370,6 +385,10 @@ func (b *beater) retry(resp *registryv1.BeatResponse) {
 func (b *beater) checkLost(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if now.Sub(b.lostChecked) < checkEvery {
+		return
+	}
+	b.lostChecked = now
 	for _, s := range b.states {
 		if !s.lost && now.Sub(s.lastAck) > s.suspectAfter {
 			s.lost = true

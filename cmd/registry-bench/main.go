@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,6 +40,7 @@ type options struct {
 	nodeFlags  string
 	backoffMax time.Duration
 	secure     bool
+	cpuProfile string
 
 	w2Workers  int
 	w2Duration time.Duration
@@ -68,6 +70,8 @@ type options struct {
 	dns dnsOptions
 	udp udpOptions
 	w5  w5Options
+
+	scale scaleOptions
 }
 
 func main() {
@@ -82,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.nodeBinary, "node-binary", "", "registry-node binary to start (default: go build ./cmd/registry-node into a temporary directory)")
 	fs.StringVar(&o.ip, "ip", "127.0.0.211", "loopback IP the local nodes listen on")
 	fs.IntVar(&o.portBase, "port-base", 27000, "local nodes use gRPC base+1..3, Raft base+101..103, HTTP base+201..203, DNS base+301..303, UDP beats base+321..323")
-	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, w5, dns, udp, udp-w1)")
+	fs.StringVar(&o.workloads, "workloads", "w2,w3,w4,w1", "workloads to run, in this order (w1, w2, w3, w4, w5, dns, udp, udp-w1, scale: the million-instance run, its own make target)")
 	fs.StringVar(&o.nodeFlags, "node-flags", "", "extra flags for the local nodes, space-separated (e.g. \"--raft-heartbeat-timeout 300ms\"), to try settings")
 	fs.DurationVar(&o.backoffMax, "client-backoff-max", 0, "BackoffMax of the benchmark's Go clients (0: the client's default), to try settings")
 	fs.BoolVar(&o.secure, "secure", false, "start the local nodes with mutual TLS on every port and ACLs on (a CA and certificates made in a temporary directory, the ACLs bootstrapped with a management token that every benchmark connection carries), to compare with a plaintext run")
@@ -113,15 +117,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.w1TTL, "w1-ttl", 5*time.Second, "W1: TTL")
 	fs.DurationVar(&o.w1Interval, "w1-interval", time.Second, "W1: beat interval")
 	fs.DurationVar(&o.w1MaxP99, "w1-max-p99", 100*time.Millisecond, "W1: a step fails when the beat latency p99 exceeds this")
-	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (default MaxBeatsPerFrame) and/or single (one beat per frame)")
+	fs.StringVar(&o.w1Modes, "w1-modes", "batched,single", "W1: batched (the Go client, default MaxBeatsPerFrame), single (the Go client, one beat per frame) and/or raw (the scale workload's generator: frames of 1000 beats built once, one stream per client; far cheaper for the bench than the client)")
 	fs.StringVar(&o.profileDir, "profile", "", "directory: start the local nodes with --enable-pprof and save a CPU profile (most of the hold) and a heap profile (at its end) of the leader during W1 steps (see --w1-profile-steps)")
 	fs.StringVar(&o.w1Profile, "w1-profile-steps", "", "W1 with --profile: the instance counts whose steps are profiled (default: every step run, so the largest one run is among them)")
-	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count)")
+	fs.StringVar(&o.plotsDir, "plots", "", "directory: after the run, write SVG plots of the workloads that ran (w1-p99.svg: W1 beat p99 against instances per mode; w2-latency.svg: W2 latency CDF; w5-delivery.svg: W5 delivery time CDF per watcher count; scale-beats.svg: the scale workload's beat latency CDF)")
+	fs.StringVar(&o.cpuProfile, "bench-cpuprofile", "", "file: write a CPU profile of registry-bench itself (the load generator, not the nodes) over the whole run; read it with go tool pprof -top FILE")
 	fs.IntVar(&o.regWorkers, "register-workers", 64, "W1, W4: concurrent registrations while setting up")
 	udpFlags(fs, &o.udp)
 	fs.DurationVar(&o.stepTimeout, "setup-timeout", 90*time.Second, "bound on registering the instances of one W1 step or of W4")
 	dnsFlags(fs, &o.dns)
 	w5Flags(fs, &o.w5)
+	scaleFlags(fs, &o.scale)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -157,6 +163,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer s.close()
 		sec = s
+	}
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "registry-bench: --bench-cpuprofile: %v\n", err)
+			return 2
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			fmt.Fprintf(stderr, "registry-bench: --bench-cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -211,11 +234,11 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		b.bin = bin
 	}
-	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "w5": b.w5, "dns": b.wdns, "udp": b.udp, "udp-w1": b.udpW1}
+	workloads := map[string]func(context.Context) error{"w1": b.w1, "w2": b.w2, "w3": b.w3, "w4": b.w4, "w5": b.w5, "dns": b.wdns, "udp": b.udp, "udp-w1": b.udpW1, "scale": b.scale}
 	for _, w := range splitList(b.o.workloads) {
 		fn, ok := workloads[strings.ToLower(w)]
 		if !ok {
-			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, w5, dns, udp, udp-w1)", w)
+			return fmt.Errorf("--workloads: unknown workload %q (want w1, w2, w3, w4, w5, dns, udp, udp-w1, scale)", w)
 		}
 		if err := fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", w, err)

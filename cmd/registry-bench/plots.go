@@ -18,6 +18,7 @@ const (
 	plotW1     = "w1-p99.svg"       // W1 beat latency p99 against instances, a line per mode
 	plotW2     = "w2-latency.svg"   // W2 registration latency CDF
 	plotW5     = "w5-delivery.svg"  // W5 delivery time CDF, a line per watcher count
+	plotScale  = "scale-beats.svg"  // the scale workload's beat latency CDF over the hold
 	plotWidth  = 16 * vg.Centimeter // size of every plot
 	plotHeight = 10 * vg.Centimeter
 )
@@ -32,7 +33,7 @@ func writePlots(dir string, results []*result) ([]string, error) {
 	for _, pl := range []struct {
 		name string
 		make func([]*result) (*plot.Plot, error)
-	}{{plotW1, w1Plot}, {plotW2, w2Plot}, {plotW5, w5Plot}} {
+	}{{plotW1, w1Plot}, {plotW2, w2Plot}, {plotW5, w5Plot}, {plotScale, scalePlot}} {
 		p, err := pl.make(results)
 		if err != nil {
 			return written, fmt.Errorf("%s: %w", pl.name, err)
@@ -126,6 +127,13 @@ func w5Plot(results []*result) (*plot.Plot, error) {
 		"W5: watch delivery time, Register call to event (CDF)", "delivery time (ms)")
 }
 
+// scalePlot is the CDF of the scale workload's beat latency over its
+// hold (weighted by beats); nil without a scale result.
+func scalePlot(results []*result) (*plot.Plot, error) {
+	return cdfPlot(results, "SCALE", "beat_latency",
+		"scale: beat latency over the hold (CDF)", "beat latency, frame sent to answer (ms)")
+}
+
 // cdfPlot draws the distribution dist of each result of workload as a
 // CDF, labelled by the result's case; nil if there is none.
 func cdfPlot(results []*result, workload, dist, title, xlabel string) (*plot.Plot, error) {
@@ -148,8 +156,11 @@ func cdfPlot(results []*result, workload, dist, title, xlabel string) (*plot.Plo
 	p.Title.Text = title
 	p.X.Label.Text = xlabel
 	p.Y.Label.Text = "fraction of calls within"
-	if workload == "W5" {
+	switch workload {
+	case "W5":
 		p.Y.Label.Text = "fraction of deliveries within"
+	case "SCALE":
+		p.Y.Label.Text = "fraction of beats within"
 	}
 	p.X.Min, p.Y.Min, p.Y.Max = 0, 0, 1
 	p.Legend.Top, p.Legend.Left = true, true // a CDF rises from bottom left to top right

@@ -96,6 +96,7 @@ func (rp *reporter) table() {
 		}
 	}
 	tw.Flush()
+	rp.scaleSection()
 }
 
 // percentile returns the p-quantile (0 < p ≤ 1, nearest rank) of sorted.
@@ -174,4 +175,100 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// addWeightedDist keeps the distribution of samples (sorted in place) for
+// the plots under name, as addDist does for unweighted samples.
+func (r *result) addWeightedDist(name string, samples []weighted) {
+	slices.SortFunc(samples, func(a, b weighted) int { return int(a.lat - b.lat) })
+	total := 0
+	for _, s := range samples {
+		total += s.n
+	}
+	if total == 0 {
+		return
+	}
+	q := make([]time.Duration, distQuantiles+1)
+	seen, j := 0, 0
+	for i := range q {
+		rank := max(1, int(math.Ceil(float64(i)/distQuantiles*float64(total))))
+		for j < len(samples)-1 && seen+samples[j].n < rank {
+			seen += samples[j].n
+			j++
+		}
+		q[i] = samples[j].lat
+	}
+	if r.dists == nil {
+		r.dists = map[string][]time.Duration{}
+	}
+	r.dists[name] = q
+}
+
+// scaleTargets are issue 16's targets for the scale workload: a metric,
+// whether a value passes, and the target in words.
+var scaleTargets = []struct {
+	metric string
+	ok     func(float64) bool
+	want   string
+}{
+	{"beat_latency_p99_ms", func(v float64) bool { return v <= 100 }, "≤ 100 ms"},
+	{"false_expirations_watched", func(v float64) bool { return v == 0 }, "0"},
+	{"expired_counted_by_nodes", func(v float64) bool { return v == 0 }, "0"},
+	{"leader_changes_during_hold", func(v float64) bool { return v == 0 }, "0"},
+	{"bytes_per_instance_n1", func(v float64) bool { return v <= 1024 }, "≤ 1024"},
+	{"bytes_per_instance_n2", func(v float64) bool { return v <= 1024 }, "≤ 1024"},
+	{"bytes_per_instance_n3", func(v float64) bool { return v <= 1024 }, "≤ 1024"},
+}
+
+// scaleSection prints, for each SCALE result, its figures against the
+// issue's targets (met or missed, and by how much) and the other figures
+// as they are.
+func (rp *reporter) scaleSection() {
+	for _, r := range rp.results {
+		if r.Workload != "SCALE" {
+			continue
+		}
+		fmt.Fprintf(rp.out, "\nSCALE %s: against the targets\n", r.Case)
+		tw := tabwriter.NewWriter(rp.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "METRIC\tVALUE\tTARGET\t")
+		targeted := map[string]bool{}
+		for _, t := range scaleTargets {
+			targeted[t.metric] = true
+			v, ok := r.number(t.metric)
+			switch {
+			case !ok:
+				fmt.Fprintf(tw, "%s\t-\t%s\tnot measured\n", t.metric, t.want)
+			case t.ok(v):
+				fmt.Fprintf(tw, "%s\t%v\t%s\tmet\n", t.metric, v, t.want)
+			default:
+				fmt.Fprintf(tw, "%s\t%v\t%s\tMISSED\n", t.metric, v, t.want)
+			}
+		}
+		for _, m := range r.metrics {
+			if !targeted[m.name] {
+				fmt.Fprintf(tw, "%s\t%v\t\t\n", m.name, m.value)
+			}
+		}
+		tw.Flush()
+	}
+}
+
+// number returns metric name as a float, whatever its numeric type.
+func (r *result) number(name string) (float64, bool) {
+	for _, m := range r.metrics {
+		if m.name != name {
+			continue
+		}
+		switch v := m.value.(type) {
+		case float64:
+			return v, true
+		case int:
+			return float64(v), true
+		case int64:
+			return float64(v), true
+		case uint64:
+			return float64(v), true
+		}
+	}
+	return 0, false
 }

@@ -56,3 +56,56 @@ func TestReporterPrintsAJSONLinePerResultAndATable(t *testing.T) {
 		t.Errorf("table:\n%s\nlacks the result", out.String())
 	}
 }
+
+func TestTheWeightedDistributionCountsBeatsNotFrames(t *testing.T) {
+	ms := time.Millisecond
+	// One frame of 90 beats at 10ms, one of 10 beats at 200ms.
+	r := &result{}
+	r.addWeightedDist("beat_latency", []weighted{{200 * ms, 10}, {10 * ms, 90}})
+	q := r.dists["beat_latency"]
+	if len(q) != distQuantiles+1 {
+		t.Fatalf("%d quantiles, want %d", len(q), distQuantiles+1)
+	}
+	for _, tc := range []struct {
+		at   float64
+		want time.Duration
+	}{{0, 10 * ms}, {0.5, 10 * ms}, {0.9, 10 * ms}, {0.91, 200 * ms}, {1, 200 * ms}} {
+		if got := q[int(tc.at*distQuantiles)]; got != tc.want {
+			t.Errorf("quantile %v = %v, want %v", tc.at, got, tc.want)
+		}
+	}
+}
+
+func TestTheScaleSectionSaysWhichTargetIsMissedAndWhichIsNotMeasured(t *testing.T) {
+	var out strings.Builder
+	rp := &reporter{out: &out}
+	r := &result{Workload: "SCALE", Case: "1000000 instances", Params: map[string]any{}}
+	r.addMs("beat_latency_p99", 140*time.Millisecond)
+	r.add("false_expirations_watched", int64(0))
+	r.add("bytes_per_instance_n1", int64(900))
+	r.add("registrations_per_s", 5800.5)
+	rp.emit(r)
+	out.Reset()
+	rp.table()
+	i := strings.Index(out.String(), "SCALE 1000000 instances: against the targets")
+	if i < 0 {
+		t.Fatalf("no scale section:\n%s", out.String())
+	}
+	// One space between columns, whatever their widths.
+	var lines []string
+	for l := range strings.Lines(out.String()[i:]) {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	section := strings.Join(lines, "\n")
+	for _, want := range []string{
+		"beat_latency_p99_ms 140 ≤ 100 ms MISSED",
+		"false_expirations_watched 0 0 met",
+		"bytes_per_instance_n1 900 ≤ 1024 met",
+		"bytes_per_instance_n2 - ≤ 1024 not measured",
+		"registrations_per_s 5800.5",
+	} {
+		if !strings.Contains(section, want) {
+			t.Errorf("the scale section lacks %q:\n%s", want, section)
+		}
+	}
+}

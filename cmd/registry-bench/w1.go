@@ -8,11 +8,16 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/client"
 )
 
 // w1 measures liveness capacity. For each mode (batched: the client's
-// default MaxBeatsPerFrame; single: one beat per frame) it steps through
+// default MaxBeatsPerFrame; single: one beat per frame; raw: the scale
+// workload's generator instead of the Go client) it steps through
 // --w1-steps: on a fresh cluster, N instances (a beat every --w1-interval,
 // TTL --w1-ttl) spread over --w1-clients clients, measured for --w1-hold
 // once every instance is registered and has beaten twice. A step fails on
@@ -30,11 +35,11 @@ func (b *bench) w1(ctx context.Context) error {
 	for _, mode := range splitList(b.o.w1Modes) {
 		perFrame := 0
 		switch mode {
-		case "batched":
+		case "batched", "raw":
 		case "single":
 			perFrame = 1
 		default:
-			return fmt.Errorf("--w1-modes: unknown mode %q (want batched, single)", mode)
+			return fmt.Errorf("--w1-modes: unknown mode %q (want batched, single, raw)", mode)
 		}
 		capacity := 0
 		for _, n := range steps {
@@ -56,6 +61,9 @@ func (b *bench) w1(ctx context.Context) error {
 	}
 	return nil
 }
+
+// perRawFrame is the beats per frame of W1's raw mode.
+const perRawFrame = 1000
 
 // nodeSample is the nodes' CPU and memory at one moment.
 type nodeSample map[int]procStat // pid →
@@ -79,11 +87,44 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		return false, err
 	}
 	defer c.close()
-	fl, err := newFleet(c.endpoints, b.o.w1Clients, perFrame)
-	if err != nil {
-		return false, err
+	// The load: the Go client's fleet (batched, single), or the raw
+	// generator of the scale workload (raw: frames of 1000 beats built
+	// once, one stream per client; its registrations are plain calls).
+	var (
+		fl     *fleet
+		gen    *rawGen
+		record func()
+		stop   func() []weighted
+		errsOf func() int64
+	)
+	if mode == "raw" {
+		gen = newRawGen(c.endpoints, c.conn, n, perRawFrame, b.o.w1Clients, b.o.w1Interval, func(i int) *registryv1.InstanceRef {
+			return &registryv1.InstanceRef{Service: fmt.Sprintf("w1-%d", i%b.o.w1Clients), Id: fmt.Sprintf("w1-%d", i), Incarnation: 1}
+		})
+		gen.start(ctx)
+		defer gen.stop()
+		record = gen.rec.record
+		stop = gen.rec.stop
+		errsOf = func() int64 { return gen.breaks() + gen.rec.rejected.Load() }
+		fl = &fleet{logs: &clientLog{}}
+	} else {
+		f, err := newFleet(c.endpoints, b.o.w1Clients, perFrame)
+		if err != nil {
+			return false, err
+		}
+		defer f.close()
+		fl = f
+		record = fl.record
+		stop = func() []weighted {
+			acks, _ := fl.stop()
+			out := make([]weighted, len(acks))
+			for i, a := range acks {
+				out[i] = weighted{a.lat, a.n}
+			}
+			return out
+		}
+		errsOf = func() int64 { return fl.logs.n.Load() }
 	}
-	defer fl.close()
 	wcl, err := client.New(clientConfig(client.Config{Endpoints: c.endpoints}))
 	if err != nil {
 		return false, err
@@ -104,8 +145,24 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	rstart := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, b.o.stepTimeout)
 	defer cancel()
-	err = fl.registerAll(rctx, n, b.o.regWorkers, "w1", func(i int) string { return fmt.Sprintf("w1-%d", i%b.o.w1Clients) },
-		client.WithBeatInterval(b.o.w1Interval), client.WithTTL(b.o.w1TTL))
+	if gen != nil {
+		var regConns []*grpc.ClientConn
+		for _, e := range c.endpoints {
+			cc, cerr := c.conn(e)
+			if cerr != nil {
+				return false, cerr
+			}
+			regConns = append(regConns, cc)
+		}
+		err = registerRaw(rctx, regConns, n, b.o.regWorkers, func(i int) *registryv1.Instance {
+			return &registryv1.Instance{Service: fmt.Sprintf("w1-%d", i%b.o.w1Clients), Id: fmt.Sprintf("w1-%d", i),
+				Address: fmt.Sprintf("10.%d.%d.%d:80", i>>16&255, i>>8&255, i&255), Incarnation: 1,
+				BeatInterval: durationpb.New(b.o.w1Interval), Ttl: durationpb.New(b.o.w1TTL)}
+		}, func(i int) { gen.registered(i, perRawFrame) })
+	} else {
+		err = fl.registerAll(rctx, n, b.o.regWorkers, "w1", func(i int) string { return fmt.Sprintf("w1-%d", i%b.o.w1Clients) },
+			client.WithBeatInterval(b.o.w1Interval), client.WithTTL(b.o.w1TTL))
+	}
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
@@ -141,8 +198,8 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	cpu0 := c.sample()
 	self0, _ := readProcStat(os.Getpid())
 	b.logf("W1 %s: holding %d instances for %v", mode, n, b.o.w1Hold)
-	errs0 := fl.logs.n.Load()
-	fl.record()
+	errs0 := errsOf()
+	record()
 	udp.begin()
 	t0 := time.Now()
 	prof := b.w1Profile(ctx, c, leader, mode, n)
@@ -150,7 +207,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	acks, _ := fl.stop()
+	samples := stop()
 	udp.end(r)
 	elapsed := time.Since(t0)
 	termEnd := c.term(ctx)
@@ -163,20 +220,18 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 	}
 
 	beats := 0
-	samples := make([]weighted, len(acks))
 	var maxLat time.Duration
-	for i, a := range acks {
+	for _, a := range samples {
 		beats += a.n
-		samples[i] = weighted{a.lat, a.n}
 		maxLat = max(maxLat, a.lat)
 	}
 	p50, p99 := weightedPercentile(samples, 0.5), weightedPercentile(samples, 0.99)
-	errs := fl.logs.n.Load()
+	errs := errsOf()
 	expired := watch.expired.Load()
 
 	r.add("beats_per_s", round1(float64(beats)/elapsed.Seconds()))
 	r.add("beats_per_s_due", round1(float64(n)/b.o.w1Interval.Seconds()))
-	r.add("frames", len(acks))
+	r.add("frames", len(samples))
 	r.addMs("beat_latency_p50", p50)
 	r.addMs("beat_latency_p99", p99)
 	r.addMs("beat_latency_max", maxLat)
