@@ -213,7 +213,9 @@ func (c *cluster) close() {
 	}
 	c.conns = map[string]*grpc.ClientConn{}
 	c.mu.Unlock()
-	if c.dir != "" {
+	if c.dir != "" && os.Getenv("REGISTRY_BENCH_KEEP_DATA") != "" {
+		fmt.Fprintf(os.Stderr, "registry-bench: REGISTRY_BENCH_KEEP_DATA is set: the nodes' data and logs stay in %s\n", c.dir)
+	} else if c.dir != "" {
 		os.RemoveAll(c.dir)
 	}
 }
