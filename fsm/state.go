@@ -51,7 +51,7 @@ func (s *State) put(in Instance) {
 		s.services[in.Service] = ids
 	}
 	if pos, ok := ids[in.ID]; ok {
-		*s.insts.mut(pos) = in
+		s.insts.set(pos, in)
 		return
 	}
 	ids[in.ID] = s.insts.push(in)
@@ -75,7 +75,7 @@ func (s *State) remove(service, id string) {
 	}
 	if last := s.insts.len() - 1; pos != last {
 		moved := *s.insts.at(last)
-		*s.insts.mut(pos) = moved
+		s.insts.set(pos, moved)
 		s.services[moved.Service][moved.ID] = pos
 	}
 	s.insts.pop() // drops its strings and metadata for the GC
@@ -93,6 +93,15 @@ func (s *State) scan(fn func(*Instance)) {
 func (s *State) scanChunks(from, to int, fn func(*Instance)) bool {
 	return s.insts.eachIn(from, to, fn)
 }
+
+// scanDueChunks is scanChunks skipping the chunks in which no instance is
+// due at now (see store.eachDue).
+func (s *State) scanDueChunks(now int64, from, to int, fn func(*Instance)) bool {
+	return s.insts.eachDue(now, from, to, fn)
+}
+
+// Len returns the number of instances.
+func (s *State) Len() int { return s.insts.len() }
 
 // Register upserts an instance keyed by (service, id); see the package
 // documentation for the incarnation rules. It fails with ErrFenced when the
