@@ -85,10 +85,12 @@ func (s *store) lower(pos int) {
 }
 
 // dueAt is the time (Unix ns) from which the expiry checker may act on in:
-// LastBeatAt + SuspectAfter, saturated at the int64 range. Before it, the
-// checker keeps in whatever its fences (see beatcheck).
+// LastBeatAt + min(SuspectAfter, TTL), saturated at the int64 range. The
+// checker keeps an instance until its suspect_after has passed unless its
+// TTL has (see beatcheck's classify; the API refuses suspect_after > ttl,
+// but the state does not rely on it), whatever its fences.
 func dueAt(in *Instance) int64 {
-	d := in.SuspectAfter
+	d := min(in.SuspectAfter, in.TTL)
 	sum := in.LastBeatAt + int64(d)
 	switch {
 	case d > 0 && sum < in.LastBeatAt:

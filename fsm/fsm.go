@@ -275,7 +275,8 @@ func (f *FSM) ScanInstances(fn func(*Instance)) {
 }
 
 // ScanDue is ScanInstances for the expiry checker: it calls fn for every
-// instance due at now (LastBeatAt + SuspectAfter <= now, Unix ns), and
+// instance due at now (LastBeatAt + min(SuspectAfter, TTL) <= now, Unix
+// ns), and
 // perhaps for others, under the same locking and with the same caveat
 // (an instance moved by a concurrent removal may be missed until the next
 // scan). It skips every chunk of the store in which no instance is due,

@@ -14,7 +14,7 @@ import (
 
 // isDue reports whether the expiry checker may act on in at now.
 func isDue(in *fsm.Instance, now int64) bool {
-	return in.LastBeatAt+int64(in.SuspectAfter) <= now
+	return in.LastBeatAt+int64(min(in.SuspectAfter, in.TTL)) <= now
 }
 
 // dueSet returns "service/id@incarnation" of the instances scan visits
@@ -64,7 +64,9 @@ func TestScanDueFindsEveryDueInstance(t *testing.T) {
 					fsmtest.Apply(t, f, index, &fsmpb.Register{
 						Service: svc, Id: iid, Address: "127.0.0.1:1", Incarnation: uint64(1 + rng.IntN(3)),
 						BeatIntervalNs: int64(time.Second), SuspectAfterNs: int64(10*time.Second) + rng.Int64N(int64(20*time.Second)),
-						TtlNs: int64(60 * time.Second), NowUnixNs: when(),
+						// Some with a TTL shorter than suspect_after,
+						// which the API refuses but the state holds.
+						TtlNs: int64(5*time.Second) + rng.Int64N(int64(100*time.Second)), NowUnixNs: when(),
 					})
 				case op < 75:
 					b := &fsmpb.BeatBatch{NowUnixNs: when()}
