@@ -19,8 +19,9 @@ import (
 //
 // The instances live densely in a chunked store, in no meaningful order
 // (a removal moves the last one into the hole), indexed by service then
-// id: the expiry checker's scan of every instance, ten times a second on
-// the leader, reads contiguous memory without copying, and a beat updates
+// id: the expiry checker's scan, ten times a second on the leader, reads
+// contiguous memory without copying and skips the chunks in which no
+// instance is due (see FSM.ScanDue), and a beat updates
 // its instance in place after one lookup. A snapshot shares the store's
 // chunks copy-on-write (see store), so taking it costs O(chunks), not
 // O(instances). Nothing may depend on the store's order, which a restored
