@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,5 +151,69 @@ func TestScanDueSkipsChunksNotDue(t *testing.T) {
 	}
 	if got := f.InstanceCount(); got != 1000 {
 		t.Fatalf("InstanceCount() = %d, want 1000", got)
+	}
+}
+
+// TestScanDueConcurrentWithApply: two ScanDue scans run at once (each
+// stores the chunks' bounds under the read lock) while Apply beats
+// instances from a clock an hour behind, which makes them due: every
+// instance due from the start (one in a hundred, which no beat touches)
+// is visited by every scan. Run with -race.
+func TestScanDueConcurrentWithApply(t *testing.T) {
+	const n = 20_000 // several lock groups of chunks
+	f := fsm.New(fsm.Config{HistorySize: 16})
+	wb := &fsmpb.WriteBatch{}
+	for i := range n {
+		last := int64(0)
+		if i%100 == 0 {
+			last = -int64(time.Minute)
+		}
+		wb.Writes = append(wb.Writes, &fsmpb.Write{Op: &fsmpb.Write_Register{Register: &fsmpb.Register{
+			Service: "s", Id: fmt.Sprint(i), Address: "127.0.0.1:1", Incarnation: 1,
+			SuspectAfterNs: int64(20 * time.Second), TtlNs: int64(30 * time.Second), NowUnixNs: last,
+		}}})
+	}
+	fsmtest.Apply(t, f, 1, wb)
+	done := make(chan struct{})
+	var applier sync.WaitGroup
+	applier.Go(func() {
+		for index := uint64(2); ; index++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			k := 1 + index%(n-1)
+			if k%100 == 0 {
+				continue // leave the instances due from the start alone
+			}
+			fsmtest.Apply(t, f, index, &fsmpb.BeatBatch{NowUnixNs: -int64(time.Hour),
+				Beats: []*fsmpb.Beat{{Service: "s", Id: fmt.Sprint(k), Incarnation: 1}}})
+		}
+	})
+	errs := make(chan error, 2)
+	var scanners sync.WaitGroup
+	for range 2 {
+		scanners.Go(func() {
+			for range 20 {
+				seen := 0
+				f.ScanDue(0, func(in *fsm.Instance) {
+					if in.LastBeatAt == -int64(time.Minute) {
+						seen++
+					}
+				})
+				if seen != n/100 {
+					errs <- fmt.Errorf("ScanDue visited %d of the %d instances due from the start", seen, n/100)
+					return
+				}
+			}
+		})
+	}
+	scanners.Wait()
+	close(done)
+	applier.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
