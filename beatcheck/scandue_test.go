@@ -12,6 +12,9 @@ import (
 	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
+// The node hands the checker its *fsm.FSM: its sweeps scan the due chunks.
+var _ DueState = (*fsm.FSM)(nil)
+
 // fullScan hides the fsm's ScanDue: a sweep of it scans every instance,
 // as every sweep did before ScanDue.
 type fullScan struct{ f *fsm.FSM }
