@@ -100,3 +100,100 @@ func BenchmarkSweepScan(b *testing.B) {
 		})
 	}
 }
+
+// steadyFSM returns an FSM of n instances over 1,000 services beating
+// every 10 s with suspect_after 20 s and ttl 30 s, their phases spread
+// evenly over the 10 s before benchNow: instance i last beat at
+// benchNow - 10 s + (i % 100) × 100 ms.
+func steadyFSM(b *testing.B, n int) *fsm.FSM {
+	b.Helper()
+	f := fsm.New(fsm.Config{HistorySize: 1})
+	index := uint64(0)
+	for start := 0; start < n; start += 1000 {
+		wb := &fsmpb.WriteBatch{}
+		for i := start; i < min(n, start+1000); i++ {
+			last := benchNow.Add(-10*time.Second + time.Duration(i%100)*100*time.Millisecond)
+			wb.Writes = append(wb.Writes, &fsmpb.Write{Op: &fsmpb.Write_Register{Register: &fsmpb.Register{
+				Service: fmt.Sprintf("payments-api-%04d", i%1000), Id: fmt.Sprintf("instance-%030d", i),
+				Address: "127.0.0.1:8080", Incarnation: 1, BeatIntervalNs: int64(10 * time.Second),
+				SuspectAfterNs: int64(20 * time.Second), TtlNs: int64(30 * time.Second), NowUnixNs: last.UnixNano(),
+			}}})
+		}
+		data, err := fsm.Encode(fsm.WriteBatchType, wb)
+		if err != nil {
+			b.Fatal(err)
+		}
+		index++
+		f.Apply(fsmtest.Log(index, data))
+	}
+	return f
+}
+
+// BenchmarkSweepDue is the leader's sweeps over N instances that all beat
+// in time (every 10 s, suspect_after 20 s): one iteration is 10 s of the
+// checker, 100 sweeps 100 ms apart, each after the beats of its 100 ms
+// (1 % of the instances, applied with the timer stopped). scan=full scans
+// every instance each sweep (the checker before ScanDue), scan=due only
+// the chunks holding a due instance, as the checker now does. It reports
+// ns/instance/sweep and the instances visited per sweep; none is due.
+func BenchmarkSweepDue(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		if n > 100_000 && testing.Short() {
+			b.Logf("-short: skipping n=%d, which builds its state for about a minute", n)
+			continue
+		}
+		var f *fsm.FSM
+		now, sweeps := benchNow, 0
+		for _, mode := range []string{"full", "due"} {
+			b.Run(fmt.Sprintf("n=%d/scan=%s", n, mode), func(b *testing.B) {
+				if f == nil {
+					f = steadyFSM(b, n)
+				}
+				fc := fences{graceFrom: benchNow.Add(-time.Hour)}
+				visited := 0
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					for range 100 {
+						b.StopTimer()
+						now = now.Add(100 * time.Millisecond)
+						sweeps++
+						// The instances of this 100 ms phase beat.
+						bb := &fsmpb.BeatBatch{NowUnixNs: now.UnixNano()}
+						for i := sweeps % 100; i < n; i += 100 {
+							bb.Beats = append(bb.Beats, &fsmpb.Beat{Service: fmt.Sprintf("payments-api-%04d", i%1000),
+								Id: fmt.Sprintf("instance-%030d", i), Incarnation: 1})
+						}
+						data, err := fsm.Encode(fsm.BeatBatchType, bb)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if res, ok := f.Apply(fsmtest.Log(uint64(1_000_000+sweeps), data)).(*fsm.BeatResult); !ok || len(res.Rejected) > 0 {
+							b.Fatalf("beats not applied: %v", res)
+						}
+						b.StartTimer()
+						due := 0
+						clock := fc.clock(now, 2*time.Second)
+						visit := func(in *fsm.Instance) {
+							visited++
+							if clock.classify(in) != keep {
+								due++
+							}
+						}
+						if mode == "full" {
+							f.ScanInstances(visit)
+						} else {
+							f.ScanDue(clock.now, visit)
+						}
+						if due != 0 {
+							b.Fatalf("%d due, want 0", due)
+						}
+					}
+				}
+				sw := float64(b.N * 100)
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/(sw*float64(n)), "ns/instance/sweep")
+				b.ReportMetric(float64(visited)/sw, "visited/sweep")
+			})
+		}
+	}
+}

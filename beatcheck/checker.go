@@ -22,6 +22,18 @@ type State interface {
 	ScanInstances(fn func(*fsm.Instance))
 }
 
+// DueState is a State that can skip instances no sweep would act on.
+// *fsm.FSM implements it; a sweep of a State that does uses it.
+type DueState interface {
+	State
+	// ScanDue calls fn, as ScanInstances does, for every instance with
+	// LastBeatAt + min(SuspectAfter, TTL) <= now (Unix ns), and perhaps
+	// for others: classify keeps every instance it leaves out.
+	ScanDue(now int64, fn func(*fsm.Instance))
+	// InstanceCount returns the number of instances.
+	InstanceCount() int
+}
+
 // Proposer proposes through the local Raft only. The node implements it.
 type Proposer interface {
 	fsm.Proposer
@@ -182,29 +194,8 @@ func (c *Checker) update(fn func(*Status)) {
 // sweep finds the instances past their deadlines and proposes what the
 // plan says.
 func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *expiryWindow) error {
-	var toSuspect, toExpire []due
-	live, silent := 0, 0
-	clock := f.clock(now, c.cfg.FailoverGrace)
-	c.state.ScanInstances(func(in *fsm.Instance) {
-		live++
-		v := clock.classify(in)
-		if v == keep {
-			return
-		}
-		silent++
-		if v == quiet {
-			return
-		}
-		d := due{
-			cond:    &fsmpb.Condition{Service: in.Service, Id: in.ID, Incarnation: in.Incarnation, LastBeatIndex: in.LastBeatIndex},
-			healthy: in.State == fsm.StateHealthy,
-		}
-		if v == expire {
-			toExpire = append(toExpire, d)
-		} else {
-			toSuspect = append(toSuspect, d)
-		}
-	})
+	fd := find(c.state, f.clock(now, c.cfg.FailoverGrace))
+	toSuspect, toExpire, silent, live := fd.toSuspect, fd.toExpire, fd.silent, fd.live
 	window.trim(now, c.cfg.GuardWindow)
 	released := c.Status().Released
 	p := makePlan(toSuspect, toExpire, silent, live, window.total, released, &c.cfg, c.rng)
@@ -242,6 +233,50 @@ func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *ex
 		c.cfg.Logger.Info("expired instances", "count", res.Applied, "skipped", res.Skipped, "index", res.Index)
 	}
 	return nil
+}
+
+// findings are what one sweep's scan found: the HEALTHY instances past
+// their suspect deadline, those past their TTL deadline, the number of
+// silent instances and of live ones (every instance).
+type findings struct {
+	toSuspect, toExpire []due
+	silent, live        int
+}
+
+// find classifies the instances of state at clock. A DueState scans only
+// the chunks holding due instances and counts the live ones apart: the
+// instances it leaves out are not due, which classify keeps.
+func find(state State, clock sweepClock) findings {
+	var fd findings
+	visit := func(in *fsm.Instance) {
+		v := clock.classify(in)
+		if v == keep {
+			return
+		}
+		fd.silent++
+		if v == quiet {
+			return
+		}
+		d := due{
+			cond:    &fsmpb.Condition{Service: in.Service, Id: in.ID, Incarnation: in.Incarnation, LastBeatIndex: in.LastBeatIndex},
+			healthy: in.State == fsm.StateHealthy,
+		}
+		if v == expire {
+			fd.toExpire = append(fd.toExpire, d)
+		} else {
+			fd.toSuspect = append(fd.toSuspect, d)
+		}
+	}
+	if ds, ok := state.(DueState); ok {
+		fd.live = ds.InstanceCount()
+		ds.ScanDue(clock.now, visit)
+		return fd
+	}
+	state.ScanInstances(func(in *fsm.Instance) {
+		fd.live++
+		visit(in)
+	})
+	return fd
 }
 
 // expiryWindow counts this leader's expiries over the guard window.

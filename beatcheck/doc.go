@@ -55,6 +55,16 @@
 // Both commands are conditional on the incarnation and last-beat index the
 // checker saw, so a beat that races a sweep wins.
 //
+// # Cost
+//
+// A sweep reads only the instances that may be silent: the fsm keeps, per
+// chunk of 128 instances, a lower bound of lastBeat + min(suspect_after,
+// ttl) (fsm.FSM.ScanDue), and an instance before that time is kept
+// whatever the fences, so skipping it changes no decision. Instances that
+// beat in time put each chunk in a sweep about once per suspect_after -
+// beat_interval, not ten times a second; the live count the guard needs
+// comes from the fsm, not from the scan.
+//
 // # Concurrency
 //
 // Run blocks until its context ends; the node's leadership loop starts it

@@ -174,10 +174,12 @@ func (a *beatApplier) apply(pos int, inc, seq uint64) (RejectReason, uint64) {
 		in.LastBeatIndex = a.index
 		in.LastBeatAt = a.now
 		a.events = append(a.events, reacquired(a.index, a.now, old, *in))
+		a.s.insts.lower(pos)
 		return 0, 0
 	}
 	in.LastBeatIndex = a.index
 	in.LastBeatAt = a.now
+	a.s.insts.lower(pos)
 	return 0, 0
 }
 

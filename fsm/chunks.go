@@ -1,5 +1,10 @@
 package fsm
 
+import (
+	"math"
+	"sync/atomic"
+)
+
 // chunkSize is the number of instances in one chunk: 128 instances of
 // 144 bytes are 18 KiB, one small-object size class, so that copying a
 // chunk on its first write after a snapshot costs a few microseconds, and a
@@ -23,8 +28,15 @@ type chunk struct {
 // use; the chunks a freeze returned are, since nothing writes them again.
 type store struct {
 	chunks []*chunk
-	n      int
-	gen    uint64
+	// due[ci] is a lower bound of dueAt over the instances of chunks[ci]
+	// (see eachDue): every write that places or changes an instance lowers
+	// it, a scan that reads the whole chunk sets it to the true minimum.
+	// It lives beside the chunks, not in them, so that it is never frozen
+	// with a chunk; it is derived data, in no snapshot and no hash. Scans
+	// store to it under the read lock: access it atomically.
+	due []int64
+	n   int
+	gen uint64
 	// owned reports that some chunk has gen == store.gen (written since
 	// the last freeze): a freeze with nothing owned need not move gen,
 	// so back-to-back snapshots do not make every chunk copy again.
@@ -55,15 +67,50 @@ func (s *store) mut(pos int) *Instance {
 	return &c.items[pos%chunkSize]
 }
 
+// set writes in at pos and lowers its chunk's due bound.
+func (s *store) set(pos int, in Instance) {
+	*s.mut(pos) = in
+	s.lower(pos)
+}
+
+// lower lowers the due bound of pos's chunk to the instance's dueAt. Every
+// write through mut must call it (set does), whichever way the instance's
+// deadline moved: a beat may move LastBeatAt backwards under a new
+// leader's clock.
+func (s *store) lower(pos int) {
+	b := &s.due[pos/chunkSize]
+	if d := dueAt(s.at(pos)); d < atomic.LoadInt64(b) {
+		atomic.StoreInt64(b, d)
+	}
+}
+
+// dueAt is the time (Unix ns) from which the expiry checker may act on in:
+// LastBeatAt + min(SuspectAfter, TTL), saturated at the int64 range. The
+// checker keeps an instance until its suspect_after has passed unless its
+// TTL has (see beatcheck's classify; the API refuses suspect_after > ttl,
+// but the state does not rely on it), whatever its fences.
+func dueAt(in *Instance) int64 {
+	d := min(in.SuspectAfter, in.TTL)
+	sum := in.LastBeatAt + int64(d)
+	switch {
+	case d > 0 && sum < in.LastBeatAt:
+		return math.MaxInt64
+	case d < 0 && sum > in.LastBeatAt:
+		return math.MinInt64
+	}
+	return sum
+}
+
 // push appends in and returns its position.
 func (s *store) push(in Instance) int {
 	if s.n == len(s.chunks)*chunkSize {
 		s.chunks = append(s.chunks, &chunk{gen: s.gen})
+		s.due = append(s.due, math.MaxInt64)
 		s.owned = true
 	}
 	pos := s.n
 	s.n++
-	*s.mut(pos) = in
+	s.set(pos, in)
 	return pos
 }
 
@@ -76,6 +123,7 @@ func (s *store) pop() {
 		last := len(s.chunks) - 1
 		s.chunks[last] = nil
 		s.chunks = s.chunks[:last]
+		s.due = s.due[:last]
 	}
 }
 
@@ -92,6 +140,28 @@ func (s *store) eachIn(from, to int, fn func(*Instance)) bool {
 		for i := range items {
 			fn(&items[i])
 		}
+	}
+	return to < len(s.chunks)
+}
+
+// eachDue is eachIn over the chunks whose due bound is at most now: it
+// skips every chunk none of whose instances is due at now (dueAt <= now),
+// calls fn for every instance of the others, due or not, and sets their
+// bound to the true minimum. It is safe under a read lock (the bound is
+// stored atomically; concurrent scans store the same minimum).
+func (s *store) eachDue(now int64, from, to int, fn func(*Instance)) bool {
+	for ci := from; ci < min(to, len(s.chunks)); ci++ {
+		b := &s.due[ci]
+		if atomic.LoadInt64(b) > now {
+			continue
+		}
+		low := int64(math.MaxInt64)
+		items := s.chunks[ci].items[:min(chunkSize, s.n-ci*chunkSize)]
+		for i := range items {
+			fn(&items[i])
+			low = min(low, dueAt(&items[i]))
+		}
+		atomic.StoreInt64(b, low)
 	}
 	return to < len(s.chunks)
 }

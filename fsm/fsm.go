@@ -274,6 +274,33 @@ func (f *FSM) ScanInstances(fn func(*Instance)) {
 	}
 }
 
+// ScanDue is ScanInstances for the expiry checker: it calls fn for every
+// instance due at now (LastBeatAt + min(SuspectAfter, TTL) <= now, Unix
+// ns), and
+// perhaps for others, under the same locking and with the same caveat
+// (an instance moved by a concurrent removal may be missed until the next
+// scan). It skips every chunk of the store in which no instance is due,
+// by a lower bound of the deadlines that each write lowers and each scan
+// of the chunk makes exact; a sweep of instances that all beat in time
+// reads only the chunks whose bound it has reached.
+func (f *FSM) ScanDue(now int64, fn func(*Instance)) {
+	for from := 0; ; from += scanGroup {
+		f.mu.RLock()
+		more := f.state.scanDueChunks(now, from, from+scanGroup, fn)
+		f.mu.RUnlock()
+		if !more {
+			return
+		}
+	}
+}
+
+// InstanceCount returns the number of instances.
+func (f *FSM) InstanceCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.Len()
+}
+
 // Instance returns one instance.
 func (f *FSM) Instance(service, id string) (Instance, bool) {
 	f.mu.RLock()

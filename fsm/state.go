@@ -19,8 +19,9 @@ import (
 //
 // The instances live densely in a chunked store, in no meaningful order
 // (a removal moves the last one into the hole), indexed by service then
-// id: the expiry checker's scan of every instance, ten times a second on
-// the leader, reads contiguous memory without copying, and a beat updates
+// id: the expiry checker's scan, ten times a second on the leader, reads
+// contiguous memory without copying and skips the chunks in which no
+// instance is due (see FSM.ScanDue), and a beat updates
 // its instance in place after one lookup. A snapshot shares the store's
 // chunks copy-on-write (see store), so taking it costs O(chunks), not
 // O(instances). Nothing may depend on the store's order, which a restored
@@ -51,7 +52,7 @@ func (s *State) put(in Instance) {
 		s.services[in.Service] = ids
 	}
 	if pos, ok := ids[in.ID]; ok {
-		*s.insts.mut(pos) = in
+		s.insts.set(pos, in)
 		return
 	}
 	ids[in.ID] = s.insts.push(in)
@@ -75,7 +76,7 @@ func (s *State) remove(service, id string) {
 	}
 	if last := s.insts.len() - 1; pos != last {
 		moved := *s.insts.at(last)
-		*s.insts.mut(pos) = moved
+		s.insts.set(pos, moved)
 		s.services[moved.Service][moved.ID] = pos
 	}
 	s.insts.pop() // drops its strings and metadata for the GC
@@ -93,6 +94,15 @@ func (s *State) scan(fn func(*Instance)) {
 func (s *State) scanChunks(from, to int, fn func(*Instance)) bool {
 	return s.insts.eachIn(from, to, fn)
 }
+
+// scanDueChunks is scanChunks skipping the chunks in which no instance is
+// due at now (see store.eachDue).
+func (s *State) scanDueChunks(now int64, from, to int, fn func(*Instance)) bool {
+	return s.insts.eachDue(now, from, to, fn)
+}
+
+// Len returns the number of instances.
+func (s *State) Len() int { return s.insts.len() }
 
 // Register upserts an instance keyed by (service, id); see the package
 // documentation for the incarnation rules. It fails with ErrFenced when the
