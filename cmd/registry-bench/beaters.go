@@ -114,7 +114,7 @@ func (f *fleet) registerAll(ctx context.Context, n, workers int, prefix string, 
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				inst := client.Instance{Service: serviceOf(i), ID: fmt.Sprintf("%s-%d", prefix, i), Address: fmt.Sprintf("10.%d.%d.%d:80", i>>16&255, i>>8&255, i&255)}
+				inst := client.Instance{Service: serviceOf(i), ID: fmt.Sprintf("%s-%d", prefix, i), Address: fmt.Sprintf("127.%d.%d.%d:80", i>>16&255, i>>8&255, i&255)}
 				if _, err := f.clients[i%len(f.clients)].Register(ctx, inst, opts...); err != nil {
 					firstMu.Lock()
 					if first == nil {

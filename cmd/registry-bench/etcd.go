@@ -323,7 +323,7 @@ func etcdGrantAndPut(ctx context.Context, cc *grpc.ClientConn, i int, ttl time.D
 	put := protowire.AppendTag(nil, 1, protowire.BytesType)
 	put = protowire.AppendBytes(put, fmt.Appendf(nil, "w4/etcd-%d", i))
 	put = protowire.AppendTag(put, 2, protowire.BytesType)
-	put = protowire.AppendBytes(put, []byte("10.0.0.1:80"))
+	put = protowire.AppendBytes(put, []byte("127.0.0.1:80"))
 	put = protowire.AppendTag(put, 3, protowire.VarintType)
 	put = protowire.AppendVarint(put, uint64(id))
 	if err := cc.Invoke(ctx, "/etcdserverpb.KV/Put", &put, &resp); err != nil {

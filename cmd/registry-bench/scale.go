@@ -165,7 +165,7 @@ func (b *bench) scale(ctx context.Context) error {
 	regCPU0 := c.sample()
 	var registered atomic.Int64
 	err = registerRaw(rctx, regConns, o.instances, o.regWorkers, func(i int) *registryv1.Instance {
-		return &registryv1.Instance{Service: service(i), Id: id(i), Address: fmt.Sprintf("10.%d.%d.%d:80", i>>16&255, i>>8&255, i&255),
+		return &registryv1.Instance{Service: service(i), Id: id(i), Address: fmt.Sprintf("127.%d.%d.%d:80", i>>16&255, i>>8&255, i&255),
 			Incarnation: 1, BeatInterval: durationpb.New(o.interval), Ttl: durationpb.New(o.ttl)}
 	}, func(i int) {
 		gen.registered(i, o.frameBeats)

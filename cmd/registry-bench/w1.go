@@ -156,7 +156,7 @@ func (b *bench) w1Step(ctx context.Context, mode string, perFrame, n int) (ok bo
 		}
 		err = registerRaw(rctx, regConns, n, b.o.regWorkers, func(i int) *registryv1.Instance {
 			return &registryv1.Instance{Service: fmt.Sprintf("w1-%d", i%b.o.w1Clients), Id: fmt.Sprintf("w1-%d", i),
-				Address: fmt.Sprintf("10.%d.%d.%d:80", i>>16&255, i>>8&255, i&255), Incarnation: 1,
+				Address: fmt.Sprintf("127.%d.%d.%d:80", i>>16&255, i>>8&255, i&255), Incarnation: 1,
 				BeatInterval: durationpb.New(b.o.w1Interval), Ttl: durationpb.New(b.o.w1TTL)}
 		}, func(i int) { gen.registered(i, perRawFrame) })
 	} else {

@@ -62,7 +62,7 @@ func (b *bench) w2(ctx context.Context) error {
 				req := &registryv1.RegisterRequest{Instance: &registryv1.Instance{
 					Service:     fmt.Sprintf("w2-%d", w),
 					Id:          fmt.Sprintf("w2-%s-%d-%d", run, w, n),
-					Address:     fmt.Sprintf("10.%d.%d.%d:8080", w, n>>8&255, n&255),
+					Address:     fmt.Sprintf("127.%d.%d.%d:8080", w, n>>8&255, n&255),
 					Incarnation: 1,
 					Ttl:         durationpb.New(b.o.w2TTL),
 				}}

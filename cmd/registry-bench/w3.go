@@ -62,7 +62,7 @@ func (b *bench) w3(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for i := range b.o.w3Instances - b.o.w3Stopped {
-		if _, err := keep.Register(rctx, client.Instance{Service: service, ID: id("keep", i), Address: "10.0.0.1:80"}, opts...); err != nil {
+		if _, err := keep.Register(rctx, client.Instance{Service: service, ID: id("keep", i), Address: "127.0.0.1:80"}, opts...); err != nil {
 			return fmt.Errorf("registering: %w", err)
 		}
 	}
@@ -84,7 +84,7 @@ func (b *bench) w3(ctx context.Context) error {
 		}
 		stopped[i] = cl
 		wg.Go(func() {
-			if _, err := cl.Register(rctx, client.Instance{Service: service, ID: id("stop", i), Address: "10.0.0.2:80"}, opts...); err != nil {
+			if _, err := cl.Register(rctx, client.Instance{Service: service, ID: id("stop", i), Address: "127.0.0.2:80"}, opts...); err != nil {
 				regErr.Store(&err)
 				return
 			}

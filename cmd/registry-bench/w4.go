@@ -155,7 +155,7 @@ func (b *bench) w4Registry(ctx context.Context) error {
 			// Each write is a new probe instance, sent without waiting for
 			// the previous one: a write stuck on the dead leader does not
 			// delay the next.
-			req := &registryv1.RegisterRequest{Instance: &registryv1.Instance{Service: "w4-probe", Id: fmt.Sprintf("probe-%d", n), Address: "10.0.0.1:80", Incarnation: 1}}
+			req := &registryv1.RegisterRequest{Instance: &registryv1.Instance{Service: "w4-probe", Id: fmt.Sprintf("probe-%d", n), Address: "127.0.0.1:80", Incarnation: 1}}
 			stub := stubs[n%len(stubs)]
 			lwg.Go(func() {
 				w := write{start: time.Now()}
@@ -185,7 +185,7 @@ func (b *bench) w4Registry(ctx context.Context) error {
 	probe := func(id string) error {
 		pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 		defer pcancel()
-		_, err := pcl.Register(pctx, client.Instance{Service: "w4-probe", ID: id, Address: "10.0.0.2:80"},
+		_, err := pcl.Register(pctx, client.Instance{Service: "w4-probe", ID: id, Address: "127.0.0.2:80"},
 			client.WithBeatInterval(b.o.w4Interval), client.WithTTL(b.o.w4TTL))
 		return err
 	}
