@@ -11,7 +11,8 @@ import (
 
 // Config configures an FSM. Zero fields take their defaults.
 type Config struct {
-	// HistorySize is the number of events kept for watchers; default 4096.
+	// HistorySize is the number of events kept for watchers; default
+	// DefaultHistorySize.
 	HistorySize int
 	// Logger receives the FSM's logs; the default discards them.
 	Logger *slog.Logger
@@ -32,8 +33,13 @@ type Config struct {
 	OnRestore func(index uint64)
 }
 
-// DefaultHistorySize is the default Config.HistorySize.
-const DefaultHistorySize = 4096
+// DefaultHistorySize is the default Config.HistorySize. It holds one whole
+// sweep of the expiry checker with room to spare (beatcheck's defaults:
+// 10,000 SUSPECT marks and 1,000 expiries, each entry's events added at
+// once): with less, one large sweep would drop every watcher of the node
+// behind the entry's own index and turn each watch into a reset. At about
+// 200 bytes an event it is a few MiB.
+const DefaultHistorySize = 16_384
 
 // DefaultConfig returns the default configuration.
 func DefaultConfig() Config {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/regcenter/registry/fsm"
+	"github.com/regcenter/registry/fsm/fsmpb"
 	"github.com/regcenter/registry/fsm/fsmtest"
 )
 
@@ -236,5 +237,40 @@ func TestResetThenFollow(t *testing.T) {
 		if index != uint64(i+1) {
 			t.Fatalf("after command %d: watcher index %d", i+1, index)
 		}
+	}
+}
+
+// A watcher that has read everything must not be reset by one entry: the
+// default history holds a whole sweep of the expiry checker (beatcheck's
+// defaults: 10,000 SUSPECT marks and 1,000 expiries), so that a sweep over
+// a large fleet does not turn every watch of the node into a reset.
+func TestTheDefaultHistoryHoldsAWholeSweep(t *testing.T) {
+	const suspects, expiries = 10_000, 1_000
+	f := fsmtest.New(t, fsm.Config{})
+	var index uint64
+	for i := range suspects + expiries {
+		index++
+		fsmtest.Apply(t, f, index, register("svc", fmt.Sprint("i", i), 1, 1))
+	}
+	read := index // the watcher has read every registration
+	var marks, ends []*fsmpb.Condition
+	for i := range suspects + expiries {
+		c := cond("svc", fmt.Sprint("i", i), 1, uint64(i+1))
+		if i < suspects {
+			marks = append(marks, c)
+		} else {
+			ends = append(ends, c)
+		}
+	}
+	index++
+	fsmtest.Apply(t, f, index, suspect(2, marks...))
+	index++
+	fsmtest.Apply(t, f, index, expire(3, ends...))
+	events, _, err := f.EventsAfter("", read, 0)
+	if err != nil {
+		t.Fatalf("EventsAfter(%d) after one sweep's entries: %v, want the sweep's events", read, err)
+	}
+	if len(events) != suspects+expiries {
+		t.Errorf("EventsAfter(%d) returned %d events, want %d", read, len(events), suspects+expiries)
 	}
 }

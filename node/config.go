@@ -353,6 +353,10 @@ func (c *Config) Validate() error {
 	if c.WatchHistory < 1 || c.MaxWatchers < 1 {
 		errs = append(errs, fmt.Errorf("watch history (%d) and max watchers (%d) must be at least 1", c.WatchHistory, c.MaxWatchers))
 	}
+	if sweep := c.Checker.MaxSuspectsPerSweep + c.Checker.MaxExpiriesPerSweep; c.WatchHistory > 0 && c.WatchHistory < sweep {
+		errs = append(errs, fmt.Errorf("watch history (%d) must hold one expiry sweep's events (%d SUSPECT marks + %d expiries = %d): with less, a large sweep turns every watch into a reset",
+			c.WatchHistory, c.Checker.MaxSuspectsPerSweep, c.Checker.MaxExpiriesPerSweep, sweep))
+	}
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}

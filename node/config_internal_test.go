@@ -115,3 +115,15 @@ func TestValidateACLDefaultPolicy(t *testing.T) {
 		t.Errorf("Validate with sometimes = %v, want an error naming the acl default policy", err)
 	}
 }
+
+func TestValidateWantsTheWatchHistoryToHoldOneSweep(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil && strings.Contains(err.Error(), "watch history") {
+		t.Fatalf("the default watch history is refused: %v", err)
+	}
+	cfg.WatchHistory = cfg.Checker.MaxSuspectsPerSweep + cfg.Checker.MaxExpiriesPerSweep - 1
+	err := cfg.Validate()
+	if err == nil || !strings.Contains(err.Error(), "watch history") || !strings.Contains(err.Error(), "expiry sweep") {
+		t.Errorf("watch history %d below one sweep: error %v, want one naming the watch history and the sweep", cfg.WatchHistory, err)
+	}
+}
