@@ -44,6 +44,34 @@ type cluster struct {
 	conns map[string]*grpc.ClientConn
 }
 
+// newNodeProc describes local node number i (its ports are portBase plus
+// each port's offset plus i) with its data in dir/id and its log in
+// dir/id.log: role holds the flags that make it a member of a new cluster
+// or a joiner, extra the flags every node of the run gets.
+func newNodeProc(id string, i int, binary, ip string, portBase int, dir string, role, extra []string) (*nodeProc, error) {
+	data := filepath.Join(dir, id)
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, err
+	}
+	args := []string{
+		"--node-id", id, "--data-dir", data,
+		"--raft-addr", hostPort(ip, portBase+raftOffset+i),
+		"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
+		"--http-addr", hostPort(ip, portBase+httpOffset+i),
+		"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
+		"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
+		"--log-level", "warn",
+	}
+	args = append(append(args, role...), extra...)
+	return &nodeProc{
+		id:       id,
+		grpcAddr: hostPort(ip, portBase+grpcOffset+i),
+		httpAddr: hostPort(ip, portBase+httpOffset+i),
+		udpAddr:  hostPort(ip, portBase+udpOffset+i),
+		spec:     proc.Spec{Name: id, Binary: binary, Env: nodeEnv(), LogPath: filepath.Join(dir, id+".log"), Args: args},
+	}, nil
+}
+
 // nodeProc is one node; start runs it (again) with the same flags and
 // data. The process itself is a proc.Process: it dies with this command.
 type nodeProc struct {
@@ -84,32 +112,10 @@ func startCluster(ctx context.Context, binary, ip string, portBase int, extra []
 	}
 	for i := range n {
 		id := fmt.Sprintf("n%d", i+1)
-		data := filepath.Join(dir, id)
-		if err := os.MkdirAll(data, 0o755); err != nil {
+		p, err := newNodeProc(id, i, binary, ip, portBase, dir, []string{"--bootstrap-peers", strings.Join(peers, ",")}, extra)
+		if err != nil {
 			c.close()
 			return nil, err
-		}
-		p := &nodeProc{
-			id:       id,
-			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
-			httpAddr: hostPort(ip, portBase+httpOffset+i),
-			udpAddr:  hostPort(ip, portBase+udpOffset+i),
-			spec: proc.Spec{
-				Name:    id,
-				Binary:  binary,
-				Env:     nodeEnv(),
-				LogPath: filepath.Join(dir, id+".log"),
-				Args: append([]string{
-					"--node-id", id, "--data-dir", data,
-					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
-					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
-					"--http-addr", hostPort(ip, portBase+httpOffset+i),
-					"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
-					"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
-					"--bootstrap-peers", strings.Join(peers, ","),
-					"--log-level", "warn",
-				}, extra...),
-			},
 		}
 		c.nodes = append(c.nodes, p)
 		c.endpoints = append(c.endpoints, p.grpcAddr)
@@ -344,38 +350,16 @@ func (c *cluster) startReplicas(ctx context.Context, n int, binary, ip string, p
 	for k := range n {
 		i := 3 + k
 		id := fmt.Sprintf("r%d", k+1)
-		data := filepath.Join(c.dir, id)
-		if err := os.MkdirAll(data, 0o755); err != nil {
+		p, err := newNodeProc(id, i, binary, ip, portBase, c.dir, []string{"--join", c.endpoints[0], "--read-replica"}, c.args)
+		if err != nil {
 			return nil, err
-		}
-		p := &nodeProc{
-			id:       id,
-			grpcAddr: hostPort(ip, portBase+grpcOffset+i),
-			httpAddr: hostPort(ip, portBase+httpOffset+i),
-			udpAddr:  hostPort(ip, portBase+udpOffset+i),
-			spec: proc.Spec{
-				Name:    id,
-				Binary:  binary,
-				Env:     nodeEnv(),
-				LogPath: filepath.Join(c.dir, id+".log"),
-				Args: append([]string{
-					"--node-id", id, "--data-dir", data,
-					"--raft-addr", hostPort(ip, portBase+raftOffset+i),
-					"--grpc-addr", hostPort(ip, portBase+grpcOffset+i),
-					"--http-addr", hostPort(ip, portBase+httpOffset+i),
-					"--dns-addr", hostPort(ip, portBase+dnsOffset+i),
-					"--udp-beat-addr", hostPort(ip, portBase+udpOffset+i),
-					"--join", c.endpoints[0], "--read-replica",
-					"--log-level", "warn",
-				}, c.args...),
-			},
 		}
 		c.nodes = append(c.nodes, p)
 		if err := p.start(); err != nil {
 			return nil, fmt.Errorf("starting replica %s: %w", id, err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := c.waitReady(wctx, p)
+		err = c.waitReady(wctx, p)
 		cancel()
 		if err != nil {
 			return nil, err

@@ -24,7 +24,6 @@ import (
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/internal/poll"
-	"github.com/regcenter/registry/internal/proc"
 )
 
 // scaleOptions are the scale workload's flags.
@@ -588,33 +587,20 @@ func newestSnapshotBytes(dataDir string) int64 {
 // scaleJoin starts a fourth node that joins through the leader, times it
 // until its applied index reaches the leader's, then removes it.
 func (b *bench) scaleJoin(ctx context.Context, c *cluster, r *result) error {
-	const i = 3
-	ip, base := b.o.ip, b.o.portBase
-	dir := filepath.Join(c.dir, "n4")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	leader, err := c.waitLeader(ctx, c.endpoints)
 	if err != nil {
 		return err
 	}
-	args := []string{
-		"--node-id", "n4", "--data-dir", dir,
-		"--raft-addr", hostPort(ip, base+raftOffset+i),
-		"--grpc-addr", hostPort(ip, base+grpcOffset+i),
-		"--http-addr", hostPort(ip, base+httpOffset+i),
-		"--dns-addr", hostPort(ip, base+dnsOffset+i),
-		"--udp-beat-addr", hostPort(ip, base+udpOffset+i),
-		"--join", leader, "--log-level", "warn",
-		"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64),
-	}
-	args = append(args, strings.Fields(b.o.scale.nodeFlags)...)
-	args = append(args, strings.Fields(b.o.nodeFlags)...)
+	extra := []string{"--expiry-guard-share", strconv.FormatFloat(b.o.guardShare, 'g', -1, 64)}
+	extra = append(extra, strings.Fields(b.o.scale.nodeFlags)...)
+	extra = append(extra, strings.Fields(b.o.nodeFlags)...)
 	if sec != nil {
-		args = append(args, sec.nodeFlags...)
+		extra = append(extra, sec.nodeFlags...)
 	}
-	p := &nodeProc{id: "n4", grpcAddr: hostPort(ip, base+grpcOffset+i), httpAddr: hostPort(ip, base+httpOffset+i),
-		spec: proc.Spec{Name: "n4", Binary: b.bin, Env: nodeEnv(), LogPath: filepath.Join(c.dir, "n4.log"), Args: args}}
+	p, err := newNodeProc("n4", 3, b.bin, b.o.ip, b.o.portBase, c.dir, []string{"--join", leader}, extra)
+	if err != nil {
+		return err
+	}
 	b.logf("scale: a fourth node joins through the leader")
 	t := time.Now()
 	if err := p.start(); err != nil {
