@@ -3,14 +3,10 @@ package rpc
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/test/bufconn"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 	"github.com/regcenter/registry/fsm/fsmtest"
@@ -22,25 +18,7 @@ import (
 func benchLeader(b *testing.B) (registryv1.RegistryClient, context.Context) {
 	b.Helper()
 	rep := fsmtest.NewReplica(b)
-	s, err := New(Config{NodeID: "n1", Applier: rep, Cluster: &fakeCluster{leader: true}, State: rep.FSM})
-	if err != nil {
-		b.Fatal(err)
-	}
-	lis := bufconn.Listen(1 << 20)
-	gs := grpc.NewServer()
-	s.RegisterOn(gs)
-	go gs.Serve(lis)
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cc.Close()
-		s.Close()
-		gs.Stop()
-	})
+	_, cc := newTestConn(b, Config{NodeID: "n1", Applier: rep, Cluster: &fakeCluster{leader: true}, State: rep.FSM})
 	return registryv1.NewRegistryClient(cc), metadata.AppendToOutgoingContext(b.Context(), forwardedKey, "n2")
 }
 

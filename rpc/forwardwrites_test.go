@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,40 +66,7 @@ func TestAFollowerForwardsConcurrentWritesInOneCallAndEachGetsItsOwnAnswer(t *te
 	case <-time.After(30 * time.Second):
 		t.Fatal("the lone registration did not reach the leader")
 	}
-	type answer struct {
-		reg   *registryv1.RegisterResponse
-		dereg *registryv1.DeregisterResponse
-		err   error
-	}
-	calls := map[string]func() answer{
-		"good": func() answer {
-			r, err := client.Register(ctx, regRequest("orders", "good", 1))
-			return answer{reg: r, err: err}
-		},
-		"fenced": func() answer {
-			r, err := client.Register(ctx, regRequest("orders", "fenced", 4))
-			return answer{reg: r, err: err}
-		},
-		"absent": func() answer {
-			r, err := client.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders", Id: "absent"})
-			return answer{dereg: r, err: err}
-		},
-		"good2": func() answer {
-			r, err := client.Register(ctx, regRequest("web", "good2", 1))
-			return answer{reg: r, err: err}
-		},
-	}
-	answers := make(map[string]answer)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for name, call := range calls {
-		wg.Go(func() {
-			a := call()
-			mu.Lock()
-			answers[name] = a
-			mu.Unlock()
-		})
-	}
+	wait := sendMixedWrites(ctx, client)
 	// Five handlers and the first flush have asked IsLeader.
 	poll.Eventually(t, 30*time.Second, func(context.Context) error {
 		if n := cl.asked.Load(); n < 6 {
@@ -109,7 +75,7 @@ func TestAFollowerForwardsConcurrentWritesInOneCallAndEachGetsItsOwnAnswer(t *te
 		return nil
 	})
 	close(rep.gate)
-	wg.Wait()
+	answers := wait()
 	if err := <-first; err != nil {
 		t.Fatalf("first Register: %v", err)
 	}

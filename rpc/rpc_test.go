@@ -162,7 +162,7 @@ func newTestServer(t *testing.T, cl *fakeCluster, ap *fakeApplier, st *fakeState
 
 // newTestConn serves a Server made from cfg on an in-memory listener and
 // returns a connection to it.
-func newTestConn(t *testing.T, cfg Config) (*Server, *grpc.ClientConn) {
+func newTestConn(t testing.TB, cfg Config) (*Server, *grpc.ClientConn) {
 	t.Helper()
 	if st, ok := cfg.State.(*fakeState); ok && st.changed == nil {
 		st.changed = make(chan struct{})

@@ -124,40 +124,7 @@ func TestConcurrentWritesShareAnEntryAndEachGetsItsOwnResult(t *testing.T) {
 	}
 
 	// While it commits, four more writes arrive.
-	type answer struct {
-		reg   *registryv1.RegisterResponse
-		dereg *registryv1.DeregisterResponse
-		err   error
-	}
-	calls := map[string]func() answer{
-		"good": func() answer {
-			r, err := client.Register(ctx, regRequest("orders", "good", 1))
-			return answer{reg: r, err: err}
-		},
-		"fenced": func() answer {
-			r, err := client.Register(ctx, regRequest("orders", "fenced", 4))
-			return answer{reg: r, err: err}
-		},
-		"absent": func() answer {
-			r, err := client.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders", Id: "absent"})
-			return answer{dereg: r, err: err}
-		},
-		"good2": func() answer {
-			r, err := client.Register(ctx, regRequest("web", "good2", 1))
-			return answer{reg: r, err: err}
-		},
-	}
-	answers := make(map[string]answer)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for name, call := range calls {
-		wg.Go(func() {
-			a := call()
-			mu.Lock()
-			answers[name] = a
-			mu.Unlock()
-		})
-	}
+	wait := sendMixedWrites(ctx, client)
 	// Each handler asks IsLeader last, just before it submits, and so did
 	// the first flush: five handlers and one flush.
 	poll.Eventually(t, 30*time.Second, func(context.Context) error {
@@ -167,7 +134,7 @@ func TestConcurrentWritesShareAnEntryAndEachGetsItsOwnResult(t *testing.T) {
 		return nil
 	})
 	close(ap.gate)
-	wg.Wait()
+	answers := wait()
 	if err := <-first; err != nil {
 		t.Fatalf("first Register: %v", err)
 	}
@@ -274,5 +241,53 @@ func TestAFailedProposalFailsEveryWriteOfTheBatch(t *testing.T) {
 	}
 	if len(ap.calls) != 1 || ap.calls[0] != fsm.WriteBatchType {
 		t.Errorf("proposals %v, want one WriteBatch", ap.calls)
+	}
+}
+
+// writeAnswer is what one of sendMixedWrites' calls got.
+type writeAnswer struct {
+	reg   *registryv1.RegisterResponse
+	dereg *registryv1.DeregisterResponse
+	err   error
+}
+
+// sendMixedWrites sends, each on its own goroutine, four writes that a
+// group commit must answer each on its own: two good registrations
+// ("good", "good2"), one fenced by a stored higher incarnation ("fenced")
+// and a deregistration of an absent instance ("absent"). wait returns
+// their answers by name once all four are back.
+func sendMixedWrites(ctx context.Context, client registryv1.RegistryClient) (wait func() map[string]writeAnswer) {
+	calls := map[string]func() writeAnswer{
+		"good": func() writeAnswer {
+			r, err := client.Register(ctx, regRequest("orders", "good", 1))
+			return writeAnswer{reg: r, err: err}
+		},
+		"fenced": func() writeAnswer {
+			r, err := client.Register(ctx, regRequest("orders", "fenced", 4))
+			return writeAnswer{reg: r, err: err}
+		},
+		"absent": func() writeAnswer {
+			r, err := client.Deregister(ctx, &registryv1.DeregisterRequest{Service: "orders", Id: "absent"})
+			return writeAnswer{dereg: r, err: err}
+		},
+		"good2": func() writeAnswer {
+			r, err := client.Register(ctx, regRequest("web", "good2", 1))
+			return writeAnswer{reg: r, err: err}
+		},
+	}
+	answers := make(map[string]writeAnswer)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, call := range calls {
+		wg.Go(func() {
+			a := call()
+			mu.Lock()
+			answers[name] = a
+			mu.Unlock()
+		})
+	}
+	return func() map[string]writeAnswer {
+		wg.Wait()
+		return answers
 	}
 }
