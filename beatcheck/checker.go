@@ -194,7 +194,13 @@ func (c *Checker) update(fn func(*Status)) {
 // sweep finds the instances past their deadlines and proposes what the
 // plan says.
 func (c *Checker) sweep(ctx context.Context, now time.Time, f fences, window *expiryWindow) error {
-	fd := find(c.state, f.clock(now, c.cfg.FailoverGrace))
+	// Read before the scan: a beat that waited then and was applied since
+	// shows in the scan; one that waits still is judged by when it came.
+	judged := now
+	if b := c.cfg.Backlog(); b > 0 {
+		judged = now.Add(-b)
+	}
+	fd := find(c.state, f.clock(judged, c.cfg.FailoverGrace))
 	toSuspect, toExpire, silent, live := fd.toSuspect, fd.toExpire, fd.silent, fd.live
 	window.trim(now, c.cfg.GuardWindow)
 	released := c.Status().Released

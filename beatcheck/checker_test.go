@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -400,6 +401,47 @@ func TestGrantGraceIsIgnoredWhenNotRunning(t *testing.T) {
 		c.GrantGrace()
 		if at := c.takeGrace(); !at.IsZero() {
 			t.Errorf("a checker that is not running kept a grace request from %v", at)
+		}
+	})
+}
+
+func TestABeatWaitingOnTheLeaderHoldsDeadlinesUntilItIsApplied(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		var waitingSince atomic.Int64 // unix ns of the beat the leader holds; 0: none
+		backlog := func() time.Duration {
+			if ns := waitingSince.Load(); ns != 0 {
+				return time.Since(time.Unix(0, ns))
+			}
+			return 0
+		}
+		_, stop := r.start(Config{Backlog: backlog})
+		defer stop()
+		time.Sleep(10 * time.Second) // past the failover fence
+		r.register("live", "dead")
+		registered := time.Now()
+
+		// live's beat reaches the leader 2s later and waits 6s to commit
+		// (an overloaded leader): past suspect_after (3s) and TTL (5s).
+		time.Sleep(2 * time.Second)
+		waitingSince.Store(time.Now().UnixNano())
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		if got := r.events(fsm.EventSuspect, fsm.EventExpired); len(got) != 0 {
+			t.Fatalf("%v after registering, with a beat waiting on the leader since 2s: %v; want no verdict judged past the beat's arrival",
+				time.Since(registered), got)
+		}
+		r.beat("live")
+		waitingSince.Store(0)
+
+		// The backlog gone, the instance that never beat is due at once.
+		time.Sleep(100*time.Millisecond + time.Millisecond)
+		synctest.Wait()
+		if r.has("dead") || !r.has("live") {
+			t.Errorf("one sweep after the backlog cleared: dead registered %v, live registered %v; want false, true", r.has("dead"), r.has("live"))
+		}
+		if got := r.events(fsm.EventSuspect, fsm.EventExpired); !slices.Equal(got, []string{"EXPIRED dead"}) {
+			t.Errorf("events = %v, want [EXPIRED dead]", got)
 		}
 	})
 }

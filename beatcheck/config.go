@@ -42,6 +42,12 @@ type Config struct {
 	// Clock is the wall clock used for deadlines and command timestamps.
 	// Default time.Now. Stalls are measured on the monotonic clock.
 	Clock func() time.Time
+	// Backlog returns how long ago this node received the oldest beat it
+	// has not applied yet (zero: none waits). A sweep judges deadlines
+	// that much earlier than its clock says: an instance whose beat
+	// reached the leader in time is not suspected or removed because the
+	// leader was slow to commit it. Default: no backlog.
+	Backlog func() time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 }
@@ -59,6 +65,7 @@ func DefaultConfig() Config {
 		GuardMinCount:       10,
 		GuardWindow:         30 * time.Second,
 		Clock:               time.Now,
+		Backlog:             func() time.Duration { return 0 },
 		Logger:              slog.New(slog.DiscardHandler),
 	}
 }

@@ -167,18 +167,20 @@ func (a *beatApplier) apply(pos int, inc, seq uint64) (RejectReason, uint64) {
 	if seq != 0 {
 		in.LastUDPSeq = seq
 	}
+	// Batches may commit out of the order of their stamps (the leader
+	// has several under way): a beat never moves LastBeatAt back.
 	if in.State == StateSuspect {
 		old := *in
 		in.State = StateHealthy
 		in.ModifyIndex = a.index
 		in.LastBeatIndex = a.index
-		in.LastBeatAt = a.now
+		in.LastBeatAt = max(in.LastBeatAt, a.now)
 		a.events = append(a.events, reacquired(a.index, a.now, old, *in))
 		a.s.insts.lower(pos)
 		return 0, 0
 	}
 	in.LastBeatIndex = a.index
-	in.LastBeatAt = a.now
+	in.LastBeatAt = max(in.LastBeatAt, a.now)
 	a.s.insts.lower(pos)
 	return 0, 0
 }

@@ -317,6 +317,16 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{
+			// Two batches under way commit out of their stamps' order.
+			name:  "beat batch stamped before the last beat keeps the later time",
+			setup: []proto.Message{register(svc, "a", 1, 100), beats(500, beat(svc, "a", 1))},
+			cmd:   beats(400, beat(svc, "a", 1)),
+			want:  &fsm.BeatResult{Index: 3},
+			state: []fsm.Instance{
+				with(registered(svc, "a", 1, 1, 100), func(in *fsm.Instance) { in.LastBeatIndex, in.LastBeatAt = 3, 500 }),
+			},
+		},
+		{
 			name:  "empty beat batch",
 			setup: []proto.Message{register(svc, id, 1, 100)},
 			cmd:   beats(200),

@@ -140,13 +140,17 @@ func TestScanDueSkipsChunksNotDue(t *testing.T) {
 	if n := visits(start + int64(20*time.Second)); n != 1000 {
 		t.Fatalf("20 s after: ScanDue visited %d instances, want all 1000", n)
 	}
-	// A beat from a clock 100 s behind makes its instance due: its chunk
-	// (the first: instance 0 was stored first) is read, and only it.
-	fsmtest.Apply(t, f, 1001, &fsmpb.BeatBatch{NowUnixNs: start - int64(100*time.Second),
-		Beats: []*fsmpb.Beat{{Service: "s", Id: "i-0000", Incarnation: 1}}})
+	// A re-registration from a clock 100 s behind makes its instance due
+	// (a beat would not: it never moves LastBeatAt back): its chunk (the
+	// first: instance 0 was stored first) is read, and only it.
+	fsmtest.Apply(t, f, 1001, &fsmpb.Register{
+		Service: "s", Id: "i-0000", Address: "127.0.0.1:1", Incarnation: 1,
+		BeatIntervalNs: int64(10 * time.Second), SuspectAfterNs: int64(20 * time.Second),
+		TtlNs: int64(30 * time.Second), NowUnixNs: start - int64(100*time.Second),
+	})
 	for range 2 {
 		if n := visits(start + int64(10*time.Second)); n != 128 {
-			t.Fatalf("after a beat from the past: ScanDue visited %d instances, want one chunk of 128", n)
+			t.Fatalf("after a registration from the past: ScanDue visited %d instances, want one chunk of 128", n)
 		}
 	}
 	if got := f.InstanceCount(); got != 1000 {
@@ -155,7 +159,7 @@ func TestScanDueSkipsChunksNotDue(t *testing.T) {
 }
 
 // TestScanDueConcurrentWithApply: two ScanDue scans run at once (each
-// stores the chunks' bounds under the read lock) while Apply beats
+// stores the chunks' bounds under the read lock) while Apply re-registers
 // instances from a clock an hour behind, which makes them due: every
 // instance due from the start (one in a hundred, which no beat touches)
 // is visited by every scan. Run with -race.
@@ -187,8 +191,10 @@ func TestScanDueConcurrentWithApply(t *testing.T) {
 			if k%100 == 0 {
 				continue // leave the instances due from the start alone
 			}
-			fsmtest.Apply(t, f, index, &fsmpb.BeatBatch{NowUnixNs: -int64(time.Hour),
-				Beats: []*fsmpb.Beat{{Service: "s", Id: fmt.Sprint(k), Incarnation: 1}}})
+			fsmtest.Apply(t, f, index, &fsmpb.Register{
+				Service: "s", Id: fmt.Sprint(k), Address: "127.0.0.1:1", Incarnation: 1,
+				SuspectAfterNs: int64(20 * time.Second), TtlNs: int64(30 * time.Second), NowUnixNs: -int64(time.Hour),
+			})
 		}
 	})
 	errs := make(chan error, 2)

@@ -53,6 +53,18 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// WithDefaultsFrom returns c with each zero field set from d, a user's own
+// defaults (a zero field of d leaves DefaultConfig's). A zero MaxPending
+// becomes the larger of d's and MaxItems, as in WithDefaults.
+func (c Config) WithDefaultsFrom(d Config) Config {
+	pending := c.MaxPending
+	defaults.Fill(&c, d)
+	if pending == 0 && d.MaxPending != 0 {
+		c.MaxPending = max(d.MaxPending, c.MaxItems)
+	}
+	return c.WithDefaults()
+}
+
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	switch {
@@ -76,6 +88,7 @@ type FlushFunc[T, R any] func(ctx context.Context, items []T) ([]R, error)
 
 type submission[T, R any] struct {
 	items []T
+	at    time.Time       // when Submit queued it
 	done  chan outcome[R] // buffered: the flusher never blocks on it
 }
 
@@ -95,6 +108,10 @@ type Batcher[T, R any] struct {
 	count   int           // items in pending
 	wake    chan struct{} // capacity 1: pending became non-empty or large
 	closed  bool
+	// flushing holds, for each flush under way, when its oldest
+	// submission was queued (see Oldest).
+	flushing  map[uint64]time.Time
+	lastFlush uint64 // the id of the last flush started
 
 	slots chan struct{} // capacity MaxInflight: a token per flush under way
 
@@ -111,7 +128,8 @@ func New[T, R any](cfg Config, flush FlushFunc[T, R]) (*Batcher[T, R], error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Batcher[T, R]{cfg: cfg, flush: flush, wake: make(chan struct{}, 1),
-		slots: make(chan struct{}, cfg.MaxInflight), ctx: ctx, cancel: cancel}
+		flushing: make(map[uint64]time.Time, cfg.MaxInflight),
+		slots:    make(chan struct{}, cfg.MaxInflight), ctx: ctx, cancel: cancel}
 	b.wg.Add(1)
 	go b.run()
 	return b, nil
@@ -126,6 +144,7 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, items []T) ([]R, error) {
 	}
 	s := submission[T, R]{items: items, done: make(chan outcome[R], 1)}
 	b.mu.Lock()
+	s.at = time.Now() // under mu: pending stays in the order of at
 	switch {
 	case b.closed:
 		b.mu.Unlock()
@@ -147,6 +166,25 @@ func (b *Batcher[T, R]) Submit(ctx context.Context, items []T) ([]R, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// Oldest returns when the oldest submission that has no result yet was
+// queued: the first one waiting for a flush, or the oldest of a flush
+// under way. ok is false when every submission has its result. A flush's
+// submissions leave only once the flush returned, so an item is always
+// either waiting here or flushed.
+func (b *Batcher[T, R]) Oldest() (at time.Time, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.pending) > 0 {
+		at, ok = b.pending[0].at, true
+	}
+	for _, t := range b.flushing {
+		if !ok || t.Before(at) {
+			at, ok = t, true
+		}
+	}
+	return at, ok
 }
 
 // Close fails the waiting submissions with ErrClosed, stops the flusher and
@@ -197,7 +235,7 @@ func (b *Batcher[T, R]) run() {
 				return
 			case b.slots <- struct{}{}:
 			}
-			batch := b.take()
+			batch, id := b.take()
 			if len(batch) == 0 {
 				<-b.slots
 				break
@@ -207,7 +245,7 @@ func (b *Batcher[T, R]) run() {
 			go func() {
 				defer b.wg.Done()
 				defer func() { <-b.slots }()
-				b.flushBatch(batch)
+				b.flushBatch(batch, id)
 			}()
 			if !b.full() {
 				break
@@ -232,8 +270,8 @@ func (b *Batcher[T, R]) full() bool {
 }
 
 // take removes whole submissions from the queue, up to MaxItems items (at
-// least one submission).
-func (b *Batcher[T, R]) take() []submission[T, R] {
+// least one submission), as the flush id.
+func (b *Batcher[T, R]) take() ([]submission[T, R], uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, items := 0, 0
@@ -244,13 +282,17 @@ func (b *Batcher[T, R]) take() []submission[T, R] {
 	batch := b.pending[:n:n]
 	b.pending = b.pending[n:]
 	b.count -= items
+	if n > 0 {
+		b.lastFlush++
+		b.flushing[b.lastFlush] = batch[0].at
+	}
 	if len(b.pending) == 0 {
 		b.pending = nil // let the backing array go
 	}
-	return batch
+	return batch, b.lastFlush
 }
 
-func (b *Batcher[T, R]) flushBatch(batch []submission[T, R]) {
+func (b *Batcher[T, R]) flushBatch(batch []submission[T, R], id uint64) {
 	var items []T
 	if len(batch) == 1 {
 		items = batch[0].items
@@ -262,6 +304,9 @@ func (b *Batcher[T, R]) flushBatch(batch []submission[T, R]) {
 	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.FlushTimeout)
 	results, err := b.flush(ctx, items)
 	cancel()
+	b.mu.Lock()
+	delete(b.flushing, id)
+	b.mu.Unlock()
 	if err == nil && len(results) != len(items) {
 		err = fmt.Errorf("groupcommit: flush returned %d results for %d items", len(results), len(items))
 	}

@@ -268,6 +268,31 @@ func TestWithDefaultsFillsEachZeroField(t *testing.T) {
 	}
 }
 
+func TestWithDefaultsFromFillsZeroFieldsFromTheUsersDefaults(t *testing.T) {
+	d := groupcommit.DefaultConfig()
+	mine := groupcommit.Config{Window: time.Millisecond, MaxInflight: 16} // a user's defaults, partly set
+	tests := []struct {
+		name string
+		in   groupcommit.Config
+		want groupcommit.Config
+	}{
+		{"zero", groupcommit.Config{}, groupcommit.Config{Window: time.Millisecond, MaxItems: d.MaxItems, MaxPending: d.MaxPending, FlushTimeout: d.FlushTimeout, MaxInflight: 16}},
+		{"window set", groupcommit.Config{Window: time.Second},
+			groupcommit.Config{Window: time.Second, MaxItems: d.MaxItems, MaxPending: d.MaxPending, FlushTimeout: d.FlushTimeout, MaxInflight: 16}},
+		{"max items above the default pending", groupcommit.Config{MaxItems: 2 * d.MaxPending},
+			groupcommit.Config{Window: time.Millisecond, MaxItems: 2 * d.MaxPending, MaxPending: 2 * d.MaxPending, FlushTimeout: d.FlushTimeout, MaxInflight: 16}},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, tt.in.WithDefaultsFrom(mine)); diff != "" {
+			t.Errorf("%s: WithDefaultsFrom (-want +got):\n%s", tt.name, diff)
+		}
+	}
+	withPending := groupcommit.Config{MaxPending: 50, MaxItems: 10}
+	if got := (groupcommit.Config{MaxItems: 80}).WithDefaultsFrom(withPending).MaxPending; got != 80 {
+		t.Errorf("MaxItems 80 with the user's MaxPending 50: MaxPending %d, want 80 (never below MaxItems)", got)
+	}
+}
+
 func TestMaxInflightBoundsTheFlushesUnderWay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var running, most atomic.Int64
@@ -336,4 +361,53 @@ func TestValidateRefusesNoInflightFlush(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "MaxInflight is -1") {
 		t.Errorf("Validate: got %v, want it to name MaxInflight", err)
 	}
+}
+
+func TestOldestIsTheFirstSubmissionStillWithoutItsResult(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{}, 8)
+		b := newBatcher(t, groupcommit.Config{Window: time.Millisecond, MaxItems: 1, MaxInflight: 2}, func(_ context.Context, items []int) ([]int, error) {
+			<-release
+			return items, nil
+		})
+		if at, ok := b.Oldest(); ok {
+			t.Fatalf("Oldest of an idle batcher = %v, true; want false", at)
+		}
+		start := time.Now()
+		var wg sync.WaitGroup
+		submit := func(v int) {
+			wg.Go(func() {
+				if _, err := b.Submit(t.Context(), []int{v}); err != nil {
+					t.Errorf("Submit: %v", err)
+				}
+			})
+		}
+		// Three submissions 1s apart: two flushes under way, one waiting.
+		for v := range 3 {
+			submit(v)
+			time.Sleep(time.Second)
+		}
+		synctest.Wait()
+		if at, ok := b.Oldest(); !ok || !at.Equal(start) {
+			t.Errorf("Oldest with the first submission's flush under way = %v, %v; want %v (the first submission)", at.Sub(start), ok, time.Duration(0))
+		}
+		// The first flush returns: the oldest is the second submission,
+		// still flushing.
+		release <- struct{}{}
+		synctest.Wait()
+		if at, ok := b.Oldest(); !ok || at.Sub(start) != time.Second {
+			t.Errorf("Oldest after the first flush = %v, %v; want 1s (the second submission, under way)", at.Sub(start), ok)
+		}
+		release <- struct{}{}
+		synctest.Wait()
+		if at, ok := b.Oldest(); !ok || at.Sub(start) != 2*time.Second {
+			t.Errorf("Oldest after the second flush = %v, %v; want 2s (the third submission)", at.Sub(start), ok)
+		}
+		release <- struct{}{}
+		wg.Wait()
+		synctest.Wait()
+		if at, ok := b.Oldest(); ok {
+			t.Errorf("Oldest once every submission has its result = %v, true; want false", at.Sub(start))
+		}
+	})
 }

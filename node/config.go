@@ -265,7 +265,7 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	defaults.Set(&c.Logger, d.Logger)
 	c.Raft = c.Raft.withDefaults()
-	c.Beats = c.Beats.WithDefaults()
+	c.Beats = c.Beats.WithDefaultsFrom(d.Beats)
 	c.Checker = c.Checker.WithDefaults()
 	defaults.Set(&c.MaxBeatRate, d.MaxBeatRate)
 	defaults.Set(&c.WatchHistory, d.WatchHistory)

@@ -184,6 +184,8 @@ func (n *Node) buildFSM() error {
 	})
 	checkerCfg := n.cfg.Checker
 	checkerCfg.Clock = n.clock.now
+	// The checker runs only while leading, after startServers built n.rpc.
+	checkerCfg.Backlog = func() time.Duration { return n.rpc.BeatBacklog() }
 	checkerCfg.Logger = n.log.With("component", "beatcheck")
 	var err error
 	n.checker, err = beatcheck.New(checkerCfg, n.fsm, n)

@@ -163,7 +163,8 @@ type Config struct {
 	// Clock stamps commands proposed by this node. Default time.Now.
 	Clock func() time.Time
 	// Beats tunes the beat group commit; zero fields take its defaults
-	// (a 10 ms window: at most 100 beat entries a second).
+	// (a 10 ms window: at most 100 beat entries a second, up to
+	// defaultBeatInflight of them under way at once).
 	Beats groupcommit.Config
 	// Writes tunes the group commit of Register and Deregister (on the
 	// leader it proposes, on a follower it forwards); zero fields take its
@@ -230,7 +231,7 @@ func DefaultConfig() Config {
 	return Config{
 		Logger:                slog.New(slog.DiscardHandler),
 		Clock:                 time.Now,
-		Beats:                 groupcommit.DefaultConfig(),
+		Beats:                 defaultBeats(),
 		Writes:                defaultWrites(),
 		MaxWatchers:           10_000,
 		MaxWatchesPerStream:   10_000,
@@ -247,12 +248,10 @@ func DefaultConfig() Config {
 
 // WithDefaults returns c with each zero setting set to its default.
 func (c Config) WithDefaults() Config {
-	c.Beats = c.Beats.WithDefaults()
-	if c.Writes == (groupcommit.Config{}) {
-		c.Writes = DefaultConfig().Writes
-	}
-	c.Writes = c.Writes.WithDefaults()
-	defaults.Fill(&c, DefaultConfig())
+	d := DefaultConfig()
+	c.Beats = c.Beats.WithDefaultsFrom(d.Beats)
+	c.Writes = c.Writes.WithDefaultsFrom(d.Writes)
+	defaults.Fill(&c, d)
 	return c
 }
 
