@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	registryv1 "github.com/regcenter/registry/api/registryv1"
 )
@@ -33,6 +36,26 @@ type rawGen struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	whyMu sync.Mutex
+	why   map[string]int64 // beats rejected by reason, stream breaks by status
+}
+
+// note counts n of what (a rejection reason, a stream's end).
+func (g *rawGen) note(what string, n int64) {
+	g.whyMu.Lock()
+	defer g.whyMu.Unlock()
+	if g.why == nil {
+		g.why = map[string]int64{}
+	}
+	g.why[what] += n
+}
+
+// reasons returns what note counted.
+func (g *rawGen) reasons() map[string]int64 {
+	g.whyMu.Lock()
+	defer g.whyMu.Unlock()
+	return maps.Clone(g.why)
 }
 
 // rawFrame is one reusable BeatRequest and what the generator knows of it.
@@ -212,6 +235,8 @@ func (s *rawStream) run(ctx context.Context) {
 			return
 		}
 		s.breaks.Add(1)
+		st := status.Convert(err)
+		s.g.note(fmt.Sprintf("stream break: %v: %.80s", st.Code(), st.Message()), 1)
 		sleepCtx(ctx, min(time.Duration(attempt%8+1)*50*time.Millisecond, time.Second))
 	}
 }
@@ -328,5 +353,8 @@ func (s *rawStream) handle(resp *registryv1.BeatResponse) {
 		return
 	}
 	x.f.acked.Store(true)
+	for _, rj := range resp.Rejected {
+		s.g.note("beat rejected: "+rj.Reason.String(), 1)
+	}
 	s.g.rec.onAck(x.f, x.at, len(resp.Rejected))
 }

@@ -315,9 +315,17 @@ func (b *bench) scale(ctx context.Context) error {
 	// fleet under test).
 	r.add("false_expirations_watched", ew.expired.Load())
 	r.add("watch_resets", ew.resets.Load())
+	r.add("watch_events", ew.events.Load())
+	r.add("watch_breaks", ew.breaks.Load())
+	if e, ok := ew.lastErr.Load().(string); ok {
+		b.logf("scale: the expiry watch broke %d times; the last: %s", ew.breaks.Load(), e)
+	}
 	r.add("expired_counted_by_nodes", c.maxMetric(ctx, `registry_deregistrations_total{reason="expired"}`)-expired0)
 	r.add("beats_rejected_total", gen.rec.rejected.Load())
 	r.add("beat_stream_breaks", gen.breaks())
+	for what, n := range gen.reasons() {
+		b.logf("scale: generator: %s: %d", what, n)
+	}
 	r.add("leader_changes", c.term(ctx)-term0)
 	b.logf("scale: false expirations: %d (watched; %d watch resets), %d counted by the nodes; leader changes %d (one is the kill's)",
 		ew.expired.Load(), ew.resets.Load(), c.maxMetric(ctx, `registry_deregistrations_total{reason="expired"}`)-expired0, c.term(ctx)-term0)
@@ -406,6 +414,8 @@ func registerRaw(ctx context.Context, conns []*grpc.ClientConn, n, workers int, 
 // whichever node answers, resuming after the last index it saw.
 type rawWatch struct {
 	expired, resets atomic.Int64
+	events, breaks  atomic.Int64 // every event seen; streams that failed or could not open
+	lastErr         atomic.Value // string: the last stream's error
 	cancel          context.CancelFunc
 	done            chan struct{}
 	once            sync.Once
@@ -429,6 +439,7 @@ func watchRaw(ctx context.Context, c *cluster, after uint64) *rawWatch {
 					if resp.IsReset && !resp.More {
 						w.resets.Add(1)
 					}
+					w.events.Add(int64(len(resp.Events)))
 					for _, ev := range resp.Events {
 						if ev.Type == registryv1.EventType_EVENT_TYPE_EXPIRED {
 							w.expired.Add(1)
@@ -436,6 +447,10 @@ func watchRaw(ctx context.Context, c *cluster, after uint64) *rawWatch {
 					}
 					after = max(after, resp.Index)
 				}
+			}
+			if ctx.Err() == nil {
+				w.breaks.Add(1)
+				w.lastErr.Store(err.Error())
 			}
 			sleepCtx(ctx, 100*time.Millisecond)
 		}
