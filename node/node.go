@@ -327,6 +327,7 @@ func (n *Node) buildRaft(st raftStores) error {
 	rc.SnapshotInterval = cfg.Raft.SnapshotInterval
 	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
 	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	rc.MaxAppendEntries = cfg.Raft.MaxAppendEntries
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft timing: %w", err)
 	}

@@ -100,6 +100,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	dur(&o.raft.SnapshotInterval, "snapshot-interval", rt.SnapshotInterval, "how often the node checks whether it should snapshot its state and compact the log")
 	fs.Uint64Var(&o.raft.SnapshotThreshold, "snapshot-threshold", rt.SnapshotThreshold, "log entries since the last snapshot above which the node snapshots (env "+envName("snapshot-threshold")+")")
 	fs.Uint64Var(&o.raft.TrailingLogs, "trailing-logs", rt.TrailingLogs, "log entries kept after a snapshot, so that a briefly lagging follower catches up from the log rather than a snapshot (env "+envName("trailing-logs")+")")
+	fs.IntVar(&o.raft.MaxAppendEntries, "raft-max-append-entries", rt.MaxAppendEntries, "log entries one AppendEntries carries at most (1-1024): a follower that lags catches up in rounds of this many")
 	limitFlags(fs, &o.limits, &o.allowedOrigins, &o.allowedHosts, d.Limits)
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "serve Go's profiles (net/http/pprof) under /debug/pprof/ on --http-addr; anyone who reaches that address can take them (env "+envName("enable-pprof")+")")
 	fs.BoolVar(&o.testFaults, "test-fault-injection", false, "TEST ONLY, never in production: wrap the Raft transport so that POST /debug/faults on --http-addr can drop Raft traffic to and from chosen peers (env "+envName("test-fault-injection")+")")

@@ -140,7 +140,7 @@ func TestFlagDefaultsAreTheNodesDefaults(t *testing.T) {
 	want := node.DefaultConfig()
 	want.NodeID, want.DataDir = "n1", dir
 	for _, c := range []*node.Config{&got, &want} {
-		c.Logger, c.Clock, c.Checker.Logger, c.Checker.Clock = nil, nil, nil, nil
+		c.Logger, c.Clock, c.Checker.Logger, c.Checker.Clock, c.Checker.Backlog = nil, nil, nil, nil, nil
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config without flags (-node.DefaultConfig +got):\n%s", diff)
