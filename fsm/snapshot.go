@@ -145,7 +145,7 @@ func (s *snapshot) hash() string {
 // write encodes the snapshot stream to w.
 func (s *snapshot) write(w io.Writer) error {
 	instances := s.instances.all()
-	slices.SortFunc(instances, func(a, b *Instance) int { return compareInstances(*a, *b) })
+	slices.SortFunc(instances, compareInstancePtrs)
 	bw := bufio.NewWriter(w)
 	header := &fsmpb.SnapshotHeader{
 		Version:         snapshotVersion,
@@ -161,8 +161,14 @@ func (s *snapshot) write(w io.Writer) error {
 	if _, err := marshalDelim.MarshalTo(bw, header); err != nil {
 		return fmt.Errorf("header: %w", err)
 	}
+	var enc instanceEncoder
+	var rec []byte
 	for _, in := range instances {
-		if _, err := marshalDelim.MarshalTo(bw, instanceToProto(*in)); err != nil {
+		var err error
+		if rec, err = enc.appendInstanceRecord(rec[:0], in); err != nil {
+			return fmt.Errorf("instance %s/%s: %w", in.Service, in.ID, err)
+		}
+		if _, err := bw.Write(rec); err != nil {
 			return fmt.Errorf("instance %s/%s: %w", in.Service, in.ID, err)
 		}
 	}
@@ -255,26 +261,6 @@ func noEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-func instanceToProto(in Instance) *fsmpb.Instance {
-	return &fsmpb.Instance{
-		Service:            in.Service,
-		Id:                 in.ID,
-		Address:            in.Address,
-		Metadata:           in.Metadata,
-		Incarnation:        in.Incarnation,
-		BeatIntervalNs:     int64(in.BeatInterval),
-		SuspectAfterNs:     int64(in.SuspectAfter),
-		TtlNs:              int64(in.TTL),
-		State:              int32(in.State),
-		CreateIndex:        in.CreateIndex,
-		ModifyIndex:        in.ModifyIndex,
-		LastBeatIndex:      in.LastBeatIndex,
-		LastUdpSeq:         in.LastUDPSeq,
-		RegisteredAtUnixNs: in.RegisteredAt,
-		LastBeatAtUnixNs:   in.LastBeatAt,
-	}
 }
 
 func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
