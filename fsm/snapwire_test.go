@@ -1,14 +1,21 @@
 package fsm
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
+	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
@@ -33,6 +40,32 @@ func instanceToProto(in Instance) *fsmpb.Instance {
 		RegisteredAtUnixNs: in.RegisteredAt,
 		LastBeatAtUnixNs:   in.LastBeatAt,
 	}
+}
+
+// instanceFromProto is what readSnapshot made of an instance record's
+// message: the oracle the hand decoding is held to.
+func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
+	state, err := instanceState(p.GetService(), p.GetId(), p.GetState())
+	if err != nil {
+		return Instance{}, err
+	}
+	return Instance{
+		Service:       intern(p.GetService()),
+		ID:            p.GetId(),
+		Address:       p.GetAddress(),
+		Metadata:      cloneMetadata(p.GetMetadata()),
+		Incarnation:   p.GetIncarnation(),
+		BeatInterval:  time.Duration(p.GetBeatIntervalNs()),
+		SuspectAfter:  time.Duration(p.GetSuspectAfterNs()),
+		TTL:           time.Duration(p.GetTtlNs()),
+		State:         state,
+		CreateIndex:   p.GetCreateIndex(),
+		ModifyIndex:   p.GetModifyIndex(),
+		LastBeatIndex: p.GetLastBeatIndex(),
+		LastUDPSeq:    p.GetLastUdpSeq(),
+		RegisteredAt:  p.GetRegisteredAtUnixNs(),
+		LastBeatAt:    p.GetLastBeatAtUnixNs(),
+	}, nil
 }
 
 // marshalRecord is the oracle: the record marshalDelim writes for in, or
@@ -223,5 +256,191 @@ func FuzzInstanceRecordEncoding(f *testing.F) {
 		var enc instanceEncoder
 		checkRecord(t, &enc, in)
 		checkRecord(t, &enc, Instance{Service: "after", ID: "another"}) // nothing left over
+	})
+}
+
+// decoded is what reading one instance record from a stream gave: the
+// instance, or the error, by kind.
+type decoded struct {
+	In  Instance
+	Err string // "" when the record was read
+}
+
+// oracleRecord reads the next instance record from br as readSnapshot did
+// before the hand decoding: protodelim.UnmarshalFrom, then
+// instanceFromProto.
+func oracleRecord(br *bufio.Reader) decoded {
+	var rec fsmpb.Instance
+	if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+		return decoded{Err: errKind(err)}
+	}
+	in, err := instanceFromProto(&rec)
+	if err != nil {
+		return decoded{Err: "invalid: " + err.Error()}
+	}
+	return decoded{In: in}
+}
+
+// handRecord reads it as readSnapshot does now.
+func handRecord(d *instanceDecoder, br *bufio.Reader) decoded {
+	in, state, err := d.readInstanceRecord(br)
+	if err != nil {
+		return decoded{Err: errKind(err)}
+	}
+	if in.State, err = instanceState(in.Service, in.ID, state); err != nil {
+		return decoded{Err: "invalid: " + err.Error()}
+	}
+	return decoded{In: in}
+}
+
+// errKind names the errors that readSnapshot's callers can tell apart (the
+// end of the stream, a truncated record, a record too large); every other
+// error is a bad encoding, whose text is the decoder's own.
+func errKind(err error) string {
+	var tooLarge *protodelim.SizeTooLargeError
+	switch {
+	case err == io.EOF:
+		return "EOF"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected EOF"
+	case errors.As(err, &tooLarge):
+		return fmt.Sprintf("too large: %d > %d", tooLarge.Size, tooLarge.MaxSize)
+	default:
+		return "bad encoding"
+	}
+}
+
+// checkDecoding fails t unless the hand decoding reads the records of
+// stream as the oracle does, record by record until the first error, with
+// a reader buffer of bufSize (a record longer than it is read another way).
+func checkDecoding(t *testing.T, d *instanceDecoder, stream []byte, bufSize int) {
+	t.Helper()
+	want, got := bufio.NewReaderSize(bytes.NewReader(stream), bufSize), bufio.NewReaderSize(bytes.NewReader(stream), bufSize)
+	for i := 0; ; i++ {
+		w, g := oracleRecord(want), handRecord(d, got)
+		if diff := cmp.Diff(w, g); diff != "" {
+			t.Fatalf("record %d of stream %x (-protodelim and instanceFromProto +hand):\n%s", i, stream, diff)
+		}
+		if w.Err != "" {
+			return
+		}
+	}
+}
+
+// record returns the length-delimited record whose message is the fields fs.
+func record(fs ...[]byte) []byte {
+	msg := bytes.Join(fs, nil)
+	return append(protowire.AppendVarint(nil, uint64(len(msg))), msg...)
+}
+
+func str(num protowire.Number, s string) []byte {
+	return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), s)
+}
+
+func varint(num protowire.Number, v uint64) []byte {
+	return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v)
+}
+
+func entry(fs ...[]byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, instMetadata, protowire.BytesType), bytes.Join(fs, nil))
+}
+
+// badRecords are instance record streams the hand decoding must read as
+// proto.Unmarshal does, and instanceFromProto check as it did.
+var badRecords = map[string][]byte{
+	"empty stream":                              {},
+	"empty record: no state":                    record(),
+	"truncated size":                            {0x80},
+	"truncated message":                         record(str(1, "web"))[:4],
+	"size over 4 MiB":                           protowire.AppendVarint(nil, 4<<20+1),
+	"size overflows":                            bytes.Repeat([]byte{0xff}, 11),
+	"unknown state":                             record(str(1, "web"), str(2, "w1"), varint(9, 3)),
+	"state out of int32":                        record(str(1, "web"), varint(9, 1<<32+1)),
+	"negative state":                            record(varint(9, math.MaxUint64)),
+	"invalid UTF-8 service":                     record(str(1, "\xff"), varint(9, 1)),
+	"invalid UTF-8 address":                     record(str(3, "a\xc3"), varint(9, 1)),
+	"invalid UTF-8 key":                         record(entry(str(1, "\xfe"), str(2, "v")), varint(9, 1)),
+	"invalid UTF-8 value":                       record(entry(str(1, "k"), str(2, "\x80")), varint(9, 1)),
+	"field number 0":                            record([]byte{0x00, 0x01}),
+	"field number too large":                    record(protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3), []byte{1}, varint(9, 1)),
+	"long record cut after its size":            protowire.AppendVarint(nil, 100),
+	"entry field number too large":              record(entry(protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3), []byte{1}), varint(9, 1)),
+	"end group alone":                           record(protowire.AppendTag(nil, 20, protowire.EndGroupType)),
+	"unterminated group":                        record(protowire.AppendTag(nil, 20, protowire.StartGroupType)),
+	"entry field number 0":                      record(entry([]byte{0x00, 0x01}), varint(9, 1)),
+	"entry truncated":                           record(protowire.AppendVarint(protowire.AppendTag(nil, 4, protowire.BytesType), 5), varint(9, 1)),
+	"varint truncated":                          record(str(1, "web"), protowire.AppendTag(nil, 5, protowire.VarintType), []byte{0x80}),
+	"service as a varint (skipped)":             record(varint(1, 7), str(2, "w"), varint(9, 2)),
+	"state as bytes (skipped)":                  record(str(9, "x"), varint(9, 2), str(9, "y")),
+	"metadata as a varint (skipped)":            record(varint(4, 1), varint(9, 1)),
+	"entry key as a varint (skipped), no value": record(entry(varint(1, 1)), varint(9, 1)),
+	"unknown fields everywhere (skipped)": record(varint(99, 1), str(1, "web"), entry(str(2, "v"), str(3, "?"), str(1, "k")),
+		append(protowire.AppendTag(nil, 16, protowire.Fixed64Type), 1, 2, 3, 4, 5, 6, 7, 8),
+		protowire.AppendTag(nil, 17, protowire.StartGroupType), varint(1, 5), protowire.AppendTag(nil, 17, protowire.EndGroupType),
+		varint(9, 1)),
+	"last value wins": record(str(1, "a"), str(2, "x"), str(1, "b"), varint(5, 1), varint(5, 9), varint(9, 2), varint(9, 1),
+		entry(str(1, "k"), str(2, "1")), entry(str(1, "k"), str(2, "2")), entry(str(2, "only value")), entry()),
+	"every number field at its extremes": record(varint(5, math.MaxUint64), varint(6, math.MaxUint64), varint(7, 1<<63),
+		varint(8, 1), varint(9, 1), varint(10, math.MaxUint64), varint(11, 0), varint(12, 1<<35), varint(13, math.MaxUint64),
+		varint(14, 1<<63), varint(15, 3)),
+}
+
+// The hand decoding of instance records reads what protodelim and
+// instanceFromProto read: every record the hand encoding writes, and the
+// malformed, odd and invalid ones, and corruptions of valid streams. One
+// decoder reads them all, as Restore reads a stream, and records longer
+// than the reader's buffer are read too.
+func TestInstanceRecordDecodingMatchesUnmarshal(t *testing.T) {
+	dec := &instanceDecoder{}
+	for name, stream := range badRecords {
+		t.Run(name, func(t *testing.T) {
+			for _, size := range []int{16, 4096} {
+				checkDecoding(t, dec, stream, size)
+				checkDecoding(t, dec, append(slices.Clip(stream), record(str(1, "after"), varint(9, 1))...), size)
+			}
+		})
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var enc instanceEncoder
+	for i := range 500 {
+		var stream []byte
+		for range 1 + rng.IntN(5) {
+			in := randomInstance(rng)
+			in.State = []InstanceState{StateHealthy, StateSuspect}[rng.IntN(2)]
+			var err error
+			if stream, err = enc.appendInstanceRecord(stream, &in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkDecoding(t, dec, stream, 4096)
+		if i%2 == 0 {
+			stream = stream[:rng.IntN(len(stream))] // truncated
+		}
+		stream = slices.Clone(stream)
+		for range rng.IntN(4) {
+			stream[rng.IntN(len(stream))] ^= byte(1 << rng.IntN(8))
+		}
+		checkDecoding(t, dec, stream, 16)
+	}
+}
+
+// FuzzInstanceRecordDecoding holds the hand decoding of a stream of
+// instance records to protodelim and instanceFromProto, as
+// TestInstanceRecordDecodingMatchesUnmarshal does, over any bytes.
+func FuzzInstanceRecordDecoding(f *testing.F) {
+	for _, stream := range badRecords {
+		f.Add(stream)
+	}
+	var enc instanceEncoder
+	valid, err := enc.appendInstanceRecord(nil, &full)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(valid)
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		var dec instanceDecoder
+		checkDecoding(t, &dec, stream, 16)
+		checkDecoding(t, &dec, stream, 4096)
+		checkDecoding(t, &dec, valid, 4096) // nothing left over
 	})
 }
