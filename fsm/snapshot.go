@@ -143,8 +143,7 @@ func (s *snapshot) hash() string {
 
 // write encodes the snapshot stream to w.
 func (s *snapshot) write(w io.Writer) error {
-	instances := s.instances.all()
-	slices.SortFunc(instances, compareInstancePtrs)
+	instances := sortInstances(s.instances.all())
 	bw := bufio.NewWriter(w)
 	header := &fsmpb.SnapshotHeader{
 		Version:         snapshotVersion,

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -56,9 +57,11 @@ const (
 // instanceEncoder encodes instance records; its zero value is ready. It
 // keeps its buffers between records, so one encoder must not be shared.
 type instanceEncoder struct {
-	body []byte   // the message of the record being encoded
-	keys []string // its metadata keys, sorted
+	body []byte     // the message of the record being encoded
+	meta []metaPair // its metadata, sorted by key
 }
+
+type metaPair struct{ key, value string }
 
 // appendInstanceRecord appends the length-delimited fsmpb.Instance record
 // of in to b: its size as a varint, then the message.
@@ -85,13 +88,13 @@ func (e *instanceEncoder) appendInstance(b []byte, in *Instance) ([]byte, error)
 		return b, err
 	}
 	if len(in.Metadata) > 0 {
-		e.keys = e.keys[:0]
-		for k := range in.Metadata {
-			e.keys = append(e.keys, k)
+		e.meta = e.meta[:0]
+		for k, v := range in.Metadata {
+			e.meta = append(e.meta, metaPair{k, v})
 		}
-		slices.Sort(e.keys)
-		for _, k := range e.keys {
-			v := in.Metadata[k]
+		slices.SortFunc(e.meta, func(a, b metaPair) int { return strings.Compare(a.key, b.key) })
+		for _, p := range e.meta {
+			k, v := p.key, p.value
 			if !utf8.ValidString(k) || !utf8.ValidString(v) {
 				return b, errInvalidUTF8
 			}
@@ -142,6 +145,39 @@ func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
 	}
 	b = protowire.AppendTag(b, num, protowire.VarintType)
 	return protowire.AppendVarint(b, v)
+}
+
+// sortInstances returns instances sorted by (Service, ID), the order of a
+// snapshot's records, leaving instances in an unspecified order. Services
+// are far fewer than instances: it groups the instances by service (a
+// counting sort over the sorted service names), then sorts each group by
+// ID, so that a comparison reads only IDs and there are fewer of them.
+func sortInstances(instances []*Instance) []*Instance {
+	start := make(map[string]int) // service → instances, then → its group's next slot
+	for _, in := range instances {
+		start[in.Service]++
+	}
+	services := slices.Sorted(maps.Keys(start))
+	ends := make([]int, len(services))
+	pos := 0
+	for i, svc := range services {
+		n := start[svc]
+		start[svc] = pos
+		pos += n
+		ends[i] = pos
+	}
+	out := make([]*Instance, len(instances))
+	for _, in := range instances {
+		i := start[in.Service]
+		out[i] = in
+		start[in.Service] = i + 1
+	}
+	pos = 0
+	for _, end := range ends {
+		slices.SortFunc(out[pos:end], func(a, b *Instance) int { return strings.Compare(a.ID, b.ID) })
+		pos = end
+	}
+	return out
 }
 
 // compareInstancePtrs orders instances by (Service, ID) without copying

@@ -444,3 +444,38 @@ func FuzzInstanceRecordDecoding(f *testing.F) {
 		checkDecoding(t, &dec, valid, 4096) // nothing left over
 	})
 }
+
+// sortInstances orders instances as compareInstances does, whatever the
+// number of services (none empty, one, many, and the empty name) and
+// whatever their order in the store.
+func TestSortInstancesOrdersByServiceThenID(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, services := range []int{1, 2, 7, 300} {
+		var all []*Instance
+		for i := range 2000 {
+			svc := fmt.Sprint("svc-", rng.IntN(services))
+			if services > 2 && i%50 == 0 {
+				svc = ""
+			}
+			all = append(all, &Instance{Service: intern(svc), ID: fmt.Sprint(rng.IntN(5000)), Incarnation: uint64(i)})
+		}
+		got := sortInstances(slices.Clone(all))
+		if !slices.IsSortedFunc(got, compareInstancePtrs) {
+			t.Fatalf("%d services: sortInstances did not sort %d instances by (service, id)", services, len(all))
+		}
+		// Every instance is there once: equal keys may come in any order.
+		key := func(in *Instance) string { return fmt.Sprint(in.Service, "/", in.ID, "/", in.Incarnation) }
+		var w, g []string
+		for _, in := range all {
+			w = append(w, key(in))
+		}
+		for _, in := range got {
+			g = append(g, key(in))
+		}
+		slices.Sort(w)
+		slices.Sort(g)
+		if diff := cmp.Diff(w, g); diff != "" {
+			t.Fatalf("%d services: instances (-want +got):\n%s", services, diff)
+		}
+	}
+}
