@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/regcenter/registry/fsm/fsmpb"
 )
@@ -88,7 +89,13 @@ func TestServiceNamesAndMetadataKeysAreInterned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rec, err := instanceFromProto(&fsmpb.Instance{Service: string([]byte("payments")), Id: "r", State: int32(StateHealthy)})
+	// And a snapshot record, decoded as Restore decodes it.
+	b, err := proto.Marshal(&fsmpb.Instance{Service: "payments", Id: "r", State: int32(StateHealthy), Metadata: map[string]string{"zone": "b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dec instanceDecoder
+	rec, _, err := dec.decodeInstance(b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,10 @@
 //     restore (with the index it will be installed at and this cluster's
 //     node records). Restore never moves the applied index back: restoring
 //     over applied state sets it past the FSM's own, so every watcher resets.
+//     The instance records, a million at scale, are encoded and decoded by
+//     hand with protowire (snapwire.go), not through fsmpb messages; tests
+//     and fuzz targets hold them to the deterministic marshal and to
+//     proto.Unmarshal, and a golden hash holds the whole stream's bytes.
 //   - Proposing: Propose[R] derives a command's type from its message,
 //     encodes it and hands the Entry to a Proposer (the node, the only
 //     caller of raft.Apply), then checks that the response is the R the

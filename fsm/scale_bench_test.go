@@ -1,8 +1,11 @@
 package fsm_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,5 +115,74 @@ func BenchmarkSnapshotCall(b *testing.B) {
 				b.StartTimer()
 			}
 		})
+	}
+}
+
+// scale1M is the million-instance scale FSM the snapshot benchmarks share,
+// built once per test binary: building it takes about a minute, longer
+// than the benchmarks themselves. They only read it.
+var scale1M struct {
+	once sync.Once
+	f    *fsm.FSM
+	snap []byte // its snapshot stream
+}
+
+func scaleFSM1M(b *testing.B) (*fsm.FSM, []byte) {
+	b.Helper()
+	if testing.Short() {
+		b.Skip("-short: the million-instance state takes about a minute to build")
+	}
+	scale1M.once.Do(func() {
+		f := scaleFSM(b, 1_000_000)
+		var buf bytes.Buffer
+		if _, err := f.WriteSnapshot(&buf); err != nil {
+			b.Fatal(err)
+		}
+		scale1M.f, scale1M.snap = f, buf.Bytes()
+	})
+	if scale1M.f == nil {
+		b.Fatal("building the million-instance FSM failed in an earlier benchmark")
+	}
+	return scale1M.f, scale1M.snap
+}
+
+// BenchmarkSnapshotPersist1M takes a snapshot of a million scale instances
+// and persists it to a sink that discards it: the CPU every node spends on
+// each of its snapshots.
+func BenchmarkSnapshotPersist1M(b *testing.B) {
+	f, _ := scaleFSM1M(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		snap, err := f.Snapshot()
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink := &discardSink{}
+		if err := snap.Persist(sink); err != nil {
+			b.Fatal(err)
+		}
+		snap.Release()
+		b.SetBytes(sink.n)
+	}
+}
+
+// BenchmarkSnapshotRestore1M restores the snapshot stream of a million
+// scale instances into a new FSM: what a node joining by snapshot, or
+// restarting, spends before it serves.
+func BenchmarkSnapshotRestore1M(b *testing.B) {
+	f, data := scaleFSM1M(b)
+	want := f.InstanceCount()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		g := fsm.New(fsm.Config{HistorySize: 1})
+		if err := g.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+			b.Fatal(err)
+		}
+		if got := g.InstanceCount(); got != want {
+			b.Fatalf("restored %d instances, want %d", got, want)
+		}
 	}
 }

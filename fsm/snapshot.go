@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/encoding/protodelim"
@@ -144,8 +143,7 @@ func (s *snapshot) hash() string {
 
 // write encodes the snapshot stream to w.
 func (s *snapshot) write(w io.Writer) error {
-	instances := s.instances.all()
-	slices.SortFunc(instances, func(a, b *Instance) int { return compareInstances(*a, *b) })
+	instances := sortInstances(s.instances.all())
 	bw := bufio.NewWriter(w)
 	header := &fsmpb.SnapshotHeader{
 		Version:         snapshotVersion,
@@ -161,8 +159,14 @@ func (s *snapshot) write(w io.Writer) error {
 	if _, err := marshalDelim.MarshalTo(bw, header); err != nil {
 		return fmt.Errorf("header: %w", err)
 	}
+	var enc instanceEncoder
+	var rec []byte
 	for _, in := range instances {
-		if _, err := marshalDelim.MarshalTo(bw, instanceToProto(*in)); err != nil {
+		var err error
+		if rec, err = enc.appendInstanceRecord(rec[:0], in); err != nil {
+			return fmt.Errorf("instance %s/%s: %w", in.Service, in.ID, err)
+		}
+		if _, err := bw.Write(rec); err != nil {
 			return fmt.Errorf("instance %s/%s: %w", in.Service, in.ID, err)
 		}
 	}
@@ -206,13 +210,13 @@ func readSnapshot(r io.Reader) (*State, uint64, error) {
 	st := NewState()
 	// Counts come from the stream: loop on them without preallocating, so
 	// memory is bounded by what the stream actually holds.
+	var dec instanceDecoder
 	for i := uint64(0); i < header.GetInstanceCount(); i++ {
-		var rec fsmpb.Instance
-		if err := protodelim.UnmarshalFrom(br, &rec); err != nil {
+		in, state, err := dec.readInstanceRecord(br)
+		if err != nil {
 			return nil, 0, fmt.Errorf("instance record %d of %d: %w", i+1, header.GetInstanceCount(), noEOF(err))
 		}
-		in, err := instanceFromProto(&rec)
-		if err != nil {
+		if in.State, err = instanceState(in.Service, in.ID, state); err != nil {
 			return nil, 0, fmt.Errorf("instance record %d: %w", i+1, err)
 		}
 		if _, dup := st.Get(in.Service, in.ID); dup {
@@ -257,48 +261,14 @@ func noEOF(err error) error {
 	return err
 }
 
-func instanceToProto(in Instance) *fsmpb.Instance {
-	return &fsmpb.Instance{
-		Service:            in.Service,
-		Id:                 in.ID,
-		Address:            in.Address,
-		Metadata:           in.Metadata,
-		Incarnation:        in.Incarnation,
-		BeatIntervalNs:     int64(in.BeatInterval),
-		SuspectAfterNs:     int64(in.SuspectAfter),
-		TtlNs:              int64(in.TTL),
-		State:              int32(in.State),
-		CreateIndex:        in.CreateIndex,
-		ModifyIndex:        in.ModifyIndex,
-		LastBeatIndex:      in.LastBeatIndex,
-		LastUdpSeq:         in.LastUDPSeq,
-		RegisteredAtUnixNs: in.RegisteredAt,
-		LastBeatAtUnixNs:   in.LastBeatAt,
+// instanceState returns the state an instance record holds, or an error if
+// it is not one.
+func instanceState(service, id string, state int32) (InstanceState, error) {
+	s := InstanceState(state)
+	if state != int32(s) || (s != StateHealthy && s != StateSuspect) {
+		return 0, fmt.Errorf("%s/%s has invalid state %d", service, id, state)
 	}
-}
-
-func instanceFromProto(p *fsmpb.Instance) (Instance, error) {
-	state := InstanceState(p.GetState())
-	if p.GetState() != int32(state) || (state != StateHealthy && state != StateSuspect) {
-		return Instance{}, fmt.Errorf("%s/%s has invalid state %d", p.GetService(), p.GetId(), p.GetState())
-	}
-	return Instance{
-		Service:       intern(p.GetService()),
-		ID:            p.GetId(),
-		Address:       p.GetAddress(),
-		Metadata:      cloneMetadata(p.GetMetadata()),
-		Incarnation:   p.GetIncarnation(),
-		BeatInterval:  time.Duration(p.GetBeatIntervalNs()),
-		SuspectAfter:  time.Duration(p.GetSuspectAfterNs()),
-		TTL:           time.Duration(p.GetTtlNs()),
-		State:         state,
-		CreateIndex:   p.GetCreateIndex(),
-		ModifyIndex:   p.GetModifyIndex(),
-		LastBeatIndex: p.GetLastBeatIndex(),
-		LastUDPSeq:    p.GetLastUdpSeq(),
-		RegisteredAt:  p.GetRegisteredAtUnixNs(),
-		LastBeatAt:    p.GetLastBeatAtUnixNs(),
-	}, nil
+	return s, nil
 }
 
 // readACLRecords reads the policy and token records that follow the node

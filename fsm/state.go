@@ -423,9 +423,7 @@ func (s *State) Nodes() []NodeMeta {
 	return out
 }
 
-func compareInstances(a, b Instance) int {
-	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.ID, b.ID))
-}
+func compareInstances(a, b Instance) int { return compareInstancePtrs(&a, &b) }
 
 func compareNodes(a, b NodeMeta) int {
 	return cmp.Compare(a.NodeID, b.NodeID)
