@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,16 @@ type rawRecorder struct {
 	recording atomic.Bool
 	mu        sync.Mutex
 	samples   []weighted
+	slow      []slowFrame // frames answered after slowFrameAfter, while recording
+}
+
+// slowFrameAfter: a frame answered later than this is listed by when it
+// was sent, to find what the slow ones have in common.
+const slowFrameAfter = 100 * time.Millisecond
+
+type slowFrame struct {
+	sent time.Time
+	lat  time.Duration
 }
 
 func (r *rawRecorder) onAck(f *rawFrame, sentAt time.Time, rejected int) {
@@ -122,8 +133,12 @@ func (r *rawRecorder) onAck(f *rawFrame, sentAt time.Time, rejected int) {
 		r.firstAckNs.CompareAndSwap(0, now.UnixNano())
 	}
 	if r.recording.Load() {
+		lat := now.Sub(sentAt)
 		r.mu.Lock()
-		r.samples = append(r.samples, weighted{now.Sub(sentAt), ok})
+		r.samples = append(r.samples, weighted{lat, ok})
+		if lat > slowFrameAfter {
+			r.slow = append(r.slow, slowFrame{sentAt, lat})
+		}
 		r.mu.Unlock()
 	}
 }
@@ -131,7 +146,7 @@ func (r *rawRecorder) onAck(f *rawFrame, sentAt time.Time, rejected int) {
 // record starts a recording, dropping the last one's samples.
 func (r *rawRecorder) record() {
 	r.mu.Lock()
-	r.samples = r.samples[:0]
+	r.samples, r.slow = r.samples[:0], r.slow[:0]
 	r.mu.Unlock()
 	r.recording.Store(true)
 }
@@ -143,6 +158,31 @@ func (r *rawRecorder) stop() []weighted {
 	defer r.mu.Unlock()
 	out := make([]weighted, len(r.samples))
 	copy(out, r.samples)
+	return out
+}
+
+// slowBySecond describes the slow frames of the last recording by the
+// second they were sent in, counted from start: "+12s 40 (max 212ms)".
+func (r *rawRecorder) slowBySecond(start time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type sec struct {
+		n   int
+		max time.Duration
+	}
+	by := map[int]*sec{}
+	for _, f := range r.slow {
+		k := int(f.sent.Sub(start) / time.Second)
+		if by[k] == nil {
+			by[k] = &sec{}
+		}
+		by[k].n++
+		by[k].max = max(by[k].max, f.lat)
+	}
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(by)) {
+		out = append(out, fmt.Sprintf("+%ds %d (max %v)", k, by[k].n, by[k].max.Round(time.Millisecond)))
+	}
 	return out
 }
 

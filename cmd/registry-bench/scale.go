@@ -255,6 +255,10 @@ func (b *bench) scale(ctx context.Context) error {
 	}
 	samples := gen.rec.stop()
 	elapsed := time.Since(t0)
+	if slow := gen.rec.slowBySecond(t0); len(slow) > 0 {
+		b.logf("scale: frames answered after %v, by the second of the hold they were sent in (from %s): %s",
+			slowFrameAfter, t0.Format("15:04:05.000"), strings.Join(slow, ", "))
+	}
 	cpu1 := c.sample()
 	self1, _ := readProcStat(os.Getpid())
 	beats := 0
