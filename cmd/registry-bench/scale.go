@@ -424,9 +424,9 @@ func registerRaw(ctx context.Context, conns []*grpc.ClientConn, n, workers int, 
 // whichever node answers, resuming after the last index it saw.
 type rawWatch struct {
 	expired, resets atomic.Int64
-	events, breaks  atomic.Int64 // every event seen; streams that failed or could not open
+	events, breaks  atomic.Int64  // every event seen; streams that failed or could not open
 	index           atomic.Uint64 // the index the watch has read up to
-	lastErr         atomic.Value // string: the last stream's error
+	lastErr         atomic.Value  // string: the last stream's error
 	cancel          context.CancelFunc
 	done            chan struct{}
 	once            sync.Once
