@@ -151,20 +151,7 @@ func scaleFSM1M(b *testing.B) (*fsm.FSM, []byte) {
 // each of its snapshots.
 func BenchmarkSnapshotPersist1M(b *testing.B) {
 	f, _ := scaleFSM1M(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		snap, err := f.Snapshot()
-		if err != nil {
-			b.Fatal(err)
-		}
-		sink := &discardSink{}
-		if err := snap.Persist(sink); err != nil {
-			b.Fatal(err)
-		}
-		snap.Release()
-		b.SetBytes(sink.n)
-	}
+	benchPersist(b, f)
 }
 
 // BenchmarkSnapshotRestore1M restores the snapshot stream of a million
