@@ -172,6 +172,7 @@ func (a *beatApplier) apply(pos int, inc, seq uint64) (RejectReason, uint64) {
 	if in.State == StateSuspect {
 		old := *in
 		in.State = StateHealthy
+		a.s.countSuspect(in.Service, StateSuspect, -1)
 		in.ModifyIndex = a.index
 		in.LastBeatIndex = a.index
 		in.LastBeatAt = max(in.LastBeatAt, a.now)

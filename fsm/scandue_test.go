@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -31,12 +32,39 @@ func dueSet(scan func(fn func(*fsm.Instance)), now int64) []string {
 	return out
 }
 
+// summaries is ListServices without its index.
+func summaries(f *fsm.FSM) []fsm.ServiceSummary {
+	out, _ := f.ListServices()
+	return out
+}
+
+// recount is what ListServices should say, counted from every instance.
+func recount(f *fsm.FSM) []fsm.ServiceSummary {
+	by := map[string]*fsm.ServiceSummary{}
+	ins, _ := f.Instances()
+	for _, in := range ins {
+		if by[in.Service] == nil {
+			by[in.Service] = &fsm.ServiceSummary{Service: in.Service}
+		}
+		if in.State == fsm.StateSuspect {
+			by[in.Service].Suspect++
+		} else {
+			by[in.Service].Healthy++
+		}
+	}
+	var out []fsm.ServiceSummary
+	for _, svc := range slices.Sorted(maps.Keys(by)) {
+		out = append(out, *by[svc])
+	}
+	return out
+}
+
 // TestScanDueFindsEveryDueInstance is a model test: after every step of a
 // random sequence of registrations, beats (with the clock going backwards
 // too, as under a new leader), SUSPECT marks, deregistrations (which move
 // instances between chunks), snapshots (which freeze the chunks) and
 // restores, ScanDue at several times finds exactly the due instances a
-// full scan finds. The scans between steps make the chunks' bounds exact,
+// full scan finds, and ListServices counts what a recount does. The scans between steps make the chunks' bounds exact,
 // so a write that did not lower its chunk's bound is caught.
 func TestScanDueFindsEveryDueInstance(t *testing.T) {
 	for seed := range uint64(4) {
@@ -103,6 +131,10 @@ func TestScanDueFindsEveryDueInstance(t *testing.T) {
 				default:
 					f = fsmtest.SnapshotRestore(t, f)
 					index = f.AppliedIndex()
+				}
+				// The per-service counts Services keeps match a recount.
+				if got, want := summaries(f), recount(f); !slices.Equal(got, want) {
+					t.Fatalf("step %d: ListServices = %v, a recount of the instances %v", step, got, want)
 				}
 				for _, now := range []int64{clock - int64(1000*time.Second), clock - int64(30*time.Second), clock, clock + int64(15*time.Second), when()} {
 					want := dueSet(f.ScanInstances, now)

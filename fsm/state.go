@@ -28,6 +28,11 @@ import (
 // replica does not share.
 type State struct {
 	services map[string]map[string]int // service → id → position in insts
+	// suspects counts each service's SUSPECT instances (absent: none), so
+	// that Services, read at every metrics scrape and by the console every
+	// second, is O(services) and not a walk of every instance under the
+	// read lock.
+	suspects map[string]int
 	insts    store
 	nodes    map[string]NodeMeta
 	acl      aclState
@@ -40,6 +45,7 @@ type State struct {
 func NewState() *State {
 	return &State{
 		services: make(map[string]map[string]int),
+		suspects: make(map[string]int),
 		nodes:    make(map[string]NodeMeta),
 		acl:      newACLState(),
 	}
@@ -52,10 +58,25 @@ func (s *State) put(in Instance) {
 		s.services[in.Service] = ids
 	}
 	if pos, ok := ids[in.ID]; ok {
+		s.countSuspect(in.Service, s.insts.at(pos).State, -1)
 		s.insts.set(pos, in)
+		s.countSuspect(in.Service, in.State, 1)
 		return
 	}
 	ids[in.ID] = s.insts.push(in)
+	s.countSuspect(in.Service, in.State, 1)
+}
+
+// countSuspect adds d to service's SUSPECT count if st is SUSPECT.
+func (s *State) countSuspect(service string, st InstanceState, d int) {
+	if st != StateSuspect {
+		return
+	}
+	if n := s.suspects[service] + d; n != 0 {
+		s.suspects[service] = n
+	} else {
+		delete(s.suspects, service)
+	}
 }
 
 // lookup returns the position of an instance in insts.
@@ -70,6 +91,7 @@ func (s *State) remove(service, id string) {
 	if !ok {
 		return
 	}
+	s.countSuspect(service, s.insts.at(pos).State, -1)
 	delete(ids, id)
 	if len(ids) == 0 {
 		delete(s.services, service)
@@ -379,15 +401,8 @@ func (s *State) Service(service string, includeSuspect bool) []Instance {
 func (s *State) Services() []ServiceSummary {
 	var out []ServiceSummary
 	for name, ids := range s.services {
-		sum := ServiceSummary{Service: name}
-		for _, pos := range ids {
-			if s.insts.at(pos).State == StateSuspect {
-				sum.Suspect++
-			} else {
-				sum.Healthy++
-			}
-		}
-		out = append(out, sum)
+		suspect := s.suspects[name]
+		out = append(out, ServiceSummary{Service: name, Healthy: len(ids) - suspect, Suspect: suspect})
 	}
 	slices.SortFunc(out, func(a, b ServiceSummary) int { return cmp.Compare(a.Service, b.Service) })
 	return out
