@@ -25,7 +25,7 @@ import (
 	"github.com/regcenter/registry/node/nodetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nodetest.LeakOptions()...) }
 
 // Short timing so that liveness plays out in well under a second.
 var fast = []client.RegisterOption{

@@ -30,7 +30,7 @@ import (
 	"github.com/regcenter/registry/node/nodetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nodetest.LeakOptions()...) }
 
 // newCluster starts an in-process cluster of n nodes.
 func newCluster(t *testing.T, n int) *cluster { return &cluster{nodetest.New(t, n, nil)} }

@@ -24,7 +24,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // testdata is absolute: a test may change its working directory.
 var testdata, _ = filepath.Abs("testdata")
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, nodetest.LeakOptions()...) }
 
 // golden is one command line and the name of the file holding what it
 // prints and its exit status.
