@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/regcenter/registry/client"
 )
 
@@ -99,37 +101,24 @@ func (f *fleet) close() {
 // registerAll registers n instances, instance i on client i mod clients
 // in service serviceOf(i), with workers registrations in flight.
 func (f *fleet) registerAll(ctx context.Context, n, workers int, prefix string, serviceOf func(int) string, opts ...client.RegisterOption) error {
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		firstMu sync.Mutex
-		first   error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
 	for range workers {
-		wg.Go(func() {
+		g.Go(func() error {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
+				if i >= n || gctx.Err() != nil {
+					return nil
 				}
 				inst := client.Instance{Service: serviceOf(i), ID: fmt.Sprintf("%s-%d", prefix, i), Address: fmt.Sprintf("127.%d.%d.%d:80", i>>16&255, i>>8&255, i&255)}
-				if _, err := f.clients[i%len(f.clients)].Register(ctx, inst, opts...); err != nil {
-					firstMu.Lock()
-					if first == nil {
-						first = fmt.Errorf("registering %s/%s: %w", inst.Service, inst.ID, err)
-					}
-					firstMu.Unlock()
-					cancel()
-					return
+				if _, err := f.clients[i%len(f.clients)].Register(gctx, inst, opts...); err != nil {
+					return fmt.Errorf("registering %s/%s: %w", inst.Service, inst.ID, err)
 				}
 			}
 		})
 	}
-	wg.Wait()
-	if first != nil {
-		return first
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }

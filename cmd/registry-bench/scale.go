@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -370,52 +371,39 @@ func waitFor(ctx context.Context, d time.Duration, cond func(context.Context) er
 // calls in flight, retrying UNAVAILABLE and RESOURCE_EXHAUSTED answers
 // until ctx ends; done(i) follows each success.
 func registerRaw(ctx context.Context, conns []*grpc.ClientConn, n, workers int, inst func(int) *registryv1.Instance, done func(int)) error {
-	var (
-		next    atomic.Int64
-		wg      sync.WaitGroup
-		firstMu sync.Mutex
-		first   error
-	)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	var next atomic.Int64
 	stubs := make([]registryv1.RegistryClient, len(conns))
 	for i, cc := range conns {
 		stubs[i] = registryv1.NewRegistryClient(cc)
 	}
+	g, gctx := errgroup.WithContext(ctx)
 	for w := range workers {
-		wg.Go(func() {
+		g.Go(func() error {
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
+				if i >= n || gctx.Err() != nil {
+					return nil
 				}
 				req := &registryv1.RegisterRequest{Instance: inst(i)}
 				for attempt := 0; ; attempt++ {
-					cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+					cctx, ccancel := context.WithTimeout(gctx, 10*time.Second)
 					_, err := stubs[(w+attempt)%len(stubs)].Register(cctx, req)
 					ccancel()
 					if err == nil {
 						done(i)
 						break
 					}
-					if c := status.Code(err); (c == codes.Unavailable || c == codes.ResourceExhausted || c == codes.DeadlineExceeded) && ctx.Err() == nil {
-						sleepCtx(ctx, min(time.Duration(attempt+1)*20*time.Millisecond, 500*time.Millisecond))
+					if c := status.Code(err); (c == codes.Unavailable || c == codes.ResourceExhausted || c == codes.DeadlineExceeded) && gctx.Err() == nil {
+						sleepCtx(gctx, min(time.Duration(attempt+1)*20*time.Millisecond, 500*time.Millisecond))
 						continue
 					}
-					firstMu.Lock()
-					if first == nil {
-						first = fmt.Errorf("registering %s/%s: %w", req.Instance.Service, req.Instance.Id, err)
-					}
-					firstMu.Unlock()
-					cancel()
-					return
+					return fmt.Errorf("registering %s/%s: %w", req.Instance.Service, req.Instance.Id, err)
 				}
 			}
 		})
 	}
-	wg.Wait()
-	if first != nil {
-		return first
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return ctx.Err()
 }
