@@ -95,18 +95,22 @@ func TestPythonUDPSenderKeepsAnInstanceAlive(t *testing.T) {
 	follower := (leader + 1) % 3
 	const interval, ttl = 200 * time.Millisecond, time.Second
 
-	reg, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: udpInstance("udp", "alive", interval, 3*interval, ttl)})
+	// "alive" is registered first with a long TTL, so that the time the
+	// Python interpreter takes to start (seconds on a loaded machine) does
+	// not count; once its first UDP beat is applied, the same incarnation
+	// (the same beat key) is registered again with the short TTL, and the
+	// sender's remaining beats must keep it alive.
+	reg, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: udpInstance("udp", "alive", interval, 20*time.Second, 30*time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(reg.BeatKey) != udpbeat.KeySize {
 		t.Fatalf("Register returned a beat key of %d bytes, want %d", len(reg.BeatKey), udpbeat.KeySize)
 	}
-	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: udpInstance("udp", "idle", interval, 3*interval, ttl)}); err != nil {
-		t.Fatal(err)
-	}
 
-	beats := int(3*ttl/interval) + 2 // a little over 3 × TTL of beats
+	// A little over 3 × TTL of beats after the short TTL is set, and 5 s
+	// for the sender to start.
+	beats := int(3*ttl/interval) + 2 + int(5*time.Second/interval)
 	other := 3 - leader - follower
 	// Both followers, in turn: each forwards its beats to the leader.
 	cmd := exec.CommandContext(ctx, python, "../examples/udp-beat.py", "--addr", c.Nodes[follower].UDPBeatAddr()+","+c.Nodes[other].UDPBeatAddr(),
@@ -124,6 +128,18 @@ func TestPythonUDPSenderKeepsAnInstanceAlive(t *testing.T) {
 		_ = cmd.Process.Kill() // by PID; a no-op once it exited
 		<-done
 	})
+	poll.Eventually(t, 20*time.Second, func(context.Context) error {
+		if in, ok := c.Nodes[leader].FSM().Instance("udp", "alive"); !ok || in.LastUDPSeq == 0 {
+			return fmt.Errorf("no UDP beat of udp/alive applied yet; sender output:\n%s", out.String())
+		}
+		return nil
+	})
+	if reg, err = c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: udpInstance("udp", "alive", interval, 3*interval, ttl)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.registry(leader).Register(ctx, &registryv1.RegisterRequest{Instance: udpInstance("udp", "idle", interval, 3*interval, ttl)}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The control: without beats, "idle" expires while "alive" beats.
 	poll.Eventually(t, 20*time.Second, func(ctx context.Context) error {
