@@ -45,20 +45,27 @@ func BenchmarkClassify100k(b *testing.B) {
 // sweepFSM returns an FSM of n instances over 1,000 services, 1 % of them
 // silent for 10 s at benchNow, the others beaten 1 s before it.
 func sweepFSM(b *testing.B, n int) *fsm.FSM {
+	return buildFSM(b, n, time.Second, 2500*time.Millisecond, 5*time.Second, func(i int) time.Time {
+		if i%100 == 0 {
+			return benchNow.Add(-10 * time.Second)
+		}
+		return benchNow.Add(-time.Second)
+	})
+}
+
+// buildFSM returns an FSM of n instances over 1,000 services with the given
+// beat interval, suspect_after and ttl; instance i last beat at lastBeat(i).
+func buildFSM(b *testing.B, n int, interval, suspectAfter, ttl time.Duration, lastBeat func(i int) time.Time) *fsm.FSM {
 	b.Helper()
 	f := fsm.New(fsm.Config{HistorySize: 1})
 	index := uint64(0)
 	for start := 0; start < n; start += 1000 {
 		wb := &fsmpb.WriteBatch{}
 		for i := start; i < min(n, start+1000); i++ {
-			last := benchNow.Add(-time.Second)
-			if i%100 == 0 {
-				last = benchNow.Add(-10 * time.Second)
-			}
 			wb.Writes = append(wb.Writes, &fsmpb.Write{Op: &fsmpb.Write_Register{Register: &fsmpb.Register{
 				Service: fmt.Sprintf("payments-api-%04d", i%1000), Id: fmt.Sprintf("instance-%030d", i),
-				Address: "127.0.0.1:8080", Incarnation: 1, BeatIntervalNs: int64(time.Second),
-				SuspectAfterNs: int64(2500 * time.Millisecond), TtlNs: int64(5 * time.Second), NowUnixNs: last.UnixNano(),
+				Address: "127.0.0.1:8080", Incarnation: 1, BeatIntervalNs: int64(interval),
+				SuspectAfterNs: int64(suspectAfter), TtlNs: int64(ttl), NowUnixNs: lastBeat(i).UnixNano(),
 			}}})
 		}
 		data, err := fsm.Encode(fsm.WriteBatchType, wb)
@@ -106,27 +113,9 @@ func BenchmarkSweepScan(b *testing.B) {
 // evenly over the 10 s before benchNow: instance i last beat at
 // benchNow - 10 s + (i % 100) × 100 ms.
 func steadyFSM(b *testing.B, n int) *fsm.FSM {
-	b.Helper()
-	f := fsm.New(fsm.Config{HistorySize: 1})
-	index := uint64(0)
-	for start := 0; start < n; start += 1000 {
-		wb := &fsmpb.WriteBatch{}
-		for i := start; i < min(n, start+1000); i++ {
-			last := benchNow.Add(-10*time.Second + time.Duration(i%100)*100*time.Millisecond)
-			wb.Writes = append(wb.Writes, &fsmpb.Write{Op: &fsmpb.Write_Register{Register: &fsmpb.Register{
-				Service: fmt.Sprintf("payments-api-%04d", i%1000), Id: fmt.Sprintf("instance-%030d", i),
-				Address: "127.0.0.1:8080", Incarnation: 1, BeatIntervalNs: int64(10 * time.Second),
-				SuspectAfterNs: int64(20 * time.Second), TtlNs: int64(30 * time.Second), NowUnixNs: last.UnixNano(),
-			}}})
-		}
-		data, err := fsm.Encode(fsm.WriteBatchType, wb)
-		if err != nil {
-			b.Fatal(err)
-		}
-		index++
-		f.Apply(fsmtest.Log(index, data))
-	}
-	return f
+	return buildFSM(b, n, 10*time.Second, 20*time.Second, 30*time.Second, func(i int) time.Time {
+		return benchNow.Add(-10*time.Second + time.Duration(i%100)*100*time.Millisecond)
+	})
 }
 
 // BenchmarkSweepDue is the leader's sweeps over N instances that all beat
